@@ -1,0 +1,64 @@
+"""Process settings, read once from the environment (`MODEL_LEDGER_*`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+_PREFIX = "MODEL_LEDGER_"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything configurable. Unset database/redis URLs mean the embedded stack."""
+
+    home: Path = Path(".model-ledger")
+    database_url: str | None = None
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # request bodies above this are refused with 413 before they are read whole
+    max_body_bytes: int = 1_048_576
+    # uploaded artifacts and datasets
+    max_upload_bytes: int = 512 * 1_048_576
+    # signed checkpoints of the chain head
+    checkpoint_interval_seconds: float = 60.0
+    signing_key_path: Path | None = None
+    # group commit: most events written in one append transaction
+    append_batch_max_events: int = 1_000
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    log_level: str = "info"
+
+    @property
+    def embedded(self) -> bool:
+        """True when neither store is configured and both run inside `home`."""
+        return self.database_url is None and self.redis_url is None
+
+    @property
+    def signing_key_file(self) -> Path:
+        return self.signing_key_path or self.home / "signing.key"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.home / "admin.token"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from `MODEL_LEDGER_<FIELD>` variables, then explicit overrides."""
+        env = os.environ if environ is None else environ
+        raw: dict[str, object] = {}
+        for field in msgspec.structs.fields(cls):
+            value = env.get(_PREFIX + field.name.upper())
+            if value not in (None, ""):
+                raw[field.name] = value
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        return msgspec.convert(raw, cls, strict=False, dec_hook=_decode_path)
+
+
+def _decode_path(kind: type, value: object) -> object:
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError

@@ -1,0 +1,91 @@
+"""Encoding domain events to stored columns and back. One reused encoder and decoder."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from domain.events import AnyEvent, Event, EventMeta
+
+
+class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A row of the log exactly as stored: what the hash chain covers."""
+
+    position: int
+    stream: str
+    version: int
+    event_id: uuid.UUID
+    type: str
+    data: str
+    meta: str
+    recorded_at: datetime
+    prev_hash: bytes
+    hash: bytes
+
+
+class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A row of the log decoded into its domain event."""
+
+    position: int
+    stream: str
+    version: int
+    event_id: uuid.UUID
+    recorded_at: datetime
+    event: AnyEvent
+    meta: EventMeta
+
+
+_encoder = msgspec.json.Encoder()
+_event_decoder = msgspec.json.Decoder(AnyEvent)
+_meta_decoder = msgspec.json.Decoder(EventMeta)
+
+# Column order shared by every read query, so rows can be unpacked positionally.
+COLUMNS = "position, stream, version, event_id, type, data::text, meta::text, recorded_at"
+CHAIN_COLUMNS = COLUMNS + ", prev_hash, hash"
+
+
+def encode_event(event: Event) -> str:
+    """The canonical JSON text of an event (its tag included)."""
+    return _encoder.encode(event).decode()
+
+
+def encode_meta(meta: EventMeta) -> str:
+    """The canonical JSON text of event metadata."""
+    return _encoder.encode(meta).decode()
+
+
+def decode_event(data: str) -> AnyEvent:
+    """The domain event of a stored `data` column."""
+    return _event_decoder.decode(data)
+
+
+def recorded_from_row(row: Any) -> RecordedEvent:
+    """Decode a row selected with `COLUMNS`."""
+    return RecordedEvent(
+        position=row[0],
+        stream=row[1],
+        version=row[2],
+        event_id=row[3],
+        event=_event_decoder.decode(row[5]),
+        meta=_meta_decoder.decode(row[6]),
+        recorded_at=row[7],
+    )
+
+
+def stored_from_row(row: Any) -> StoredEvent:
+    """A row selected with `CHAIN_COLUMNS`, unchanged."""
+    return StoredEvent(
+        position=row[0],
+        stream=row[1],
+        version=row[2],
+        event_id=row[3],
+        type=row[4],
+        data=row[5],
+        meta=row[6],
+        recorded_at=row[7],
+        prev_hash=bytes(row[8]),
+        hash=bytes(row[9]),
+    )

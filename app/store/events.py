@@ -1,0 +1,322 @@
+"""The event store: appends through group commit, reads by stream or by position.
+
+Concurrent `append` calls in one process are gathered into one call of the `ml_append`
+database function, one transaction and one round trip per batch. The function takes a
+transaction-scoped advisory lock, so positions are assigned in commit order across all
+processes (gap-free global reads) and the hash chain is extended by exactly one writer at
+a time. Subscribers are woken after commit, never by NOTIFY inside the append.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import asyncpg
+import msgspec
+
+from app.store import codec
+from app.store.codec import RecordedEvent, StoredEvent
+from domain.errors import ConcurrencyConflict, IdempotencyKeyReused
+from domain.events import Event, EventMeta, event_type
+
+NOTIFY_CHANNEL = "ml_events"
+
+_APPEND_SQL = "SELECT * FROM ml_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+
+
+class Idempotency(msgspec.Struct, frozen=True):
+    """A client's idempotency key, scoped to its subject, and the digest of its request."""
+
+    scope: str
+    key: str
+    request_digest: str
+
+
+class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
+    """Where an append landed. `replayed` when an earlier identical append is returned."""
+
+    stream: str
+    first_position: int
+    last_position: int
+    stream_version: int
+    recorded_at: datetime
+    replayed: bool = False
+
+
+class _Request(msgspec.Struct, kw_only=True):
+    stream: str
+    expected_version: int | None
+    idempotency: Idempotency | None
+    event_ids: list[uuid.UUID]
+    types: list[str]
+    data: list[str]
+    meta: str
+    future: asyncio.Future[AppendResult]
+
+
+class EventStore:
+    """Append to and read from the log over an asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool, *, batch_max_events: int = 1_000) -> None:
+        self._pool = pool
+        self._batch_max_events = batch_max_events
+        self._pending: list[_Request] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._head = 0
+        self._head_changed = asyncio.Condition()
+        self._listeners: list[Callable[[int], None]] = []
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
+    async def append(
+        self,
+        stream: str,
+        events: Sequence[Event],
+        *,
+        meta: EventMeta,
+        expected_version: int | None,
+        idempotency: Idempotency | None = None,
+        event_ids: Sequence[uuid.UUID] | None = None,
+    ) -> AppendResult:
+        """Append events to one stream atomically.
+
+        `expected_version` None appends whatever the stream holds; 0 requires a new stream.
+        Raises ConcurrencyConflict or IdempotencyKeyReused; appends nothing then.
+        """
+        if not events:
+            raise ValueError("append needs at least one event")
+        ids = list(event_ids) if event_ids is not None else [uuid.uuid4() for _ in events]
+        if len(ids) != len(events):
+            raise ValueError("one event id per event")
+        request = _Request(
+            stream=stream,
+            expected_version=expected_version,
+            idempotency=idempotency,
+            event_ids=ids,
+            types=[event_type(e) for e in events],
+            data=[codec.encode_event(e) for e in events],
+            meta=codec.encode_meta(meta),
+            future=asyncio.get_running_loop().create_future(),
+        )
+        self._pending.append(request)
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_pending())
+        return await request.future
+
+    async def _flush_pending(self) -> None:
+        # One flush at a time per process; appends arriving meanwhile wait for the next
+        # batch, which is what makes concurrent appends share a transaction.
+        batch: list[_Request] = []
+        try:
+            while self._pending:
+                batch = self._take_batch()
+                try:
+                    await self._write(batch)
+                except Exception:  # noqa: BLE001 - isolated below, reported per request
+                    # Event ids are fixed before the first try, so a request that did land
+                    # comes back as a replay rather than twice.
+                    for request in batch:
+                        if not request.future.done():
+                            await self._write_alone(request)
+        except BaseException:
+            for request in [*batch, *self._pending]:
+                if not request.future.done():
+                    request.future.cancel()
+            self._pending.clear()
+            raise
+        finally:
+            self._flusher = None
+
+    async def _write_alone(self, request: _Request) -> None:
+        try:
+            await self._write([request])
+        except Exception as error:  # noqa: BLE001 - delivered to the waiting caller
+            if not request.future.done():
+                request.future.set_exception(error)
+
+    def _take_batch(self) -> list[_Request]:
+        batch: list[_Request] = []
+        count = 0
+        while self._pending and (not batch or count + len(self._pending[0].types) <= self._batch_max_events):
+            request = self._pending.pop(0)
+            batch.append(request)
+            count += len(request.types)
+        return batch
+
+    async def _write(self, batch: list[_Request]) -> None:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(_APPEND_SQL, *_batch_arguments(batch))
+        replays: list[tuple[_Request, int, int]] = []
+        for row in rows:
+            request = batch[row["o_req"]]
+            status = row["o_status"]
+            if status == "ok":
+                request.future.set_result(
+                    AppendResult(
+                        stream=request.stream,
+                        first_position=row["o_first"],
+                        last_position=row["o_last"],
+                        stream_version=row["o_version"],
+                        recorded_at=row["o_recorded_at"],
+                    )
+                )
+                self._advance_head(row["o_last"])
+            elif status == "conflict":
+                request.future.set_exception(
+                    ConcurrencyConflict(
+                        f"stream {request.stream} is at version {row['o_version']}, "
+                        f"expected {request.expected_version}",
+                        stream=request.stream,
+                        expected_version=request.expected_version,
+                        actual_version=row["o_version"],
+                    )
+                )
+            elif status == "mismatch":
+                request.future.set_exception(
+                    IdempotencyKeyReused(
+                        "this Idempotency-Key was already used with a different request"
+                    )
+                )
+            else:  # replayed or duplicate: the earlier append stands
+                replays.append((request, row["o_first"], row["o_last"]))
+        for request, first, last in replays:
+            request.future.set_result(await self._result_at(request.stream, first, last))
+        await self._wake()
+
+    async def _result_at(self, stream: str, first: int, last: int) -> AppendResult:
+        row = await self._pool.fetchrow(
+            "SELECT version, recorded_at FROM events WHERE position = $1", last
+        )
+        return AppendResult(
+            stream=stream,
+            first_position=first,
+            last_position=last,
+            stream_version=row["version"],
+            recorded_at=row["recorded_at"],
+            replayed=True,
+        )
+
+    def _advance_head(self, position: int) -> None:
+        self._head = max(self._head, position)
+
+    async def _wake(self) -> None:
+        async with self._head_changed:
+            self._head_changed.notify_all()
+        for listener in self._listeners:
+            listener(self._head)
+
+    def on_append(self, listener: Callable[[int], None]) -> None:
+        """Call `listener(head position)` after every committed batch (after commit)."""
+        self._listeners.append(listener)
+
+    async def wait_for_append(self, timeout: float) -> None:
+        """Return after the next committed batch of this process, or after `timeout`."""
+        async with self._head_changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._head_changed.wait(), timeout)
+
+    async def read_stream(self, stream: str, after_version: int = 0) -> list[RecordedEvent]:
+        """The events of one stream in version order."""
+        rows = await self._pool.fetch(
+            f"SELECT {codec.COLUMNS} FROM events WHERE stream = $1 AND version > $2 "
+            "ORDER BY version",
+            stream,
+            after_version,
+        )
+        return [codec.recorded_from_row(row) for row in rows]
+
+    async def read_all(
+        self,
+        after: int = 0,
+        limit: int = 1_000,
+        *,
+        types: Sequence[str] | None = None,
+        stream: str | None = None,
+        until: int | None = None,
+    ) -> list[RecordedEvent]:
+        """Events after a global position, in order, decoded."""
+        rows = await self._pool.fetch(*_read_all_query(codec.COLUMNS, after, limit, types, stream, until))
+        return [codec.recorded_from_row(row) for row in rows]
+
+    async def read_stored(
+        self,
+        after: int = 0,
+        limit: int = 1_000,
+        *,
+        types: Sequence[str] | None = None,
+        stream: str | None = None,
+        until: int | None = None,
+    ) -> list[StoredEvent]:
+        """Events after a global position exactly as stored (for audit and export)."""
+        rows = await self._pool.fetch(
+            *_read_all_query(codec.CHAIN_COLUMNS, after, limit, types, stream, until)
+        )
+        return [codec.stored_from_row(row) for row in rows]
+
+    async def head(self) -> tuple[int, bytes]:
+        """The newest position and its hash; (0, genesis) for an empty log."""
+        row = await self._pool.fetchrow(
+            "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
+        )
+        if row is None:
+            return 0, bytes(32)
+        return int(row["position"]), bytes(row["hash"])
+
+
+def _read_all_query(
+    columns: str,
+    after: int,
+    limit: int,
+    types: Sequence[str] | None,
+    stream: str | None,
+    until: int | None,
+) -> tuple[object, ...]:
+    clauses = ["position > $1"]
+    params: list[object] = [after]
+    if types:
+        params.append(list(types))
+        clauses.append(f"type = ANY(${len(params)})")
+    if stream is not None:
+        params.append(stream)
+        clauses.append(f"stream = ${len(params)}")
+    if until is not None:
+        params.append(until)
+        clauses.append(f"position <= ${len(params)}")
+    params.append(limit)
+    sql = (
+        f"SELECT {columns} FROM events WHERE {' AND '.join(clauses)} "  # noqa: S608 - fixed fragments
+        f"ORDER BY position LIMIT ${len(params)}"
+    )
+    return (sql, *params)
+
+
+def _batch_arguments(batch: list[_Request]) -> tuple[list[object], ...]:
+    r_stream: list[object] = []
+    r_expected: list[object] = []
+    r_scope: list[object] = []
+    r_key: list[object] = []
+    r_digest: list[object] = []
+    r_count: list[object] = []
+    e_ids: list[object] = []
+    e_types: list[object] = []
+    e_data: list[object] = []
+    e_meta: list[object] = []
+    for request in batch:
+        idem = request.idempotency
+        r_stream.append(request.stream)
+        r_expected.append(request.expected_version)
+        r_scope.append(idem.scope if idem else None)
+        r_key.append(idem.key if idem else None)
+        r_digest.append(idem.request_digest if idem else None)
+        r_count.append(len(request.types))
+        e_ids.extend(request.event_ids)
+        e_types.extend(request.types)
+        e_data.extend(request.data)
+        e_meta.extend([request.meta] * len(request.types))
+    return (r_stream, r_expected, r_scope, r_key, r_digest, r_count, e_ids, e_types, e_data, e_meta)
