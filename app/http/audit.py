@@ -1,0 +1,64 @@
+"""The auditor's raw views: the event log and its verification."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, get
+from litestar.datastructures import State
+from litestar.params import Parameter
+
+from app.http.auth import requires
+from app.http.schemas import EventOut, EventPage
+from app.resources import Resources
+from app.services.audit import VerifyReport, verify_log
+from app.store.codec import StoredEvent
+
+
+def event_out(row: StoredEvent) -> EventOut:
+    """An event as the API shows it: stored JSON passed through byte for byte."""
+    return EventOut(
+        position=row.position,
+        stream=row.stream,
+        version=row.version,
+        event_id=row.event_id,
+        type=row.type,
+        data=msgspec.Raw(row.data.encode()),  # type: ignore[arg-type]
+        meta=msgspec.Raw(row.meta.encode()),  # type: ignore[arg-type]
+        recorded_at=row.recorded_at,
+        prev_hash=row.prev_hash.hex(),
+        hash=row.hash.hex(),
+    )
+
+
+class AuditController(Controller):
+    """Reading and verifying the log (auditor, admin)."""
+
+    tags = ["audit"]
+    guards = [requires("auditor", "admin")]  # noqa: RUF012 - Litestar reads class attributes
+
+    @get("/v1/events", operation_id="listEvents")
+    async def events(
+        self,
+        state: State,
+        after: Annotated[int, Parameter(ge=0, description="return events after this position")] = 0,
+        limit: Annotated[int, Parameter(ge=1, le=10_000)] = 1_000,
+        stream: str | None = None,
+        event_type: Annotated[str | None, Parameter(query="type")] = None,
+    ) -> EventPage:
+        """Events after a global position, in order; `next` is the cursor for the next page."""
+        resources: Resources = state.resources
+        rows = await resources.store.read_stored(
+            after, limit, types=[event_type] if event_type else None, stream=stream
+        )
+        return EventPage(
+            events=[event_out(row) for row in rows],
+            next=rows[-1].position if rows else after,
+        )
+
+    @get("/v1/audit/verify", operation_id="verifyLog")
+    async def verify(self, state: State) -> VerifyReport:
+        """Recompute the hash chain and check every signed checkpoint against it."""
+        resources: Resources = state.resources
+        return await verify_log(resources.store, resources.signing_key.public_key())

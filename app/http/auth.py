@@ -1,0 +1,88 @@
+"""Bearer-token authentication, role guards, and the per-request event metadata."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+
+from app.resources import Resources
+from app.services.tokens import Principal
+from app.store.events import Idempotency
+from domain.errors import InvalidInput
+from domain.events import EventMeta, Role
+
+# Routes anyone may call: liveness, readiness, metrics and the live OpenAPI document.
+PUBLIC_PATHS = ["^/health$", "^/ready$", "^/metrics$", "^/schema"]
+
+_MAX_IDEMPOTENCY_KEY = 200
+_canonical = msgspec.json.Encoder(order="sorted")
+
+
+class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
+    """Resolves `Authorization: Bearer <token>` to a Principal, or answers 401."""
+
+    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+        header = connection.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise NotAuthorizedException(
+                "missing bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
+        resources: Resources = connection.app.state.resources
+        principal = await resources.authenticator.authenticate(token.strip())
+        if principal is None:
+            raise NotAuthorizedException(
+                "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"}
+            )
+        return AuthenticationResult(user=principal, auth=token)
+
+
+def requires(*roles: Role) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
+    """A guard admitting only the given roles (403 otherwise)."""
+    allowed = frozenset(roles)
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        principal: Principal = connection.user
+        if principal.role not in allowed:
+            raise PermissionDeniedException(
+                f"role {principal.role!r} may not do this; allowed: {', '.join(sorted(allowed))}"
+            )
+
+    return guard
+
+
+def event_meta(connection: ASGIConnection[Any, Any, Any, Any]) -> EventMeta:
+    """Who is acting, for the events this request appends."""
+    principal: Principal = connection.user
+    return EventMeta(
+        actor=principal.subject,
+        role=principal.role,
+        request_id=connection.headers.get("x-request-id"),
+        correlation_id=connection.headers.get("x-correlation-id"),
+        idempotency_key=connection.headers.get("idempotency-key"),
+    )
+
+
+def idempotency(connection: ASGIConnection[Any, Any, Any, Any], payload: object) -> Idempotency | None:
+    """The request's Idempotency-Key, scoped to the caller, bound to the parsed payload."""
+    key = connection.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY:
+        raise InvalidInput(f"Idempotency-Key must be 1-{_MAX_IDEMPOTENCY_KEY} characters")
+    principal: Principal = connection.user
+    digest = hashlib.sha256(
+        connection.scope["method"].encode()
+        + b" "
+        + connection.scope["path"].encode()
+        + b"\n"
+        + _canonical.encode(payload)
+    ).hexdigest()
+    return Idempotency(scope=principal.subject, key=key, request_digest=digest)

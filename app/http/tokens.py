@@ -1,0 +1,42 @@
+"""API tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, post
+from litestar.datastructures import State
+
+from app.http.auth import event_meta, idempotency, requires
+from app.http.schemas import TokenCreate, TokenCreated
+from app.resources import Resources
+from app.services import tokens
+from domain.tokens import IssueToken
+
+
+class TokenController(Controller):
+    """Issuing tokens (admin only)."""
+
+    path = "/v1/tokens"
+    tags = ["auth"]
+
+    @post(operation_id="createToken", guards=[requires("admin")])
+    async def create(
+        self, data: TokenCreate, request: Request[Any, Any, Any], state: State
+    ) -> TokenCreated:
+        """Issue a token for a subject and role; the token is shown only in this response."""
+        resources: Resources = state.resources
+        issued = await tokens.issue(
+            resources.store,
+            resources.projector,
+            IssueToken(subject=data.subject, role=data.role),
+            meta=event_meta(request),
+            idempotency=idempotency(request, data),
+        )
+        return TokenCreated(
+            token_id=issued.token_id,
+            subject=issued.subject,
+            role=issued.role,
+            token=issued.token,
+            position=issued.position,
+        )

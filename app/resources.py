@@ -1,0 +1,66 @@
+"""Explicit wiring: the one place that opens pools and builds the services from settings."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from redis.asyncio import Redis
+
+from app.services.tokens import Authenticator
+from app.settings import Settings
+from app.store.checkpoints import Checkpointer, load_or_create_key
+from app.store.events import EventStore
+from app.store.projections import all_projections
+from app.store.projector import Projector
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What request handlers, background tasks and commands share in one process."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    redis: Redis
+    store: EventStore
+    projector: Projector
+    authenticator: Authenticator
+    signing_key: Ed25519PrivateKey
+    checkpointer: Checkpointer
+
+
+async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    """An asyncpg pool for the store (json columns are read as text, as asyncpg does)."""
+    pool = await asyncpg.create_pool(database_url, min_size=min_size, max_size=max_size)
+    assert pool is not None
+    return pool
+
+
+@contextlib.asynccontextmanager
+async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
+    """Open the database pool and Redis client and build the services; close on exit."""
+    if settings.database_url is None or settings.redis_url is None:
+        raise ValueError("database_url and redis_url must be set (the CLI starts embedded ones)")
+    pool = await create_pool(
+        settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+    )
+    redis: Redis = Redis.from_url(settings.redis_url)
+    try:
+        store = EventStore(pool, batch_max_events=settings.append_batch_max_events)
+        signing_key = load_or_create_key(settings.signing_key_file)
+        yield Resources(
+            settings=settings,
+            pool=pool,
+            redis=redis,
+            store=store,
+            projector=Projector(store, all_projections()),
+            authenticator=Authenticator(store),
+            signing_key=signing_key,
+            checkpointer=Checkpointer(store, signing_key),
+        )
+    finally:
+        await redis.aclose()
+        await pool.close()

@@ -1,0 +1,11 @@
+"""The projections (views) of the log, one module each."""
+
+from __future__ import annotations
+
+from app.store.projections.tokens import TokensProjection
+from app.store.projector import Projection
+
+
+def all_projections() -> list[Projection]:
+    """Every projection the server maintains, in the order they are applied."""
+    return [TokensProjection()]

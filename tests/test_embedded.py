@@ -1,0 +1,118 @@
+"""The embedded PostgreSQL + Redis stack used when no service URLs are configured."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import psutil
+import pytest
+import redis.asyncio
+from arq import create_pool
+from arq.connections import RedisSettings
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.embedded import EmbeddedStack
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[EmbeddedStack]:
+    with EmbeddedStack(tmp_path / "home") as started:
+        yield started
+
+
+def _server_processes(home: Path) -> list[psutil.Process]:
+    """The postmaster with its children, and redis-server, found through their pid files."""
+    found = []
+    for pid_file in (home / "postgres" / "postmaster.pid", home / "redis" / "redis.pid"):
+        process = psutil.Process(int(pid_file.read_text().split()[0]))
+        found += [process, *process.children(recursive=True)]
+    return found
+
+
+async def _assert_reachable(stack: EmbeddedStack) -> None:
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await conn.close()
+
+    engine = create_async_engine(stack.database_url.replace("postgresql://", "postgresql+asyncpg://"))
+    try:
+        async with engine.connect() as sa_conn:
+            assert (await sa_conn.execute(text("SELECT 1"))).scalar() == 1
+    finally:
+        await engine.dispose()
+
+    client = redis.asyncio.Redis.from_url(stack.redis_url)
+    try:
+        assert await client.ping()
+    finally:
+        await client.aclose()
+
+    pool = await create_pool(RedisSettings.from_dsn(stack.redis_url))
+    try:
+        assert await pool.ping()
+        job = await pool.enqueue_job("embedded_smoke_test")
+        assert job is not None
+        assert await pool.zcard("arq:queue") == 1
+    finally:
+        await pool.aclose()
+
+
+async def test_clients_connect(stack: EmbeddedStack) -> None:
+    assert stack.database_url.startswith("postgresql://")
+    assert stack.redis_url.startswith("unix:///")
+    await _assert_reachable(stack)
+
+
+async def test_socket_paths_stay_short_for_a_long_home(tmp_path: Path) -> None:
+    home = tmp_path / ("deeply-nested-data-folder-" * 5) / "home"
+    with EmbeddedStack(home) as stack:
+        assert str(home) not in stack.redis_url
+        assert len(stack.redis_url.removeprefix("unix://")) < 100
+        await _assert_reachable(stack)
+
+
+async def test_restart_reuses_data(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with EmbeddedStack(home) as first:
+        first.start()  # a second start is a no-op
+        conn = await asyncpg.connect(first.database_url)
+        try:
+            await conn.execute("CREATE TABLE survivor (id int); INSERT INTO survivor VALUES (7)")
+        finally:
+            await conn.close()
+        client = redis.asyncio.Redis.from_url(first.redis_url)
+        try:
+            await client.set("survivor", "yes")
+        finally:
+            await client.aclose()
+
+    with EmbeddedStack(home) as second:
+        conn = await asyncpg.connect(second.database_url)
+        try:
+            assert await conn.fetchval("SELECT id FROM survivor") == 7
+        finally:
+            await conn.close()
+        client = redis.asyncio.Redis.from_url(second.redis_url)
+        try:
+            assert await client.get("survivor") == b"yes"
+        finally:
+            await client.aclose()
+
+
+def test_stop_leaves_no_server_processes(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    stack = EmbeddedStack(home)
+    stack.start()
+    processes = _server_processes(home)
+    assert len(processes) > 2
+    stack.stop()
+    stack.stop()  # a second stop is a no-op
+    _gone, alive = psutil.wait_procs(processes, timeout=5)
+    assert alive == []
+    assert not (home / "postgres" / "postmaster.pid").exists()
+    assert not (home / "redis" / "redis.pid").exists()
+    with pytest.raises(RuntimeError):
+        _ = stack.database_url
