@@ -23,6 +23,7 @@ async def create_token(settings: Settings, *, subject: str, role: str, actor: st
         return await tokens.issue(
             resources.store,
             resources.projector,
+            resources.minter,
             IssueToken(subject=subject, role=role),
             meta=EventMeta(actor=actor, role="admin"),
         )
@@ -41,6 +42,7 @@ async def ensure_admin_token(settings: Settings) -> str | None:
         issued = await tokens.issue(
             resources.store,
             resources.projector,
+            resources.minter,
             IssueToken(subject="admin", role="admin"),
             meta=EventMeta(actor="model-ledger:first-start", role="admin"),
         )

@@ -1,6 +1,7 @@
 """PostgreSQL and Redis started inside a data folder when no service URLs are configured."""
 
 import atexit
+import contextlib
 import hashlib
 import os
 import re
@@ -46,11 +47,10 @@ def _redis_call(path: Path, command: bytes, timeout: float = 5.0) -> bytes | Non
             conn.connect(str(path))
         except OSError:
             return None
-        try:
+        with contextlib.suppress(ConnectionError):
             conn.sendall(command + b"\r\n")
             return conn.recv(64)
-        except ConnectionError:
-            return b""
+        return b""
 
 
 def _wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
@@ -92,21 +92,24 @@ class EmbeddedStack:
         atexit.unregister(self.stop)
         if self._postgres is None:
             return
-        # Redis answers SHUTDOWN by hanging up on exit, once the snapshot is on disk.
-        _redis_call(self._redis_socket, b"SHUTDOWN SAVE", timeout=300)
-        if not _wait_until(lambda: _redis_call(self._redis_socket, b"PING") is None):
-            raise RuntimeError(f"embedded redis-server did not stop; see {self.home / 'redis'}")
         server, self._postgres = self._postgres, None
-        server.cleanup()  # with cleanup_mode=None this only releases pgserver's handle
-        info = PostmasterInfo.read_from_pgdata(server.pgdata)
-        if info is not None and info.is_running():
-            pg_ctl = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(server.pgdata)]
-            subprocess.run(  # noqa: S603 - fixed binary, no shell
-                [*pg_ctl, "-w", "-m", "fast", "stop"],
-                user=server.system_user,  # pg_ctl refuses to run as root
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
+        try:
+            # Redis answers SHUTDOWN by hanging up on exit, once the snapshot is on disk.
+            _redis_call(self._redis_socket, b"SHUTDOWN SAVE", timeout=300)
+            if not _wait_until(lambda: _redis_call(self._redis_socket, b"PING") is None):
+                raise RuntimeError(f"embedded redis did not stop; see {self.home / 'redis'}")
+            with contextlib.suppress(OSError):  # drops the temp-dir socket folder once empty
+                self._redis_socket.parent.rmdir()
+        finally:
+            server.cleanup()  # with cleanup_mode=None this only releases pgserver's handle
+            info = PostmasterInfo.read_from_pgdata(server.pgdata)
+            if info is not None and info.is_running():
+                subprocess.run(  # noqa: S603 - fixed binary, no shell
+                    [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(server.pgdata), "-w", "stop"],
+                    user=server.system_user,  # pg_ctl refuses to run as root
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
 
     @property
     def database_url(self) -> str:

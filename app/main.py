@@ -20,10 +20,13 @@ from app.http.problems import EXCEPTION_HANDLERS
 from app.http.tokens import TokenController
 from app.resources import Resources, open_resources
 from app.settings import Settings
+from app.store.watch import LogWatcher
 
 _log = logging.getLogger("model_ledger")
 
 API_VERSION = "1.0.0"
+# a missed notification (connection blip) delays a view by at most this long
+_FOLLOW_POLL_SECONDS = 5.0
 
 
 class MetricsController(PrometheusController):
@@ -43,18 +46,30 @@ async def _every(seconds: float, job: str, action: object) -> None:
             _log.exception("background %s failed", job)
 
 
+async def _follow_log(resources: Resources, watcher: LogWatcher) -> None:
+    """Keep the views caught up with appends made by other processes (workers, replicas)."""
+    while True:
+        await watcher.wait(_FOLLOW_POLL_SECONDS)
+        try:
+            await resources.projector.catch_up()
+        except Exception:
+            _log.exception("projection catch-up failed")
+
+
 @contextlib.asynccontextmanager
 async def _background(resources: Resources) -> AsyncIterator[None]:
     settings = resources.settings
+    assert settings.database_url is not None
     await resources.projector.catch_up()
+    watcher = LogWatcher(resources.store, settings.database_url)
+    await watcher.start()
     tasks = [
         asyncio.create_task(
             _every(
                 settings.checkpoint_interval_seconds, "checkpoint", resources.checkpointer.sign_head
             )
         ),
-        # views also follow appends made by other processes (workers, other replicas)
-        asyncio.create_task(_every(1.0, "projector", resources.projector.catch_up)),
+        asyncio.create_task(_follow_log(resources, watcher)),
     ]
     try:
         yield
@@ -62,6 +77,7 @@ async def _background(resources: Resources) -> AsyncIterator[None]:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await watcher.stop()
         with contextlib.suppress(Exception):
             await resources.checkpointer.sign_head()
 

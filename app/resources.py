@@ -10,9 +10,9 @@ import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
 
-from app.services.tokens import Authenticator
+from app.services.tokens import Authenticator, TokenMinter
 from app.settings import Settings
-from app.store.checkpoints import Checkpointer, load_or_create_key
+from app.store.checkpoints import Checkpointer, load_or_create_key, private_raw
 from app.store.events import EventStore
 from app.store.projections import all_projections
 from app.store.projector import Projector
@@ -30,6 +30,7 @@ class Resources:
     authenticator: Authenticator
     signing_key: Ed25519PrivateKey
     checkpointer: Checkpointer
+    minter: TokenMinter
 
 
 async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
@@ -49,7 +50,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     )
     redis: Redis = Redis.from_url(settings.redis_url)
     try:
-        store = EventStore(pool, batch_max_events=settings.append_batch_max_events)
+        store = EventStore(pool, batch_max_events=settings.append_batch_max_events, notify=True)
         signing_key = load_or_create_key(settings.signing_key_file)
         yield Resources(
             settings=settings,
@@ -60,6 +61,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             authenticator=Authenticator(store),
             signing_key=signing_key,
             checkpointer=Checkpointer(store, signing_key),
+            minter=TokenMinter(private_raw(signing_key)),
         )
     finally:
         await redis.aclose()

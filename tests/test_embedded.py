@@ -1,5 +1,6 @@
 """The embedded PostgreSQL + Redis stack used when no service URLs are configured."""
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,22 @@ def _server_processes(home: Path) -> list[psutil.Process]:
     return found
 
 
+def _survivors(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Those still running after a short grace period for processes already on their way out."""
+
+    def running(process: psutil.Process) -> bool:
+        # Daemons are reparented to init, which may reap them late: a zombie has exited.
+        try:
+            return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + 5
+    while any(running(p) for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [p for p in processes if running(p)]
+
+
 async def _assert_reachable(stack: EmbeddedStack) -> None:
     conn = await asyncpg.connect(stack.database_url)
     try:
@@ -37,7 +54,9 @@ async def _assert_reachable(stack: EmbeddedStack) -> None:
     finally:
         await conn.close()
 
-    engine = create_async_engine(stack.database_url.replace("postgresql://", "postgresql+asyncpg://"))
+    engine = create_async_engine(
+        stack.database_url.replace("postgresql://", "postgresql+asyncpg://")
+    )
     try:
         async with engine.connect() as sa_conn:
             assert (await sa_conn.execute(text("SELECT 1"))).scalar() == 1
@@ -70,6 +89,7 @@ async def test_socket_paths_stay_short_for_a_long_home(tmp_path: Path) -> None:
     home = tmp_path / ("deeply-nested-data-folder-" * 5) / "home"
     with EmbeddedStack(home) as stack:
         assert str(home) not in stack.redis_url
+        assert str(home) not in stack.database_url
         assert len(stack.redis_url.removeprefix("unix://")) < 100
         await _assert_reachable(stack)
 
@@ -107,12 +127,28 @@ def test_stop_leaves_no_server_processes(tmp_path: Path) -> None:
     stack = EmbeddedStack(home)
     stack.start()
     processes = _server_processes(home)
-    assert len(processes) > 2
+    assert {p.name() for p in processes} == {"postgres", "redis-server"}
     stack.stop()
     stack.stop()  # a second stop is a no-op
-    _gone, alive = psutil.wait_procs(processes, timeout=5)
-    assert alive == []
+    assert _survivors(processes) == []
     assert not (home / "postgres" / "postmaster.pid").exists()
     assert not (home / "redis" / "redis.pid").exists()
     with pytest.raises(RuntimeError):
         _ = stack.database_url
+
+
+async def test_servers_left_running_are_adopted_and_stopped(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    crashed = EmbeddedStack(home)  # stands in for a process that died without stop()
+    crashed.start()
+    processes = _server_processes(home)
+    with EmbeddedStack(home) as adopter:
+        assert _server_processes(home) == processes
+        await _assert_reachable(adopter)
+    assert _survivors(processes) == []
+    crashed.stop()  # finds nothing left to stop
+
+
+def test_home_path_pgserver_cannot_pass_to_postgres(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="without spaces"):
+        EmbeddedStack(tmp_path / "my data")

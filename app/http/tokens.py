@@ -29,6 +29,7 @@ class TokenController(Controller):
         issued = await tokens.issue(
             resources.store,
             resources.projector,
+            resources.minter,
             IssueToken(subject=data.subject, role=data.role),
             meta=event_meta(request),
             idempotency=idempotency(request, data),

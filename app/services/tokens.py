@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 import time
 
@@ -10,8 +12,7 @@ import msgspec
 
 from app.store.events import EventStore, Idempotency
 from app.store.projector import Projector
-from domain.errors import Conflict
-from domain.events import EventMeta, Role
+from domain.events import EventMeta, Role, TokenIssued
 from domain.tokens import IssueToken, issue_token, token_stream
 
 # A revoked token may keep working for this long in other processes' caches.
@@ -41,33 +42,50 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+class TokenMinter:
+    """Makes tokens `mlt_<id>_<secret>` whose secret is an HMAC of the id under a server key.
+
+    Only the sha256 of a token is stored. Deriving the secret (rather than drawing it at
+    random) lets an idempotent retry of the request that issued it return the same token.
+    """
+
+    def __init__(self, server_secret: bytes) -> None:
+        self._key = hashlib.sha256(b"model-ledger/token-secret/v1" + server_secret).digest()
+
+    def token(self, token_id: str) -> str:
+        """The token of an id."""
+        mac = hmac.new(self._key, token_id.encode(), hashlib.sha256).digest()
+        return f"mlt_{token_id}_{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
 async def issue(
     store: EventStore,
     projector: Projector,
+    minter: TokenMinter,
     command: IssueToken,
     *,
     meta: EventMeta,
     idempotency: Idempotency | None = None,
 ) -> IssuedToken:
     """Issue a token: append `token.issued` and wait until it authenticates."""
-    token_id = secrets.token_hex(6)
-    token = f"mlt_{token_id}_{secrets.token_urlsafe(32)}"
-    events = issue_token(command, token_id=token_id, token_sha256=hash_token(token))
+    token_id = secrets.token_hex(8)
+    events = issue_token(
+        command, token_id=token_id, token_sha256=hash_token(minter.token(token_id))
+    )
     result = await store.append(
         token_stream(token_id), events, meta=meta, expected_version=0, idempotency=idempotency
     )
     if result.replayed:
-        # The secret was shown once, to the first request, and is stored nowhere.
-        raise Conflict(
-            "a token was already issued for this Idempotency-Key; its secret is shown only once",
-            position=result.last_position,
-        )
+        # the first request's token: same id, hence the same derived secret
+        issued = (await store.read_all(result.first_position - 1, 1))[0].event
+        assert isinstance(issued, TokenIssued)  # the key's digest covers method and path
+        token_id = issued.token_id
     await projector.catch_up_to(result.last_position)
     return IssuedToken(
         token_id=token_id,
         subject=events[0].subject,
         role=events[0].role,
-        token=token,
+        token=minter.token(token_id),
         position=result.last_position,
     )
 

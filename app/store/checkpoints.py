@@ -9,6 +9,7 @@ from pathlib import Path
 
 import msgspec
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from app.store.events import EventStore
@@ -32,27 +33,28 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 
 def public_raw(public_key: Ed25519PublicKey) -> bytes:
     """The 32 raw bytes of a public key."""
-    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
-
     return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+def private_raw(key: Ed25519PrivateKey) -> bytes:
+    """The 32 raw bytes of a private key (the server secret other keys derive from)."""
+    return key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+
+
 def load_or_create_key(path: Path) -> Ed25519PrivateKey:
-    """The server's signing key, generated on first use (file mode 0600)."""
+    """The server's signing key, generated on first use (file mode 0600).
+
+    Replicas of one deployment must share it (mount the same file).
+    """
     if path.exists():
         return Ed25519PrivateKey.from_private_bytes(path.read_bytes())
-    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
-
     key = Ed25519PrivateKey.generate()
-    raw = key.private_bytes(
-        serialization.Encoding.Raw,
-        serialization.PrivateFormat.Raw,
-        serialization.NoEncryption(),
-    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
-        handle.write(raw)
+        handle.write(private_raw(key))
     return key
 
 

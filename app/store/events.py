@@ -10,7 +10,7 @@ a time. Subscribers are woken after commit, never by NOTIFY inside the append.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -24,6 +24,8 @@ from domain.errors import ConcurrencyConflict, IdempotencyKeyReused
 from domain.events import Event, EventMeta, event_type
 
 NOTIFY_CHANNEL = "ml_events"
+
+_log = logging.getLogger("model_ledger.store")
 
 _APPEND_SQL = "SELECT * FROM ml_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 
@@ -61,14 +63,18 @@ class _Request(msgspec.Struct, kw_only=True):
 class EventStore:
     """Append to and read from the log over an asyncpg pool."""
 
-    def __init__(self, pool: asyncpg.Pool, *, batch_max_events: int = 1_000) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, batch_max_events: int = 1_000, notify: bool = False
+    ) -> None:
         self._pool = pool
         self._batch_max_events = batch_max_events
         self._pending: list[_Request] = []
         self._flusher: asyncio.Task[None] | None = None
         self._head = 0
-        self._head_changed = asyncio.Condition()
         self._listeners: list[Callable[[int], None]] = []
+        self._notify = notify
+        self._notify_position: int | None = None
+        self._notifier: asyncio.Task[None] | None = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -206,20 +212,29 @@ class EventStore:
         self._head = max(self._head, position)
 
     async def _wake(self) -> None:
-        async with self._head_changed:
-            self._head_changed.notify_all()
         for listener in self._listeners:
             listener(self._head)
+        if self._notify:
+            self._notify_position = self._head
+            if self._notifier is None:
+                self._notifier = asyncio.create_task(self._send_notifications())
+
+    async def _send_notifications(self) -> None:
+        # Its own tiny transaction after the append committed: NOTIFY inside the append
+        # would take the global notify lock at commit and serialize every writer.
+        try:
+            while self._notify_position is not None:
+                position, self._notify_position = self._notify_position, None
+                try:
+                    await self._pool.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(position))
+                except (asyncpg.PostgresError, OSError):
+                    _log.warning("could not notify subscribers of position %d", position)
+        finally:
+            self._notifier = None
 
     def on_append(self, listener: Callable[[int], None]) -> None:
-        """Call `listener(head position)` after every committed batch (after commit)."""
+        """Call `listener(head position)` after every committed batch of this process."""
         self._listeners.append(listener)
-
-    async def wait_for_append(self, timeout: float) -> None:
-        """Return after the next committed batch of this process, or after `timeout`."""
-        async with self._head_changed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._head_changed.wait(), timeout)
 
     async def read_stream(self, stream: str, after_version: int = 0) -> list[RecordedEvent]:
         """The events of one stream in version order."""

@@ -1,0 +1,46 @@
+"""Waking subscribers when the log grows, in this process and from other processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import asyncpg
+
+from app.store.events import NOTIFY_CHANNEL, EventStore
+
+
+class LogWatcher:
+    """An event that is set after any append: local ones directly, others via LISTEN."""
+
+    def __init__(self, store: EventStore, database_url: str) -> None:
+        self._store = store
+        self._database_url = database_url
+        self._grew = asyncio.Event()
+        self._connection: asyncpg.Connection | None = None
+        store.on_append(self._on_local_append)
+
+    async def start(self) -> None:
+        """Listen for other processes' appends on a dedicated connection."""
+        self._connection = await asyncpg.connect(self._database_url)
+        await self._connection.add_listener(NOTIFY_CHANNEL, self._on_notification)
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+            self._connection = None
+
+    async def wait(self, timeout: float) -> None:
+        """Return once the log grew since the last call, or after `timeout`."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._grew.wait(), timeout)
+        self._grew.clear()
+
+    def _on_local_append(self, _: int) -> None:
+        self._grew.set()
+
+    def _on_notification(self, *_: Any) -> None:
+        self._grew.set()

@@ -1,0 +1,151 @@
+"""Shared fixtures: real PostgreSQL and Redis, a fresh database per test.
+
+`MODEL_LEDGER_TEST_DATABASE_URL` / `MODEL_LEDGER_TEST_REDIS_URL` name servers to use (CI);
+unset, an embedded PostgreSQL and Redis start in a temporary folder for the session.
+Each test gets its own database, cloned from a migrated template, so runs and tests
+cannot interfere (the log itself refuses TRUNCATE, so there is nothing to clean).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+from litestar import Litestar
+
+from app.main import create_app
+from app.resources import Resources
+from app.services import tokens
+from app.settings import Settings
+from app.store.migrate import migrate
+from domain.events import EventMeta
+from domain.tokens import IssueToken
+
+RUN_ID = uuid.uuid4().hex[:8]
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    database_url = os.environ.get("MODEL_LEDGER_TEST_DATABASE_URL")
+    redis_url = os.environ.get("MODEL_LEDGER_TEST_REDIS_URL")
+    if database_url and redis_url:
+        yield database_url, redis_url
+        return
+    from app.embedded import EmbeddedStack
+
+    with EmbeddedStack(tmp_path_factory.mktemp("stack")) as embedded:
+        yield database_url or embedded.database_url, redis_url or embedded.redis_url
+
+
+@pytest.fixture(scope="session")
+def server_url(stack: tuple[str, str]) -> str:
+    return stack[0]
+
+
+@pytest.fixture(scope="session")
+def redis_url(stack: tuple[str, str]) -> str:
+    return stack[1]
+
+
+async def _admin(server_url: str) -> asyncpg.Connection:
+    return await asyncpg.connect(server_url)
+
+
+@pytest.fixture(scope="session")
+async def template_database(server_url: str) -> AsyncIterator[str]:
+    name = f"ml_test_{RUN_ID}_template"
+    conn = await _admin(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await asyncio.to_thread(migrate, with_database(server_url, name))
+        yield name
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def database_url(server_url: str, template_database: str) -> AsyncIterator[str]:
+    name = f"ml_test_{RUN_ID}_{uuid.uuid4().hex[:10]}"
+    conn = await _admin(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+        yield with_database(server_url, name)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:
+    return Settings(
+        home=tmp_path / "home",
+        database_url=database_url,
+        redis_url=redis_url,
+        checkpoint_interval_seconds=3600,
+        max_body_bytes=64 * 1024,
+    )
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[Litestar]:
+    application = create_app(settings)
+    async with application.lifespan():
+        yield application
+
+
+@pytest.fixture
+def resources(app: Litestar) -> Resources:
+    found: Resources = app.state.resources
+    return found
+
+
+@pytest.fixture
+async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ledger.test") as http:
+        yield http
+
+
+TokenFactory = Callable[[str], Awaitable[dict[str, str]]]
+
+
+@pytest.fixture
+def auth(resources: Resources) -> TokenFactory:
+    """`await auth("ci")` → headers carrying a fresh token of that role."""
+
+    async def make(role: str, subject: str | None = None) -> dict[str, str]:
+        issued = await tokens.issue(
+            resources.store,
+            resources.projector,
+            resources.minter,
+            IssueToken(subject=subject or f"{role}-{uuid.uuid4().hex[:6]}", role=role),
+            meta=EventMeta(actor="test-setup", role="admin"),
+        )
+        return {"Authorization": f"Bearer {issued.token}"}
+
+    return make
+
+
+@contextlib.asynccontextmanager
+async def superuser(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection as the server's superuser (for tampering tests)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
