@@ -101,10 +101,32 @@ def settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:
     )
 
 
+@contextlib.asynccontextmanager
+async def running(application: Litestar) -> AsyncIterator[Litestar]:
+    """Run the app's lifespan in a task of its own: anyio scopes must exit where they began."""
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def lifespan() -> None:
+        async with application.lifespan():
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(lifespan())
+    waiter = asyncio.create_task(started.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        waiter.cancel()
+        task.result()
+    try:
+        yield application
+    finally:
+        stop.set()
+        await task
+
+
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[Litestar]:
-    application = create_app(settings)
-    async with application.lifespan():
+    async with running(create_app(settings)) as application:
         yield application
 
 

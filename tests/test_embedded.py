@@ -17,7 +17,8 @@ from app.embedded import EmbeddedStack
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[EmbeddedStack]:
+def embedded(tmp_path: Path) -> Iterator[EmbeddedStack]:
+    # Not named `stack`: that is conftest's session-wide stack, which this must not shadow.
     with EmbeddedStack(tmp_path / "home") as started:
         yield started
 
@@ -79,10 +80,10 @@ async def _assert_reachable(stack: EmbeddedStack) -> None:
         await pool.aclose()
 
 
-async def test_clients_connect(stack: EmbeddedStack) -> None:
-    assert stack.database_url.startswith("postgresql://")
-    assert stack.redis_url.startswith("unix:///")
-    await _assert_reachable(stack)
+async def test_clients_connect(embedded: EmbeddedStack) -> None:
+    assert embedded.database_url.startswith("postgresql://postgres@/postgres?host=/")
+    assert embedded.redis_url == f"unix://{embedded.home}/redis/redis.sock"
+    await _assert_reachable(embedded)
 
 
 async def test_socket_paths_stay_short_for_a_long_home(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, get
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from app.http.auth import requires
 from app.http.schemas import EventOut, EventPage
@@ -42,10 +42,14 @@ class AuditController(Controller):
     async def events(
         self,
         state: State,
-        after: Annotated[int, Parameter(ge=0, description="return events after this position")] = 0,
-        limit: Annotated[int, Parameter(ge=1, le=10_000)] = 1_000,
-        stream: str | None = None,
-        event_type: Annotated[str | None, Parameter(query="type")] = None,
+        after: Annotated[
+            int, QueryParameter(ge=0, description="return events after this position")
+        ] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=10_000)] = 1_000,
+        stream: Annotated[str | None, QueryParameter(description="only this stream")] = None,
+        event_type: Annotated[
+            str | None, QueryParameter(name="type", description="only this event type")
+        ] = None,
     ) -> EventPage:
         """Events after a global position, in order; `next` is the cursor for the next page."""
         resources: Resources = state.resources

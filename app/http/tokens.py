@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Controller, Request, post
 from litestar.datastructures import State
+from litestar.params import JSONBody
 
 from app.http.auth import event_meta, idempotency, requires
 from app.http.schemas import TokenCreate, TokenCreated
@@ -22,7 +23,7 @@ class TokenController(Controller):
 
     @post(operation_id="createToken", guards=[requires("admin")])
     async def create(
-        self, data: TokenCreate, request: Request[Any, Any, Any], state: State
+        self, data: JSONBody[TokenCreate], request: Request[Any, Any, Any], state: State
     ) -> TokenCreated:
         """Issue a token for a subject and role; the token is shown only in this response."""
         resources: Resources = state.resources

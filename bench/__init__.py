@@ -1,0 +1,1 @@
+"""Benchmarks, run as `uv run python -m bench.<name>`."""

@@ -1,0 +1,123 @@
+"""Shared helpers for the benches: a server, a fresh migrated database, statistics, notes.
+
+`MODEL_LEDGER_BENCH_DATABASE_URL` names the PostgreSQL server to use (any database on it:
+benches create and drop their own). Unset, the local default is tried, and when nothing
+answers there an embedded server is started in a temporary folder for the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import platform
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from app.store.migrate import migrate
+
+ENV_URL = "MODEL_LEDGER_BENCH_DATABASE_URL"
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+T = TypeVar("T")
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL pointing at another database (query string kept)."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) by nearest rank; NaN for no samples."""
+    if not samples:
+        return math.nan
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def median(samples: Sequence[float]) -> float:
+    return percentile(samples, 50)
+
+
+async def _answers(url: str) -> bool:
+    try:
+        conn = await asyncpg.connect(url, timeout=3)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    await conn.close()
+    return True
+
+
+@contextlib.asynccontextmanager
+async def bench_server() -> AsyncIterator[tuple[str, str]]:
+    """(server URL, where it came from): the env URL, the local default, or embedded."""
+    configured = os.environ.get(ENV_URL)
+    if configured:
+        yield configured, ENV_URL
+        return
+    if await _answers(DEFAULT_URL):
+        yield DEFAULT_URL, "local default"
+        return
+    from app.embedded import EmbeddedStack  # noqa: PLC0415 - only when needed
+
+    with tempfile.TemporaryDirectory(prefix="ml-bench-") as home:
+        stack = EmbeddedStack(Path(home))
+        await asyncio.to_thread(stack.start)
+        try:
+            yield stack.database_url, "embedded (temp dir)"
+        finally:
+            await asyncio.to_thread(stack.stop)
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(server_url: str, prefix: str = "ml_bench") -> AsyncIterator[str]:
+    """A new, migrated database with a random name; dropped (forcibly) on exit."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            url = with_database(server_url, name)
+            await asyncio.to_thread(migrate, url)
+            yield url
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def machine_notes(pool: asyncpg.Pool, source: str) -> dict[str, Any]:
+    """Cores, load, interpreter, event loop and the server settings that move the numbers."""
+    settings = {
+        name: await pool.fetchval(f"SHOW {name}")
+        for name in ("server_version", "synchronous_commit", "fsync", "shared_buffers")
+    }
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "cores": os.cpu_count(),
+        "usable_cores": affinity,
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "event_loop": type(asyncio.get_running_loop()).__module__,
+        "server": source,
+        **settings,
+    }
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on uvloop when installed (what the server uses), else asyncio."""
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
