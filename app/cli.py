@@ -65,11 +65,14 @@ def serve(host: str | None, port: int | None) -> None:
 
 
 @main.command()
-def worker() -> None:
+@click.option("--check", is_flag=True, help="exit 0 if a worker is alive (health check)")
+def worker(check: bool) -> None:
     """Run an arq worker."""
-    from workers.main import run_worker  # noqa: PLC0415
+    from workers.main import check_worker, run_worker  # noqa: PLC0415
 
     with stores(Settings.from_env()) as running:
+        if check:
+            sys.exit(check_worker(running))
         _migrate(running)
         run_worker(running)
 

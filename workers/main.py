@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from arq import cron
 from arq.connections import RedisSettings
+from arq.worker import check_health
 from arq.worker import run_worker as arq_run_worker
 
 from app.resources import open_resources
@@ -60,3 +61,8 @@ def worker_settings(settings: Settings) -> type:
 def run_worker(settings: Settings) -> None:
     """Run a worker until interrupted."""
     arq_run_worker(worker_settings(settings))
+
+
+def check_worker(settings: Settings) -> int:
+    """0 when a worker has recently written its health sentinel to Redis, else 1."""
+    return check_health(worker_settings(settings))

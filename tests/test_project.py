@@ -1,0 +1,69 @@
+"""Project-level checks: the dependency rule, the committed OpenAPI file, compose.yaml."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import yaml
+
+from app.cli import main
+from app.commands import openapi_document
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_dependency_rule_holds() -> None:
+    lint_imports = Path(sys.executable).parent / "lint-imports"
+    result = subprocess.run(
+        [str(lint_imports), "--no-cache"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_committed_openapi_matches_the_app() -> None:
+    committed = (ROOT / "openapi" / "openapi.json").read_bytes()
+    assert committed == openapi_document(), (
+        "openapi/openapi.json is stale: run `uv run model-ledger openapi`"
+    )
+
+
+def _cli_command_exists(argv: list[str]) -> bool:
+    group: click.Command = main
+    for word in argv:
+        if word.startswith("-"):
+            break
+        if not isinstance(group, click.Group):
+            return True  # remaining words are arguments of a command
+        found = group.commands.get(word)
+        if found is None:
+            return False
+        group = found
+    return not isinstance(group, click.Group)
+
+
+def test_compose_services_run_commands_the_cli_has() -> None:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"postgres", "redis", "api", "worker"} <= set(services)
+    for name in ("api", "worker"):
+        service = services[name]
+        command = service["command"]
+        argv = shlex.split(command) if isinstance(command, str) else list(command)
+        assert argv[0] == "model-ledger", name
+        assert _cli_command_exists(argv[1:]), f"{name}: {argv} is not a CLI command"
+        environment = service["environment"]
+        assert "MODEL_LEDGER_DATABASE_URL" in environment and "MODEL_LEDGER_REDIS_URL" in environment
+        assert "healthcheck" in service
+        assert set(service["depends_on"]) == {"postgres", "redis"}
+    for name in ("postgres", "redis"):
+        assert "healthcheck" in services[name]
+
+
+def test_unknown_cli_words_are_rejected_by_the_compose_check() -> None:
+    assert not _cli_command_exists(["serv"])
+    assert _cli_command_exists(["tokens", "create"])
+    assert not _cli_command_exists(["tokens"])
