@@ -51,9 +51,9 @@ def main() -> None:
 @click.option("--port", type=int, default=None, help="port [MODEL_LEDGER_PORT, 8000]")
 def serve(host: str | None, port: int | None) -> None:
     """Run the API (with embedded PostgreSQL and Redis when none is configured)."""
-    from app.serve import run_server  # noqa: PLC0415
-
     import uvloop  # noqa: PLC0415
+
+    from app.serve import run_server  # noqa: PLC0415
 
     settings = Settings.from_env(host=host, port=port)
     if settings.embedded:

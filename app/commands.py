@@ -16,7 +16,9 @@ from domain.events import EventMeta
 from domain.tokens import IssueToken
 
 
-async def create_token(settings: Settings, *, subject: str, role: str, actor: str) -> tokens.IssuedToken:
+async def create_token(
+    settings: Settings, *, subject: str, role: str, actor: str
+) -> tokens.IssuedToken:
     """Issue a token as an operator with direct database access."""
     async with open_resources(settings) as resources:
         await resources.projector.catch_up()

@@ -74,14 +74,10 @@ class EmbeddedStack:
         self._pgdata.mkdir(parents=True, exist_ok=True)
         try:
             # Not get_server(): it caches handles per path and would return a stopped server.
-            try:
-                self._postgres = PostgresServer(self._pgdata, cleanup_mode=None)
-            except subprocess.TimeoutExpired:
-                # pg_ctl -w has been seen to miss a postmaster that did come up; adopt it.
-                self._postgres = PostgresServer(self._pgdata, cleanup_mode=None)
+            self._postgres = PostgresServer(self._pgdata, cleanup_mode=None)
             self._start_redis()
         except BaseException:
-            self._shutdown()
+            self._shutdown()  # also stops a postmaster pgserver launched but then gave up on
             raise
         # Both servers run in their own sessions and would outlive a process that forgot stop().
         atexit.register(self.stop)

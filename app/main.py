@@ -102,7 +102,9 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Lit
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            owned = resources or await stack.enter_async_context(open_resources(settings))
+            owned = resources
+            if owned is None:
+                owned = await stack.enter_async_context(open_resources(settings))
             app.state.resources = owned
             await stack.enter_async_context(_background(owned))
             yield

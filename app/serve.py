@@ -14,13 +14,17 @@ from app.settings import Settings
 
 async def run_server(settings: Settings) -> None:
     """Serve until interrupted (Ctrl-C stops cleanly)."""
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
     token = await ensure_admin_token(settings)
     url = f"http://{settings.host}:{settings.port}"
     if token is not None:
         click.echo(f"first start: admin token (also in {settings.admin_token_file}):\n  {token}")
     else:
-        click.echo(f"admin token: see {settings.admin_token_file} (or issue one with tokens create)")
+        click.echo(
+            f"admin token: see {settings.admin_token_file} (or issue one with tokens create)"
+        )
     click.echo(f"Model Ledger API on {url}  (OpenAPI: {url}/schema/swagger)")
     config = uvicorn.Config(
         create_app(settings),

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import os
 import platform
 import sys
 import tempfile
+import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -46,6 +48,36 @@ def percentile(samples: Sequence[float], q: float) -> float:
 
 def median(samples: Sequence[float]) -> float:
     return percentile(samples, 50)
+
+
+async def interleaved_latencies(
+    ops: Mapping[str, Callable[[], Awaitable[object]]],
+    iterations: int,
+    block: int,
+    warmup: int = 200,
+) -> dict[str, list[float]]:
+    """Microseconds per call of each op, run in rotating blocks so drift hits all alike."""
+    samples: dict[str, list[float]] = {name: [] for name in ops}
+    names = list(ops)
+    for name in names:
+        for _ in range(warmup):
+            await ops[name]()
+    for index in range(iterations // block):
+        for name in names[index % len(names) :] + names[: index % len(names)]:
+            op, into = ops[name], samples[name]
+            for _ in range(block):
+                start = time.perf_counter_ns()
+                await op()
+                into.append((time.perf_counter_ns() - start) / 1_000)
+    return samples
+
+
+async def tasks_rate(tasks: int, seconds: float, work: Callable[..., Awaitable[int]]) -> float:
+    """Items/s of `tasks` concurrent `work(index, tag, deadline)` calls (each returns a count)."""
+    gc.collect()  # a collection owed by earlier work must not land in this measurement
+    tag, start = uuid.uuid4().hex[:8], time.perf_counter()
+    counts = await asyncio.gather(*(work(i, tag, start + seconds) for i in range(tasks)))
+    return sum(counts) / (time.perf_counter() - start)
 
 
 async def _answers(url: str) -> bool:

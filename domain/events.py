@@ -18,7 +18,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     """Base of all events; the tag is the stored `type` column."""
 
 
-class TokenIssued(Event, tag="token.issued"):
+class TokenIssued(Event, frozen=True, kw_only=True, tag="token.issued"):
     """An API token was issued. Only its sha256 is recorded, never the token."""
 
     token_id: str
@@ -27,7 +27,7 @@ class TokenIssued(Event, tag="token.issued"):
     token_sha256: str
 
 
-class TokenRevoked(Event, tag="token.revoked"):
+class TokenRevoked(Event, frozen=True, kw_only=True, tag="token.revoked"):
     """An API token stops authenticating."""
 
     token_id: str

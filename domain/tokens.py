@@ -34,9 +34,11 @@ def issue_token(command: IssueToken, *, token_id: str, token_sha256: str) -> lis
         )
     if command.role not in ROLES:
         raise InvalidInput(f"role must be one of {', '.join(ROLES)}", field="role")
-    role: Role = command.role  # type: ignore[assignment]
+    role: Role = command.role
     return [
-        TokenIssued(token_id=token_id, subject=command.subject, role=role, token_sha256=token_sha256)
+        TokenIssued(
+            token_id=token_id, subject=command.subject, role=role, token_sha256=token_sha256
+        )
     ]
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -39,7 +41,7 @@ def with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def stack() -> Iterator[tuple[str, str]]:
     database_url = os.environ.get("MODEL_LEDGER_TEST_DATABASE_URL")
     redis_url = os.environ.get("MODEL_LEDGER_TEST_REDIS_URL")
     if database_url and redis_url:
@@ -47,8 +49,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]
         return
     from app.embedded import EmbeddedStack
 
-    with EmbeddedStack(tmp_path_factory.mktemp("stack")) as embedded:
-        yield database_url or embedded.database_url, redis_url or embedded.redis_url
+    # not under pytest's tmp folder: a concurrent pytest run resets its permissions, which
+    # would lock the embedded PostgreSQL (running as its own user) out of its data
+    home = Path(tempfile.mkdtemp(prefix="model-ledger-test-"))
+    try:
+        with EmbeddedStack(home) as embedded:
+            yield database_url or embedded.database_url, redis_url or embedded.redis_url
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

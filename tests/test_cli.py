@@ -65,10 +65,14 @@ def test_verify_rejects_a_file_that_is_not_a_bundle(tmp_path: Path) -> None:
     run({}, "verify", str(junk), code=1)
 
 
-async def test_projections_rebuild_gives_identical_rows(cli_env: dict[str, str], database_url: str) -> None:
+async def test_projections_rebuild_gives_identical_rows(
+    cli_env: dict[str, str], database_url: str
+) -> None:
     # the CLI runs its own event loop: keep it off this test's loop
     for n in range(5):
-        await asyncio.to_thread(run, cli_env, "tokens", "create", "--role", "ci", "--subject", f"ci-{n}")
+        await asyncio.to_thread(
+            run, cli_env, "tokens", "create", "--role", "ci", "--subject", f"ci-{n}"
+        )
     conn = await asyncpg.connect(database_url)
     try:
         query = "SELECT * FROM tokens ORDER BY position"

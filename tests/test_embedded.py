@@ -1,5 +1,7 @@
 """The embedded PostgreSQL + Redis stack used when no service URLs are configured."""
 
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +20,22 @@ from app.embedded import EmbeddedStack
 
 
 @pytest.fixture
-def embedded(tmp_path: Path) -> Iterator[EmbeddedStack]:
+def home() -> Iterator[Path]:
+    """A data folder outside pytest's tmp_path.
+
+    As root, pgserver runs PostgreSQL as its own user, which must traverse every parent folder,
+    and each pytest session that starts (a concurrent one included) resets /tmp/pytest-of-root
+    to 0700, locking a running server out of its data.
+    """
+    base = Path(tempfile.mkdtemp(prefix="model-ledger-test-"))
+    yield base / "home"
+    shutil.rmtree(base)
+
+
+@pytest.fixture
+def embedded(home: Path) -> Iterator[EmbeddedStack]:
     # Not named `stack`: that is conftest's session-wide stack, which this must not shadow.
-    with EmbeddedStack(tmp_path / "home") as started:
+    with EmbeddedStack(home) as started:
         yield started
 
 
@@ -92,23 +107,22 @@ async def test_clients_connect(embedded: EmbeddedStack) -> None:
     await _assert_reachable(embedded)
 
 
-async def test_socket_paths_stay_short_for_a_long_home(tmp_path: Path) -> None:
-    home = tmp_path / ("deeply-nested-data-folder-" * 5) / "home"
-    with EmbeddedStack(home) as stack:
-        assert str(home) not in stack.redis_url
+async def test_socket_paths_stay_short_for_a_long_home(home: Path) -> None:
+    long_home = home / ("deeply-nested-data-folder-" * 5) / "home"
+    with EmbeddedStack(long_home) as stack:
+        assert str(long_home) not in stack.redis_url
         database_url = stack.database_url
-        assert str(home) not in database_url
+        assert str(long_home) not in database_url
         assert len(stack.redis_url.removeprefix("unix://")) < 100
         await _assert_reachable(stack)
-    # Both fallback socket folders sit outside tmp_path and are empty once the servers are gone.
+    # Both fallback socket folders sit outside `home` and are empty once the servers are gone.
     _remove_folders(
         Path(stack.redis_url.removeprefix("unix://")).parent,
         Path(parse_qs(urlsplit(database_url).query)["host"][0]),
     )
 
 
-async def test_restart_reuses_data(tmp_path: Path) -> None:
-    home = tmp_path / "home"
+async def test_restart_reuses_data(home: Path) -> None:
     with EmbeddedStack(home) as first:
         first.start()  # a second start is a no-op
         conn = await asyncpg.connect(first.database_url)
@@ -135,8 +149,7 @@ async def test_restart_reuses_data(tmp_path: Path) -> None:
             await client.aclose()
 
 
-def test_stop_leaves_no_server_processes(tmp_path: Path) -> None:
-    home = tmp_path / "home"
+def test_stop_leaves_no_server_processes(home: Path) -> None:
     stack = EmbeddedStack(home)
     stack.start()
     processes = _server_processes(home)
@@ -150,8 +163,7 @@ def test_stop_leaves_no_server_processes(tmp_path: Path) -> None:
         _ = stack.database_url
 
 
-async def test_servers_left_running_are_adopted_and_stopped(tmp_path: Path) -> None:
-    home = tmp_path / "home"
+async def test_servers_left_running_are_adopted_and_stopped(home: Path) -> None:
     crashed = EmbeddedStack(home)  # stands in for a process that died without stop()
     crashed.start()
     processes = _server_processes(home)
@@ -162,6 +174,6 @@ async def test_servers_left_running_are_adopted_and_stopped(tmp_path: Path) -> N
     crashed.stop()  # finds nothing left to stop
 
 
-def test_home_path_pgserver_cannot_pass_to_postgres(tmp_path: Path) -> None:
+def test_home_path_pgserver_cannot_pass_to_postgres(home: Path) -> None:
     with pytest.raises(ValueError, match="without spaces"):
-        EmbeddedStack(tmp_path / "my data")
+        EmbeddedStack(home / "my data")

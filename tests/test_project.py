@@ -56,7 +56,9 @@ def test_compose_services_run_commands_the_cli_has() -> None:
         assert argv[0] == "model-ledger", name
         assert _cli_command_exists(argv[1:]), f"{name}: {argv} is not a CLI command"
         environment = service["environment"]
-        assert "MODEL_LEDGER_DATABASE_URL" in environment and "MODEL_LEDGER_REDIS_URL" in environment
+        assert (
+            "MODEL_LEDGER_DATABASE_URL" in environment and "MODEL_LEDGER_REDIS_URL" in environment
+        )
         assert "healthcheck" in service
         assert set(service["depends_on"]) == {"postgres", "redis"}
     for name in ("postgres", "redis"):

@@ -34,6 +34,7 @@ async def catch_up_projections(ctx: dict[str, Any]) -> int:
 def worker_settings(settings: Settings) -> type:
     """An arq WorkerSettings class bound to these settings."""
     assert settings.redis_url is not None
+    arq_redis = RedisSettings.from_dsn(settings.redis_url)
 
     async def startup(ctx: dict[str, Any]) -> None:
         stack = contextlib.AsyncExitStack()
@@ -49,7 +50,7 @@ def worker_settings(settings: Settings) -> type:
             cron(sign_checkpoint, second=0, unique=True, run_at_startup=True),
             cron(catch_up_projections, second={0, 15, 30, 45}, unique=True),
         ]
-        redis_settings = RedisSettings.from_dsn(settings.redis_url)
+        redis_settings = arq_redis
         queue_name = QUEUE_NAME
         on_startup = startup
         on_shutdown = shutdown

@@ -36,7 +36,7 @@ class AuditController(Controller):
     """Reading and verifying the log (auditor, admin)."""
 
     tags = ["audit"]
-    guards = [requires("auditor", "admin")]  # noqa: RUF012 - Litestar reads class attributes
+    guards = [requires("auditor", "admin")]
 
     @get("/v1/events", operation_id="listEvents")
     async def events(

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from litestar.connection import ASGIConnection
+from litestar.connection import ASGIConnection, Request
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
@@ -28,7 +28,9 @@ _canonical = msgspec.json.Encoder(order="sorted")
 class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
     """Resolves `Authorization: Bearer <token>` to a Principal, or answers 401."""
 
-    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
         header = connection.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -44,7 +46,9 @@ class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=token)
 
 
-def requires(*roles: Role) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
+def requires(
+    *roles: Role,
+) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
     """A guard admitting only the given roles (403 otherwise)."""
     allowed = frozenset(roles)
 
@@ -70,19 +74,15 @@ def event_meta(connection: ASGIConnection[Any, Any, Any, Any]) -> EventMeta:
     )
 
 
-def idempotency(connection: ASGIConnection[Any, Any, Any, Any], payload: object) -> Idempotency | None:
+def idempotency(request: Request[Any, Any, Any], payload: object) -> Idempotency | None:
     """The request's Idempotency-Key, scoped to the caller, bound to the parsed payload."""
-    key = connection.headers.get("idempotency-key")
+    key = request.headers.get("idempotency-key")
     if key is None:
         return None
     if not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY:
         raise InvalidInput(f"Idempotency-Key must be 1-{_MAX_IDEMPOTENCY_KEY} characters")
-    principal: Principal = connection.user
+    principal: Principal = request.user
     digest = hashlib.sha256(
-        connection.scope["method"].encode()
-        + b" "
-        + connection.scope["path"].encode()
-        + b"\n"
-        + _canonical.encode(payload)
+        f"{request.method} {request.url.path}\n".encode() + _canonical.encode(payload)
     ).hexdigest()
     return Idempotency(scope=principal.subject, key=key, request_digest=digest)

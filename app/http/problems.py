@@ -8,6 +8,7 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
+from litestar.types import ExceptionHandlersMap
 
 from domain import errors
 
@@ -66,15 +67,13 @@ def http_error(_: Request[Any, Any, Any], error: HTTPException) -> Response[dict
     return response
 
 
-def unexpected_error(
-    request: Request[Any, Any, Any], error: Exception
-) -> Response[dict[str, Any]]:
+def unexpected_error(request: Request[Any, Any, Any], error: Exception) -> Response[dict[str, Any]]:
     """A bug: logged with its traceback, reported without internals."""
     _log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
     return problem(500, "internal error; it has been logged")
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     errors.DomainError: domain_error,
     HTTPException: http_error,
     Exception: unexpected_error,

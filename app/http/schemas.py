@@ -15,7 +15,7 @@ class Input(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     """Base of request bodies: unknown fields are refused."""
 
 
-class TokenCreate(Input):
+class TokenCreate(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
     subject: str
     role: Role
 
@@ -67,4 +67,3 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True):
     status: int
     detail: str
     code: str | None = None
-

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -123,7 +123,7 @@ def iter_events(path: Path) -> Iterator[EventLine]:
                 yield line
 
 
-def _write(out: IO[bytes], line: Line) -> Literal[1]:
+def _write(out: IO[bytes], line: Line) -> int:
     out.write(_encoder.encode(line) + b"\n")
     return 1
 

@@ -109,8 +109,10 @@ class Authenticator:
             "WHERE token_sha256 = $1 AND revoked_at IS NULL",
             digest,
         )
-        principal = None if row is None else Principal(
-            subject=row["subject"], role=row["role"], token_id=row["token_id"]
+        principal = (
+            None
+            if row is None
+            else Principal(subject=row["subject"], role=row["role"], token_id=row["token_id"])
         )
         if len(self._cache) > 10_000:
             self._cache.clear()

@@ -39,7 +39,7 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _encoder = msgspec.json.Encoder()
-_event_decoder = msgspec.json.Decoder(AnyEvent)
+_event_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
 _meta_decoder = msgspec.json.Decoder(EventMeta)
 
 # Column order shared by every read query, so rows can be unpacked positionally.

@@ -124,7 +124,7 @@ class EventStore:
                 batch = self._take_batch()
                 try:
                     await self._write(batch)
-                except Exception:  # noqa: BLE001 - isolated below, reported per request
+                except Exception:
                     # Event ids are fixed before the first try, so a request that did land
                     # comes back as a replay rather than twice.
                     for request in batch:
@@ -142,14 +142,16 @@ class EventStore:
     async def _write_alone(self, request: _Request) -> None:
         try:
             await self._write([request])
-        except Exception as error:  # noqa: BLE001 - delivered to the waiting caller
+        except Exception as error:
             if not request.future.done():
                 request.future.set_exception(error)
 
     def _take_batch(self) -> list[_Request]:
         batch: list[_Request] = []
         count = 0
-        while self._pending and (not batch or count + len(self._pending[0].types) <= self._batch_max_events):
+        while self._pending and (
+            not batch or count + len(self._pending[0].types) <= self._batch_max_events
+        ):
             request = self._pending.pop(0)
             batch.append(request)
             count += len(request.types)
@@ -226,7 +228,9 @@ class EventStore:
             while self._notify_position is not None:
                 position, self._notify_position = self._notify_position, None
                 try:
-                    await self._pool.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(position))
+                    await self._pool.execute(
+                        "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(position)
+                    )
                 except (asyncpg.PostgresError, OSError):
                     _log.warning("could not notify subscribers of position %d", position)
         finally:
@@ -239,8 +243,8 @@ class EventStore:
     async def read_stream(self, stream: str, after_version: int = 0) -> list[RecordedEvent]:
         """The events of one stream in version order."""
         rows = await self._pool.fetch(
-            f"SELECT {codec.COLUMNS} FROM events WHERE stream = $1 AND version > $2 "
-            "ORDER BY version",
+            f"SELECT {codec.COLUMNS} FROM events "  # noqa: S608 - a constant column list
+            "WHERE stream = $1 AND version > $2 ORDER BY version",
             stream,
             after_version,
         )
@@ -256,7 +260,9 @@ class EventStore:
         until: int | None = None,
     ) -> list[RecordedEvent]:
         """Events after a global position, in order, decoded."""
-        rows = await self._pool.fetch(*_read_all_query(codec.COLUMNS, after, limit, types, stream, until))
+        rows = await self._pool.fetch(
+            *_read_all_query(codec.COLUMNS, after, limit, types=types, stream=stream, until=until)
+        )
         return [codec.recorded_from_row(row) for row in rows]
 
     async def read_stored(
@@ -270,7 +276,9 @@ class EventStore:
     ) -> list[StoredEvent]:
         """Events after a global position exactly as stored (for audit and export)."""
         rows = await self._pool.fetch(
-            *_read_all_query(codec.CHAIN_COLUMNS, after, limit, types, stream, until)
+            *_read_all_query(
+                codec.CHAIN_COLUMNS, after, limit, types=types, stream=stream, until=until
+            )
         )
         return [codec.stored_from_row(row) for row in rows]
 
@@ -288,6 +296,7 @@ def _read_all_query(
     columns: str,
     after: int,
     limit: int,
+    *,
     types: Sequence[str] | None,
     stream: str | None,
     until: int | None,

@@ -24,9 +24,17 @@ _BATCH = 2_000
 class Projection(Protocol):
     """A view of the log: which event types it reads, how it applies and resets them."""
 
-    name: str
-    types: Sequence[str]
-    tables: Sequence[str]
+    @property
+    def name(self) -> str:
+        """Stable name; keys the projection's checkpoint."""
+
+    @property
+    def types(self) -> Sequence[str]:
+        """The event types it reads."""
+
+    @property
+    def tables(self) -> Sequence[str]:
+        """The tables it owns (emptied by a rebuild)."""
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
         """Apply events (in position order) inside the caller's transaction."""

@@ -33,10 +33,10 @@ class LogWatcher:
                 await self._connection.close()
             self._connection = None
 
-    async def wait(self, timeout: float) -> None:
-        """Return once the log grew since the last call, or after `timeout`."""
+    async def wait(self, at_most_seconds: float) -> None:
+        """Return once the log grew since the last call, or after `at_most_seconds`."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._grew.wait(), timeout)
+            await asyncio.wait_for(self._grew.wait(), at_most_seconds)
         self._grew.clear()
 
     def _on_local_append(self, _: int) -> None:

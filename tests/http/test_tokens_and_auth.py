@@ -20,9 +20,13 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
     return body
 
 
-async def test_admin_issues_a_token_that_works_at_once(client: httpx.AsyncClient, auth: TokenFactory) -> None:
+async def test_admin_issues_a_token_that_works_at_once(
+    client: httpx.AsyncClient, auth: TokenFactory
+) -> None:
     admin = await auth("admin")
-    created = await client.post("/v1/tokens", json={"subject": "ci-pipeline", "role": "auditor"}, headers=admin)
+    created = await client.post(
+        "/v1/tokens", json={"subject": "ci-pipeline", "role": "auditor"}, headers=admin
+    )
     assert created.status_code == 201
     body = created.json()
     assert body["subject"] == "ci-pipeline" and body["role"] == "auditor"
@@ -34,7 +38,9 @@ async def test_issuing_is_an_attributed_event_that_never_holds_the_token(
     client: httpx.AsyncClient, auth: TokenFactory
 ) -> None:
     admin = await auth("admin", "root-operator")
-    body = (await client.post("/v1/tokens", json={"subject": "svc", "role": "scorer"}, headers=admin)).json()
+    body = (
+        await client.post("/v1/tokens", json={"subject": "svc", "role": "scorer"}, headers=admin)
+    ).json()
     page = (await client.get("/v1/events", params={"type": "token.issued"}, headers=admin)).json()
     event = next(e for e in page["events"] if e["data"]["subject"] == "svc")
     assert event["meta"]["actor"] == "root-operator" and event["meta"]["role"] == "admin"
@@ -44,9 +50,16 @@ async def test_issuing_is_an_attributed_event_that_never_holds_the_token(
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer"}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer mlt_nope_nope"}],
+    [
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer mlt_nope_nope"},
+    ],
 )
-async def test_missing_or_bad_token_is_401(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
+async def test_missing_or_bad_token_is_401(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
     for response in [
         await client.get("/v1/events", headers=headers),
         await client.post("/v1/tokens", json={"subject": "x", "role": "ci"}, headers=headers),
@@ -57,8 +70,12 @@ async def test_missing_or_bad_token_is_401(client: httpx.AsyncClient, headers: d
 
 
 @pytest.mark.parametrize("role", [r for r in ROLES if r != "admin"])
-async def test_only_admin_issues_tokens(client: httpx.AsyncClient, auth: TokenFactory, role: str) -> None:
-    response = await client.post("/v1/tokens", json={"subject": "x", "role": "admin"}, headers=await auth(role))
+async def test_only_admin_issues_tokens(
+    client: httpx.AsyncClient, auth: TokenFactory, role: str
+) -> None:
+    response = await client.post(
+        "/v1/tokens", json={"subject": "x", "role": "admin"}, headers=await auth(role)
+    )
     assert_problem(response, 403)
 
 
@@ -99,7 +116,9 @@ async def test_bad_bodies_are_problems_and_append_nothing(
 async def test_oversize_body_is_413(client: httpx.AsyncClient, auth: TokenFactory) -> None:
     admin = await auth("admin")
     huge = b'{"subject": "' + b"x" * 100_000 + b'", "role": "ci"}'
-    response = await client.post("/v1/tokens", content=huge, headers={**admin, "Content-Type": "application/json"})
+    response = await client.post(
+        "/v1/tokens", content=huge, headers={**admin, "Content-Type": "application/json"}
+    )
     assert_problem(response, 413)
 
 
@@ -112,13 +131,17 @@ async def test_idempotent_token_request_returns_the_same_token_once(
     again = await client.post("/v1/tokens", json={"role": "ci", "subject": "ci"}, headers=headers)
     assert again.status_code == 201 and again.json() == first.json()
     assert (await resources.store.head())[0] == head
-    other = await client.post("/v1/tokens", json={"subject": "ci", "role": "auditor"}, headers=headers)
+    other = await client.post(
+        "/v1/tokens", json={"subject": "ci", "role": "auditor"}, headers=headers
+    )
     body = assert_problem(other, 422)
     assert body["code"] == "idempotency_key_reused"
     assert (await resources.store.head())[0] == head
 
 
-async def test_unknown_route_is_a_404_problem(client: httpx.AsyncClient, auth: TokenFactory) -> None:
+async def test_unknown_route_is_a_404_problem(
+    client: httpx.AsyncClient, auth: TokenFactory
+) -> None:
     assert_problem(await client.get("/v1/nothing-here", headers=await auth("admin")), 404)
 
 

@@ -26,7 +26,9 @@ scalars = (
 )
 payloads = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=30,
 )
 
@@ -42,8 +44,17 @@ async def append_raw(store: EventStore, data: Any) -> None:
     text = msgspec.json.encode({"type": "test.payload", "value": data}).decode()
     meta = msgspec.json.encode({"actor": "tést-ü", "role": "admin"}).decode()
     rows = await store.pool.fetch(
-        _APPEND, ["payloads"], [None], [None], [None], [None], [1],
-        [uuid.uuid4()], ["test.payload"], [text], [meta],
+        _APPEND,
+        ["payloads"],
+        [None],
+        [None],
+        [None],
+        [None],
+        [1],
+        [uuid.uuid4()],
+        ["test.payload"],
+        [text],
+        [meta],
     )
     assert rows[0]["o_status"] == "ok"
     stored = await store.pool.fetchval(
@@ -56,16 +67,28 @@ async def append_raw(store: EventStore, data: Any) -> None:
         assert math.copysign(1.0, back) == math.copysign(1.0, data)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=payloads)
-async def test_any_payload_round_trips_and_the_chain_verifies(resources: Resources, data: Any) -> None:
+async def test_any_payload_round_trips_and_the_chain_verifies(
+    resources: Resources, data: Any
+) -> None:
     await append_raw(resources.store, data)
     report = await verify_log(resources.store, resources.signing_key.public_key())
     assert report.ok, report.problem
 
 
 async def test_awkward_values_verify(resources: Resources) -> None:
-    for value in [0.1, 1e-300, -0.0, 2**100, -(2**100), "naïve ☃ \u0000 \U0001f600 \"q\" \\", nested(60)]:
+    for value in [
+        0.1,
+        1e-300,
+        -0.0,
+        2**100,
+        -(2**100),
+        'naïve ☃ \u0000 \U0001f600 "q" \\',
+        nested(60),
+    ]:
         await append_raw(resources.store, value)
     report = await verify_log(resources.store, resources.signing_key.public_key())
     assert report.ok and report.checked == 7

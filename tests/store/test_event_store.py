@@ -8,12 +8,12 @@ import random
 from collections.abc import AsyncIterator
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from app.resources import create_pool
 from app.services.audit import verify_log
 from app.store.checkpoints import Checkpointer
 from app.store.events import EventStore, Idempotency
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from domain.errors import ConcurrencyConflict, IdempotencyKeyReused
 from domain.events import EventMeta, TokenIssued, TokenRevoked
 
@@ -40,7 +40,9 @@ async def store(database_url: str) -> AsyncIterator[EventStore]:
 
 
 async def test_append_then_read_stream_in_version_order(store: EventStore) -> None:
-    first = await store.append("s-1", [issued(1), TokenRevoked(token_id="t1")], meta=META, expected_version=0)
+    first = await store.append(
+        "s-1", [issued(1), TokenRevoked(token_id="t1")], meta=META, expected_version=0
+    )
     assert (first.first_position, first.last_position, first.stream_version) == (1, 2, 2)
     events = await store.read_stream("s-1")
     assert [e.version for e in events] == [1, 2]
@@ -48,7 +50,9 @@ async def test_append_then_read_stream_in_version_order(store: EventStore) -> No
     assert events[0].meta == META
 
 
-async def test_expected_version_mismatch_is_a_conflict_and_appends_nothing(store: EventStore) -> None:
+async def test_expected_version_mismatch_is_a_conflict_and_appends_nothing(
+    store: EventStore,
+) -> None:
     await store.append("s-1", [issued(1)], meta=META, expected_version=0)
     with pytest.raises(ConcurrencyConflict) as caught:
         await store.append("s-1", [issued(2), issued(3)], meta=META, expected_version=0)
@@ -56,7 +60,9 @@ async def test_expected_version_mismatch_is_a_conflict_and_appends_nothing(store
     assert len(await store.read_all()) == 1
 
 
-async def test_concurrent_appends_at_one_expected_version_exactly_one_wins(store: EventStore) -> None:
+async def test_concurrent_appends_at_one_expected_version_exactly_one_wins(
+    store: EventStore,
+) -> None:
     # same process: both land in one group-commit batch
     outcomes = await asyncio.gather(
         *(store.append("s-1", [issued(n)], meta=META, expected_version=0) for n in range(5)),
@@ -101,10 +107,16 @@ async def test_concurrent_appends_share_transactions(store: EventStore) -> None:
     assert len({e.recorded_at for e in events}) < 50
 
 
-async def test_idempotent_append_returns_the_first_result_and_appends_once(store: EventStore) -> None:
+async def test_idempotent_append_returns_the_first_result_and_appends_once(
+    store: EventStore,
+) -> None:
     key = Idempotency(scope="ci-bot", key="k-1", request_digest="digest-a")
-    first = await store.append("s-1", [issued(1)], meta=META, expected_version=None, idempotency=key)
-    again = await store.append("s-1", [issued(1)], meta=META, expected_version=None, idempotency=key)
+    first = await store.append(
+        "s-1", [issued(1)], meta=META, expected_version=None, idempotency=key
+    )
+    again = await store.append(
+        "s-1", [issued(1)], meta=META, expected_version=None, idempotency=key
+    )
     assert again.replayed and not first.replayed
     assert (again.first_position, again.last_position, again.stream_version) == (
         first.first_position,
@@ -116,17 +128,26 @@ async def test_idempotent_append_returns_the_first_result_and_appends_once(store
 
 async def test_idempotency_key_reused_with_another_request_is_refused(store: EventStore) -> None:
     await store.append(
-        "s-1", [issued(1)], meta=META, expected_version=None,
+        "s-1",
+        [issued(1)],
+        meta=META,
+        expected_version=None,
         idempotency=Idempotency(scope="ci-bot", key="k-1", request_digest="digest-a"),
     )
     with pytest.raises(IdempotencyKeyReused):
         await store.append(
-            "s-1", [issued(2)], meta=META, expected_version=None,
+            "s-1",
+            [issued(2)],
+            meta=META,
+            expected_version=None,
             idempotency=Idempotency(scope="ci-bot", key="k-1", request_digest="digest-b"),
         )
     # the same key of another subject is another key
     await store.append(
-        "s-1", [issued(3)], meta=META, expected_version=None,
+        "s-1",
+        [issued(3)],
+        meta=META,
+        expected_version=None,
         idempotency=Idempotency(scope="other", key="k-1", request_digest="digest-b"),
     )
     assert len(await store.read_all()) == 2
@@ -136,8 +157,12 @@ async def test_fixed_event_ids_make_a_retried_append_a_replay(store: EventStore)
     import uuid
 
     ids = [uuid.uuid4()]
-    first = await store.append("job-1", [issued(1)], meta=META, expected_version=None, event_ids=ids)
-    retry = await store.append("job-1", [issued(1)], meta=META, expected_version=None, event_ids=ids)
+    first = await store.append(
+        "job-1", [issued(1)], meta=META, expected_version=None, event_ids=ids
+    )
+    retry = await store.append(
+        "job-1", [issued(1)], meta=META, expected_version=None, event_ids=ids
+    )
     assert retry.replayed and retry.last_position == first.last_position
     assert len(await store.read_all()) == 1
 

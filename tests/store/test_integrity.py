@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import asyncpg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -21,14 +19,19 @@ APP_ROLE = "model_ledger_app"
 
 async def fill(store: EventStore, count: int) -> None:
     for n in range(count):
-        await store.append(f"s-{n % 3}", [TokenRevoked(token_id=f"t{n}", reason="r")], meta=META, expected_version=None)
+        await store.append(
+            f"s-{n % 3}",
+            [TokenRevoked(token_id=f"t{n}", reason="r")],
+            meta=META,
+            expected_version=None,
+        )
 
 
 @pytest.fixture
-async def filled(resources: Resources) -> AsyncIterator[Resources]:
+async def filled(resources: Resources) -> Resources:
     await fill(resources.store, 10)
     await resources.checkpointer.sign_head()
-    yield resources
+    return resources
 
 
 @pytest.mark.parametrize(
@@ -84,7 +87,9 @@ async def test_an_edited_row_is_named_by_verify(filled: Resources, database_url:
     assert report.checked == 6
 
 
-async def test_a_rehashed_edit_still_breaks_the_next_link(filled: Resources, database_url: str) -> None:
+async def test_a_rehashed_edit_still_breaks_the_next_link(
+    filled: Resources, database_url: str
+) -> None:
     async with superuser(database_url) as conn:
         await conn.execute("ALTER TABLE events DISABLE TRIGGER events_no_update_delete")
         await conn.execute("UPDATE events SET hash = sha256(hash) WHERE position = 4")

@@ -15,8 +15,6 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-APP_ROLE = "model_ledger_app"
-
 # The chain framing here must match `domain.chain.canonical_bytes` exactly.
 _FUNCTIONS = r"""
 CREATE FUNCTION ml_frame_text(t text) RETURNS bytea
@@ -119,20 +117,20 @@ _IMMUTABLE = (
 
 # The application role needs only INSERT and SELECT on the log. Creating roles needs
 # CREATEROLE, which a managed database may not grant the migrator: then skip quietly.
-_APP_ROLE = f"""
+_APP_ROLE = """
 DO $$
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'model_ledger_app') THEN
     BEGIN
-      CREATE ROLE {APP_ROLE} NOLOGIN;
+      CREATE ROLE model_ledger_app NOLOGIN;
     EXCEPTION WHEN insufficient_privilege OR unique_violation OR duplicate_object THEN
-      RAISE NOTICE 'role {APP_ROLE} not created';
+      RAISE NOTICE 'role model_ledger_app not created';
     END;
   END IF;
-  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
-    GRANT SELECT, INSERT ON events, checkpoints, idempotency_keys TO {APP_ROLE};
-    GRANT SELECT, INSERT, UPDATE, DELETE ON projection_checkpoints, tokens TO {APP_ROLE};
-    GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {APP_ROLE};
+  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'model_ledger_app') THEN
+    GRANT SELECT, INSERT ON events, checkpoints, idempotency_keys TO model_ledger_app;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON projection_checkpoints, tokens TO model_ledger_app;
+    GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO model_ledger_app;
   END IF;
 END $$;
 """
@@ -202,6 +200,4 @@ def downgrade() -> None:
     for table in ("tokens", "projection_checkpoints", "checkpoints", "idempotency_keys"):
         op.drop_table(table)
     op.execute("DROP TABLE events")
-    op.execute(
-        "DROP FUNCTION ml_append, ml_frame_text, ml_epoch_micros, ml_refuse_change CASCADE"
-    )
+    op.execute("DROP FUNCTION ml_append, ml_frame_text, ml_epoch_micros, ml_refuse_change CASCADE")
