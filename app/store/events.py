@@ -248,7 +248,7 @@ class EventStore:
             stream,
             after_version,
         )
-        return [codec.recorded_from_row(row) for row in rows]
+        return codec.recorded_page(rows)
 
     async def read_all(
         self,
@@ -263,7 +263,7 @@ class EventStore:
         rows = await self._pool.fetch(
             *_read_all_query(codec.COLUMNS, after, limit, types=types, stream=stream, until=until)
         )
-        return [codec.recorded_from_row(row) for row in rows]
+        return codec.recorded_page(rows)
 
     async def read_stored(
         self,

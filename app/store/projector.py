@@ -91,7 +91,7 @@ class Projector:
                     list(projection.types),
                     _BATCH,
                 )
-                events = [codec.recorded_from_row(row) for row in rows]
+                events = codec.recorded_page(rows)
                 await projection.apply(conn, events)
                 done = len(rows) < _BATCH
                 reached = head if done else events[-1].position
