@@ -1,0 +1,123 @@
+"""`model-ledger serve` on the embedded stack, as the README tells a newcomer to run it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+CLI = str(Path(sys.executable).parent / "model-ledger")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    # not under pytest's tmp folder: embedded PostgreSQL runs as its own user and needs
+    # the parent folders to stay readable, which pytest resets for its own folders
+    path = Path(tempfile.mkdtemp(prefix="model-ledger-serve-"))
+    yield path / "data"
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class Server:
+    def __init__(self, home: Path, port: int) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_LEDGER_")}
+        env.update(MODEL_LEDGER_HOME=str(home), MODEL_LEDGER_PORT=str(port), PYTHONUNBUFFERED="1")
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [CLI, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self.output: list[str] = []
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        for line in self.process.stdout:
+            self.output.append(line)
+            if "Model Ledger API on" in line:
+                break
+            assert time.monotonic() < deadline, "".join(self.output)
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("server never became ready:\n" + "".join(self.output))
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            code = self.process.wait(timeout=60)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+        assert self.process.stdout is not None
+        self.output.extend(self.process.stdout.readlines())
+        self.process.stdout.close()
+        return code
+
+
+def printed_token(output: list[str]) -> str | None:
+    for line, following in zip(output, output[1:], strict=False):
+        if line.startswith("first start: admin token"):
+            return following.strip()
+    return None
+
+
+def embedded_processes(home: Path) -> list[str]:
+    found = subprocess.run(["ps", "-eo", "stat,args"], capture_output=True, text=True, check=True)
+    return [
+        line for line in found.stdout.splitlines()
+        if str(home) in line and not line.lstrip().startswith("Z")
+    ]
+
+
+def test_serve_starts_embedded_stores_and_restarts_on_the_same_data(home: Path) -> None:
+    port = free_port()
+    first = Server(home, port)
+    try:
+        first.wait_ready()
+        token = printed_token(first.output)
+        assert token is not None, "".join(first.output)
+        token_file = home / "admin.token"
+        assert token_file.read_text().strip() == token
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        admin = {"Authorization": f"Bearer {token}"}
+        created = httpx.post(
+            f"{first.url}/v1/tokens", json={"subject": "ci", "role": "ci"}, headers=admin
+        )
+        assert created.status_code == 201
+    finally:
+        assert first.stop() == 0, "".join(first.output)
+    deadline = time.monotonic() + 10
+    while embedded_processes(home) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert embedded_processes(home) == []
+
+    second = Server(home, port)
+    try:
+        second.wait_ready()
+        assert printed_token(second.output) is None  # data reused: no second admin token
+        events = httpx.get(f"{second.url}/v1/events", headers=admin).json()["events"]
+        assert [e["type"] for e in events] == ["token.issued", "token.issued"]
+        assert httpx.get(f"{second.url}/v1/audit/verify", headers=admin).json()["ok"] is True
+    finally:
+        assert second.stop() == 0, "".join(second.output)
