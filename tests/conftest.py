@@ -105,6 +105,7 @@ def settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:
         database_url=database_url,
         redis_url=redis_url,
         checkpoint_interval_seconds=3600,
+        queue_name=f"model-ledger-test:{uuid.uuid4().hex[:12]}",
         max_body_bytes=64 * 1024,
     )
 

@@ -16,8 +16,6 @@ from arq.worker import run_worker as arq_run_worker
 from app.resources import open_resources
 from app.settings import Settings
 
-QUEUE_NAME = "model-ledger:jobs"
-
 
 async def sign_checkpoint(ctx: dict[str, Any]) -> int | None:
     """Sign the head of the log if it moved since the last checkpoint."""
@@ -51,7 +49,7 @@ def worker_settings(settings: Settings) -> type:
             cron(catch_up_projections, second={0, 15, 30, 45}, unique=True),
         ]
         redis_settings = arq_redis
-        queue_name = QUEUE_NAME
+        queue_name = settings.queue_name
         on_startup = startup
         on_shutdown = shutdown
         handle_signals = True
