@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
@@ -16,8 +16,11 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from app.http.audit import AuditController
 from app.http.auth import PUBLIC_PATHS, BearerTokenMiddleware
 from app.http.health import HealthController
+from app.http.models import ModelController
 from app.http.problems import EXCEPTION_HANDLERS
+from app.http.registry import PolicyController, RegistryController
 from app.http.tokens import TokenController
+from app.http.uploads import UploadController
 from app.resources import Resources, open_resources
 from app.settings import Settings
 from app.store.watch import LogWatcher
@@ -110,8 +113,22 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Lit
             yield
 
     prometheus = PrometheusConfig(app_name="model_ledger", prefix="model_ledger", group_path=True)
+    uploads = Router(
+        path="/",
+        route_handlers=[UploadController],
+        request_max_body_size=settings.max_upload_bytes,
+    )
     return Litestar(
-        route_handlers=[HealthController, TokenController, AuditController, MetricsController],
+        route_handlers=[
+            HealthController,
+            TokenController,
+            AuditController,
+            ModelController,
+            RegistryController,
+            PolicyController,
+            uploads,
+            MetricsController,
+        ],
         lifespan=[lifespan],
         middleware=[
             prometheus.middleware,

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
 
+from app.services.governance import Governance
+from app.services.registry import Registry
 from app.services.tokens import Authenticator, TokenMinter
 from app.settings import Settings
+from app.store.artifacts import ArtifactStore
 from app.store.checkpoints import Checkpointer, load_or_create_key, private_raw
 from app.store.events import EventStore
 from app.store.projections import all_projections
@@ -31,6 +35,10 @@ class Resources:
     signing_key: Ed25519PrivateKey
     checkpointer: Checkpointer
     minter: TokenMinter
+    governance: Governance
+    registry: Registry
+    artifacts: ArtifactStore
+    clock: Callable[[], datetime]
 
 
 async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
@@ -38,6 +46,10 @@ async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 1
     pool = await asyncpg.create_pool(database_url, min_size=min_size, max_size=max_size)
     assert pool is not None
     return pool
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 @contextlib.asynccontextmanager
@@ -52,16 +64,21 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     try:
         store = EventStore(pool, batch_max_events=settings.append_batch_max_events, notify=True)
         signing_key = load_or_create_key(settings.signing_key_file)
+        projector = Projector(store, all_projections())
         yield Resources(
             settings=settings,
             pool=pool,
             redis=redis,
             store=store,
-            projector=Projector(store, all_projections()),
+            projector=projector,
             authenticator=Authenticator(store),
             signing_key=signing_key,
             checkpointer=Checkpointer(store, signing_key),
             minter=TokenMinter(private_raw(signing_key)),
+            governance=Governance(store, projector, _now),
+            registry=Registry(store, _now),
+            artifacts=ArtifactStore(settings.home / "artifacts"),
+            clock=_now,
         )
     finally:
         await redis.aclose()

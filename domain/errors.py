@@ -26,6 +26,12 @@ class NotFound(DomainError):
     code = "not_found"
 
 
+class PayloadTooLarge(DomainError):
+    """An upload or body is larger than the configured limit."""
+
+    code = "payload_too_large"
+
+
 class Forbidden(DomainError):
     """The actor may not do this (a rule, not a missing role)."""
 

@@ -6,12 +6,20 @@ written still decodes (see the golden file in tests/domain).
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import datetime
+from typing import Any, Literal
 
 import msgspec
 
+from domain.policy import GateResult, Policy
+
 Role = Literal["admin", "ci", "approver", "auditor", "scorer"]
 ROLES: tuple[Role, ...] = ("admin", "ci", "approver", "auditor", "scorer")
+RiskTier = Literal["low", "medium", "high"]
+Strategy = Literal["full", "canary", "shadow", "bandit"]
+Severity = Literal["info", "warning", "critical"]
+ModelFormat = Literal["lightgbm", "xgboost-json", "sklearn-skops"]
+DeploymentAction = Literal["promotion", "rollback", "demotion"]
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -34,7 +42,181 @@ class TokenRevoked(Event, frozen=True, kw_only=True, tag="token.revoked"):
     reason: str = ""
 
 
-AnyEvent = TokenIssued | TokenRevoked
+class PolicySet(Event, frozen=True, kw_only=True, tag="policy.set"):
+    """The governance policy of a risk tier changed; its version is the stream version."""
+
+    risk_tier: RiskTier
+    policy: Policy
+
+
+class ModelRegistered(Event, frozen=True, kw_only=True, tag="model.registered"):
+    """A model name was registered with its risk tier."""
+
+    name: str
+    risk_tier: RiskTier
+    description: str = ""
+    owner: str = ""
+    tags: list[str] = msgspec.field(default_factory=list)
+    sensitive_features: list[str] = msgspec.field(default_factory=list)
+
+
+class ModelUpdated(Event, frozen=True, kw_only=True, tag="model.updated"):
+    """Descriptive fields of a model changed (None: unchanged)."""
+
+    name: str
+    description: str | None = None
+    owner: str | None = None
+    tags: list[str] | None = None
+    sensitive_features: list[str] | None = None
+
+
+class Lineage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Where a version came from."""
+
+    git_commit: str | None = None
+    ci_run_url: str | None = None
+    dataset_sha256: str | None = None
+    training_job: str | None = None
+
+
+class VersionRegistered(Event, frozen=True, kw_only=True, tag="version.registered"):
+    """An immutable model version: its artifact, schema, metrics and lineage."""
+
+    name: str
+    version: int
+    artifact_sha256: str
+    artifact_size: int
+    format: ModelFormat
+    feature_names: list[str]
+    metrics: dict[str, float] = msgspec.field(default_factory=dict)
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    lineage: Lineage = msgspec.field(default_factory=Lineage)
+    num_trees: int | None = None
+
+
+class JobRequested(Event, frozen=True, kw_only=True, tag="job.requested"):
+    """A background job was asked for; the dispatcher relays it to the workers."""
+
+    job_id: str
+    kind: Literal["train", "compile", "compliance", "drift", "bandit"]
+    name: str
+    version: int | None = None
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class VersionCompiled(Event, frozen=True, kw_only=True, tag="version.compiled"):
+    """A native scorer was built and its parity with the artifact certified."""
+
+    name: str
+    version: int
+    library_sha256: str
+    max_abs_diff: float
+    rows_checked: int
+    compiler: str = ""
+    flags: list[str] = msgspec.field(default_factory=list)
+    compile_seconds: float = 0.0
+    job_id: str | None = None
+
+
+class ComplianceChecked(Event, frozen=True, kw_only=True, tag="compliance.checked"):
+    """Fairness metrics by sensitive group were checked against the policy."""
+
+    name: str
+    version: int
+    passed: bool
+    report_sha256: str
+    policy_version: int
+    metrics: dict[str, float] = msgspec.field(default_factory=dict)
+    job_id: str | None = None
+
+
+class VersionApproved(Event, frozen=True, kw_only=True, tag="version.approved"):
+    """An approver approved a version, bound to the exact digests they saw."""
+
+    name: str
+    version: int
+    approver: str
+    comment: str = ""
+    policy_version: int
+    artifact_sha256: str
+    library_sha256: str | None
+    report_sha256s: list[str] = msgspec.field(default_factory=list)
+    expires_at: datetime
+
+
+class VersionRejected(Event, frozen=True, kw_only=True, tag="version.rejected"):
+    """An approver rejected a version."""
+
+    name: str
+    version: int
+    approver: str
+    comment: str = ""
+    policy_version: int
+
+
+class ApprovalRevoked(Event, frozen=True, kw_only=True, tag="approval.revoked"):
+    """An approver withdrew their decision on a version."""
+
+    name: str
+    version: int
+    approver: str
+    reason: str = ""
+
+
+class DeploymentChanged(Event, frozen=True, kw_only=True, tag="deployment.changed"):
+    """The serving pointers of one environment changed, with the gates that allowed it."""
+
+    name: str
+    environment: str
+    action: DeploymentAction
+    version: int
+    champion: int | None
+    challenger: int | None = None
+    strategy: Strategy = "full"
+    traffic_percent: float | None = None
+    reason: str = ""
+    policy_version: int = 0
+    gates: list[GateResult] = msgspec.field(default_factory=list)
+
+
+class VersionRetired(Event, frozen=True, kw_only=True, tag="version.retired"):
+    """A version may no longer be deployed."""
+
+    name: str
+    version: int
+    reason: str
+
+
+class DriftDetected(Event, frozen=True, kw_only=True, tag="drift.detected"):
+    """Drift was measured on the inputs a version served."""
+
+    name: str
+    version: int
+    statistic: str
+    value: float
+    threshold: float
+    severity: Severity
+    feature: str | None = None
+    environment: str | None = None
+
+
+AnyEvent = (
+    TokenIssued
+    | TokenRevoked
+    | PolicySet
+    | ModelRegistered
+    | ModelUpdated
+    | VersionRegistered
+    | JobRequested
+    | VersionCompiled
+    | ComplianceChecked
+    | VersionApproved
+    | VersionRejected
+    | ApprovalRevoked
+    | DeploymentChanged
+    | VersionRetired
+    | DriftDetected
+)
 
 
 def event_type(event: Event) -> str:

@@ -32,6 +32,8 @@ from domain.events import EventMeta
 from domain.tokens import IssueToken
 
 RUN_ID = uuid.uuid4().hex[:8]
+# an app that does not shut down within this fails its test, with every task's stack
+_SHUTDOWN_SECONDS = 30
 
 
 def with_database(url: str, name: str) -> str:
@@ -130,7 +132,12 @@ async def running(application: Litestar) -> AsyncIterator[Litestar]:
         yield application
     finally:
         stop.set()
-        await task
+        try:
+            await asyncio.wait_for(asyncio.shield(task), _SHUTDOWN_SECONDS)
+        except TimeoutError:
+            for pending in asyncio.all_tasks():
+                pending.print_stack()
+            raise
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ _STATUS: dict[type[errors.DomainError], int] = {
     errors.NotFound: 404,
     errors.Forbidden: 403,
     errors.Conflict: 409,
+    errors.PayloadTooLarge: 413,
 }
 
 

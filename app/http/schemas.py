@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
-from domain.events import Role
+from domain.events import ModelFormat, RiskTier, Role, Severity, Strategy
 
 
 class Input(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -67,3 +67,153 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True):
     status: int
     detail: str
     code: str | None = None
+
+
+class ModelCreate(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    risk_tier: RiskTier
+    description: str = ""
+    owner: str = ""
+    tags: list[str] = msgspec.field(default_factory=list)
+    sensitive_features: list[str] = msgspec.field(default_factory=list)
+
+
+class ModelPatch(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    description: str | None = None
+    owner: str | None = None
+    tags: list[str] | None = None
+    sensitive_features: list[str] | None = None
+
+
+class LineageIn(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    git_commit: str | None = None
+    ci_run_url: str | None = None
+    dataset_sha256: str | None = None
+
+
+class VersionMetadata(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The `metadata` part of a version upload."""
+
+    format: ModelFormat
+    feature_names: list[str] | None = None
+    metrics: dict[str, float] = msgspec.field(default_factory=dict)
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    lineage: LineageIn = msgspec.field(default_factory=LineageIn)
+
+
+class VersionCreated(msgspec.Struct, frozen=True, kw_only=True):
+    version: int
+    artifact_sha256: str
+    state: str
+    compile_job_id: str | None
+    position: int
+
+
+class DecisionCreate(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    decision: Literal["approve", "reject"]
+    comment: str = ""
+
+
+class DecisionOut(msgspec.Struct, frozen=True, kw_only=True):
+    version: int
+    approver: str
+    decision: str
+    comment: str
+    policy_version: int
+    expires_at: datetime | None
+    position: int
+
+
+class RevocationCreate(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reason: str
+
+
+class RetirementCreate(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reason: str
+
+
+class RetirementOut(msgspec.Struct, frozen=True, kw_only=True):
+    version: int
+    reason: str
+    position: int
+
+
+class PromotionCreate(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    version: int
+    environment: str
+    strategy: Strategy = "full"
+    traffic_percent: float | None = None
+    dry_run: bool = False
+
+
+class ChangeIn(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    version: int
+    environment: str
+    strategy: Strategy = "full"
+    traffic_percent: float | None = None
+
+
+class ChangesCreate(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    changes: list[ChangeIn]
+    dry_run: bool = False
+
+
+class GateOut(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    passed: bool
+    detail: str
+
+
+class PromotionPlan(msgspec.Struct, frozen=True, kw_only=True):
+    allowed: bool
+    gates: list[GateOut]
+
+
+class DeploymentOut(msgspec.Struct, frozen=True, kw_only=True):
+    environment: str
+    action: str
+    version: int
+    champion: int | None
+    challenger: int | None
+    strategy: str
+    traffic_percent: float | None
+    policy_version: int
+    gates: list[GateOut]
+    position: int
+
+
+class DeploymentsOut(msgspec.Struct, frozen=True, kw_only=True):
+    deployments: list[DeploymentOut]
+
+
+class RollbackCreate(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    environment: str
+    reason: str
+
+
+class DriftAlertCreate(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    version: int
+    statistic: str
+    value: float
+    threshold: float
+    severity: Severity
+    feature: str | None = None
+    environment: str | None = None
+
+
+class DriftAlertOut(msgspec.Struct, frozen=True, kw_only=True):
+    version: int
+    statistic: str
+    value: float
+    threshold: float
+    severity: str
+    feature: str | None
+    environment: str | None
+    position: int
+    actions: list[DeploymentOut]
+
+
+class HistoryOut(msgspec.Struct, frozen=True, kw_only=True):
+    model: str
+    as_of_position: int
+    events: list[EventOut]

@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from domain.events import AnyEvent, Event, EventMeta
+from domain.model import EventContext
 
 
 class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -107,4 +108,15 @@ def stored_from_row(row: Any) -> StoredEvent:
         recorded_at=row[7],
         prev_hash=bytes(row[8]),
         hash=bytes(row[9]),
+    )
+
+
+def context_of(recorded: RecordedEvent) -> EventContext:
+    """What the log adds to an event, for the domain's folds."""
+    return EventContext(
+        position=recorded.position,
+        recorded_at=recorded.recorded_at,
+        actor=recorded.meta.actor,
+        role=recorded.meta.role,
+        stream_version=recorded.version,
     )

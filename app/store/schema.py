@@ -28,6 +28,8 @@ events = sa.Table(
     sa.Column("hash", pg.BYTEA, nullable=False),
     sa.UniqueConstraint("stream", "version", name="events_stream_version_key"),
     sa.Index("events_type_position_idx", "type", "position"),
+    # as-of reads by time: recorded_at never decreases along positions
+    sa.Index("events_recorded_at_idx", "recorded_at"),
 )
 
 idempotency_keys = sa.Table(
@@ -70,5 +72,103 @@ tokens = sa.Table(
     sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("issued_by", sa.Text, nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True)),
+    sa.Column("position", sa.BigInteger, nullable=False),
+)
+
+# Governance views, projected from the model and policy streams.
+
+model_states = sa.Table(
+    "model_states",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("risk_tier", sa.Text, nullable=False),
+    # the folded domain state (msgpack): the registry reads decode it
+    sa.Column("state", pg.BYTEA, nullable=False),
+    sa.Column("position", sa.BigInteger, nullable=False),
+)
+
+versions = sa.Table(
+    "versions",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("format", sa.Text, nullable=False),
+    sa.Column("artifact_sha256", sa.Text, nullable=False),
+    sa.Column("library_sha256", sa.Text),
+    sa.Column("registered_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("registered_by", sa.Text, nullable=False),
+    sa.Column("retired_at", sa.DateTime(timezone=True)),
+    sa.Column("position", sa.BigInteger, nullable=False),
+)
+
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("environment", sa.Text, primary_key=True),
+    sa.Column("champion", sa.Integer),
+    sa.Column("challenger", sa.Integer),
+    sa.Column("strategy", sa.Text, nullable=False),
+    sa.Column("traffic_percent", sa.Float),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("position", sa.BigInteger, nullable=False),
+)
+
+deployment_history = sa.Table(
+    "deployment_history",
+    metadata,
+    sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("environment", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("champion", sa.Integer),
+    sa.Column("challenger", sa.Integer),
+    sa.Column("strategy", sa.Text, nullable=False),
+    sa.Column("traffic_percent", sa.Float),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("deployment_history_name_idx", "name", "position"),
+)
+
+approvals = sa.Table(
+    "approvals",
+    metadata,
+    sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("approver", sa.Text, nullable=False),
+    sa.Column("decision", sa.Text, nullable=False),
+    sa.Column("comment", sa.Text, nullable=False),
+    sa.Column("policy_version", sa.Integer, nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True)),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_reason", sa.Text),
+    sa.Index("approvals_name_version_idx", "name", "version"),
+)
+
+drift_alerts = sa.Table(
+    "drift_alerts",
+    metadata,
+    sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("statistic", sa.Text, nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("severity", sa.Text, nullable=False),
+    sa.Column("feature", sa.Text),
+    sa.Column("environment", sa.Text),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("drift_alerts_name_idx", "name", "position"),
+)
+
+policies = sa.Table(
+    "policies",
+    metadata,
+    sa.Column("risk_tier", sa.Text, primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("policy", pg.JSON, nullable=False),
     sa.Column("position", sa.BigInteger, nullable=False),
 )

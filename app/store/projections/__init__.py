@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from app.store.projections.governance import GovernanceProjection
 from app.store.projections.tokens import TokensProjection
 from app.store.projector import Projection
 
 
 def all_projections() -> list[Projection]:
     """Every projection the server maintains, in the order they are applied."""
-    return [TokensProjection()]
+    return [TokensProjection(), GovernanceProjection()]

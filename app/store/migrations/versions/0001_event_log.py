@@ -176,6 +176,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("stream", "version", name="events_stream_version_key"),
     )
     op.create_index("events_type_position_idx", "events", ["type", "position"])
+    op.create_index("events_recorded_at_idx", "events", ["recorded_at"])
     op.create_table(
         "idempotency_keys",
         sa.Column("scope", sa.Text, primary_key=True),

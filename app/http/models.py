@@ -1,0 +1,338 @@
+"""Models, versions, approvals, deployments, drift alerts and a model's history."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, patch, post
+from litestar.datastructures import ResponseHeader, State
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from app.http.audit import event_out
+from app.http.auth import event_meta, idempotency, requires
+from app.http.schemas import (
+    ChangeIn,
+    ChangesCreate,
+    DecisionCreate,
+    DecisionOut,
+    DeploymentOut,
+    DeploymentsOut,
+    DriftAlertCreate,
+    DriftAlertOut,
+    GateOut,
+    HistoryOut,
+    ModelCreate,
+    ModelPatch,
+    PromotionCreate,
+    PromotionPlan,
+    RetirementCreate,
+    RetirementOut,
+    RevocationCreate,
+    RollbackCreate,
+)
+from app.resources import Resources
+from app.services.governance import Outcome
+from app.services.views import ModelView, VersionView, render_model, render_version
+from domain import commands as cmd
+from domain import events as ev
+from domain.decide import model_stream, require_version
+from domain.errors import InvalidInput, NotFound
+
+Req = Request[Any, Any, Any]
+WRITERS = requires("admin", "ci")
+
+
+def _res(state: State) -> Resources:
+    resources: Resources = state.resources
+    return resources
+
+
+def _deployments(outcome: Outcome) -> list[DeploymentOut]:
+    return [
+        DeploymentOut(
+            environment=e.event.environment,
+            action=e.event.action,
+            version=e.event.version,
+            champion=e.event.champion,
+            challenger=e.event.challenger,
+            strategy=e.event.strategy,
+            traffic_percent=e.event.traffic_percent,
+            policy_version=e.event.policy_version,
+            gates=[GateOut(name=g.name, passed=g.passed, detail=g.detail) for g in e.event.gates],
+            position=e.position,
+        )
+        for e in outcome.events
+        if isinstance(e.event, ev.DeploymentChanged)
+    ]
+
+
+def _if_match(request: Req) -> int | None:
+    """The model stream version a client saw (`If-Match: "7"`), if it sent one."""
+    header = request.headers.get("if-match")
+    if header is None:
+        return None
+    value = header.strip().removeprefix("W/").strip('"')
+    if not value.isdigit():
+        raise InvalidInput('If-Match must be a model ETag such as "7"', field="If-Match")
+    return int(value)
+
+
+def _changes(changes: list[ChangeIn] | list[PromotionCreate]) -> list[cmd.Promote]:
+    return [
+        cmd.Promote(
+            version=c.version,
+            environment=c.environment,
+            strategy=c.strategy,
+            traffic_percent=c.traffic_percent,
+        )
+        for c in changes
+    ]
+
+
+class ModelController(Controller):
+    """The registry's write side and per-model reads."""
+
+    path = "/v1/models"
+    tags = ["models"]
+
+    @post(operation_id="createModel", guards=[WRITERS])
+    async def create(self, data: JSONBody[ModelCreate], request: Req, state: State) -> ModelView:
+        """Register a model name with its risk tier; 409 if the name exists."""
+        res = _res(state)
+        command = cmd.RegisterModel(**{f: getattr(data, f) for f in data.__struct_fields__})
+        await res.governance.register_model(
+            command, event_meta(request), idempotency(request, data)
+        )
+        model, policies = await res.registry.model_state(data.name)
+        return render_model(model, policies, res.clock())
+
+    @get(operation_id="listModels")
+    async def list_models(self, state: State) -> dict[str, list[ModelView]]:
+        """Every model with its versions and deployments per environment."""
+        view = await _res(state).registry.view(None)
+        return {"models": view.models}
+
+    @get(
+        "/{name:str}",
+        operation_id="getModel",
+        response_headers=[
+            ResponseHeader(
+                name="ETag", description="the model stream version", documentation_only=True
+            )
+        ],
+    )
+    async def get_model(self, name: FromPath[str], state: State) -> Response[ModelView]:
+        """One model with its versions summary and deployments; ETag for If-Match."""
+        res = _res(state)
+        model, policies = await res.registry.model_state(name)
+        view = render_model(model, policies, res.clock())
+        return Response(view, headers={"ETag": f'"{view.stream_version}"'})
+
+    @patch("/{name:str}", operation_id="updateModel", guards=[WRITERS])
+    async def update(
+        self, name: FromPath[str], data: JSONBody[ModelPatch], request: Req, state: State
+    ) -> ModelView:
+        """Change description, owner, tags or sensitive features."""
+        res = _res(state)
+        command = cmd.UpdateModel(**{f: getattr(data, f) for f in data.__struct_fields__})
+        await res.governance.update_model(
+            name, command, event_meta(request), idempotency(request, data)
+        )
+        model, policies = await res.registry.model_state(name)
+        return render_model(model, policies, res.clock())
+
+    @get("/{name:str}/versions/{version:int}", operation_id="getVersion")
+    async def get_version(
+        self, name: FromPath[str], version: FromPath[int], state: State
+    ) -> VersionView:
+        """One version: state, digests, compiled certificate, approvals, gates, deployments."""
+        res = _res(state)
+        model, policies = await res.registry.model_state(name)
+        found = require_version(model, version)
+        return render_version(model, found, policies, res.clock(), gates=True)
+
+    @post(
+        "/{name:str}/versions/{version:int}/approvals",
+        operation_id="decideVersion",
+        guards=[requires("approver")],
+    )
+    async def approve(
+        self,
+        name: FromPath[str],
+        version: FromPath[int],
+        data: JSONBody[DecisionCreate],
+        request: Req,
+        state: State,
+    ) -> DecisionOut:
+        """Approve or reject a version (four-eyes; bound to its current digests)."""
+        outcome = await _res(state).governance.decide_version(
+            name,
+            version,
+            cmd.Decide(decision=data.decision, comment=data.comment),
+            event_meta(request),
+            idempotency(request, data),
+        )
+        recorded = outcome.events[0]
+        event = recorded.event
+        assert isinstance(event, (ev.VersionApproved, ev.VersionRejected))
+        return DecisionOut(
+            version=event.version,
+            approver=event.approver,
+            decision="approve" if isinstance(event, ev.VersionApproved) else "reject",
+            comment=event.comment,
+            policy_version=event.policy_version,
+            expires_at=getattr(event, "expires_at", None),
+            position=recorded.position,
+        )
+
+    @post(
+        "/{name:str}/versions/{version:int}/approvals/revocation",
+        operation_id="revokeDecision",
+        guards=[requires("approver")],
+    )
+    async def revoke(
+        self,
+        name: FromPath[str],
+        version: FromPath[int],
+        data: JSONBody[RevocationCreate],
+        request: Req,
+        state: State,
+    ) -> RetirementOut:
+        """Withdraw the caller's own standing decision on a version."""
+        outcome = await _res(state).governance.revoke_decision(
+            name, version, data.reason, event_meta(request), idempotency(request, data)
+        )
+        return RetirementOut(
+            version=version, reason=data.reason, position=outcome.events[0].position
+        )
+
+    @post(
+        "/{name:str}/versions/{version:int}/retirement",
+        operation_id="retireVersion",
+        guards=[WRITERS],
+    )
+    async def retire(
+        self,
+        name: FromPath[str],
+        version: FromPath[int],
+        data: JSONBody[RetirementCreate],
+        request: Req,
+        state: State,
+    ) -> RetirementOut:
+        """Retire a version that serves nowhere."""
+        outcome = await _res(state).governance.retire(
+            name, version, data.reason, event_meta(request), idempotency(request, data)
+        )
+        return RetirementOut(
+            version=version, reason=data.reason, position=outcome.events[0].position
+        )
+
+    @post("/{name:str}/promotions", operation_id="promote", guards=[WRITERS])
+    async def promote(
+        self, name: FromPath[str], data: JSONBody[PromotionCreate], request: Req, state: State
+    ) -> Response[PromotionPlan | DeploymentOut]:
+        """Promote a version; `dry_run` returns the gates and appends nothing."""
+        res = _res(state)
+        changes = _changes([data])
+        if data.dry_run:
+            return Response(await _plan(res, name, changes), status_code=200)
+        outcome = await res.governance.promote(
+            name,
+            changes,
+            event_meta(request),
+            idempotency(request, data),
+            expected_version=_if_match(request),
+        )
+        return Response(_deployments(outcome)[0], status_code=201)
+
+    @post("/{name:str}/deployment-changes", operation_id="changeDeployments", guards=[WRITERS])
+    async def change_deployments(
+        self, name: FromPath[str], data: JSONBody[ChangesCreate], request: Req, state: State
+    ) -> Response[PromotionPlan | DeploymentsOut]:
+        """Several pointer changes, all or none, in one append."""
+        res = _res(state)
+        changes = _changes(data.changes)
+        if data.dry_run:
+            return Response(await _plan(res, name, changes), status_code=200)
+        outcome = await res.governance.promote(
+            name,
+            changes,
+            event_meta(request),
+            idempotency(request, data),
+            expected_version=_if_match(request),
+        )
+        return Response(DeploymentsOut(deployments=_deployments(outcome)), status_code=201)
+
+    @post("/{name:str}/rollbacks", operation_id="rollback", guards=[WRITERS])
+    async def rollback(
+        self, name: FromPath[str], data: JSONBody[RollbackCreate], request: Req, state: State
+    ) -> DeploymentOut:
+        """Return an environment to its previous good champion."""
+        outcome = await _res(state).governance.rollback(
+            name,
+            cmd.Rollback(environment=data.environment, reason=data.reason),
+            event_meta(request),
+            idempotency(request, data),
+        )
+        return _deployments(outcome)[0]
+
+    @post("/{name:str}/drift-alerts", operation_id="raiseDriftAlert", guards=[WRITERS])
+    async def drift_alert(
+        self, name: FromPath[str], data: JSONBody[DriftAlertCreate], request: Req, state: State
+    ) -> DriftAlertOut:
+        """Record drift on the version that served; policy may act on it."""
+        res = _res(state)
+        command = cmd.RaiseDriftAlert(**{f: getattr(data, f) for f in data.__struct_fields__})
+        outcome = await res.governance.raise_drift_alert(
+            name, command, event_meta(request), idempotency(request, data)
+        )
+        alert = outcome.events[0]
+        actions = [
+            e
+            for e in await res.store.read_all(alert.position, 100, stream=model_stream(name))
+            if e.meta.causation_id == str(alert.event_id)
+        ]
+        return DriftAlertOut(
+            **{f: getattr(data, f) for f in data.__struct_fields__},
+            position=alert.position,
+            actions=_deployments(Outcome(result=outcome.result, events=actions)),
+        )
+
+    @get(
+        "/{name:str}/history",
+        operation_id="modelHistory",
+        guards=[requires("auditor", "admin")],
+    )
+    async def history(
+        self,
+        name: FromPath[str],
+        state: State,
+        as_of: Annotated[
+            str | None, QueryParameter(description="position or RFC 3339 time")
+        ] = None,
+        event_type: Annotated[str | None, QueryParameter(name="type")] = None,
+    ) -> HistoryOut:
+        """A model's events in order, as stored, up to an instant."""
+        res = _res(state)
+        await res.registry.model_state(name)
+        instant = await res.registry.instant(as_of)
+        rows = await res.store.read_stored(
+            0,
+            1_000_000,
+            stream=model_stream(name),
+            until=instant.position,
+            types=[event_type] if event_type else None,
+        )
+        return HistoryOut(
+            model=name, as_of_position=instant.position, events=[event_out(r) for r in rows]
+        )
+
+
+async def _plan(res: Resources, name: FromPath[str], changes: list[cmd.Promote]) -> PromotionPlan:
+    gates = await res.governance.plan(name, changes)
+    if not gates:
+        raise NotFound(f"no model named {name!r}")
+    return PromotionPlan(
+        allowed=all(g.passed for g in gates),
+        gates=[GateOut(name=g.name, passed=g.passed, detail=g.detail) for g in gates],
+    )

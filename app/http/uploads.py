@@ -1,0 +1,142 @@
+"""Uploads: model versions (artifact + metadata) and datasets, under the upload size limit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State, UploadFile
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath
+
+from app.http.auth import event_meta, idempotency, requires
+from app.http.schemas import VersionCreated, VersionMetadata
+from app.resources import Resources
+from app.services.artifacts import inspect_dataset, inspect_model
+from app.services.views import VersionView, render_model
+from domain import commands as cmd
+from domain import events as ev
+from domain.errors import InvalidInput
+
+_CHUNK = 1 << 20
+Multipart = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)]
+
+
+class DatasetOut(msgspec.Struct, frozen=True, kw_only=True):
+    sha256: str
+    rows: int
+    columns: list[str]
+    format: str
+    size: int
+
+
+async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await upload.read(_CHUNK):
+        yield chunk
+
+
+def _file(data: dict[str, Any], part: str) -> UploadFile:
+    upload = data.get(part)
+    if not isinstance(upload, UploadFile):
+        raise InvalidInput(f"multipart part {part!r} (a file) is required", field=part)
+    return upload
+
+
+def _resources(state: State) -> Resources:
+    resources: Resources = state.resources
+    return resources
+
+
+class UploadController(Controller):
+    """Versions (listed, and registered with their artifact) and dataset uploads.
+
+    Its router allows bodies up to the upload limit; the JSON routes keep the small one.
+    """
+
+    tags = ["models"]
+
+    @post(
+        "/v1/models/{name:str}/versions",
+        operation_id="registerVersion",
+        guards=[requires("admin", "ci")],
+    )
+    async def register_version(
+        self, name: FromPath[str], data: Multipart, request: Request[Any, Any, Any], state: State
+    ) -> VersionCreated:
+        """Register a version: part `artifact` (the model file), part `metadata` (JSON)."""
+        resources: Resources = state.resources
+        raw = data.get("metadata")
+        if raw is None:
+            raise InvalidInput("multipart part 'metadata' (JSON) is required", field="metadata")
+        try:
+            metadata = msgspec.json.decode(
+                raw if isinstance(raw, (str, bytes)) else await raw.read(), type=VersionMetadata
+            )
+        except msgspec.ValidationError as error:
+            raise InvalidInput(f"metadata: {error}", field="metadata") from error
+        except msgspec.DecodeError as error:
+            raise InvalidInput(f"metadata is not valid JSON: {error}", field="metadata") from error
+        await resources.registry.model_state(name)  # 404 before storing anything
+        stored = await resources.artifacts.put_stream(
+            _chunks(_file(data, "artifact")), max_bytes=resources.settings.max_upload_bytes
+        )
+        info = await asyncio.to_thread(inspect_model, stored.path, metadata.format)
+        lineage = ev.Lineage(
+            git_commit=metadata.lineage.git_commit,
+            ci_run_url=metadata.lineage.ci_run_url,
+            dataset_sha256=metadata.lineage.dataset_sha256,
+        )
+        command = cmd.RegisterVersion(
+            artifact_sha256=stored.sha256,
+            artifact_size=stored.size,
+            format=metadata.format,
+            model_feature_names=info.feature_names,
+            num_trees=info.num_trees,
+            feature_names=metadata.feature_names,
+            metrics=metadata.metrics,
+            params=metadata.params,
+            lineage=lineage,
+        )
+        outcome = await resources.governance.register_version(
+            name,
+            command,
+            event_meta(request),
+            idempotency(request, {"artifact": stored.sha256, "metadata": metadata}),
+        )
+        registered, job = outcome.events[0].event, outcome.events[-1].event
+        assert isinstance(registered, ev.VersionRegistered)
+        return VersionCreated(
+            version=registered.version,
+            artifact_sha256=registered.artifact_sha256,
+            state="registered",
+            compile_job_id=job.job_id if isinstance(job, ev.JobRequested) else None,
+            position=outcome.events[0].position,
+        )
+
+    @get("/v1/models/{name:str}/versions", operation_id="listVersions")
+    async def list_versions(
+        self, name: FromPath[str], state: State
+    ) -> dict[str, list[VersionView]]:
+        """Every version of a model."""
+        res = _resources(state)
+        model, policies = await res.registry.model_state(name)
+        return {"versions": render_model(model, policies, res.clock()).versions}
+
+    @post("/v1/datasets", operation_id="uploadDataset", guards=[requires("admin", "ci")])
+    async def upload_dataset(self, data: Multipart, state: State) -> DatasetOut:
+        """Upload a CSV or Parquet dataset (part `file`), stored by its sha256."""
+        resources: Resources = state.resources
+        stored = await resources.artifacts.put_stream(
+            _chunks(_file(data, "file")), max_bytes=resources.settings.max_upload_bytes
+        )
+        info = await asyncio.to_thread(inspect_dataset, stored.path)
+        return DatasetOut(
+            sha256=stored.sha256,
+            rows=info.rows,
+            columns=info.columns,
+            format=info.format,
+            size=stored.size,
+        )

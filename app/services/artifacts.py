@@ -1,0 +1,408 @@
+"""Validation of uploaded models and datasets. Synchronous: callers run these in a thread.
+
+Nothing here unpickles. LightGBM and XGBoost models are text and JSON; scikit-learn models come
+as skops archives whose every stored type is checked against an allow-list before anything is
+built. Every model must also load in Treelite, because compiling it needs that.
+
+The ML libraries are imported inside the functions: scikit-learn and LightGBM take seconds to
+import, and the API imports this module at startup although only uploads need them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+import zipfile
+from collections import Counter
+from collections.abc import Callable
+from itertools import takewhile
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import msgspec
+
+from domain.errors import InvalidInput
+
+MODEL_FORMATS = ("lightgbm", "xgboost-json", "sklearn-skops")
+_LGB, _XGB, _SKL = (
+    "not a LightGBM text model",
+    "not an XGBoost JSON model",
+    "not a usable skops model",
+)
+_T = TypeVar("_T")
+
+
+class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What an accepted model file declares."""
+
+    format: str
+    feature_names: list[str]
+    num_features: int
+    num_trees: int
+    objective: str | None
+
+
+class DatasetInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """Shape of an accepted dataset."""
+
+    format: Literal["csv", "parquet"]
+    rows: int
+    columns: list[str]
+
+
+def inspect_model(path: Path, fmt: str) -> ModelInfo:
+    """Check a model file of format `fmt` and describe it; InvalidInput saying why not."""
+    if fmt == "lightgbm":
+        return _lightgbm(path)
+    if fmt == "xgboost-json":
+        return _xgboost(path)
+    if fmt == "sklearn-skops":
+        return _skops(path)
+    raise InvalidInput(f"unknown model format {fmt!r}; expected one of {', '.join(MODEL_FORMATS)}")
+
+
+def inspect_dataset(path: Path) -> DatasetInfo:
+    """Check a CSV or Parquet dataset and count its rows; InvalidInput saying why not."""
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    if not magic:
+        raise InvalidInput("the dataset is empty")
+    return _parquet(path) if magic == b"PAR1" else _csv(path)
+
+
+# "[06:01:17] /project/src/model_loader/lightgbm.cc:282: " in front of Treelite's messages
+_NATIVE_PREFIX = re.compile(r"^\[\d\d:\d\d:\d\d\] \S+:\d+: ")
+
+
+def _call(what: str, action: Callable[[], _T]) -> _T:
+    """Run a library call on uploaded bytes; its failure becomes InvalidInput(`what`: reason)."""
+    try:
+        return action()
+    except Exception as error:
+        lines = str(error).strip().splitlines()
+        reason = _NATIVE_PREFIX.sub("", lines[0])[:300] if lines else type(error).__name__
+        raise InvalidInput(f"{what}: {reason}") from error
+
+
+# LightGBM's parser aborts, segfaults or spins on corrupted files (measured: truncations and
+# stray bytes do all three), so it reads uploads in a child process, through its C API
+# directly: `import lightgbm` alone takes seconds (it imports scikit-learn).
+_LGB_PROBE = """
+import ctypes, json, sys
+lib, c_int = ctypes.CDLL(sys.argv[1]), ctypes.c_int
+lib.LGBM_GetLastError.restype = ctypes.c_char_p
+handle, iterations, trees, features = ctypes.c_void_p(), c_int(), c_int(), c_int()
+if lib.LGBM_BoosterCreateFromModelfile(
+        sys.argv[2].encode(), ctypes.byref(iterations), ctypes.byref(handle)):
+    print(json.dumps({"error": lib.LGBM_GetLastError().decode("utf-8", "replace")}))
+    sys.exit(0)
+# what lightgbm.Booster(model_file=...) reads next
+size, buffer = ctypes.c_int64(), ctypes.create_string_buffer(1 << 16)
+lib.LGBM_BoosterGetLoadedParam(handle, ctypes.c_int64(len(buffer)), ctypes.byref(size), buffer)
+lib.LGBM_BoosterNumberOfTotalModel(handle, ctypes.byref(trees))
+lib.LGBM_BoosterGetNumFeature(handle, ctypes.byref(features))
+print(json.dumps({"trees": trees.value, "features": features.value}))
+"""
+_END_TREES, _PARAMETERS, _END_PARAMETERS = (
+    b"\nend of trees",
+    b"\nparameters:",
+    b"\nend of parameters",
+)
+# bytes of text: tab, newlines and everything printable (UTF-8 feature names included)
+_TEXT_BYTES = bytes([9, 10, 13, *range(32, 127), *range(128, 256)])
+
+
+class _Probe(msgspec.Struct, frozen=True):
+    error: str | None = None
+    trees: int = 0
+    features: int = 0
+
+
+def _lightgbm(path: Path) -> ModelInfo:
+    header = _lightgbm_header(path)
+    trees, features = _lightgbm_probe(path)
+    import treelite  # noqa: PLC0415 - see module docstring
+
+    load = treelite.frontend.load_lightgbm_model
+    model = _call(f"{_LGB}: Treelite cannot import it", lambda: load(path))
+    if int(model.num_tree) != trees:
+        raise InvalidInput(f"{_LGB}: LightGBM reads {trees} trees, Treelite {model.num_tree}")
+    names = header.get("feature_names", "").split()
+    if len(names) != features:
+        raise InvalidInput(f"{_LGB}: {len(names)} feature names for {features} features")
+    objective = header.get("objective", "").split()
+    return ModelInfo(
+        format="lightgbm",
+        feature_names=names,
+        num_features=features,
+        num_trees=trees,
+        objective=objective[0] if objective else None,
+    )
+
+
+def _lightgbm_header(path: Path) -> dict[str, str]:
+    """The header's `key=value` lines, after checks that keep garbage from LightGBM's parser."""
+    with path.open("rb") as handle:
+        if handle.readline(16).rstrip() != b"tree":
+            raise InvalidInput(f"{_LGB}: it does not start with the line 'tree'")
+        seen, tail = set[bytes](), b""
+        while chunk := handle.read(1 << 20):
+            if chunk.translate(None, _TEXT_BYTES):
+                raise InvalidInput(f"{_LGB}: it contains binary (control) bytes")
+            window = tail + chunk
+            seen.update(m for m in (_END_TREES, _PARAMETERS, _END_PARAMETERS) if m in window)
+            tail = chunk[-32:]
+        # a parameters section without its end line makes LightGBM read past the buffer
+        if _END_TREES not in seen or (_PARAMETERS in seen and _END_PARAMETERS not in seen):
+            raise InvalidInput(f"{_LGB}: a section has no end line, the file is truncated")
+        handle.seek(0)
+        # the header ends at the first blank line
+        lines = (raw.decode("utf-8", "replace").strip() for raw in handle)
+        pairs = (line.partition("=") for line in takewhile(bool, lines))
+        return {key: value for key, sep, value in pairs if sep}
+
+
+def _lightgbm_probe(path: Path) -> tuple[int, int]:
+    spec = importlib.util.find_spec("lightgbm")
+    folders = [
+        Path(folder) / "lib" for folder in ((spec and spec.submodule_search_locations) or [])
+    ]
+    libraries = [f for d in folders for f in d.glob("lib_lightgbm.*") if f.suffix != ".a"]
+    if not libraries:
+        raise RuntimeError("LightGBM's native library is not installed")
+    timeout = 30 + path.stat().st_size / (1 << 20)  # a second per MiB is far more than it needs
+    try:
+        done = subprocess.run(  # noqa: S603 - our interpreter, a fixed script, our own paths
+            [sys.executable, "-I", "-c", _LGB_PROBE, str(libraries[0]), str(path)],
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise InvalidInput(
+            f"{_LGB}: LightGBM did not finish reading it in {timeout:.0f} s"
+        ) from error
+    if done.returncode != 0:
+        how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit {done.returncode}"
+        raise InvalidInput(f"{_LGB}: LightGBM crashed reading it ({how}); truncated or corrupted")
+    lines = [line for line in done.stdout.splitlines() if line.startswith(b"{")]
+    probe = msgspec.json.decode(lines[-1], type=_Probe) if lines else _Probe(error="no answer")
+    if probe.error is not None:
+        raise InvalidInput(f"{_LGB}: {probe.error}")
+    return probe.trees, probe.features
+
+
+class _XGBObjective(msgspec.Struct):
+    name: str
+
+
+class _XGBLearner(msgspec.Struct):
+    feature_names: list[str] = msgspec.field(default_factory=list)
+    objective: _XGBObjective | None = None
+
+
+class _XGBDocument(msgspec.Struct):
+    learner: _XGBLearner
+
+
+def _xgboost(path: Path) -> ModelInfo:
+    data = path.read_bytes()
+    if data[:64].lstrip()[:1] != b"{":
+        raise InvalidInput(f"{_XGB}: it is not a JSON object (binary and UBJSON are not accepted)")
+    # what Treelite ignores (names, objective); unknown fields are skipped, not built
+    learner = _call(_XGB, lambda: msgspec.json.decode(data, type=_XGBDocument)).learner
+    import treelite  # noqa: PLC0415 - see module docstring
+
+    load = treelite.frontend.from_xgboost_json
+    model = _call(f"{_XGB}: Treelite cannot import it", lambda: load(data))
+    features = int(model.num_feature)
+    names = learner.feature_names or [f"f{i}" for i in range(features)]
+    if len(names) != features:
+        raise InvalidInput(f"{_XGB}: {len(names)} feature names for {features} features")
+    return ModelInfo(
+        format="xgboost-json",
+        feature_names=names,
+        num_features=features,
+        num_trees=int(model.num_tree),
+        objective=learner.objective.name if learner.objective else None,
+    )
+
+
+def _table(text: str) -> frozenset[str]:
+    """`module: Name Name ...` lines as a set of `module.Name`."""
+    rows = (line.partition(":") for line in text.strip().splitlines())
+    return frozenset(f"{mod.strip()}.{name}" for mod, _, names in rows for name in names.split())
+
+
+# Top-level estimators accepted from a skops file: the tree ensembles Treelite compiles.
+SKLEARN_ENSEMBLES = _table("""
+    sklearn.ensemble._forest: RandomForestClassifier RandomForestRegressor
+    sklearn.ensemble._forest: ExtraTreesClassifier ExtraTreesRegressor
+    sklearn.ensemble._gb: GradientBoostingClassifier GradientBoostingRegressor
+    sklearn.ensemble._hist_gradient_boosting.gradient_boosting: HistGradientBoostingClassifier
+    sklearn.ensemble._hist_gradient_boosting.gradient_boosting: HistGradientBoostingRegressor
+    sklearn.ensemble._iforest: IsolationForest
+""")
+_LOSSES = """AbsoluteError ExponentialLoss HalfBinomialLoss HalfGammaLoss HalfMultinomialLoss
+    HalfPoissonLoss HalfSquaredError HalfTweedieLoss HalfTweedieLossIdentity HuberLoss
+    PinballLoss"""
+# Every type a skops file may contain. skops' own defaults trust every scikit-learn estimator
+# and more (a LogisticRegression or a Pipeline loads without a question), so the archive's
+# schema is checked against this list before skops sees the file. The last five lines are
+# HistGradientBoosting's categorical preprocessing: its FunctionTransformer can only hold
+# functions that are on this list themselves.
+SKOPS_ALLOWED_TYPES = SKLEARN_ENSEMBLES | _table(f"""
+    builtins: dict list tuple str int float bool slice NoneType
+    numpy: ndarray dtype bool bool_ str_ float16 float32 float64 int8 int16 int32 int64
+    numpy: uint8 uint16 uint32 uint64
+    numpy.random.mtrand: RandomState
+    numpy.random._generator: Generator
+    sklearn.tree._tree: Tree
+    sklearn.tree._classes: DecisionTreeClassifier DecisionTreeRegressor
+    sklearn.tree._classes: ExtraTreeClassifier ExtraTreeRegressor
+    sklearn.ensemble._hist_gradient_boosting.predictor: TreePredictor
+    sklearn.ensemble._hist_gradient_boosting.binning: _BinMapper
+    sklearn.dummy: DummyClassifier DummyRegressor
+    sklearn.preprocessing._label: LabelEncoder
+    sklearn._loss.loss: {" ".join(_LOSSES.split())}
+    sklearn._loss._loss: {" ".join(f"Cy{loss}" for loss in _LOSSES.split())}
+    sklearn._loss.link: IdentityLink LogitLink HalfLogitLink LogLink MultinomialLogit Interval
+    sklearn.compose._column_transformer: ColumnTransformer
+    sklearn.preprocessing._encoders: OrdinalEncoder
+    sklearn.preprocessing._function_transformer: FunctionTransformer
+    functools: partial
+    sklearn.utils.validation: check_array
+""")
+# skops node kinds that build objects from their declared type only (no methods, operators)
+_SKOPS_LOADERS = frozenset(
+    {
+        *("ObjectNode", "DictNode", "ListNode", "TupleNode", "JsonNode", "NdArrayNode"),
+        *("DTypeNode", "TypeNode", "TreeNode", "LossNode", "RandomStateNode", "SliceNode"),
+        *("RandomGeneratorNode", "PartialNode", "FunctionNode"),
+    }
+)
+_MAX_UNZIPPED = 8 << 30  # a model's arrays, uncompressed; past this it is a zip bomb
+
+
+def _skops(path: Path) -> ModelInfo:
+    if not zipfile.is_zipfile(path):
+        raise InvalidInput(f"{_SKL}: not a skops archive (pickles are never accepted)")
+    _refuse(_skops_types(_call(_SKL, lambda: _skops_schema(path))))
+    import skops.io  # type: ignore[import-untyped]  # noqa: PLC0415 - see module docstring
+
+    # skops' own audit also names types hidden in content (a Generator's bit generator)
+    untrusted = _call(_SKL, lambda: [str(name) for name in skops.io.get_untrusted_types(file=path)])
+    _refuse(set(untrusted))
+    estimator = _call(_SKL, lambda: skops.io.load(path, trusted=untrusted))
+    kind = type(estimator)
+    if f"{kind.__module__}.{kind.__qualname__}" not in SKLEARN_ENSEMBLES:
+        accepted = ", ".join(sorted(name.rsplit(".", 1)[1] for name in SKLEARN_ENSEMBLES))
+        raise InvalidInput(f"{_SKL}: {kind.__name__} is not one of {accepted}")
+    from sklearn.utils.validation import check_is_fitted  # noqa: PLC0415
+
+    _call(f"{_SKL}: the {kind.__name__} is not fitted", lambda: check_is_fitted(estimator))
+    import treelite.sklearn  # noqa: PLC0415 - see module docstring
+
+    load = treelite.sklearn.import_model
+    model = _call(f"{_SKL}: Treelite cannot import it", lambda: load(estimator))
+    features = int(model.num_feature)
+    stored = getattr(estimator, "feature_names_in_", None)
+    names = [str(name) for name in stored] if stored is not None else []
+    objective = getattr(estimator, "loss", None) or getattr(estimator, "criterion", None)
+    return ModelInfo(
+        format="sklearn-skops",
+        feature_names=names or [f"x{i}" for i in range(features)],
+        num_features=features,
+        num_trees=int(model.num_tree),
+        objective=objective if isinstance(objective, str) else None,
+    )
+
+
+def _skops_schema(path: Path) -> object:
+    with zipfile.ZipFile(path) as archive:
+        if sum(info.file_size for info in archive.infolist()) > _MAX_UNZIPPED:
+            raise ValueError(f"it unpacks to more than {_MAX_UNZIPPED} bytes")
+        return json.loads(archive.read("schema.json"))
+
+
+def _skops_types(schema: object) -> set[str]:
+    """Every `module.class` a skops schema declares; InvalidInput for a refused node kind."""
+    found: set[str] = set()
+    stack = [schema]
+    while stack:  # iterative: the nesting depth is the uploader's choice
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "__loader__" in node:
+                loader, module, name = (
+                    node.get(k) for k in ("__loader__", "__module__", "__class__")
+                )
+                if not (isinstance(module, str) and isinstance(name, str)):
+                    raise InvalidInput(f"{_SKL}: malformed schema node")
+                if loader not in _SKOPS_LOADERS:
+                    raise InvalidInput(f"{_SKL}: {module}.{name} is stored as {loader}, refused")
+                found.add(f"{module}.{name}")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def _refuse(types: set[str]) -> None:
+    refused = sorted(types - SKOPS_ALLOWED_TYPES)
+    if refused:
+        raise InvalidInput(f"{_SKL}: types not on the allow-list: {', '.join(refused)}")
+
+
+def _parquet(path: Path) -> DatasetInfo:
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    def read() -> tuple[list[str], int, int]:
+        with pq.ParquetFile(path) as file:
+            # decoding every page is what finds corruption the footer cannot show
+            rows = sum(int(batch.num_rows) for batch in file.iter_batches(batch_size=65_536))
+            return [str(name) for name in file.schema_arrow.names], rows, file.metadata.num_rows
+
+    columns, rows, declared = _call("not a readable Parquet file", read)
+    if rows != declared:
+        raise InvalidInput(f"not a readable Parquet file: {rows} rows where {declared} declared")
+    return _dataset("parquet", rows, columns)
+
+
+def _csv(path: Path) -> DatasetInfo:
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.csv as pcsv  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    options = pcsv.ReadOptions(block_size=16 << 20)
+
+    def header() -> list[str]:
+        with pcsv.open_csv(path, read_options=options) as reader:
+            return [str(name) for name in reader.schema.names]
+
+    def count(columns: list[str]) -> int:
+        # every column as text: types inferred from the first block could refuse later ones,
+        # while this still checks UTF-8 and that every row has every column
+        convert = pcsv.ConvertOptions(column_types=dict.fromkeys(columns, pa.string()))
+        with pcsv.open_csv(path, read_options=options, convert_options=convert) as reader:
+            return sum(int(batch.num_rows) for batch in reader)
+
+    columns = _unique(_call("not a readable CSV file", header))
+    return _dataset("csv", _call("not a readable CSV file", lambda: count(columns)), columns)
+
+
+def _unique(columns: list[str]) -> list[str]:
+    duplicated = sorted(name for name, count in Counter(columns).items() if count > 1)
+    if duplicated:
+        raise InvalidInput(f"duplicate column names: {', '.join(duplicated)}")
+    return columns
+
+
+def _dataset(fmt: Literal["csv", "parquet"], rows: int, columns: list[str]) -> DatasetInfo:
+    if not columns:
+        raise InvalidInput(f"the {fmt} dataset has no columns")
+    _unique(columns)
+    if rows == 0:
+        raise InvalidInput(f"the {fmt} dataset has a header but no rows")
+    return DatasetInfo(format=fmt, rows=rows, columns=columns)

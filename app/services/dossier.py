@@ -1,0 +1,299 @@
+"""The dossier (model card) of one version: its history as JSON, and as Markdown for readers."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import msgspec
+
+from app.store.codec import RecordedEvent
+from domain.decide import require_version
+from domain.events import DeploymentChanged, Lineage
+from domain.gates import approval_counts, evaluate_gates, lifecycle_state
+from domain.model import ModelState
+from domain.policy import GateResult, Policy, PolicyBook
+
+_S = TypeVar("_S", bound=msgspec.Struct)
+
+
+class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """The model a version belongs to."""
+
+    name: str
+    risk_tier: str
+    owner: str
+    description: str
+    tags: list[str]
+    sensitive_features: list[str]
+
+
+class VersionInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """The immutable facts of the version, and its lifecycle state now."""
+
+    number: int
+    state: str
+    format: str
+    artifact_sha256: str
+    artifact_size: int
+    feature_names: list[str]
+    num_trees: int | None
+    registered_at: datetime
+    registered_by: str
+    retired_at: datetime | None = None
+    retired_reason: str | None = None
+
+
+class CompiledInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """The certified native build and its parity with the artifact."""
+
+    library_sha256: str
+    max_abs_diff: float
+    rows_checked: int
+    compiler: str
+    flags: list[str]
+    compile_seconds: float
+    recorded_at: datetime
+
+
+class ComplianceInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """The latest fairness check."""
+
+    passed: bool
+    report_sha256: str
+    policy_version: int
+    metrics: dict[str, float]
+    recorded_at: datetime
+
+
+class PolicyInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """The policy of the model's risk tier now."""
+
+    version: int
+    policy: Policy
+
+
+class ApprovalInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One approval or rejection, the digests it was bound to, and whether it counts now."""
+
+    approver: str
+    decision: str
+    comment: str
+    policy_version: int
+    recorded_at: datetime
+    position: int
+    expires_at: datetime | None
+    revoked: bool
+    revoked_reason: str | None
+    counts: bool
+    artifact_sha256: str | None
+    library_sha256: str | None
+    report_sha256s: list[str]
+
+
+class DeploymentEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """A pointer change naming the version or removing it; `role_after`: its role after."""
+
+    position: int
+    recorded_at: datetime
+    environment: str
+    action: str
+    strategy: str
+    traffic_percent: float | None
+    version: int
+    champion: int | None
+    challenger: int | None
+    role_after: str | None
+    actor: str
+    reason: str
+    policy_version: int
+    gates_passed: bool | None
+
+
+class Serving(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the version serves now, and the environment's strategy (of its challenger)."""
+
+    environment: str
+    role: str
+    strategy: str
+    traffic_percent: float | None
+
+
+class DriftIncident(msgspec.Struct, frozen=True, kw_only=True):
+    """A drift alert raised on the version."""
+
+    statistic: str
+    value: float
+    threshold: float
+    severity: str
+    feature: str | None
+    environment: str | None
+    recorded_at: datetime
+    position: int
+
+
+class AsOf(msgspec.Struct, frozen=True, kw_only=True):
+    """The instant the dossier describes."""
+
+    position: int
+    time: datetime
+
+
+class Dossier(msgspec.Struct, frozen=True, kw_only=True):
+    """The model card of one version, built from its history."""
+
+    model: ModelInfo
+    version: VersionInfo
+    lineage: Lineage
+    metrics: dict[str, float]
+    params: dict[str, Any]
+    compiled: CompiledInfo | None
+    compliance: ComplianceInfo | None
+    policy: PolicyInfo
+    gates: list[GateResult]
+    approvals: list[ApprovalInfo]
+    deployments: list[DeploymentEntry]
+    currently_serving: list[Serving]
+    drift: list[DriftIncident]
+    as_of: AsOf
+
+
+def build_dossier(
+    model: ModelState,
+    number: int,
+    policies: PolicyBook,
+    events: Sequence[RecordedEvent],
+    *,
+    now: datetime,
+    as_of_position: int,
+) -> Dossier:
+    """The dossier of version `number`; `events` is the model's history in log order."""
+    v = require_version(model, number)
+    policy, policy_version = policies.of(model.risk_tier)
+    return Dossier(
+        model=_copy(ModelInfo, model),
+        version=_copy(VersionInfo, v, number=number, state=lifecycle_state(v, policy, now)),
+        lineage=v.lineage,
+        metrics=dict(v.metrics),
+        params=dict(v.params),
+        compiled=None if v.compiled is None else _copy(CompiledInfo, v.compiled),
+        compliance=None if v.compliance is None else _copy(ComplianceInfo, v.compliance),
+        policy=PolicyInfo(version=policy_version, policy=policy),
+        gates=evaluate_gates(model, v, "production", policy, now),
+        approvals=[_copy(ApprovalInfo, d, counts=approval_counts(d, v, now)) for d in v.decisions],
+        deployments=_history(model.name, number, events),
+        currently_serving=[
+            _copy(Serving, slot, environment=env, role=role)
+            for env, slot in sorted(model.deployments.items())
+            if (role := _role(number, slot.champion, slot.challenger))
+        ],
+        drift=[_copy(DriftIncident, a) for a in model.drift_alerts if a.version == number],
+        as_of=AsOf(position=as_of_position, time=now),
+    )
+
+
+def _copy(cls: type[_S], *sources: object, **given: Any) -> _S:
+    # fields not given come from the first source that has them (lists and dicts copied)
+    for field in cls.__struct_fields__:
+        if field not in given:
+            value = next(getattr(s, field) for s in sources if hasattr(s, field))
+            given[field] = copy.copy(value) if isinstance(value, list | dict) else value
+    return cls(**given)
+
+
+def _role(number: int, champion: int | None, challenger: int | None) -> str | None:
+    return "champion" if number == champion else "challenger" if number == challenger else None
+
+
+def _history(name: str, number: int, events: Sequence[RecordedEvent]) -> list[DeploymentEntry]:
+    serving: dict[str, tuple[int | None, int | None]] = {}
+    history = []
+    for rec in events:
+        e = rec.event
+        if not isinstance(e, DeploymentChanged) or e.name != name:
+            continue
+        before = serving.get(e.environment, (None, None))
+        serving[e.environment] = (e.champion, e.challenger)
+        if number not in (e.version, e.champion, e.challenger, *before):
+            continue
+        history.append(
+            _copy(
+                DeploymentEntry,
+                *(e, rec, rec.meta),  # version: the event's, not the stream's
+                role_after=_role(number, e.champion, e.challenger),
+                gates_passed=all(g.passed for g in e.gates) if e.gates else None,
+            )
+        )
+    return history
+
+
+def _cell(value: object) -> str:
+    # pipes escaped, line breaks flattened, booleans as marks
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return "✅" if value else "❌"
+    text = value.isoformat(timespec="seconds") if isinstance(value, datetime) else str(value)
+    return " ".join(text.replace("\\", "\\\\").replace("|", "\\|").split())
+
+
+def _section(title: str, header: str, rows: Sequence[Sequence[object]]) -> list[str]:
+    names = header.split(",")
+    table = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    table += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return ["", f"## {title}", "", *(table if rows else ["none"])]
+
+
+def dossier_markdown(d: Dossier) -> str:
+    """A Markdown model card for risk and compliance readers."""
+    m, v, c, k, p = d.model, d.version, d.compiled, d.compliance, d.policy
+    limit = p.policy.max_parity_abs_diff
+    state = f"{v.state}: {v.retired_reason}" if v.retired_reason else v.state
+    serving = ", ".join(f"{s.environment} ({s.role})" for s in d.currently_serving) or "nowhere"
+    out = [f"# Model card: {_cell(m.name)} version {v.number}"]
+    out += _section("Summary", "Field,Value", [
+        ("As of", f"log position {d.as_of.position}, {_cell(d.as_of.time)}"),
+        ("Model", m.name), ("Risk tier", m.risk_tier), ("Owner", m.owner),
+        ("Description", m.description), ("Tags", ", ".join(m.tags)),
+        ("Sensitive features", ", ".join(m.sensitive_features)),
+        ("Version", v.number), ("State", state), ("Format", v.format), ("Trees", v.num_trees),
+        ("Artifact", f"sha256 {v.artifact_sha256}, {v.artifact_size} bytes"),
+        ("Features", f"{len(v.feature_names)}: {', '.join(v.feature_names)}"),
+        ("Registered", f"{_cell(v.registered_at)} by {v.registered_by}"),
+        ("Policy", f"{m.risk_tier} tier, version {p.version}"), ("Serving now", serving),
+    ])  # fmt: skip
+    lineage = msgspec.structs.asdict(d.lineage).items()
+    out += _section("Lineage", "Field,Value", [(f, x) for f, x in lineage if x])
+    out += _section("Metrics", "Metric,Value", sorted(d.metrics.items()))
+    out += _section("Native build and parity certificate", "Field,Value", [] if c is None else [
+        ("Library sha256", c.library_sha256), ("Certified", c.recorded_at),
+        ("Parity max abs diff", f"{c.max_abs_diff:g} over {c.rows_checked} rows (limit {limit:g})"),
+        ("Parity within limit", c.max_abs_diff <= limit),
+        ("Compiler", " ".join([c.compiler, *c.flags])), ("Build time", f"{c.compile_seconds:g} s"),
+    ])  # fmt: skip
+    out += _section("Compliance", "Field,Value", [] if k is None else [
+        ("Passed", k.passed), ("Report sha256", k.report_sha256), ("Checked", k.recorded_at),
+        ("Policy version", k.policy_version), *sorted(k.metrics.items()),
+    ])  # fmt: skip
+    out += _section("Gates for production", "Gate,Passed,Detail",
+                    [(g.name, g.passed, g.detail) for g in d.gates])  # fmt: skip
+    out += _section("Approvals", "Approver,Decision,Counts,Policy,Time,Expires,Comment,Revoked", [
+        (a.approver, a.decision, a.counts, a.policy_version, a.recorded_at, a.expires_at,
+         a.comment, f"yes: {a.revoked_reason or ''}" if a.revoked else "no")
+        for a in d.approvals
+    ])  # fmt: skip
+    heads = "#,Time,Environment,Action,Strategy,Champion,Challenger,Role after,By,Gates,Reason"
+    out += _section("Deployment history", heads, [
+        (e.position, e.recorded_at, e.environment, e.action,
+         e.strategy + (f" {e.traffic_percent:g}%" if e.traffic_percent is not None else ""),
+         e.champion, e.challenger, e.role_after or "not serving", e.actor, e.gates_passed, e.reason)
+        for e in d.deployments
+    ])  # fmt: skip
+    heads = "Time,Severity,Statistic,Feature,Value,Threshold,Environment"
+    out += _section("Drift incidents", heads, [
+        (a.recorded_at, a.severity, a.statistic, a.feature, a.value, a.threshold, a.environment)
+        for a in d.drift
+    ])  # fmt: skip
+    return "\n".join(out) + "\n"

@@ -1,0 +1,159 @@
+"""Queries over the governance views: current from the projections, past by replay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from app.services.views import ModelView, render_model
+from app.store.codec import RecordedEvent, context_of
+from app.store.events import EventStore
+from app.store.projections.governance import decode_state
+from domain.decide import model_stream
+from domain.errors import InvalidInput, NotFound
+from domain.model import ModelState
+from domain.policy import Policy, PolicyBook
+from domain.registry import REGISTRY_TAGS, RegistryState, apply
+
+_REPLAY_PAGE = 5_000
+_policy_decoder = msgspec.json.Decoder(Policy)
+
+
+class Instant(msgspec.Struct, frozen=True):
+    """A point of the log: a position and the time of its event."""
+
+    position: int
+    time: datetime | None
+
+
+class RegistryView(msgspec.Struct, frozen=True, kw_only=True):
+    as_of: Instant
+    models: list[ModelView]
+
+
+class Registry:
+    """Reads of the registry, now or as of any past instant."""
+
+    def __init__(
+        self, store: EventStore, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def instant(self, as_of: str | None) -> Instant:
+        """Resolve `as_of` (a position, or an RFC 3339 time; None: now) to an instant."""
+        pool = self._store.pool
+        if as_of is None or as_of == "":
+            position, _ = await self._store.head()
+        elif as_of.isdigit():
+            position = min(int(as_of), (await self._store.head())[0])
+        else:
+            try:
+                moment = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+            except ValueError as error:
+                raise InvalidInput(
+                    "as_of must be a position or an RFC 3339 time", field="as_of"
+                ) from error
+            if moment.tzinfo is None:
+                raise InvalidInput("as_of time needs a timezone (e.g. Z)", field="as_of")
+            position = await pool.fetchval(
+                "SELECT coalesce(max(position), 0) FROM events WHERE recorded_at <= $1", moment
+            )
+        time = await pool.fetchval("SELECT recorded_at FROM events WHERE position = $1", position)
+        return Instant(position, time)
+
+    async def current_state(self) -> RegistryState:
+        """The registry from the projections (already caught up by the writer)."""
+        pool = self._store.pool
+        rows = await pool.fetch("SELECT state FROM model_states ORDER BY name")
+        book = PolicyBook()
+        for row in await pool.fetch("SELECT risk_tier, version, policy::text FROM policies"):
+            book.set(row[0], _policy_decoder.decode(row[2]), row[1])
+        models = {s.name: s for s in (decode_state(r["state"]) for r in rows)}
+        return RegistryState(models=models, policies=book)
+
+    async def state_at(self, position: int) -> RegistryState:
+        """The registry as a replay of the log up to `position`."""
+        registry = RegistryState()
+        after = 0
+        while after < position:
+            page = await self._store.read_all(
+                after, _REPLAY_PAGE, types=REGISTRY_TAGS, until=position
+            )
+            if not page:
+                break
+            for recorded in page:
+                apply(registry, recorded.event, context_of(recorded))
+            after = page[-1].position
+        return registry
+
+    async def view(self, as_of: str | None) -> RegistryView:
+        """The whole registry, now or as it was at `as_of`."""
+        instant = await self.instant(as_of)
+        head, _ = await self._store.head()
+        if as_of is None or instant.position >= head:
+            state, now = await self.current_state(), self._clock()
+        else:
+            state = await self.state_at(instant.position)
+            now = instant.time or self._clock()
+        return RegistryView(
+            as_of=instant,
+            models=[render_model(m, state.policies, now) for _, m in sorted(state.models.items())],
+        )
+
+    async def model_state(self, name: str) -> tuple[ModelState, PolicyBook]:
+        """One model's current state, or NotFound."""
+        row = await self._store.pool.fetchrow(
+            "SELECT state FROM model_states WHERE name = $1", name
+        )
+        if row is None:
+            raise NotFound(f"no model named {name!r}")
+        state = await self.current_state()
+        return decode_state(row["state"]), state.policies
+
+    async def history(
+        self, name: str, as_of: str | None, event_type: str | None
+    ) -> tuple[Instant, list[RecordedEvent]]:
+        """A model's events in order, up to an instant, optionally of one type."""
+        await self.model_state(name)
+        instant = await self.instant(as_of)
+        events = await self._store.read_stream(model_stream(name))
+        return instant, [
+            e
+            for e in events
+            if e.position <= instant.position and (event_type is None or _tag(e) == event_type)
+        ]
+
+
+def diff(before: Any, after: Any, path: str = "") -> list[dict[str, Any]]:
+    """Leaf-level differences between two JSON-like values: what changed between instants."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        changes: list[dict[str, Any]] = []
+        for key in sorted(set(before) | set(after), key=str):
+            sub = f"{path}/{key}"
+            if key not in before:
+                changes.append({"path": sub, "change": "added", "after": after[key]})
+            elif key not in after:
+                changes.append({"path": sub, "change": "removed", "before": before[key]})
+            else:
+                changes += diff(before[key], after[key], sub)
+        return changes
+    if before != after:
+        return [{"path": path, "change": "changed", "before": before, "after": after}]
+    return []
+
+
+def keyed(view: RegistryView) -> dict[str, Any]:
+    """A registry view as plain data keyed by model name and version number (for diffs)."""
+    data = msgspec.to_builtins(view.models)
+    return {
+        model["name"]: {**model, "versions": {str(v["version"]): v for v in model["versions"]}}
+        for model in data
+    }
+
+
+def _tag(event: RecordedEvent) -> str:
+    return str(type(event.event).__struct_config__.tag)

@@ -1,0 +1,311 @@
+"""A model's state, folded from its stream: `evolve(state, event, context) -> state`.
+
+`evolve` updates the state it is given (folds over thousands of events should not copy
+every version each step); decode a fresh copy when an older state must be kept.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from domain import events as ev
+
+
+class EventContext(msgspec.Struct, frozen=True, kw_only=True):
+    """What the log adds to an event: where it is, when, and who caused it."""
+
+    position: int
+    recorded_at: datetime
+    actor: str
+    role: str
+    stream_version: int = 0
+
+
+class Decision(msgspec.Struct, kw_only=True):
+    """An approval or rejection, as recorded, plus whether it was later revoked."""
+
+    approver: str
+    decision: str
+    comment: str
+    policy_version: int
+    artifact_sha256: str | None
+    library_sha256: str | None
+    report_sha256s: list[str]
+    expires_at: datetime | None
+    recorded_at: datetime
+    position: int
+    revoked: bool = False
+    revoked_reason: str | None = None
+
+
+class Compiled(msgspec.Struct, kw_only=True):
+    """The certified native build of a version."""
+
+    library_sha256: str
+    max_abs_diff: float
+    rows_checked: int
+    compiler: str
+    flags: list[str]
+    compile_seconds: float
+    recorded_at: datetime
+
+
+class Compliance(msgspec.Struct, kw_only=True):
+    """The latest fairness check of a version."""
+
+    passed: bool
+    report_sha256: str
+    policy_version: int
+    metrics: dict[str, float]
+    recorded_at: datetime
+
+
+class VersionState(msgspec.Struct, kw_only=True):
+    """Everything recorded about one version."""
+
+    version: int
+    artifact_sha256: str
+    artifact_size: int
+    format: str
+    feature_names: list[str]
+    metrics: dict[str, float]
+    params: dict[str, Any]
+    lineage: ev.Lineage
+    num_trees: int | None
+    registered_at: datetime
+    registered_by: str
+    requested_by: list[str] = msgspec.field(default_factory=list)
+    compiled: Compiled | None = None
+    compliance: Compliance | None = None
+    decisions: list[Decision] = msgspec.field(default_factory=list)
+    retired_at: datetime | None = None
+    retired_reason: str | None = None
+
+
+class Deployment(msgspec.Struct, kw_only=True):
+    """What serves in one environment, and how it got there."""
+
+    champion: int | None = None
+    challenger: int | None = None
+    strategy: str = "full"
+    traffic_percent: float | None = None
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+    position: int = 0
+    champion_history: list[int] = msgspec.field(default_factory=list)
+    rolled_back: list[int] = msgspec.field(default_factory=list)
+
+
+class DriftAlert(msgspec.Struct, kw_only=True):
+    """A drift measurement bound to the version that served the window."""
+
+    version: int
+    statistic: str
+    value: float
+    threshold: float
+    severity: str
+    feature: str | None
+    environment: str | None
+    recorded_at: datetime
+    position: int
+
+
+class ModelState(msgspec.Struct, kw_only=True):
+    """A model, its versions, deployments and drift alerts."""
+
+    name: str
+    risk_tier: str
+    description: str
+    owner: str
+    tags: list[str]
+    sensitive_features: list[str]
+    registered_at: datetime
+    registered_by: str
+    updated_position: int
+    # the model stream's version after the last event: an ETag for optimistic clients
+    stream_version: int = 0
+    versions: dict[int, VersionState] = msgspec.field(default_factory=dict)
+    deployments: dict[str, Deployment] = msgspec.field(default_factory=dict)
+    drift_alerts: list[DriftAlert] = msgspec.field(default_factory=list)
+
+    def next_version(self) -> int:
+        """The number the next registered version gets."""
+        return max(self.versions, default=0) + 1
+
+
+def evolve(state: ModelState | None, event: ev.AnyEvent, ctx: EventContext) -> ModelState | None:
+    """Apply one event of a model's stream."""
+    if isinstance(event, ev.ModelRegistered):
+        return ModelState(
+            name=event.name,
+            risk_tier=event.risk_tier,
+            description=event.description,
+            owner=event.owner,
+            tags=list(event.tags),
+            sensitive_features=list(event.sensitive_features),
+            registered_at=ctx.recorded_at,
+            registered_by=ctx.actor,
+            updated_position=ctx.position,
+            stream_version=ctx.stream_version,
+        )
+    if state is None:
+        return None
+    state.updated_position = ctx.position
+    state.stream_version = ctx.stream_version
+    _APPLY.get(type(event), _ignore)(state, event, ctx)
+    return state
+
+
+def _ignore(state: ModelState, event: Any, ctx: EventContext) -> None:
+    """Events a model's state does not track (jobs are a view of their own)."""
+
+
+def _updated(state: ModelState, event: ev.ModelUpdated, _ctx: EventContext) -> None:
+    if event.description is not None:
+        state.description = event.description
+    if event.owner is not None:
+        state.owner = event.owner
+    if event.tags is not None:
+        state.tags = list(event.tags)
+    if event.sensitive_features is not None:
+        state.sensitive_features = list(event.sensitive_features)
+
+
+def _version(state: ModelState, event: ev.VersionRegistered, ctx: EventContext) -> None:
+    state.versions[event.version] = VersionState(
+        version=event.version,
+        artifact_sha256=event.artifact_sha256,
+        artifact_size=event.artifact_size,
+        format=event.format,
+        feature_names=list(event.feature_names),
+        metrics=dict(event.metrics),
+        params=dict(event.params),
+        lineage=event.lineage,
+        num_trees=event.num_trees,
+        registered_at=ctx.recorded_at,
+        registered_by=ctx.actor,
+    )
+
+
+def _job(state: ModelState, event: ev.JobRequested, ctx: EventContext) -> None:
+    version = state.versions.get(event.version or 0)
+    if version is not None and ctx.actor not in version.requested_by:
+        version.requested_by.append(ctx.actor)
+
+
+def _compiled(state: ModelState, event: ev.VersionCompiled, ctx: EventContext) -> None:
+    state.versions[event.version].compiled = Compiled(
+        library_sha256=event.library_sha256,
+        max_abs_diff=event.max_abs_diff,
+        rows_checked=event.rows_checked,
+        compiler=event.compiler,
+        flags=list(event.flags),
+        compile_seconds=event.compile_seconds,
+        recorded_at=ctx.recorded_at,
+    )
+
+
+def _compliance(state: ModelState, event: ev.ComplianceChecked, ctx: EventContext) -> None:
+    state.versions[event.version].compliance = Compliance(
+        passed=event.passed,
+        report_sha256=event.report_sha256,
+        policy_version=event.policy_version,
+        metrics=dict(event.metrics),
+        recorded_at=ctx.recorded_at,
+    )
+
+
+def _approved(state: ModelState, event: ev.VersionApproved, ctx: EventContext) -> None:
+    state.versions[event.version].decisions.append(
+        Decision(
+            approver=event.approver,
+            decision="approve",
+            comment=event.comment,
+            policy_version=event.policy_version,
+            artifact_sha256=event.artifact_sha256,
+            library_sha256=event.library_sha256,
+            report_sha256s=list(event.report_sha256s),
+            expires_at=event.expires_at,
+            recorded_at=ctx.recorded_at,
+            position=ctx.position,
+        )
+    )
+
+
+def _rejected(state: ModelState, event: ev.VersionRejected, ctx: EventContext) -> None:
+    state.versions[event.version].decisions.append(
+        Decision(
+            approver=event.approver,
+            decision="reject",
+            comment=event.comment,
+            policy_version=event.policy_version,
+            artifact_sha256=None,
+            library_sha256=None,
+            report_sha256s=[],
+            expires_at=None,
+            recorded_at=ctx.recorded_at,
+            position=ctx.position,
+        )
+    )
+
+
+def _revoked(state: ModelState, event: ev.ApprovalRevoked, _ctx: EventContext) -> None:
+    for decision in state.versions[event.version].decisions:
+        if decision.approver == event.approver and not decision.revoked:
+            decision.revoked = True
+            decision.revoked_reason = event.reason
+
+
+def _deployment(state: ModelState, event: ev.DeploymentChanged, ctx: EventContext) -> None:
+    slot = state.deployments.setdefault(event.environment, Deployment())
+    if event.action == "rollback" and slot.champion is not None:
+        slot.rolled_back.append(slot.champion)
+    if event.champion is not None and event.champion != slot.champion:
+        slot.champion_history.append(event.champion)
+    slot.champion = event.champion
+    slot.challenger = event.challenger
+    slot.strategy = event.strategy
+    slot.traffic_percent = event.traffic_percent
+    slot.updated_at = ctx.recorded_at
+    slot.updated_by = ctx.actor
+    slot.position = ctx.position
+
+
+def _retired(state: ModelState, event: ev.VersionRetired, ctx: EventContext) -> None:
+    version = state.versions[event.version]
+    version.retired_at = ctx.recorded_at
+    version.retired_reason = event.reason
+
+
+def _drift(state: ModelState, event: ev.DriftDetected, ctx: EventContext) -> None:
+    state.drift_alerts.append(
+        DriftAlert(
+            version=event.version,
+            statistic=event.statistic,
+            value=event.value,
+            threshold=event.threshold,
+            severity=event.severity,
+            feature=event.feature,
+            environment=event.environment,
+            recorded_at=ctx.recorded_at,
+            position=ctx.position,
+        )
+    )
+
+
+_APPLY: dict[type, Any] = {
+    ev.ModelUpdated: _updated,
+    ev.VersionRegistered: _version,
+    ev.JobRequested: _job,
+    ev.VersionCompiled: _compiled,
+    ev.ComplianceChecked: _compliance,
+    ev.VersionApproved: _approved,
+    ev.VersionRejected: _rejected,
+    ev.ApprovalRevoked: _revoked,
+    ev.DeploymentChanged: _deployment,
+    ev.VersionRetired: _retired,
+    ev.DriftDetected: _drift,
+}

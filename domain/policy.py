@@ -1,0 +1,74 @@
+"""Governance policies: data, versioned as events, one per risk tier."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+Tier = Literal["low", "medium", "high"]
+
+
+class Threshold(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Bounds a metric must respect (either or both)."""
+
+    min: float | None = None
+    max: float | None = None
+
+    def admits(self, value: float) -> bool:
+        """True when the value is within bounds."""
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+    def describe(self) -> str:
+        """Human-readable bounds, e.g. '>= 0.7'."""
+        parts = [f">= {self.min:g}"] if self.min is not None else []
+        parts += [f"<= {self.max:g}"] if self.max is not None else []
+        return " and ".join(parts) or "any value"
+
+
+class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What a version of a tier needs before it may serve in a gated environment."""
+
+    required_approvals: int = 1
+    metric_thresholds: dict[str, Threshold] = msgspec.field(default_factory=dict)
+    compliance_required: bool = False
+    max_demographic_parity_difference: float = 0.1
+    max_equalized_odds_difference: float = 0.1
+    approval_expiry_days: int = 180
+    # the compiled library may differ from the artifact's own predictions by at most this
+    max_parity_abs_diff: float = 1e-9
+    # environments where every gate applies; elsewhere only "compiled" and "not retired"
+    gated_environments: list[str] = msgspec.field(default_factory=lambda: ["production"])
+    # what a critical drift alert on a canary does
+    critical_drift_on_canary: Literal["rollback", "none"] = "rollback"
+
+
+class GateResult(msgspec.Struct, frozen=True, kw_only=True):
+    """One gate of a promotion: whether it passed, and why."""
+
+    name: str
+    passed: bool
+    detail: str
+
+
+DEFAULT_POLICIES: dict[str, Policy] = {
+    "low": Policy(required_approvals=1, compliance_required=False, approval_expiry_days=365),
+    "medium": Policy(required_approvals=1, compliance_required=True, approval_expiry_days=180),
+    "high": Policy(required_approvals=2, compliance_required=True, approval_expiry_days=90),
+}
+
+
+class PolicyBook(msgspec.Struct, kw_only=True):
+    """The current policy of each tier and its version (0: the built-in default)."""
+
+    policies: dict[str, Policy] = msgspec.field(default_factory=lambda: dict(DEFAULT_POLICIES))
+    versions: dict[str, int] = msgspec.field(default_factory=dict)
+
+    def of(self, tier: str) -> tuple[Policy, int]:
+        """The policy of a tier and its version."""
+        return self.policies[tier], self.versions.get(tier, 0)
+
+    def set(self, tier: str, policy: Policy, version: int) -> None:
+        """Record a new policy version for a tier."""
+        self.policies[tier] = policy
+        self.versions[tier] = version
