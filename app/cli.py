@@ -130,12 +130,17 @@ def verify(file: Path | None, public_key: str | None) -> None:
 
 @main.command()
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path))
-def export(out: Path) -> None:
-    """Write a self-verifying audit bundle of the log."""
+@click.option("--model", default=None, help="only this model's events (others as chain links)")
+def export(out: Path, model: str | None) -> None:
+    """Write a self-verifying audit bundle of the log, or of one model."""
     from app.commands import export_bundle  # noqa: PLC0415
+    from domain.errors import NotFound  # noqa: PLC0415
 
     with stores(Settings.from_env()) as running:
-        lines = asyncio.run(export_bundle(running, out))
+        try:
+            lines = asyncio.run(export_bundle(running, out, model))
+        except NotFound as error:
+            raise click.ClickException(error.detail) from error
     click.echo(f"wrote {lines} lines to {out}")
 
 

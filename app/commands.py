@@ -12,6 +12,7 @@ from app.services import tokens
 from app.services.audit import VerifyReport, verify_log
 from app.services.export import export_log
 from app.settings import Settings
+from domain.decide import model_stream
 from domain.events import EventMeta
 from domain.tokens import IssueToken
 
@@ -61,12 +62,21 @@ async def verify_database(settings: Settings) -> VerifyReport:
         return await verify_log(resources.store, resources.signing_key.public_key())
 
 
-async def export_bundle(settings: Settings, out: Path) -> int:
-    """Export the whole log, with a fresh signed checkpoint of its head."""
+async def export_bundle(settings: Settings, out: Path, model: str | None = None) -> int:
+    """Export the log (or one model's events, others as chain links) with a fresh checkpoint."""
     async with open_resources(settings) as resources:
+        if model is not None:
+            await resources.registry.model_state(model)  # NotFound for an unknown name
         await resources.checkpointer.sign_head()
+        stream = None if model is None else model_stream(model)
         with out.open("wb") as handle:
-            return await export_log(resources.store, handle, resources.signing_key.public_key())
+            return await export_log(
+                resources.store,
+                handle,
+                resources.signing_key.public_key(),
+                in_scope=None if stream is None else stream.__eq__,
+                scope="all" if model is None else f"model:{model}",
+            )
 
 
 async def rebuild_projections(settings: Settings) -> int:

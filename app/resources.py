@@ -64,7 +64,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     try:
         store = EventStore(pool, batch_max_events=settings.append_batch_max_events, notify=True)
         signing_key = load_or_create_key(settings.signing_key_file)
-        projector = Projector(store, all_projections())
+        projector = Projector(
+            store, all_projections(snapshot_every=settings.registry_snapshot_every)
+        )
         yield Resources(
             settings=settings,
             pool=pool,

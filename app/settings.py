@@ -28,6 +28,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     signing_key_path: Path | None = None
     # group commit: most events written in one append transaction
     append_batch_max_events: int = 1_000
+    # registry snapshots every this many positions bound the replay of an as-of read
+    registry_snapshot_every: int = 10_000
     # arq queue; tests give each run its own so runs sharing a Redis cannot interfere
     queue_name: str = "model-ledger:jobs"
     db_pool_min: int = 2

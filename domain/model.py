@@ -155,6 +155,14 @@ def evolve(state: ModelState | None, event: ev.AnyEvent, ctx: EventContext) -> M
         return None
     state.updated_position = ctx.position
     state.stream_version = ctx.stream_version
+    number = getattr(event, "version", None)
+    if (
+        isinstance(number, int)
+        and number not in state.versions
+        and not isinstance(event, (ev.VersionRegistered, ev.JobRequested))
+    ):
+        # Deciders never emit this; a fold must still survive any log it is given.
+        return state
     _APPLY.get(type(event), _ignore)(state, event, ctx)
     return state
 

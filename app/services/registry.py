@@ -76,9 +76,9 @@ class Registry:
         return RegistryState(models=models, policies=book)
 
     async def state_at(self, position: int) -> RegistryState:
-        """The registry as a replay of the log up to `position`."""
-        registry = RegistryState()
-        after = 0
+        """The registry as a replay of the log up to `position`, from the nearest snapshot."""
+        registry = await self._snapshot_before(position)
+        after = registry.position
         while after < position:
             page = await self._store.read_all(
                 after, _REPLAY_PAGE, types=REGISTRY_TAGS, until=position
@@ -89,6 +89,25 @@ class Registry:
                 apply(registry, recorded.event, context_of(recorded))
             after = page[-1].position
         return registry
+
+    async def _snapshot_before(self, position: int) -> RegistryState:
+        pool = self._store.pool
+        snapshot = await pool.fetchval(
+            "SELECT max(position) FROM registry_snapshots WHERE position <= $1", position
+        )
+        if snapshot is None:
+            return RegistryState()
+        rows = await pool.fetch(
+            "SELECT name, state FROM snapshot_models WHERE position = $1", snapshot
+        )
+        book = PolicyBook()
+        for row in await pool.fetch(
+            "SELECT risk_tier, version, policy::text FROM snapshot_policies WHERE position = $1",
+            snapshot,
+        ):
+            book.set(row[0], _policy_decoder.decode(row[2]), row[1])
+        models = {r["name"]: decode_state(r["state"]) for r in rows}
+        return RegistryState(models=models, policies=book, position=snapshot)
 
     async def view(self, as_of: str | None) -> RegistryView:
         """The whole registry, now or as it was at `as_of`."""

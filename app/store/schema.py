@@ -172,3 +172,27 @@ policies = sa.Table(
     sa.Column("policy", pg.JSON, nullable=False),
     sa.Column("position", sa.BigInteger, nullable=False),
 )
+
+registry_snapshots = sa.Table(
+    "registry_snapshots",
+    metadata,
+    sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("models", sa.Integer, nullable=False),
+)
+
+snapshot_models = sa.Table(
+    "snapshot_models",
+    metadata,
+    sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("state", pg.BYTEA, nullable=False),
+)
+
+snapshot_policies = sa.Table(
+    "snapshot_policies",
+    metadata,
+    sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("risk_tier", sa.Text, primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("policy", pg.JSON, nullable=False),
+)

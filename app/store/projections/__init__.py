@@ -7,6 +7,6 @@ from app.store.projections.tokens import TokensProjection
 from app.store.projector import Projection
 
 
-def all_projections() -> list[Projection]:
+def all_projections(*, snapshot_every: int = 10_000) -> list[Projection]:
     """Every projection the server maintains, in the order they are applied."""
-    return [TokensProjection(), GovernanceProjection()]
+    return [TokensProjection(), GovernanceProjection(snapshot_every)]

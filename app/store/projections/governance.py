@@ -39,33 +39,68 @@ class GovernanceProjection:
         "approvals",
         "drift_alerts",
         "policies",
+        "registry_snapshots",
+        "snapshot_models",
+        "snapshot_policies",
     )
+
+    def __init__(self, snapshot_every: int = 10_000) -> None:
+        self.snapshot_every = snapshot_every
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
         """Fold the events into the states of the models they touch, then write the rows."""
         names = sorted({n for e in events if (n := model_name(e.event)) is not None})
         rows = await conn.fetch("SELECT name, state FROM model_states WHERE name = ANY($1)", names)
-        states: dict[str, ModelState | None] = {r["name"]: decode_state(r["state"]) for r in rows}
+        states: dict[str, ModelState] = {r["name"]: decode_state(r["state"]) for r in rows}
+        dirty: set[str] = set()
+        last_snapshot: int = await conn.fetchval(
+            "SELECT coalesce(max(position), 0) FROM registry_snapshots"
+        )
         for recorded in events:
             event = recorded.event
             if isinstance(event, ev.PolicySet):
                 await _policy(conn, recorded, event)
-                continue
-            name = model_name(event)
-            assert name is not None  # the projection reads only registry events
-            state = evolve(states.get(name), event, context_of(recorded))
-            states[name] = state
-            if state is not None:
-                await _flat_rows(conn, recorded, state)
-        await conn.executemany(
-            "INSERT INTO model_states (name, risk_tier, state, position) VALUES ($1, $2, $3, $4) "
-            "ON CONFLICT (name) DO UPDATE SET state = excluded.state, position = excluded.position",
-            [
-                (s.name, s.risk_tier, _state_encoder.encode(s), s.updated_position)
-                for s in states.values()
-                if s is not None
-            ],
-        )
+            else:
+                name = model_name(event)
+                assert name is not None  # the projection reads only registry events
+                state = evolve(states.get(name), event, context_of(recorded))
+                if state is not None:
+                    states[name] = state
+                    dirty.add(name)
+                    await _flat_rows(conn, recorded, state)
+            # the first registry event past each multiple of the interval: the same
+            # positions however the log is batched, so a rebuild writes the same snapshots
+            if recorded.position // self.snapshot_every > last_snapshot // self.snapshot_every:
+                await _save_states(conn, [states[n] for n in dirty])
+                dirty.clear()
+                await _snapshot(conn, recorded.position)
+                last_snapshot = recorded.position
+        await _save_states(conn, [states[n] for n in dirty])
+
+
+async def _save_states(conn: asyncpg.Connection, states: list[ModelState]) -> None:
+    await conn.executemany(
+        "INSERT INTO model_states (name, risk_tier, state, position) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (name) DO UPDATE SET state = excluded.state, position = excluded.position",
+        [(s.name, s.risk_tier, _state_encoder.encode(s), s.updated_position) for s in states],
+    )
+
+
+async def _snapshot(conn: asyncpg.Connection, position: int) -> None:
+    await conn.execute(
+        "INSERT INTO snapshot_models (position, name, state) "
+        "SELECT $1, name, state FROM model_states",
+        position,
+    )
+    await conn.execute(
+        "INSERT INTO snapshot_policies (position, risk_tier, version, policy) "
+        "SELECT $1, risk_tier, version, policy FROM policies",
+        position,
+    )
+    await conn.execute(
+        "INSERT INTO registry_snapshots (position, models) SELECT $1, count(*) FROM model_states",
+        position,
+    )
 
 
 async def _policy(conn: asyncpg.Connection, recorded: RecordedEvent, event: ev.PolicySet) -> None:

@@ -23,6 +23,9 @@ _VIEWS = (
     "approvals",
     "drift_alerts",
     "policies",
+    "registry_snapshots",
+    "snapshot_models",
+    "snapshot_policies",
 )
 
 
@@ -109,13 +112,34 @@ def upgrade() -> None:
         sa.Column("policy", pg.JSON, nullable=False),
         sa.Column("position", sa.BigInteger, nullable=False),
     )
+    # Snapshots of the whole registry at fixed intervals of the log, so an as-of read
+    # replays at most one interval instead of the whole log. A cache, kept by the projection.
+    op.create_table(
+        "registry_snapshots",
+        sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("models", sa.Integer, nullable=False),
+    )
+    op.create_table(
+        "snapshot_models",
+        sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("name", sa.Text, primary_key=True),
+        sa.Column("state", pg.BYTEA, nullable=False),
+    )
+    op.create_table(
+        "snapshot_policies",
+        sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("risk_tier", sa.Text, primary_key=True),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("policy", pg.JSON, nullable=False),
+    )
     op.execute(
         """
 DO $$
 BEGIN
   IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'model_ledger_app') THEN
     GRANT SELECT, INSERT, UPDATE, DELETE ON model_states, versions, deployments,
-      deployment_history, approvals, drift_alerts, policies TO model_ledger_app;
+      deployment_history, approvals, drift_alerts, policies, registry_snapshots,
+      snapshot_models, snapshot_policies TO model_ledger_app;
   END IF;
 END $$"""
     )

@@ -1,0 +1,296 @@
+"""The role × endpoint matrix, walked from the app's own routes.
+
+Every write route (POST/PUT/PATCH/DELETE) and every authenticated read route of the app must
+have an entry here saying which roles may call it: a route added without one fails
+`test_every_route_is_in_the_matrix`. A role outside an entry's set gets a 403 problem and
+appends nothing; a role inside it is never refused (not 401/403, never a 500).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from litestar import Litestar
+from litestar.routes import HTTPRoute
+
+from app.main import create_app
+from app.resources import Resources
+from app.settings import Settings
+from tests.conftest import TokenFactory
+from tests.http.governance_helpers import (
+    create_model,
+    lightgbm_model_bytes,
+    record_compiled,
+    register_version,
+)
+
+PROBLEM = "application/problem+json"
+ROLES = ("admin", "ci", "approver", "auditor", "scorer")
+EVERYONE = frozenset(ROLES)
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# routes anyone may call (API.md "Operations"); every other GET needs a token
+PUBLIC = re.compile(r"^/(health|ready|metrics)$|^/schema(/|$)")
+
+
+def _version_upload() -> dict[str, Any]:
+    meta = {"format": "lightgbm", "metrics": {"auc": 0.9}, "lineage": {"git_commit": "m1"}}
+    return {
+        "artifact": ("model.txt", io.BytesIO(lightgbm_model_bytes(3)), "text/plain"),
+        "metadata": (None, json.dumps(meta), "application/json"),
+    }
+
+
+def _dataset_upload() -> dict[str, Any]:
+    return {"file": ("data.csv", io.BytesIO(b"amount,age\n1.5,30\n2.5,41\n"), "text/csv")}
+
+
+@dataclass(frozen=True)
+class Call:
+    """A concrete request to a route: a URL with its path parameters filled, and a body."""
+
+    url: str
+    body: Any = None
+    # multipart parts, built afresh for every request (file objects are consumed)
+    files: Callable[[], dict[str, Any]] | None = None
+    params: Mapping[str, str] = field(default_factory=dict)
+
+    async def send(
+        self, client: httpx.AsyncClient, method: str, headers: dict[str, str]
+    ) -> httpx.Response:
+        return await client.request(
+            method,
+            self.url,
+            json=self.body,
+            files=self.files() if self.files else None,
+            params=dict(self.params),
+            headers=headers,
+        )
+
+
+@dataclass(frozen=True)
+class Entry:
+    roles: frozenset[str]
+    call: Call
+
+
+def allow(*roles: str) -> frozenset[str]:
+    assert set(roles) <= EVERYONE
+    return frozenset(roles)
+
+
+# Write routes, in the order the matrix test calls them (allowed roles' calls change state).
+# The model "m" has versions 1-3 compiled, and version 1 is champion in staging.
+WRITES: dict[tuple[str, str], Entry] = {
+    ("POST", "/v1/tokens"): Entry(
+        allow("admin"), Call("/v1/tokens", {"subject": "matrix-svc", "role": "scorer"})
+    ),
+    ("POST", "/v1/models"): Entry(
+        allow("admin", "ci"), Call("/v1/models", {"name": "m2", "risk_tier": "low"})
+    ),
+    ("PATCH", "/v1/models/{name:str}"): Entry(
+        allow("admin", "ci"), Call("/v1/models/m", {"description": "patched"})
+    ),
+    ("POST", "/v1/models/{name:str}/versions"): Entry(
+        allow("admin", "ci"), Call("/v1/models/m/versions", files=_version_upload)
+    ),
+    ("POST", "/v1/models/{name:str}/versions/{version:int}/approvals"): Entry(
+        allow("approver"),
+        Call("/v1/models/m/versions/1/approvals", {"decision": "approve", "comment": "ok"}),
+    ),
+    ("POST", "/v1/models/{name:str}/versions/{version:int}/approvals/revocation"): Entry(
+        allow("approver"),
+        Call("/v1/models/m/versions/1/approvals/revocation", {"reason": "second thoughts"}),
+    ),
+    ("POST", "/v1/models/{name:str}/promotions"): Entry(
+        allow("admin", "ci"),
+        Call("/v1/models/m/promotions", {"version": 2, "environment": "staging"}),
+    ),
+    ("POST", "/v1/models/{name:str}/deployment-changes"): Entry(
+        allow("admin", "ci"),
+        Call(
+            "/v1/models/m/deployment-changes", {"changes": [{"version": 2, "environment": "dev"}]}
+        ),
+    ),
+    ("POST", "/v1/models/{name:str}/rollbacks"): Entry(
+        allow("admin", "ci"),
+        Call("/v1/models/m/rollbacks", {"environment": "staging", "reason": "matrix"}),
+    ),
+    ("POST", "/v1/models/{name:str}/drift-alerts"): Entry(
+        allow("admin", "ci"),
+        Call(
+            "/v1/models/m/drift-alerts",
+            {"version": 1, "statistic": "psi", "value": 0.1, "threshold": 0.2, "severity": "info"},
+        ),
+    ),
+    ("POST", "/v1/models/{name:str}/versions/{version:int}/retirement"): Entry(
+        allow("admin", "ci"), Call("/v1/models/m/versions/3/retirement", {"reason": "old"})
+    ),
+    ("POST", "/v1/datasets"): Entry(
+        allow("admin", "ci"), Call("/v1/datasets", files=_dataset_upload)
+    ),
+    ("PUT", "/v1/policies/{tier:str}"): Entry(
+        allow("admin"), Call("/v1/policies/low", {"required_approvals": 1})
+    ),
+}
+
+READS: dict[tuple[str, str], Entry] = {
+    ("GET", "/v1/events"): Entry(allow("auditor", "admin"), Call("/v1/events")),
+    ("GET", "/v1/audit/verify"): Entry(allow("auditor", "admin"), Call("/v1/audit/verify")),
+    ("GET", "/v1/models"): Entry(EVERYONE, Call("/v1/models")),
+    ("GET", "/v1/models/{name:str}"): Entry(EVERYONE, Call("/v1/models/m")),
+    ("GET", "/v1/models/{name:str}/versions"): Entry(EVERYONE, Call("/v1/models/m/versions")),
+    ("GET", "/v1/models/{name:str}/versions/{version:int}"): Entry(
+        EVERYONE, Call("/v1/models/m/versions/1")
+    ),
+    ("GET", "/v1/models/{name:str}/history"): Entry(
+        allow("auditor", "admin"), Call("/v1/models/m/history")
+    ),
+    ("GET", "/v1/models/{name:str}/versions/{version:int}/dossier"): Entry(
+        allow("auditor", "admin"), Call("/v1/models/m/versions/1/dossier")
+    ),
+    ("GET", "/v1/registry"): Entry(EVERYONE, Call("/v1/registry")),
+    ("GET", "/v1/registry/diff"): Entry(EVERYONE, Call("/v1/registry/diff", params={"from": "0"})),
+    ("GET", "/v1/policies"): Entry(EVERYONE, Call("/v1/policies")),
+}
+
+
+def app_routes(app: Litestar) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(write routes, authenticated read routes) of the app, as (method, path template)."""
+    writes, reads = set(), set()
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            for method in handler.http_methods:
+                key = (method, route.path)
+                if method in WRITE_METHODS:
+                    writes.add(key)
+                elif method == "GET":
+                    if not PUBLIC.search(route.path):
+                        reads.add(key)
+                else:
+                    assert method in {"OPTIONS", "HEAD"}, f"unclassified route {key}"
+    return writes, reads
+
+
+def problem_of(response: httpx.Response, status: int) -> str | None:
+    """Why `response` is not a `status` problem-details response (None when it is)."""
+    if response.status_code != status:
+        return f"status {response.status_code} (wanted {status}): {response.text[:200]}"
+    if not response.headers.get("content-type", "").startswith(PROBLEM):
+        return f"content-type {response.headers.get('content-type')!r}, not {PROBLEM}"
+    body = response.json()
+    if body.get("status") != status or not body.get("title") or not body.get("detail"):
+        return f"not problem details: {body}"
+    return None
+
+
+def test_every_route_is_in_the_matrix() -> None:
+    # building the app does no I/O, so this needs no database
+    writes, reads = app_routes(create_app(Settings()))
+    assert writes == set(WRITES), (
+        f"write routes without a matrix entry: {sorted(writes - set(WRITES))}; "
+        f"matrix entries without a route: {sorted(set(WRITES) - writes)}"
+    )
+    assert reads == set(READS), (
+        f"read routes without a matrix entry: {sorted(reads - set(READS))}; "
+        f"matrix entries without a route: {sorted(set(READS) - reads)}"
+    )
+
+
+async def _setup(
+    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
+) -> dict[str, dict[str, str]]:
+    """One token per role (distinct subjects), and the model "m" with compiled versions."""
+    tokens = {role: await auth(role, f"{role}-matrix") for role in ROLES}
+    setup = await auth("ci", "setup-pipeline")
+    assert (await create_model(client, setup, "m")).status_code == 201
+    for seed in (0, 1, 2):
+        created = await register_version(client, setup, "m", seed=seed)
+        assert created.status_code == 201, created.text
+        await record_compiled(resources, "m", created.json()["version"])
+    staged = await client.post(
+        "/v1/models/m/promotions", json={"version": 1, "environment": "staging"}, headers=setup
+    )
+    assert staged.status_code == 201, staged.text
+    return tokens
+
+
+async def test_write_endpoints_refuse_every_other_role_and_append_nothing(
+    app: Litestar, client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
+) -> None:
+    tokens = await _setup(client, auth, resources)
+    writes, _ = app_routes(app)
+    missing = writes - set(WRITES)
+    assert not missing, f"write routes without a matrix entry: {sorted(missing)}"
+
+    failures: list[str] = []
+    for (method, template), entry in WRITES.items():
+        if (method, template) not in writes:
+            failures.append(f"{method} {template}: in the matrix but not a route of the app")
+            continue
+        refused = [(None, {}), ("bad token", {"Authorization": "Bearer mlt_nope_nope"})]
+        refused += [(role, tokens[role]) for role in ROLES if role not in entry.roles]
+        for role, headers in refused:
+            head, _ = await resources.store.head()
+            response = await entry.call.send(client, method, headers)
+            status = 403 if role in ROLES else 401
+            if why := problem_of(response, status):
+                failures.append(f"{method} {template} as {role or 'anonymous'}: {why}")
+            if (await resources.store.head())[0] != head:
+                failures.append(f"{method} {template} as {role or 'anonymous'}: appended events")
+        statuses = {}
+        for role in sorted(entry.roles, key=ROLES.index):
+            response = await entry.call.send(client, method, tokens[role])
+            statuses[role] = response.status_code
+            if response.status_code in (401, 403) or response.status_code >= 500:
+                failures.append(
+                    f"{method} {template} as allowed {role}: {response.status_code} "
+                    f"{response.text[:200]}"
+                )
+        # the body is valid: some allowed role really did it (so the refusals above refused
+        # a request that would otherwise have succeeded)
+        if not any(200 <= s < 300 for s in statuses.values()):
+            failures.append(f"{method} {template}: no allowed role succeeded: {statuses}")
+    assert not failures, "\n".join(failures)
+
+
+async def test_read_endpoints_need_a_token_and_the_right_role(
+    app: Litestar, client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
+) -> None:
+    tokens = await _setup(client, auth, resources)
+    _, reads = app_routes(app)
+    missing = reads - set(READS)
+    assert not missing, f"read routes without a matrix entry: {sorted(missing)}"
+
+    failures: list[str] = []
+    for (method, template), entry in READS.items():
+        for anonymous in ({}, {"Authorization": "Bearer mlt_nope_nope"}):
+            response = await entry.call.send(client, method, anonymous)
+            if why := problem_of(response, 401):
+                failures.append(f"{method} {template} with {anonymous or 'no token'}: {why}")
+            elif response.headers.get("www-authenticate") != "Bearer":
+                failures.append(f"{method} {template}: 401 without WWW-Authenticate: Bearer")
+        for role in ROLES:
+            response = await entry.call.send(client, method, tokens[role])
+            if role in entry.roles:
+                if response.status_code != 200:
+                    failures.append(
+                        f"{method} {template} as allowed {role}: {response.status_code} "
+                        f"{response.text[:200]}"
+                    )
+            elif why := problem_of(response, 403):
+                failures.append(f"{method} {template} as {role}: {why}")
+    assert not failures, "\n".join(failures)
+
+
+async def test_operations_routes_need_no_token(client: httpx.AsyncClient) -> None:
+    for path in ("/health", "/ready", "/metrics", "/schema/openapi.json"):
+        response = await client.get(path)
+        assert response.status_code == 200, (path, response.status_code, response.text[:200])
