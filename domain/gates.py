@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from domain.model import Decision, ModelState, VersionState
 from domain.policy import GateResult, Policy
+from domain.state import Decision, ModelState, VersionState
 
 
 def current_reports(version: VersionState) -> list[str]:

@@ -11,8 +11,9 @@ from datetime import datetime
 import msgspec
 
 from domain import events as ev
-from domain.model import EventContext, ModelState, evolve
+from domain.model import evolve
 from domain.policy import PolicyBook
+from domain.state import EventContext, ModelState
 
 MODEL_EVENT_TYPES: tuple[type[ev.Event], ...] = (
     ev.ModelRegistered,

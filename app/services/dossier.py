@@ -13,8 +13,8 @@ from app.store.codec import RecordedEvent
 from domain.decide import require_version
 from domain.events import DeploymentChanged, Lineage
 from domain.gates import approval_counts, evaluate_gates, lifecycle_state
-from domain.model import ModelState
 from domain.policy import GateResult, Policy, PolicyBook
+from domain.state import ModelState
 
 _S = TypeVar("_S", bound=msgspec.Struct)
 

@@ -16,11 +16,12 @@ from app.store.codec import RecordedEvent, context_of
 from app.store.events import AppendResult, EventStore, Idempotency
 from app.store.projector import Projector
 from domain import commands as cmd
-from domain import decide
+from domain import decide, deploy
 from domain.errors import ConcurrencyConflict
 from domain.events import Event, EventMeta, PolicySet
-from domain.model import ModelState, evolve
+from domain.model import evolve
 from domain.policy import DEFAULT_POLICIES, GateResult, Policy
+from domain.state import ModelState
 
 _RETRIES = 3
 
@@ -130,7 +131,7 @@ class Governance:
         """The gates of a promotion, evaluated now, appending nothing (dry run)."""
         state, _ = await self.model(name)
         policy, _ = await self.policy(decide.require_model(name, state).risk_tier)
-        plan = decide.plan_promotions(state, name, changes, policy=policy, now=self._clock())
+        plan = deploy.plan_promotions(state, name, changes, policy=policy, now=self._clock())
         return [gate for _, gates in plan for gate in gates]
 
     async def promote(
@@ -149,7 +150,7 @@ class Governance:
 
         async def decide_now(state: ModelState | None) -> list[Event]:
             policy, version = await self.policy(decide.require_model(name, state).risk_tier)
-            return decide.promote(
+            return deploy.promote(
                 state, name, changes, policy=policy, policy_version=version, now=self._clock()
             )
 
@@ -163,7 +164,7 @@ class Governance:
     ) -> Outcome:
         """Return an environment to its last good champion."""
         return await self._on_model(
-            name, lambda s: decide.rollback(s, name, command), meta, idem, retry=False
+            name, lambda s: deploy.rollback(s, name, command), meta, idem, retry=False
         )
 
     async def retire(
@@ -194,7 +195,7 @@ class Governance:
         async def act(state: ModelState | None) -> list[Event]:
             model = decide.require_model(name, state)
             policy, _ = await self.policy(model.risk_tier)
-            return decide.drift_action(model, alert.events[0].event, policy)  # type: ignore[arg-type]
+            return deploy.drift_action(model, alert.events[0].event, policy)  # type: ignore[arg-type]
 
         await self._on_model_async(name, act, action_meta, None)
         return alert
@@ -203,6 +204,8 @@ class Governance:
         self, tier: str, policy: Policy, meta: EventMeta, idem: Idempotency | None
     ) -> Outcome:
         """Record a new policy version for a tier (itself audited like any event)."""
+        if idem is not None and (earlier := await self._store.replayed(idem)) is not None:
+            return await self._finish(earlier)
         events = decide.set_policy(tier, policy)
         result = await self._store.append(
             decide.policy_stream(tier), events, meta=meta, expected_version=None, idempotency=idem
@@ -233,6 +236,8 @@ class Governance:
         retry: bool = True,
         expected_version: int | None = None,
     ) -> Outcome:
+        if idem is not None and (earlier := await self._store.replayed(idem)) is not None:
+            return await self._finish(earlier)
         for attempt in range(_RETRIES if retry else 1):
             state, version = await self.model(name)
             if expected_version is not None and expected_version != version:

@@ -14,9 +14,9 @@ from app.store.events import EventStore
 from app.store.projections.governance import decode_state
 from domain.decide import model_stream
 from domain.errors import InvalidInput, NotFound
-from domain.model import ModelState
 from domain.policy import Policy, PolicyBook
 from domain.registry import REGISTRY_TAGS, RegistryState, apply
+from domain.state import ModelState
 
 _REPLAY_PAGE = 5_000
 _policy_decoder = msgspec.json.Decoder(Policy)

@@ -9,8 +9,8 @@ import msgspec
 
 from domain.events import Lineage
 from domain.gates import approval_counts, evaluate_gates, lifecycle_state
-from domain.model import ModelState, VersionState
 from domain.policy import GateResult, PolicyBook
+from domain.state import ModelState, VersionState
 
 # the environment whose gates a version's detail view shows
 GATED_VIEW_ENVIRONMENT = "production"

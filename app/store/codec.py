@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from domain.events import AnyEvent, Event, EventMeta
-from domain.model import EventContext
+from domain.state import EventContext
 
 
 class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):

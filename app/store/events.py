@@ -197,6 +197,25 @@ class EventStore:
             request.future.set_result(await self._result_at(request.stream, first, last))
         await self._wake()
 
+    async def replayed(self, idempotency: Idempotency) -> AppendResult | None:
+        """The result of an earlier append under this key, if any (a retry need not decide).
+
+        Raises IdempotencyKeyReused when the key came with a different request.
+        """
+        row = await self._pool.fetchrow(
+            "SELECT request_digest, stream, first_position, last_position FROM idempotency_keys "
+            "WHERE scope = $1 AND key = $2",
+            idempotency.scope,
+            idempotency.key,
+        )
+        if row is None:
+            return None
+        if row["request_digest"] != idempotency.request_digest:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was already used with a different request"
+            )
+        return await self._result_at(row["stream"], row["first_position"], row["last_position"])
+
     async def _result_at(self, stream: str, first: int, last: int) -> AppendResult:
         row = await self._pool.fetchrow(
             "SELECT version, recorded_at FROM events WHERE position = $1", last

@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from domain import commands as cmd
-from domain import decide
+from domain import decide, deploy
 from domain import events as ev
 from domain.errors import Conflict, InvalidInput, NotFound
 from domain.gates import lifecycle_state
-from domain.model import EventContext, ModelState, evolve
+from domain.model import evolve
 from domain.policy import DEFAULT_POLICIES, Policy, Threshold
+from domain.state import EventContext, ModelState
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NAME = "fraud"
@@ -185,7 +186,7 @@ def test_promotion_lists_every_unmet_gate() -> None:
     state = given(registered("medium"), version(1, auc=0.5))
     policy = Policy(metric_thresholds={"auc": Threshold(min=0.8)}, compliance_required=True)
     with pytest.raises(Conflict) as caught:
-        decide.promote(
+        deploy.promote(
             state,
             NAME,
             [cmd.Promote(version=1, environment="production")],
@@ -199,7 +200,7 @@ def test_promotion_lists_every_unmet_gate() -> None:
 
 def test_ungated_environments_need_only_a_compiled_active_version() -> None:
     state = given(registered(), version(1), compiled(1))
-    events = decide.promote(
+    events = deploy.promote(
         state,
         NAME,
         [cmd.Promote(version=1, environment="staging")],
@@ -214,7 +215,7 @@ def test_several_changes_are_decided_together() -> None:
     state = given(
         registered(), version(1), compiled(1), version(2), compiled(2), deployed(1, "staging")
     )
-    events = decide.promote(
+    events = deploy.promote(
         state,
         NAME,
         [
@@ -234,7 +235,7 @@ def test_several_changes_are_decided_together() -> None:
 def test_a_canary_needs_a_champion_and_a_percentage() -> None:
     state = given(registered(), version(1), compiled(1))
     with pytest.raises(Conflict, match="needs a champion"):
-        decide.promote(
+        deploy.promote(
             state,
             NAME,
             [cmd.Promote(version=1, environment="qa", strategy="canary", traffic_percent=5)],
@@ -243,7 +244,7 @@ def test_a_canary_needs_a_champion_and_a_percentage() -> None:
             now=T0,
         )
     with pytest.raises(InvalidInput):
-        decide.promote(
+        deploy.promote(
             state,
             NAME,
             [cmd.Promote(version=1, environment="qa", strategy="canary")],
@@ -259,14 +260,14 @@ def test_rollback_walks_back_through_good_champions() -> None:
         *(item for n in (1, 2, 3) for item in (version(n), compiled(n), deployed(n))),
     ]
     state = given(*history)
-    first = decide.rollback(state, NAME, cmd.Rollback(environment="production", reason="bad"))
+    first = deploy.rollback(state, NAME, cmd.Rollback(environment="production", reason="bad"))
     assert first[0].champion == 2  # type: ignore[attr-defined]
     state = given(*history, (first[0], "pipeline"))
-    second = decide.rollback(state, NAME, cmd.Rollback(environment="production", reason="bad"))
+    second = deploy.rollback(state, NAME, cmd.Rollback(environment="production", reason="bad"))
     assert second[0].champion == 1  # type: ignore[attr-defined]
     state = given(*history, (first[0], "pipeline"), (second[0], "pipeline"))
     with pytest.raises(Conflict, match="no earlier good champion"):
-        decide.rollback(state, NAME, cmd.Rollback(environment="production", reason="bad"))
+        deploy.rollback(state, NAME, cmd.Rollback(environment="production", reason="bad"))
 
 
 def test_a_serving_version_cannot_be_retired() -> None:
@@ -301,9 +302,9 @@ def test_critical_drift_on_a_canary_demotes_it() -> None:
         name=NAME, version=2, statistic="psi", value=0.5, threshold=0.2, severity="critical"
     )
     assert state is not None
-    actions = decide.drift_action(state, alert, Policy())
+    actions = deploy.drift_action(state, alert, Policy())
     assert [(a.action, a.champion, a.challenger) for a in actions] == [("demotion", 1, None)]  # type: ignore[attr-defined]
-    assert decide.drift_action(state, alert, Policy(critical_drift_on_canary="none")) == []
+    assert deploy.drift_action(state, alert, Policy(critical_drift_on_canary="none")) == []
 
 
 def test_unknown_model_and_version_are_not_found() -> None:

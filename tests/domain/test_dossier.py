@@ -13,8 +13,9 @@ from app.services.dossier import Dossier, build_dossier, dossier_markdown
 from app.store.codec import RecordedEvent
 from domain import events as ev
 from domain.errors import NotFound
-from domain.model import EventContext, ModelState, evolve
+from domain.model import evolve
 from domain.policy import GateResult, Policy, PolicyBook, Threshold
+from domain.state import EventContext, ModelState
 
 NAME = "credit-risk"
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)

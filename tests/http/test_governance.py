@@ -270,3 +270,24 @@ async def test_drift_alert_on_a_canary_demotes_it(
     assert [a["action"] for a in alert.json()["actions"]] == ["demotion"]
     slot = (await client.get("/v1/models/d", headers=ci)).json()["deployments"]["staging"]
     assert slot["champion"] == champion and slot["challenger"] is None
+
+
+async def test_a_retried_request_returns_the_first_result_and_appends_once(
+    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
+) -> None:
+    ci = {**await auth("ci", "pipeline"), "Idempotency-Key": "register-fraud-1"}
+    body = {"name": "idem", "risk_tier": "low"}
+    first = await client.post("/v1/models", json=body, headers=ci)
+    head, _ = await resources.store.head()
+    again = await client.post("/v1/models", json=body, headers=ci)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert (await resources.store.head())[0] == head
+    other = await client.post("/v1/models", json={**body, "risk_tier": "high"}, headers=ci)
+    assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
+    upload = {**ci, "Idempotency-Key": "version-1"}
+    v1 = await register_version(client, upload, "idem")
+    v1_again = await register_version(client, upload, "idem")
+    assert v1.status_code == v1_again.status_code == 201
+    assert v1_again.json() == v1.json()
+    assert len((await client.get("/v1/models/idem/versions", headers=ci)).json()["versions"]) == 1

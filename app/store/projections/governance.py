@@ -13,8 +13,9 @@ import msgspec
 
 from app.store.codec import RecordedEvent, context_of
 from domain import events as ev
-from domain.model import ModelState, evolve
+from domain.model import evolve
 from domain.registry import REGISTRY_TAGS, model_name
+from domain.state import ModelState
 
 _state_encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(ModelState)

@@ -1,0 +1,141 @@
+"""Deployment deciders: promotions with their gates, rollbacks, and drift actions."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from domain import commands as cmd
+from domain import events as ev
+from domain.decide import require_model, require_version
+from domain.errors import Conflict, InvalidInput
+from domain.gates import evaluate_gates
+from domain.policy import GateResult, Policy
+from domain.state import ModelState
+
+_ENVIRONMENT = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+
+
+def plan_promotions(
+    state: ModelState | None,
+    name: str,
+    changes: list[cmd.Promote],
+    *,
+    policy: Policy,
+    now: datetime,
+) -> list[tuple[cmd.Promote, list[GateResult]]]:
+    """The gates of each change, without deciding (a dry run shows exactly these)."""
+    model = require_model(name, state)
+    plan = []
+    for change in changes:
+        _check_change(model, change)
+        version = require_version(model, change.version)
+        plan.append((change, evaluate_gates(model, version, change.environment, policy, now)))
+    return plan
+
+
+def promote(
+    state: ModelState | None,
+    name: str,
+    changes: list[cmd.Promote],
+    *,
+    policy: Policy,
+    policy_version: int,
+    now: datetime,
+) -> list[ev.Event]:
+    """Move serving pointers, all or none; 409 listing every unmet gate."""
+    plan = plan_promotions(state, name, changes, policy=policy, now=now)
+    unmet = [
+        {"name": gate.name, "detail": gate.detail, "environment": change.environment}
+        for change, gates in plan
+        for gate in gates
+        if not gate.passed
+    ]
+    if unmet:
+        raise Conflict(
+            "promotion blocked: " + "; ".join(f"{g['name']}: {g['detail']}" for g in unmet),
+            unmet_gates=unmet,
+        )
+    assert state is not None
+    return [_deployment_change(state, change, gates, policy_version) for change, gates in plan]
+
+
+def rollback(state: ModelState | None, name: str, command: cmd.Rollback) -> list[ev.Event]:
+    """Return an environment to its last good champion."""
+    model = require_model(name, state)
+    slot = model.deployments.get(command.environment)
+    if slot is None or slot.champion is None:
+        raise Conflict(f"nothing is deployed to {command.environment}")
+    bad = {*slot.rolled_back, slot.champion}
+    earlier = [
+        v
+        for v in reversed(slot.champion_history)
+        if v not in bad and model.versions[v].retired_at is None
+    ]
+    if not earlier:
+        raise Conflict(f"{command.environment} has no earlier good champion to return to")
+    return [
+        ev.DeploymentChanged(
+            name=name,
+            environment=command.environment,
+            action="rollback",
+            version=earlier[0],
+            champion=earlier[0],
+            reason=command.reason,
+        )
+    ]
+
+
+def drift_action(state: ModelState, alert: ev.DriftDetected, policy: Policy) -> list[ev.Event]:
+    """What policy does about a drift alert: demote a critically drifting canary."""
+    if alert.severity != "critical" or policy.critical_drift_on_canary == "none":
+        return []
+    return [
+        ev.DeploymentChanged(
+            name=state.name,
+            environment=env,
+            action="demotion",
+            version=alert.version,
+            champion=slot.champion,
+            reason=f"critical drift: {alert.statistic} = {alert.value:g} > {alert.threshold:g}",
+        )
+        for env, slot in sorted(state.deployments.items())
+        if slot.challenger == alert.version
+        and slot.strategy == "canary"
+        and (alert.environment is None or alert.environment == env)
+    ]
+
+
+def _check_change(model: ModelState, change: cmd.Promote) -> None:
+    if not _ENVIRONMENT.match(change.environment):
+        raise InvalidInput("environment must be 1-40 of a-z, 0-9, '_', '-'", field="environment")
+    if change.strategy == "canary" and not (0 < (change.traffic_percent or 0) < 100):
+        raise InvalidInput("canary needs 0 < traffic_percent < 100", field="traffic_percent")
+    if change.strategy != "canary" and change.traffic_percent is not None:
+        raise InvalidInput("traffic_percent applies to canary only", field="traffic_percent")
+    slot = model.deployments.get(change.environment)
+    if change.strategy != "full" and (slot is None or slot.champion is None):
+        raise Conflict(f"{change.strategy} needs a champion in {change.environment} to run beside")
+    if slot is not None and change.version in (slot.champion, slot.challenger):
+        serving = "champion" if change.version == slot.champion else "challenger"
+        if change.strategy == "full" and serving == "champion":
+            raise Conflict(f"version {change.version} is already champion in {change.environment}")
+
+
+def _deployment_change(
+    state: ModelState, change: cmd.Promote, gates: list[GateResult], policy_version: int
+) -> ev.DeploymentChanged:
+    slot = state.deployments.get(change.environment)
+    full = change.strategy == "full"
+    return ev.DeploymentChanged(
+        name=state.name,
+        environment=change.environment,
+        action="promotion",
+        version=change.version,
+        champion=change.version if full else (slot.champion if slot else None),
+        challenger=None if full else change.version,
+        strategy=change.strategy,
+        traffic_percent=change.traffic_percent,
+        policy_version=policy_version,
+        gates=gates,
+    )

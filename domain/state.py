@@ -1,0 +1,132 @@
+"""A model's state: what its stream says about it, as plain (mutable) Structs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from domain import events as ev
+
+
+class EventContext(msgspec.Struct, frozen=True, kw_only=True):
+    """What the log adds to an event: where it is, when, and who caused it."""
+
+    position: int
+    recorded_at: datetime
+    actor: str
+    role: str
+    stream_version: int = 0
+
+
+class Decision(msgspec.Struct, kw_only=True):
+    """An approval or rejection, as recorded, plus whether it was later revoked."""
+
+    approver: str
+    decision: str
+    comment: str
+    policy_version: int
+    artifact_sha256: str | None
+    library_sha256: str | None
+    report_sha256s: list[str]
+    expires_at: datetime | None
+    recorded_at: datetime
+    position: int
+    revoked: bool = False
+    revoked_reason: str | None = None
+
+
+class Compiled(msgspec.Struct, kw_only=True):
+    """The certified native build of a version."""
+
+    library_sha256: str
+    max_abs_diff: float
+    rows_checked: int
+    compiler: str
+    flags: list[str]
+    compile_seconds: float
+    recorded_at: datetime
+
+
+class Compliance(msgspec.Struct, kw_only=True):
+    """The latest fairness check of a version."""
+
+    passed: bool
+    report_sha256: str
+    policy_version: int
+    metrics: dict[str, float]
+    recorded_at: datetime
+
+
+class VersionState(msgspec.Struct, kw_only=True):
+    """Everything recorded about one version."""
+
+    version: int
+    artifact_sha256: str
+    artifact_size: int
+    format: str
+    feature_names: list[str]
+    metrics: dict[str, float]
+    params: dict[str, Any]
+    lineage: ev.Lineage
+    num_trees: int | None
+    registered_at: datetime
+    registered_by: str
+    requested_by: list[str] = msgspec.field(default_factory=list)
+    compiled: Compiled | None = None
+    compliance: Compliance | None = None
+    decisions: list[Decision] = msgspec.field(default_factory=list)
+    retired_at: datetime | None = None
+    retired_reason: str | None = None
+
+
+class Deployment(msgspec.Struct, kw_only=True):
+    """What serves in one environment, and how it got there."""
+
+    champion: int | None = None
+    challenger: int | None = None
+    strategy: str = "full"
+    traffic_percent: float | None = None
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+    position: int = 0
+    champion_history: list[int] = msgspec.field(default_factory=list)
+    rolled_back: list[int] = msgspec.field(default_factory=list)
+
+
+class DriftAlert(msgspec.Struct, kw_only=True):
+    """A drift measurement bound to the version that served the window."""
+
+    version: int
+    statistic: str
+    value: float
+    threshold: float
+    severity: str
+    feature: str | None
+    environment: str | None
+    recorded_at: datetime
+    position: int
+
+
+class ModelState(msgspec.Struct, kw_only=True):
+    """A model, its versions, deployments and drift alerts."""
+
+    name: str
+    risk_tier: str
+    description: str
+    owner: str
+    tags: list[str]
+    sensitive_features: list[str]
+    registered_at: datetime
+    registered_by: str
+    updated_position: int
+    # the model stream's version after the last event: an ETag for optimistic clients
+    stream_version: int = 0
+    versions: dict[int, VersionState] = msgspec.field(default_factory=dict)
+    deployments: dict[str, Deployment] = msgspec.field(default_factory=dict)
+    drift_alerts: list[DriftAlert] = msgspec.field(default_factory=list)
+
+    def next_version(self) -> int:
+        """The number the next registered version gets."""
+        return max(self.versions, default=0) + 1
