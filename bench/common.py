@@ -17,7 +17,15 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -72,12 +80,112 @@ async def interleaved_latencies(
     return samples
 
 
+async def budgeted_latencies(
+    ops: Mapping[str, Callable[[], Awaitable[object]]],
+    iterations: int,
+    block: int,
+    *,
+    warmup: int = 10,
+    budget_seconds: float = math.inf,
+    min_iterations: int = 0,
+) -> dict[str, list[float]]:
+    """Like `interleaved_latencies`, for slow ops: stops early once `budget_seconds` are spent.
+
+    Every op gets the same number of samples (whole rounds of blocks), at least
+    `min_iterations` of them even past the budget.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in ops}
+    names = list(ops)
+    for name in names:
+        for _ in range(warmup):
+            await ops[name]()
+    gc.collect()
+    start = time.perf_counter()
+    for index in range(math.ceil(iterations / block)):
+        if index * block >= min_iterations and time.perf_counter() - start > budget_seconds:
+            break
+        for name in names[index % len(names) :] + names[: index % len(names)]:
+            op, into = ops[name], samples[name]
+            for _ in range(block):
+                begin = time.perf_counter_ns()
+                await op()
+                into.append((time.perf_counter_ns() - begin) / 1_000)
+    return samples
+
+
 async def tasks_rate(tasks: int, seconds: float, work: Callable[..., Awaitable[int]]) -> float:
     """Items/s of `tasks` concurrent `work(index, tag, deadline)` calls (each returns a count)."""
     gc.collect()  # a collection owed by earlier work must not land in this measurement
     tag, start = uuid.uuid4().hex[:8], time.perf_counter()
     counts = await asyncio.gather(*(work(i, tag, start + seconds) for i in range(tasks)))
     return sum(counts) / (time.perf_counter() - start)
+
+
+def rss_mib() -> dict[str, float]:
+    """This process's resident set now and its peak so far (VmRSS, VmHWM), in MiB."""
+    figures: dict[str, float] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                figures["rss" if key == "VmRSS" else "peak"] = round(int(value.split()[0]) / 1024)
+    if "peak" not in figures:  # not Linux: ru_maxrss only (KiB on Linux, bytes on macOS)
+        import resource  # noqa: PLC0415
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        figures["peak"] = round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024))
+    return figures
+
+
+class GcClock:
+    """Seconds spent in the cyclic garbage collector while active, and collections by generation."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = [0, 0, 0]
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.collections[info["generation"]] += 1
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[GcClock]:
+        gc.callbacks.append(self._callback)
+        try:
+            yield self
+        finally:
+            gc.callbacks.remove(self._callback)
+
+
+@contextlib.asynccontextmanager
+async def app_lifespan(app: Any, shutdown_seconds: float = 30.0) -> AsyncIterator[Any]:
+    """Run an ASGI app's lifespan (Litestar `app.lifespan()`) in a task of its own.
+
+    anyio scopes must exit in the task that entered them, so the lifespan lives in one task
+    that waits for a stop signal; the caller drives requests in between.
+    """
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def lifespan() -> None:
+        async with app.lifespan():
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(lifespan())
+    waiter = asyncio.create_task(started.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        waiter.cancel()
+        task.result()
+    try:
+        yield app
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.shield(task), shutdown_seconds)
 
 
 async def _answers(url: str) -> bool:

@@ -26,6 +26,11 @@ def plan_promotions(
 ) -> list[tuple[cmd.Promote, list[GateResult]]]:
     """The gates of each change, without deciding (a dry run shows exactly these)."""
     model = require_model(name, state)
+    if not changes:
+        raise InvalidInput("at least one change is needed", field="changes")
+    environments = [c.environment for c in changes]
+    if len(set(environments)) != len(environments):
+        raise InvalidInput("one change per environment in a set", field="changes")
     plan = []
     for change in changes:
         _check_change(model, change)

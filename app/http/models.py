@@ -72,7 +72,7 @@ def _if_match(request: Req) -> int | None:
     if header is None:
         return None
     value = header.strip().removeprefix("W/").strip('"')
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise InvalidInput('If-Match must be a model ETag such as "7"', field="If-Match")
     return int(value)
 

@@ -84,7 +84,7 @@ class RegistryController(Controller):
             model, version, policies, events, now=resources.clock(), as_of_position=head
         )
         if "text/markdown" in request.headers.get("accept", ""):
-            return Response(dossier_markdown(card), media_type="text/markdown; charset=utf-8")
+            return Response(dossier_markdown(card), media_type="text/markdown")
         return Response(card)
 
 

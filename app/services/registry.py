@@ -48,7 +48,7 @@ class Registry:
         pool = self._store.pool
         if as_of is None or as_of == "":
             position, _ = await self._store.head()
-        elif as_of.isdigit():
+        elif as_of.isascii() and as_of.isdigit():
             position = min(int(as_of), (await self._store.head())[0])
         else:
             try:

@@ -1,4 +1,4 @@
-"""The role × endpoint matrix, walked from the app's own routes.
+"""The role-by-endpoint matrix, walked from the app's own routes.
 
 Every write route (POST/PUT/PATCH/DELETE) and every authenticated read route of the app must
 have an entry here saying which roles may call it: a route added without one fails
@@ -162,13 +162,14 @@ READS: dict[tuple[str, str], Entry] = {
 
 def app_routes(app: Litestar) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
     """(write routes, authenticated read routes) of the app, as (method, path template)."""
-    writes, reads = set(), set()
+    writes: set[tuple[str, str]] = set()
+    reads: set[tuple[str, str]] = set()
     for route in app.routes:
         if not isinstance(route, HTTPRoute):
             continue
         for handler in route.route_handlers:
             for method in handler.http_methods:
-                key = (method, route.path)
+                key = (str(method), route.path)
                 if method in WRITE_METHODS:
                     writes.add(key)
                 elif method == "GET":
