@@ -14,7 +14,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from app.http.audit import AuditController
-from app.http.auth import PUBLIC_PATHS, BearerTokenMiddleware
+from app.http.auth import PUBLIC_PATHS, BearerTokenMiddleware, refuse_nul
 from app.http.health import HealthController
 from app.http.models import ModelController
 from app.http.problems import EXCEPTION_HANDLERS
@@ -135,6 +135,7 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Lit
             DefineMiddleware(BearerTokenMiddleware, exclude=PUBLIC_PATHS),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=refuse_nul,
         openapi_config=openapi_config(),
         request_max_body_size=settings.max_body_bytes,
     )

@@ -53,6 +53,8 @@ def requires(
     allowed = frozenset(roles)
 
     def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        if connection.scope.get("method") == "OPTIONS":
+            return  # the automatic OPTIONS answer reveals only the allowed methods
         principal: Principal = connection.user
         if principal.role not in allowed:
             raise PermissionDeniedException(
@@ -86,3 +88,13 @@ def idempotency(request: Request[Any, Any, Any], payload: object) -> Idempotency
         f"{request.method} {request.url.path}\n".encode() + _canonical.encode(payload)
     ).hexdigest()
     return Idempotency(scope=principal.subject, key=key, request_digest=digest)
+
+
+async def refuse_nul(request: Request[Any, Any, Any]) -> None:
+    """Refuse JSON bodies carrying NUL characters: PostgreSQL text cannot hold them, so an
+    event with one would be recorded but could never be projected."""
+    writes_json = request.method in {"POST", "PUT", "PATCH"} and "json" in request.headers.get(
+        "content-type", ""
+    )
+    if writes_json and b"\\u0000" in await request.body():
+        raise InvalidInput("NUL characters (\\u0000) are not accepted in requests")

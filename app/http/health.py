@@ -28,7 +28,11 @@ class HealthController(Controller):
     @get(
         "/ready",
         operation_id="ready",
-        responses={503: ResponseSpec(Problem, description="a store does not answer")},
+        responses={
+            503: ResponseSpec(
+                Problem, description="a store does not answer", generate_examples=False
+            )
+        },
     )
     async def ready(self, state: State) -> Readiness:
         """The database and Redis answer."""

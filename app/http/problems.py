@@ -6,6 +6,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.types import ExceptionHandlersMap
@@ -68,6 +69,13 @@ def http_error(_: Request[Any, Any, Any], error: HTTPException) -> Response[dict
     return response
 
 
+def database_data_error(
+    _: Request[Any, Any, Any], error: asyncpg.DataError
+) -> Response[dict[str, Any]]:
+    """Input the database cannot represent (e.g. a NUL in a path parameter)."""
+    return problem(422, f"input the database cannot store: {error}", code="invalid_input")
+
+
 def unexpected_error(request: Request[Any, Any, Any], error: Exception) -> Response[dict[str, Any]]:
     """A bug: logged with its traceback, reported without internals."""
     _log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
@@ -77,5 +85,6 @@ def unexpected_error(request: Request[Any, Any, Any], error: Exception) -> Respo
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     errors.DomainError: domain_error,
     HTTPException: http_error,
+    asyncpg.DataError: database_data_error,
     Exception: unexpected_error,
 }

@@ -71,10 +71,12 @@ class UploadController(Controller):
         raw = data.get("metadata")
         if raw is None:
             raise InvalidInput("multipart part 'metadata' (JSON) is required", field="metadata")
+        text = raw if isinstance(raw, (str, bytes)) else await raw.read()
+        decoded = text if isinstance(text, str) else text.decode("utf-8", "replace")
+        if "\x00" in decoded or "\\u0000" in decoded:
+            raise InvalidInput("NUL characters are not accepted in metadata", field="metadata")
         try:
-            metadata = msgspec.json.decode(
-                raw if isinstance(raw, (str, bytes)) else await raw.read(), type=VersionMetadata
-            )
+            metadata = msgspec.json.decode(text, type=VersionMetadata)
         except msgspec.ValidationError as error:
             raise InvalidInput(f"metadata: {error}", field="metadata") from error
         except msgspec.DecodeError as error:

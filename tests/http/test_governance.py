@@ -291,3 +291,20 @@ async def test_a_retried_request_returns_the_first_result_and_appends_once(
     assert v1.status_code == v1_again.status_code == 201
     assert v1_again.json() == v1.json()
     assert len((await client.get("/v1/models/idem/versions", headers=ci)).json()["versions"]) == 1
+
+
+async def test_nul_characters_are_refused_before_anything_is_recorded(
+    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
+) -> None:
+    ci = await auth("ci", "pipeline")
+    head, _ = await resources.store.head()
+    body = b'{"name": "nul", "risk_tier": "low", "description": "a\\u0000b"}'
+    refused = await client.post(
+        "/v1/models", content=body, headers={**ci, "Content-Type": "application/json"}
+    )
+    assert refused.status_code == 422
+    path = await client.get("/v1/models/a%00b", headers=ci)
+    assert path.status_code == 422
+    assert (await resources.store.head())[0] == head
+    # the log and its views keep working
+    assert (await create_model(client, ci, "after-nul")).status_code == 201
