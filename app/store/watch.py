@@ -35,8 +35,11 @@ class LogWatcher:
 
     async def wait(self, at_most_seconds: float) -> None:
         """Return once the log grew since the last call, or after `at_most_seconds`."""
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+        # arrives as it times out, and the follower task would then never stop
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._grew.wait(), at_most_seconds)
+            async with asyncio.timeout(at_most_seconds):
+                await self._grew.wait()
         self._grew.clear()
 
     def _on_local_append(self, _: int) -> None:
