@@ -98,7 +98,7 @@ class PolicyController(Controller):
     async def list_policies(self, state: State) -> dict[str, list[PolicyOut]]:
         """The policy in force for each risk tier and its version (0: built-in default)."""
         resources: Resources = state.resources
-        book: PolicyBook = (await resources.registry.current_state()).policies
+        book: PolicyBook = await resources.registry.policies()
         return {
             "policies": [
                 PolicyOut(risk_tier=tier, version=book.of(tier)[1], policy=book.of(tier)[0])

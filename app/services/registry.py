@@ -67,13 +67,17 @@ class Registry:
 
     async def current_state(self) -> RegistryState:
         """The registry from the projections (already caught up by the writer)."""
-        pool = self._store.pool
-        rows = await pool.fetch("SELECT state FROM model_states ORDER BY name")
-        book = PolicyBook()
-        for row in await pool.fetch("SELECT risk_tier, version, policy::text FROM policies"):
-            book.set(row[0], _policy_decoder.decode(row[2]), row[1])
+        rows = await self._store.pool.fetch("SELECT state FROM model_states ORDER BY name")
         models = {s.name: s for s in (decode_state(r["state"]) for r in rows)}
-        return RegistryState(models=models, policies=book)
+        return RegistryState(models=models, policies=await self.policies())
+
+    async def policies(self) -> PolicyBook:
+        """The policies in force (from the projection)."""
+        book = PolicyBook()
+        rows = await self._store.pool.fetch("SELECT risk_tier, version, policy::text FROM policies")
+        for row in rows:
+            book.set(row[0], _policy_decoder.decode(row[2]), row[1])
+        return book
 
     async def state_at(self, position: int) -> RegistryState:
         """The registry as a replay of the log up to `position`, from the nearest snapshot."""
@@ -130,8 +134,7 @@ class Registry:
         )
         if row is None:
             raise NotFound(f"no model named {name!r}")
-        state = await self.current_state()
-        return decode_state(row["state"]), state.policies
+        return decode_state(row["state"]), await self.policies()
 
     async def history(
         self, name: str, as_of: str | None, event_type: str | None
