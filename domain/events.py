@@ -20,6 +20,7 @@ Strategy = Literal["full", "canary", "shadow", "bandit"]
 Severity = Literal["info", "warning", "critical"]
 ModelFormat = Literal["lightgbm", "xgboost-json", "sklearn-skops"]
 DeploymentAction = Literal["promotion", "rollback", "demotion"]
+JobKind = Literal["train", "compile", "compliance", "drift", "bandit"]
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -77,6 +78,9 @@ class Lineage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     ci_run_url: str | None = None
     dataset_sha256: str | None = None
     training_job: str | None = None
+    target: str | None = None
+    # the training reference of each feature (quantiles, category frequencies) for drift
+    profile_sha256: str | None = None
 
 
 class VersionRegistered(Event, frozen=True, kw_only=True, tag="version.registered"):
@@ -98,7 +102,7 @@ class JobRequested(Event, frozen=True, kw_only=True, tag="job.requested"):
     """A background job was asked for; the dispatcher relays it to the workers."""
 
     job_id: str
-    kind: Literal["train", "compile", "compliance", "drift", "bandit"]
+    kind: JobKind
     name: str
     version: int | None = None
     params: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -198,6 +202,91 @@ class DriftDetected(Event, frozen=True, kw_only=True, tag="drift.detected"):
     severity: Severity
     feature: str | None = None
     environment: str | None = None
+    job_id: str | None = None
+    report_sha256: str | None = None
+
+
+class JobStarted(Event, frozen=True, kw_only=True, tag="job.started"):
+    """A worker began one attempt at a job."""
+
+    job_id: str
+    kind: JobKind
+    name: str
+    attempt: int
+    worker: str = ""
+
+
+class JobSucceeded(Event, frozen=True, kw_only=True, tag="job.succeeded"):
+    """A job finished; its result is also recorded by the domain events it caused."""
+
+    job_id: str
+    kind: JobKind
+    name: str
+    attempt: int
+    seconds: float
+    result: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class JobFailed(Event, frozen=True, kw_only=True, tag="job.failed"):
+    """An attempt at a job failed; `final` when no retry follows."""
+
+    job_id: str
+    kind: JobKind
+    name: str
+    attempt: int
+    error: str
+    final: bool
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class DriftChecked(Event, frozen=True, kw_only=True, tag="drift.checked"):
+    """A window of live inputs was compared with a version's training reference."""
+
+    name: str
+    version: int
+    severity: Severity
+    rows: int
+    report_sha256: str
+    source: str
+    environment: str | None = None
+    features: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
+    job_id: str | None = None
+
+
+class BanditArm(msgspec.Struct, frozen=True, kw_only=True):
+    """One arm of a bandit experiment: its Beta posterior and its share of traffic."""
+
+    version: int
+    successes: float
+    failures: float
+    allocation: float
+    probability_best: float
+
+
+class BanditUpdated(Event, frozen=True, kw_only=True, tag="bandit.updated"):
+    """Rewards were folded into the arms' posteriors and traffic re-allocated."""
+
+    name: str
+    environment: str
+    champion: int
+    arms: list[BanditArm]
+    probability_to_beat: float
+    p_value: float | None = None
+    rewards: int = 0
+    up_to_prediction: str | None = None
+    job_id: str | None = None
+
+
+class ExperimentConcluded(Event, frozen=True, kw_only=True, tag="experiment.concluded"):
+    """A bandit experiment reached the policy's threshold: the winner is named, not promoted."""
+
+    name: str
+    environment: str
+    champion: int
+    winner: int
+    probability_to_beat: float
+    p_value: float | None = None
+    job_id: str | None = None
 
 
 AnyEvent = (
@@ -216,6 +305,12 @@ AnyEvent = (
     | DeploymentChanged
     | VersionRetired
     | DriftDetected
+    | JobStarted
+    | JobSucceeded
+    | JobFailed
+    | DriftChecked
+    | BanditUpdated
+    | ExperimentConcluded
 )
 
 

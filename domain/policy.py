@@ -26,6 +26,20 @@ class Threshold(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         return " and ".join(parts) or "any value"
 
 
+class DriftThresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Per-feature drift statistics and the values at which they warn or are critical."""
+
+    # PSI: < 0.1 stable, 0.1-0.25 moderate, > 0.25 significant (the credit-scoring convention)
+    psi_warning: float = 0.1
+    psi_critical: float = 0.25
+    # two-sample KS statistic (the p-value is meaningless at 100k rows: everything is significant)
+    ks_warning: float = 0.1
+    ks_critical: float = 0.2
+    # chi-square on categorical frequencies, judged by Cramér's V so it does not scale with rows
+    cramers_v_warning: float = 0.1
+    cramers_v_critical: float = 0.25
+
+
 class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """What a version of a tier needs before it may serve in a gated environment."""
 
@@ -41,6 +55,13 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     gated_environments: list[str] = msgspec.field(default_factory=lambda: ["production"])
     # what a critical drift alert on a canary does
     critical_drift_on_canary: Literal["rollback", "none"] = "rollback"
+    # the four-fifths rule: the lowest group's selection rate over the highest's
+    min_demographic_parity_ratio: float = 0.8
+    drift: DriftThresholds = msgspec.field(default_factory=DriftThresholds)
+    # a bandit experiment concludes when an arm's probability to beat the champion passes this
+    bandit_probability_to_beat: float = 0.95
+    # ... and not before this many rewards per arm
+    bandit_min_rewards_per_arm: int = 100
 
 
 class GateResult(msgspec.Struct, frozen=True, kw_only=True):

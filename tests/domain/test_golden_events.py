@@ -15,11 +15,20 @@ from domain import events as ev
 GOLDEN = Path(__file__).with_name("golden_events.jsonl")
 
 
-def test_every_golden_line_decodes_and_reencodes_the_same() -> None:
+def _keeps(new: object, old: object) -> bool:
+    """`new` holds every key and value of `old`; fields added since may appear with defaults."""
+    if isinstance(old, dict):
+        return isinstance(new, dict) and all(k in new and _keeps(new[k], v) for k, v in old.items())
+    if isinstance(old, list):
+        return isinstance(new, list) and len(new) == len(old) and all(map(_keeps, new, old))
+    return new == old
+
+
+def test_every_golden_line_decodes_and_reencodes_what_it_said() -> None:
     decoder = msgspec.json.Decoder(ev.AnyEvent)
     for line in GOLDEN.read_bytes().splitlines():
         event = decoder.decode(line)
-        assert msgspec.json.decode(msgspec.json.encode(event)) == msgspec.json.decode(line)
+        assert _keeps(msgspec.json.decode(msgspec.json.encode(event)), msgspec.json.decode(line))
 
 
 def test_every_event_type_has_a_golden_line() -> None:
