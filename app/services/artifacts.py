@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from itertools import takewhile
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -287,7 +287,8 @@ _SKOPS_LOADERS = frozenset(
 _MAX_UNZIPPED = 8 << 30  # a model's arrays, uncompressed; past this it is a zip bomb
 
 
-def _skops(path: Path) -> ModelInfo:
+def load_skops_estimator(path: Path) -> Any:
+    """A fitted tree ensemble from a skops archive, every stored type allow-listed first."""
     if not zipfile.is_zipfile(path):
         raise InvalidInput(f"{_SKL}: not a skops archive (pickles are never accepted)")
     _refuse(_skops_types(_call(_SKL, lambda: _skops_schema(path))))
@@ -304,6 +305,11 @@ def _skops(path: Path) -> ModelInfo:
     from sklearn.utils.validation import check_is_fitted  # noqa: PLC0415
 
     _call(f"{_SKL}: the {kind.__name__} is not fitted", lambda: check_is_fitted(estimator))
+    return estimator
+
+
+def _skops(path: Path) -> ModelInfo:
+    estimator = load_skops_estimator(path)
     import treelite.sklearn  # noqa: PLC0415 - see module docstring
 
     load = treelite.sklearn.import_model
