@@ -8,10 +8,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
+from arq.connections import ArqRedis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool
 
+from app.services.dispatch import Dispatcher
 from app.services.governance import Governance
+from app.services.jobs import Jobs
 from app.services.registry import Registry
 from app.services.tokens import Authenticator, TokenMinter
 from app.settings import Settings
@@ -28,7 +31,7 @@ class Resources:
 
     settings: Settings
     pool: asyncpg.Pool
-    redis: Redis
+    redis: ArqRedis
     store: EventStore
     projector: Projector
     authenticator: Authenticator
@@ -38,6 +41,8 @@ class Resources:
     governance: Governance
     registry: Registry
     artifacts: ArtifactStore
+    jobs: Jobs
+    dispatcher: Dispatcher
     clock: Callable[[], datetime]
 
 
@@ -60,13 +65,19 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     pool = await create_pool(
         settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
     )
-    redis: Redis = Redis.from_url(settings.redis_url)
+    # connects on first use: a Redis that is down must not stop the API (jobs wait in the log)
+    redis = ArqRedis(
+        connection_pool=ConnectionPool.from_url(settings.redis_url),
+        default_queue_name=settings.queue_name,
+    )
     try:
         store = EventStore(pool, batch_max_events=settings.append_batch_max_events, notify=True)
         signing_key = load_or_create_key(settings.signing_key_file)
         projector = Projector(
             store, all_projections(snapshot_every=settings.registry_snapshot_every)
         )
+        governance = Governance(store, projector, _now)
+        artifacts = ArtifactStore(settings.home / "artifacts")
         yield Resources(
             settings=settings,
             pool=pool,
@@ -77,11 +88,13 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             signing_key=signing_key,
             checkpointer=Checkpointer(store, signing_key),
             minter=TokenMinter(private_raw(signing_key)),
-            governance=Governance(store, projector, _now),
+            governance=governance,
             registry=Registry(store, _now),
-            artifacts=ArtifactStore(settings.home / "artifacts"),
+            artifacts=artifacts,
+            jobs=Jobs(store, governance, artifacts),
+            dispatcher=Dispatcher(store, redis, settings.queue_name),
             clock=_now,
         )
     finally:
-        await redis.aclose()
+        await redis.aclose(close_connection_pool=True)
         await pool.close()

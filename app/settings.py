@@ -32,6 +32,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     registry_snapshot_every: int = 10_000
     # arq queue; tests give each run its own so runs sharing a Redis cannot interfere
     queue_name: str = "model-ledger:jobs"
+    # relay job requests from the log to the queue (API and worker processes; several may)
+    dispatch_jobs: bool = True
+    # attempts per job, the first included; then the job is recorded as failed
+    job_max_tries: int = 3
+    # one attempt of a job may run this long (compiling a large model takes minutes)
+    job_timeout_seconds: float = 1800.0
+    # processes for the heavy work of jobs (training, compiling, statistics)
+    job_processes: int = 1
+    # jobs one worker runs at a time
+    worker_max_jobs: int = 4
     db_pool_min: int = 2
     db_pool_max: int = 10
     log_level: str = "info"

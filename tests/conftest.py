@@ -111,6 +111,9 @@ def settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:
         registry_snapshot_every=7,
         queue_name=f"model-ledger-test:{uuid.uuid4().hex[:12]}",
         max_body_bytes=64 * 1024,
+        # only the job tests relay requests to Redis (they turn this on); elsewhere the
+        # compile requests every registered version makes would pile up in the queue
+        dispatch_jobs=False,
     )
 
 

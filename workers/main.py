@@ -1,20 +1,27 @@
-"""The arq worker: settings class, shared resources in `ctx`, and housekeeping crons.
+"""The arq worker: settings class, shared resources in `ctx`, job kinds and housekeeping crons.
 
-Job kinds (train, compile, compliance, drift, bandit) register here as they are built.
+Every job kind runs through one arq function, `run_job`, enqueued by the dispatcher with the
+job's id; the worker also runs a dispatcher of its own, so requests reach the queue even when
+no API process is up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any, ClassVar
 
 from arq import cron
 from arq.connections import RedisSettings
-from arq.worker import check_health
+from arq.worker import Worker, check_health
 from arq.worker import run_worker as arq_run_worker
 
 from app.resources import open_resources
 from app.settings import Settings
+from app.store.watch import LogWatcher
+from workers.jobs import FOLLOW_UPS, KINDS
+from workers.pool import ProcessPool
+from workers.runner import JobRunner, run_job
 
 
 async def sign_checkpoint(ctx: dict[str, Any]) -> int | None:
@@ -37,13 +44,24 @@ def worker_settings(settings: Settings) -> type:
     async def startup(ctx: dict[str, Any]) -> None:
         stack = contextlib.AsyncExitStack()
         ctx["stack"] = stack
-        ctx["resources"] = await stack.enter_async_context(open_resources(settings))
+        resources = await stack.enter_async_context(open_resources(settings))
+        ctx["resources"] = resources
+        pool = ProcessPool(settings.job_processes)
+        stack.callback(pool.close)
+        ctx["runner"] = JobRunner(resources, pool, KINDS, FOLLOW_UPS)
+        if settings.dispatch_jobs:
+            assert settings.database_url is not None
+            watcher = LogWatcher(resources.store, settings.database_url)
+            await watcher.start()
+            stack.push_async_callback(watcher.stop)
+            task = asyncio.create_task(resources.dispatcher.run(watcher.subscribe().wait))
+            stack.push_async_callback(_cancel, task)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         await ctx["stack"].aclose()
 
     class WorkerSettings:
-        functions: ClassVar[list[Any]] = [sign_checkpoint, catch_up_projections]
+        functions: ClassVar[list[Any]] = [run_job, sign_checkpoint, catch_up_projections]
         cron_jobs: ClassVar[list[Any]] = [
             cron(sign_checkpoint, second=0, unique=True, run_at_startup=True),
             cron(catch_up_projections, second={0, 15, 30, 45}, unique=True),
@@ -53,13 +71,36 @@ def worker_settings(settings: Settings) -> type:
         on_startup = startup
         on_shutdown = shutdown
         handle_signals = True
+        max_jobs = settings.worker_max_jobs
+        # one more than ours: the attempt past the last one records that the job gave up
+        max_tries = settings.job_max_tries + 1
+        # past our own timeout of the computation, so that one fires first and is recorded
+        job_timeout = settings.job_timeout_seconds + max(5.0, settings.job_timeout_seconds / 10)
+        # the outcome lives in the log; arq's copy only needs to outlast a duplicate delivery
+        keep_result = 3600
 
     return WorkerSettings
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def run_worker(settings: Settings) -> None:
     """Run a worker until interrupted."""
     arq_run_worker(worker_settings(settings))
+
+
+def burst_worker(settings: Settings, **overrides: Any) -> Worker:
+    """A worker that stops when the queue is empty (tests, one-off runs)."""
+    options = {
+        name: value
+        for name, value in vars(worker_settings(settings)).items()
+        if not name.startswith("_")
+    }
+    return Worker(**{**options, "burst": True, "handle_signals": False, **overrides})
 
 
 def check_worker(settings: Settings) -> int:

@@ -212,6 +212,31 @@ class Governance:
         )
         return await self._finish(result)
 
+    async def decide_on_model(
+        self,
+        name: str,
+        decider: Callable[[ModelState | None], list[Event]],
+        meta: EventMeta,
+        idem: Idempotency | None,
+    ) -> Outcome:
+        """Any pure decider on a model's stream: read, fold, decide, append."""
+        return await self._on_model(name, decider, meta, idem)
+
+    async def record(
+        self,
+        name: str,
+        decider: Callable[[ModelState | None], list[Event]],
+        meta: EventMeta,
+        *,
+        event_ids: Callable[[int], list[uuid.UUID]],
+    ) -> Outcome:
+        """Append what a job decided, under ids fixed by the job: a second attempt replays."""
+
+        async def wrapped(state: ModelState | None) -> list[Event]:
+            return decider(state)
+
+        return await self._on_model_async(name, wrapped, meta, None, event_ids=event_ids)
+
     async def _on_model(
         self,
         name: str,
@@ -235,6 +260,7 @@ class Governance:
         *,
         retry: bool = True,
         expected_version: int | None = None,
+        event_ids: Callable[[int], list[uuid.UUID]] | None = None,
     ) -> Outcome:
         if idem is not None and (earlier := await self._store.replayed(idem)) is not None:
             return await self._finish(earlier)
@@ -266,6 +292,7 @@ class Governance:
                     meta=meta,
                     expected_version=version,
                     idempotency=idem,
+                    event_ids=None if event_ids is None else event_ids(len(events)),
                 )
             except ConcurrencyConflict:
                 if attempt + 1 >= (_RETRIES if retry else 1):

@@ -4,13 +4,17 @@ A projection's rows and its checkpoint are written in one transaction, so a view
 misses or double-applies an event. `catch_up_to(position)` after an append gives a client
 read-your-writes: the view has seen its event before the response is sent. The checkpoint
 row is locked (`FOR UPDATE`), so several processes may run the same projector safely.
+
+A transaction reads the log in pages and applies up to `_TRANSACTION_EVENTS` events, so a
+projection that keeps state between pages (`Buffering`) writes it once per transaction, not
+once per page: what a catch-up or a rebuild of a long log costs is mostly those writes.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import asyncpg
 
@@ -18,7 +22,8 @@ from app.store import codec
 from app.store.codec import RecordedEvent
 from app.store.events import EventStore
 
-_BATCH = 2_000
+_PAGE = 5_000
+_TRANSACTION_EVENTS = 1_000_000
 
 
 class Projection(Protocol):
@@ -38,6 +43,23 @@ class Projection(Protocol):
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
         """Apply events (in position order) inside the caller's transaction."""
+
+
+@runtime_checkable
+class Buffering(Protocol):
+    """A projection that keeps work between the pages of one transaction."""
+
+    def begin(self) -> None:
+        """A transaction starts: forget what an unfinished one left pending."""
+
+    async def flush(self, conn: asyncpg.Connection) -> None:
+        """Write what `apply` left pending; called once before each commit."""
+
+
+_PAGE_SQL = (
+    f"SELECT {codec.COLUMNS} FROM events "  # noqa: S608 - fixed fragments
+    "WHERE position > $1 AND position <= $2 AND type = ANY($3) ORDER BY position LIMIT $4"
+)
 
 
 class Projector:
@@ -76,25 +98,26 @@ class Projector:
 
     async def _advance(self, projection: Projection, head: int) -> None:
         pool = self._store.pool
+        buffering = projection if isinstance(projection, Buffering) else None
+        types = list(projection.types)
         done = False
         while not done:
             async with pool.acquire() as conn, conn.transaction():
-                checkpoint = await _lock_checkpoint(conn, projection.name)
+                checkpoint = await lock_checkpoint(conn, projection.name)
                 if checkpoint >= head:
                     return
-                rows = await conn.fetch(
-                    f"SELECT {codec.COLUMNS} FROM events "  # noqa: S608 - fixed fragments
-                    "WHERE position > $1 AND position <= $2 AND type = ANY($3) "
-                    "ORDER BY position LIMIT $4",
-                    checkpoint,
-                    head,
-                    list(projection.types),
-                    _BATCH,
-                )
-                events = codec.recorded_page(rows)
-                await projection.apply(conn, events)
-                done = len(rows) < _BATCH
-                reached = head if done else events[-1].position
+                if buffering is not None:
+                    buffering.begin()
+                reached, applied = checkpoint, 0
+                while not done and applied < _TRANSACTION_EVENTS:
+                    rows = await conn.fetch(_PAGE_SQL, reached, head, types, _PAGE)
+                    if rows:
+                        await projection.apply(conn, codec.recorded_page(rows))
+                    done = len(rows) < _PAGE
+                    reached = head if done else rows[-1][0]
+                    applied += len(rows)
+                if buffering is not None:
+                    await buffering.flush(conn)
                 await conn.execute(
                     "UPDATE projection_checkpoints SET position = $2 WHERE name = $1",
                     projection.name,
@@ -106,7 +129,7 @@ class Projector:
         async with self._lock:
             async with self._store.pool.acquire() as conn, conn.transaction():
                 for projection in self._projections:
-                    await _lock_checkpoint(conn, projection.name)
+                    await lock_checkpoint(conn, projection.name)
                     for table in projection.tables:
                         await conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
                     await conn.execute(
@@ -117,7 +140,8 @@ class Projector:
             return await self._catch_up()
 
 
-async def _lock_checkpoint(conn: asyncpg.Connection, name: str) -> int:
+async def lock_checkpoint(conn: asyncpg.Connection, name: str) -> int:
+    """A consumer's position, locked until the transaction ends (one consumer at a time)."""
     await conn.execute(
         "INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0) "
         "ON CONFLICT (name) DO NOTHING",

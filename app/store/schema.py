@@ -196,3 +196,25 @@ snapshot_policies = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("policy", pg.JSON, nullable=False),
 )
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("job_id", sa.Text, primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer),
+    sa.Column("params", pg.JSON, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("requested_position", sa.BigInteger, nullable=False),
+    sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("requested_by", sa.Text, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("result", pg.JSON),
+    sa.Column("error", sa.Text),
+    sa.Column("details", pg.JSON),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Index("jobs_name_idx", "name", "requested_position"),
+)

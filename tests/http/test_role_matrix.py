@@ -61,11 +61,11 @@ class Call:
     params: Mapping[str, str] = field(default_factory=dict)
 
     async def send(
-        self, client: httpx.AsyncClient, method: str, headers: dict[str, str]
+        self, client: httpx.AsyncClient, method: str, headers: dict[str, str], **ids: str
     ) -> httpx.Response:
         return await client.request(
             method,
-            self.url,
+            self.url.format(**ids),
             json=self.body,
             files=self.files() if self.files else None,
             params=dict(self.params),
@@ -137,6 +137,9 @@ WRITES: dict[tuple[str, str], Entry] = {
     ("PUT", "/v1/policies/{tier:str}"): Entry(
         allow("admin"), Call("/v1/policies/low", {"required_approvals": 1})
     ),
+    ("POST", "/v1/jobs"): Entry(
+        allow("admin", "ci"), Call("/v1/jobs", {"kind": "compile", "model": "m", "version": 1})
+    ),
 }
 
 READS: dict[tuple[str, str], Entry] = {
@@ -157,6 +160,7 @@ READS: dict[tuple[str, str], Entry] = {
     ("GET", "/v1/registry"): Entry(EVERYONE, Call("/v1/registry")),
     ("GET", "/v1/registry/diff"): Entry(EVERYONE, Call("/v1/registry/diff", params={"from": "0"})),
     ("GET", "/v1/policies"): Entry(EVERYONE, Call("/v1/policies")),
+    ("GET", "/v1/jobs/{job_id:str}"): Entry(EVERYONE, Call("/v1/jobs/{job}")),
 }
 
 
@@ -269,17 +273,19 @@ async def test_read_endpoints_need_a_token_and_the_right_role(
     _, reads = app_routes(app)
     missing = reads - set(READS)
     assert not missing, f"read routes without a matrix entry: {sorted(missing)}"
+    # a real id: the compile job the setup's first version requested
+    job = await resources.pool.fetchval("SELECT job_id FROM jobs ORDER BY requested_position")
 
     failures: list[str] = []
     for (method, template), entry in READS.items():
         for anonymous in ({}, {"Authorization": "Bearer mlt_nope_nope"}):
-            response = await entry.call.send(client, method, anonymous)
+            response = await entry.call.send(client, method, anonymous, job=job)
             if why := problem_of(response, 401):
                 failures.append(f"{method} {template} with {anonymous or 'no token'}: {why}")
             elif response.headers.get("www-authenticate") != "Bearer":
                 failures.append(f"{method} {template}: 401 without WWW-Authenticate: Bearer")
         for role in ROLES:
-            response = await entry.call.send(client, method, tokens[role])
+            response = await entry.call.send(client, method, tokens[role], job=job)
             if role in entry.roles:
                 if response.status_code != 200:
                     failures.append(

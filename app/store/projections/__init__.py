@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from app.store.projections.governance import GovernanceProjection
+from app.store.projections.jobs import JobsProjection
 from app.store.projections.tokens import TokensProjection
 from app.store.projector import Projection
 
 
 def all_projections(*, snapshot_every: int = 10_000) -> list[Projection]:
     """Every projection the server maintains, in the order they are applied."""
-    return [TokensProjection(), GovernanceProjection(snapshot_every)]
+    return [TokensProjection(), GovernanceProjection(snapshot_every), JobsProjection()]

@@ -1,0 +1,99 @@
+"""Jobs: request one (train, compile, compliance, drift, bandit) and follow its status."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody
+
+from app.http.auth import event_meta, idempotency, requires
+from app.http.schemas import Input
+from app.resources import Resources
+from domain import events as ev
+from domain.jobs import RequestJob
+
+
+class JobCreate(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A job request. `params` by kind — train: dataset_sha256, target, and optionally
+    trainer (lightgbm | sklearn), params (the trainer's), seed; compliance: dataset_sha256,
+    target, and optionally sensitive_features, threshold; drift: environment, and
+    optionally dataset_sha256 (the window; else the prediction log); bandit: environment."""
+
+    kind: ev.JobKind
+    model: str
+    version: int | None = None
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class JobAccepted(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    position: int
+
+
+class JobOut(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    kind: str
+    model: str
+    version: int | None
+    params: dict[str, Any]
+    status: Literal["requested", "running", "succeeded", "failed"]
+    attempts: int
+    requested_at: datetime
+    requested_by: str
+    requested_position: int
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    details: dict[str, Any] | None = None
+
+
+def _res(state: State) -> Resources:
+    resources: Resources = state.resources
+    return resources
+
+
+class JobController(Controller):
+    """Background jobs, requested as events and run by the workers."""
+
+    path = "/v1/jobs"
+    tags = ["jobs"]
+
+    @post("/", operation_id="requestJob", status_code=202, guards=[requires("admin", "ci")])
+    async def request_job(
+        self, data: JSONBody[JobCreate], request: Request[Any, Any, Any], state: State
+    ) -> JobAccepted:
+        """Request a job; it runs once a worker takes it (also if Redis is down right now)."""
+        command = RequestJob(kind=data.kind, version=data.version, params=dict(data.params))
+        outcome = await _res(state).jobs.request(
+            data.model, command, event_meta(request), idempotency(request, data)
+        )
+        recorded = outcome.events[0]
+        assert isinstance(recorded.event, ev.JobRequested)
+        return JobAccepted(job_id=recorded.event.job_id, position=recorded.position)
+
+    @get("/{job_id:str}", operation_id="getJob")
+    async def get_job(self, job_id: FromPath[str], state: State) -> JobOut:
+        """A job's status, attempts, result or error."""
+        view = await _res(state).jobs.view(job_id)
+        return JobOut(
+            job_id=view.job_id,
+            kind=view.kind,
+            model=view.name,
+            version=view.version,
+            params=view.params,
+            status=view.status,  # type: ignore[arg-type]
+            attempts=view.attempts,
+            requested_at=view.requested_at,
+            requested_by=view.requested_by,
+            requested_position=view.requested_position,
+            started_at=view.started_at,
+            finished_at=view.finished_at,
+            result=view.result,
+            error=view.error,
+            details=view.details,
+        )

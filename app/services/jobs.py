@@ -1,0 +1,110 @@
+"""Jobs: requesting one (an event on the model's stream), reading its status, and what a
+worker needs to run it (the request as recorded, whether an outcome is already recorded)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from app.services.governance import Governance, Outcome
+from app.store.artifacts import ArtifactStore
+from app.store.codec import RecordedEvent
+from app.store.events import EventStore, Idempotency
+from domain import events as ev
+from domain import jobs
+from domain.errors import InvalidInput, NotFound
+
+_JOB_COLUMNS = (
+    "job_id, kind, name, version, params, status, attempts, requested_position, requested_at, "
+    "requested_by, started_at, finished_at, result, error, details"
+)
+
+
+class JobView(msgspec.Struct, frozen=True, kw_only=True):
+    """A job's request, attempts and outcome, as the jobs view holds them."""
+
+    job_id: str
+    kind: str
+    name: str
+    version: int | None
+    params: dict[str, Any]
+    status: str
+    attempts: int
+    requested_position: int
+    requested_at: datetime
+    requested_by: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: dict[str, Any] | None
+    error: str | None
+    details: dict[str, Any] | None
+
+
+class RequestedJob(msgspec.Struct, frozen=True, kw_only=True):
+    """A job request as recorded: what to run, on whose behalf, caused by which event."""
+
+    request: ev.JobRequested
+    meta: ev.EventMeta
+    event_id: uuid.UUID
+    position: int
+
+
+class Jobs:
+    """Job requests and their status."""
+
+    def __init__(self, store: EventStore, governance: Governance, artifacts: ArtifactStore) -> None:
+        self._store = store
+        self._governance = governance
+        self._artifacts = artifacts
+
+    async def request(
+        self, name: str, command: jobs.RequestJob, meta: ev.EventMeta, idem: Idempotency | None
+    ) -> Outcome:
+        """Append a job request; the dispatcher relays it to the workers."""
+        digest = command.params.get("dataset_sha256")
+        if isinstance(digest, str) and len(digest) == 64 and not self._artifacts.exists(digest):
+            raise InvalidInput(f"no uploaded dataset {digest}", field="params.dataset_sha256")
+        job_id = str(uuid.uuid4())
+        return await self._governance.decide_on_model(
+            name, lambda s: jobs.request_job(s, name, command, job_id=job_id), meta, idem
+        )
+
+    async def view(self, job_id: str) -> JobView:
+        """The job's status, or NotFound."""
+        row = await self._store.pool.fetchrow(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = $1",  # noqa: S608 - fixed columns
+            job_id,
+        )
+        if row is None:
+            raise NotFound(f"no job {job_id!r}")
+        fields = dict(row)
+        for column in ("params", "result", "details"):
+            if fields[column] is not None:
+                fields[column] = msgspec.json.decode(fields[column])
+        return msgspec.convert(fields, JobView)
+
+    async def requested(self, job_id: str, position: int) -> RequestedJob:
+        """The request at `position`, which must be this job's (the dispatcher says so)."""
+        recorded = await self._store.read_all(position - 1, 1)
+        found = recorded[0] if recorded and recorded[0].position == position else None
+        if found is None or not _is_request(found, job_id):
+            raise NotFound(f"no request for job {job_id} at position {position}")
+        assert isinstance(found.event, ev.JobRequested)
+        return RequestedJob(
+            request=found.event, meta=found.meta, event_id=found.event_id, position=position
+        )
+
+    async def finished(self, job_id: str) -> bool:
+        """True once an outcome (success or final failure) is recorded for the job."""
+        first = jobs.result_ids(job_id, "result", 1)[0]
+        found: bool = await self._store.pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE event_id = $1)", first
+        )
+        return found
+
+
+def _is_request(recorded: RecordedEvent, job_id: str) -> bool:
+    return isinstance(recorded.event, ev.JobRequested) and recorded.event.job_id == job_id

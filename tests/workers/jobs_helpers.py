@@ -1,0 +1,53 @@
+"""Running jobs in tests: a real arq burst worker on real Redis, and reading what jobs wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+
+from app.resources import Resources
+from app.settings import Settings
+from domain.decide import model_stream
+from domain.events import event_type
+from workers.main import burst_worker
+
+
+async def run_worker(settings: Settings, **overrides: Any) -> tuple[int, int]:
+    """Relay pending requests, then run a burst worker until the queue is empty.
+
+    Returns (jobs complete, jobs failed) as arq counts them.
+    """
+    worker = burst_worker(settings, poll_delay=0.05, cron_jobs=[], **overrides)
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+    return worker.jobs_complete, worker.jobs_failed
+
+
+async def stream_types(resources: Resources, name: str) -> list[str]:
+    """The event types of a model's stream, in order."""
+    return [event_type(e.event) for e in await resources.store.read_stream(model_stream(name))]
+
+
+async def job_status(
+    client: httpx.AsyncClient, headers: dict[str, str], resources: Resources, job_id: str
+) -> dict[str, Any]:
+    """GET /v1/jobs/{id}, once the views include what the worker (another process) appended."""
+    await resources.projector.catch_up()
+    response = await client.get(f"/v1/jobs/{job_id}", headers=headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def wait_for(predicate: Any, seconds: float = 60.0, every: float = 0.1) -> None:
+    """Poll an async predicate until it holds (for processes outside the test's control)."""
+    deadline = time.monotonic() + seconds
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached in time")
+        await asyncio.sleep(every)
