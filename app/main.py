@@ -16,8 +16,8 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from app.http.audit import AuditController
 from app.http.auth import PUBLIC_PATHS, BearerTokenMiddleware, refuse_nul
 from app.http.health import HealthController
+from app.http.jobs import JobController
 from app.http.models import ModelController
-from app.http.problems import EXCEPTION_HANDLERS
 from app.http.registry import PolicyController, RegistryController
 from app.http.tokens import TokenController
 from app.http.uploads import UploadController
@@ -74,6 +74,8 @@ async def _background(resources: Resources) -> AsyncIterator[None]:
         ),
         asyncio.create_task(_follow_log(resources, watcher)),
     ]
+    if settings.dispatch_jobs:
+        tasks.append(asyncio.create_task(resources.dispatcher.run(watcher.subscribe().wait)))
     try:
         yield
     finally:
@@ -126,6 +128,7 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Lit
             ModelController,
             RegistryController,
             PolicyController,
+            JobController,
             uploads,
             MetricsController,
         ],
