@@ -18,6 +18,7 @@ from app.http.auth import PUBLIC_PATHS, BearerTokenMiddleware, refuse_nul
 from app.http.health import HealthController
 from app.http.jobs import JobController
 from app.http.models import ModelController
+from app.http.problems import EXCEPTION_HANDLERS
 from app.http.registry import PolicyController, RegistryController
 from app.http.tokens import TokenController
 from app.http.uploads import UploadController
