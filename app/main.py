@@ -18,7 +18,7 @@ from app.http.auth import PUBLIC_PATHS, BearerTokenMiddleware, refuse_nul
 from app.http.health import HealthController
 from app.http.jobs import JobController
 from app.http.models import ModelController
-from app.http.problems import EXCEPTION_HANDLERS
+from app.http.problems import EXCEPTION_HANDLERS, ProblemDocs
 from app.http.registry import PolicyController, RegistryController
 from app.http.tokens import TokenController
 from app.http.uploads import UploadController
@@ -141,5 +141,6 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Lit
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=refuse_nul,
         openapi_config=openapi_config(),
+        plugins=[ProblemDocs(PUBLIC_PATHS)],
         request_max_body_size=settings.max_body_bytes,
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -46,22 +45,28 @@ class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=token)
 
 
-def requires(
-    *roles: Role,
-) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
-    """A guard admitting only the given roles (403 otherwise)."""
-    allowed = frozenset(roles)
+class RoleGuard:
+    """A guard admitting only the given roles (403 otherwise); the OpenAPI names them."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    __slots__ = ("roles",)
+
+    def __init__(self, roles: frozenset[Role]) -> None:
+        self.roles = roles
+
+    def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        """Refuse a principal whose role is not among `roles`."""
         if connection.scope.get("method") == "OPTIONS":
             return  # the automatic OPTIONS answer reveals only the allowed methods
         principal: Principal = connection.user
-        if principal.role not in allowed:
+        if principal.role not in self.roles:
             raise PermissionDeniedException(
-                f"role {principal.role!r} may not do this; allowed: {', '.join(sorted(allowed))}"
+                f"role {principal.role!r} may not do this; allowed: {', '.join(sorted(self.roles))}"
             )
 
-    return guard
+
+def requires(*roles: Role) -> RoleGuard:
+    """A guard admitting only the given roles (403 otherwise)."""
+    return RoleGuard(frozenset(roles))
 
 
 def event_meta(connection: ASGIConnection[Any, Any, Any, Any]) -> EventMeta:

@@ -7,9 +7,9 @@ import asyncio
 from litestar import Controller, get
 from litestar.datastructures import State
 from litestar.exceptions import ServiceUnavailableException
-from litestar.openapi import ResponseSpec
 
-from app.http.schemas import Health, Problem, Readiness
+from app.http.problems import problem_response
+from app.http.schemas import Health, Readiness
 from app.resources import Resources
 
 _READY_TIMEOUT = 2.0
@@ -28,11 +28,7 @@ class HealthController(Controller):
     @get(
         "/ready",
         operation_id="ready",
-        responses={
-            503: ResponseSpec(
-                Problem, description="a store does not answer", generate_examples=False
-            )
-        },
+        responses={503: problem_response("a store does not answer")},
     )
     async def ready(self, state: State) -> Readiness:
         """The database and Redis answer."""

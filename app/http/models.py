@@ -6,10 +6,12 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.datastructures import ResponseHeader, State
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.http.audit import event_out
 from app.http.auth import event_meta, idempotency, requires
+from app.http.problems import never_answers
 from app.http.schemas import (
     ChangeIn,
     ChangesCreate,
@@ -77,6 +79,18 @@ def _if_match(request: Req) -> int | None:
     return int(value)
 
 
+def _dry_runnable(done: type, description: str) -> dict[int, ResponseSpec]:
+    """Success responses of a route with `dry_run`: 201 with what was done, 200 with the plan."""
+    return {
+        200: ResponseSpec(
+            PromotionPlan,
+            description="dry_run: the gates; nothing recorded",
+            generate_examples=False,
+        ),
+        201: ResponseSpec(done, description=description, generate_examples=False),
+    }
+
+
 def _changes(changes: list[ChangeIn] | list[PromotionCreate]) -> list[cmd.Promote]:
     return [
         cmd.Promote(
@@ -95,7 +109,7 @@ class ModelController(Controller):
     path = "/v1/models"
     tags = ["models"]
 
-    @post(operation_id="createModel", guards=[WRITERS])
+    @post(operation_id="createModel", guards=[WRITERS], opt=never_answers(404))
     async def create(self, data: JSONBody[ModelCreate], request: Req, state: State) -> ModelView:
         """Register a model name with its risk tier; 409 if the name exists."""
         res = _res(state)
@@ -227,7 +241,12 @@ class ModelController(Controller):
             version=version, reason=data.reason, position=outcome.events[0].position
         )
 
-    @post("/{name:str}/promotions", operation_id="promote", guards=[WRITERS])
+    @post(
+        "/{name:str}/promotions",
+        operation_id="promote",
+        guards=[WRITERS],
+        responses=_dry_runnable(DeploymentOut, "the deployment change, recorded"),
+    )
     async def promote(
         self, name: FromPath[str], data: JSONBody[PromotionCreate], request: Req, state: State
     ) -> Response[PromotionPlan | DeploymentOut]:
@@ -245,7 +264,12 @@ class ModelController(Controller):
         )
         return Response(_deployments(outcome)[0], status_code=201)
 
-    @post("/{name:str}/deployment-changes", operation_id="changeDeployments", guards=[WRITERS])
+    @post(
+        "/{name:str}/deployment-changes",
+        operation_id="changeDeployments",
+        guards=[WRITERS],
+        responses=_dry_runnable(DeploymentsOut, "the deployment changes, recorded together"),
+    )
     async def change_deployments(
         self, name: FromPath[str], data: JSONBody[ChangesCreate], request: Req, state: State
     ) -> Response[PromotionPlan | DeploymentsOut]:

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from typing import Any
 
 import asyncpg
-from litestar import Request, Response
+from litestar import HttpMethod, Request, Response
+from litestar.constants import RESERVED_KWARGS
 from litestar.exceptions import HTTPException
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import ResponseSpec
+from litestar.plugins import ReceiveRoutePlugin
+from litestar.routes import BaseRoute, HTTPRoute
 from litestar.types import ExceptionHandlersMap
 
+from app.http.auth import RoleGuard
+from app.http.schemas import Problem
 from domain import errors
 
 _log = logging.getLogger("model_ledger.http")
@@ -88,3 +97,103 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     asyncpg.DataError: database_data_error,
     Exception: unexpected_error,
 }
+
+
+# --- the OpenAPI side: which problems each operation can answer ---------------------------
+
+_WRITES = frozenset({HttpMethod.POST, HttpMethod.PUT, HttpMethod.PATCH, HttpMethod.DELETE})
+_NEVER = "never_answers"
+
+
+def never_answers(*statuses: int) -> dict[str, frozenset[int]]:
+    """Handler `opt` for statuses the rules below would document but the route cannot answer.
+
+    The rules err towards documenting: an undocumented answer is a broken contract, an
+    unused documented one is only noise.
+    """
+    return {_NEVER: frozenset(statuses)}
+
+
+def problem_response(description: str) -> ResponseSpec:
+    """An OpenAPI response documented as `application/problem+json` with the Problem schema."""
+    # no Faker examples: they would make the committed document differ on every run
+    return ResponseSpec(
+        Problem, description=description, media_type=MEDIA_TYPE, generate_examples=False
+    )
+
+
+def _forbidden(handler: HTTPRouteHandler) -> str | None:
+    # the layers' own guards: resolve_guards() returns them wrapped
+    guards = [g for layer in handler.ownership_layers for g in layer.guards or ()]
+    if not guards:
+        return None
+    role_sets = [g.roles for g in guards if isinstance(g, RoleGuard)]
+    if role_sets:
+        # a caller must pass every layer's guard
+        roles = sorted(frozenset.intersection(*role_sets))
+        return f"the caller may not do this (roles allowed: {', '.join(roles) or 'none'})"
+    return "a guard refused the caller"
+
+
+def problem_statuses(
+    route: HTTPRoute, handler: HTTPRouteHandler, *, public: bool
+) -> dict[int, str]:
+    """The problem statuses an operation can answer, each with its OpenAPI description."""
+    fields = handler.parsed_fn_signature.parameters
+    dependencies = handler.resolve_dependencies()
+    body = "data" in fields
+    named = [n for n in fields if n not in RESERVED_KWARGS and n not in dependencies]
+    # the same test Litestar uses to document its (JSON) 400; ours replaces it
+    parameters = bool(named or route.path_parameters or handler.resolve_layered_parameters())
+    writes = bool(set(handler.http_methods) & _WRITES)
+    statuses: dict[int, str | None] = {
+        401: None if public else "no valid bearer token (`WWW-Authenticate: Bearer`)",
+        403: _forbidden(handler),
+        400: "the request could not be parsed or failed validation (see `errors`)"
+        if body or parameters
+        else None,
+        # a body may name things too (a version, a model); routes that name none opt out
+        404: "something the request names does not exist"
+        if route.path_parameters or body
+        else None,
+        # every append names the stream version it decided on
+        409: "the current state does not allow this (e.g. `concurrency_conflict`, unmet gates)"
+        if writes
+        else None,
+        413: "the body is larger than the limit" if body else None,
+        # domain validation, Idempotency-Key reuse, text the database cannot store
+        422: "the input is well-formed but not acceptable (see `code`, `field`)"
+        if body or parameters or writes
+        else None,
+    }
+    excluded: Iterable[int] = handler.opt.get(_NEVER, ())
+    return {
+        status: text
+        for status, text in sorted(statuses.items())
+        if text is not None and status not in excluded
+    }
+
+
+class ProblemDocs(ReceiveRoutePlugin):
+    """Documents on every route, as it is registered, the problem responses it can answer.
+
+    A handler's own `responses=` win; routes registered later get the same treatment.
+    """
+
+    __slots__ = ("_public",)
+
+    def __init__(self, public_paths: Iterable[str]) -> None:
+        self._public = [re.compile(p) for p in public_paths]
+
+    def receive_route(self, route: BaseRoute) -> None:
+        """Add the problem responses to each of the route's handlers."""
+        if not isinstance(route, HTTPRoute):
+            return
+        public = any(p.search(route.path) for p in self._public)
+        for handler in route.route_handlers:
+            statuses = problem_statuses(
+                route, handler, public=public or bool(handler.opt.get("exclude_from_auth"))
+            )
+            own: Mapping[int, ResponseSpec] = handler.responses or {}
+            documented = {s: problem_response(text) for s, text in statuses.items()}
+            handler.responses = {**documented, **own}

@@ -11,6 +11,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Response
 
 from app.http.auth import event_meta, idempotency, requires
+from app.http.problems import never_answers
 from app.resources import Resources
 from app.services.dossier import Dossier, build_dossier, dossier_markdown
 from app.services.registry import Instant, RegistryView, diff, keyed
@@ -106,7 +107,13 @@ class PolicyController(Controller):
             ]
         }
 
-    @put("/{tier:str}", operation_id="setPolicy", guards=[requires("admin")], status_code=200)
+    @put(
+        "/{tier:str}",
+        operation_id="setPolicy",
+        guards=[requires("admin")],
+        status_code=200,
+        opt=never_answers(409),  # a policy version is appended whatever the stream holds
+    )
     async def set_policy(
         self,
         tier: FromPath[str],

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from domain.events import ModelFormat, RiskTier, Role, Severity, Strategy
 
@@ -59,14 +60,41 @@ class Readiness(msgspec.Struct, frozen=True, kw_only=True):
     head_position: int
 
 
-class Problem(msgspec.Struct, frozen=True, kw_only=True):
-    """RFC 9457 problem details (`application/problem+json`)."""
+class ValidationMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """One failed check of a request's parameters or body."""
 
-    type: str
-    title: str
-    status: int
+    message: str
+    key: str | UnsetType = UNSET
+    source: str | UnsetType = UNSET
+
+
+class UnmetGate(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
     detail: str
-    code: str | None = None
+    environment: str
+
+
+class Problem(msgspec.Struct, frozen=True, kw_only=True):
+    """RFC 9457 problem details (`application/problem+json`) as `app.http.problems` emits them.
+
+    Members after `detail` are extensions, present only when they apply: `code` names the
+    domain error; the others are the error's own context.
+    """
+
+    type: Annotated[str, msgspec.Meta(pattern=r"^urn:model-ledger:problem:[a-z0-9_-]+$")]
+    title: str
+    status: Annotated[int, msgspec.Meta(ge=400, le=599)]
+    detail: str
+    code: str | UnsetType = UNSET
+    errors: list[ValidationMessage] | UnsetType = UNSET
+    field: str | UnsetType = UNSET
+    code_detail: str | UnsetType = UNSET
+    unmet_gates: list[UnmetGate] | UnsetType = UNSET
+    stream: str | UnsetType = UNSET
+    expected_version: int | UnsetType = UNSET
+    actual_version: int | UnsetType = UNSET
+    sha256: str | UnsetType = UNSET
+    limit: int | UnsetType = UNSET
 
 
 class ModelCreate(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):

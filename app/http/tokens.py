@@ -9,6 +9,7 @@ from litestar.datastructures import State
 from litestar.params import JSONBody
 
 from app.http.auth import event_meta, idempotency, requires
+from app.http.problems import never_answers
 from app.http.schemas import TokenCreate, TokenCreated
 from app.resources import Resources
 from app.services import tokens
@@ -21,7 +22,8 @@ class TokenController(Controller):
     path = "/v1/tokens"
     tags = ["auth"]
 
-    @post(operation_id="createToken", guards=[requires("admin")])
+    # a fresh random stream: no conflict; the body names nothing that must exist
+    @post(operation_id="createToken", guards=[requires("admin")], opt=never_answers(404, 409))
     async def create(
         self, data: JSONBody[TokenCreate], request: Request[Any, Any, Any], state: State
     ) -> TokenCreated:

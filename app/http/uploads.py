@@ -13,6 +13,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath
 
 from app.http.auth import event_meta, idempotency, requires
+from app.http.problems import never_answers
 from app.http.schemas import VersionCreated, VersionMetadata
 from app.resources import Resources
 from app.services.artifacts import inspect_dataset, inspect_model
@@ -127,7 +128,12 @@ class UploadController(Controller):
         model, policies = await res.registry.model_state(name)
         return {"versions": render_model(model, policies, res.clock()).versions}
 
-    @post("/v1/datasets", operation_id="uploadDataset", guards=[requires("admin", "ci")])
+    @post(
+        "/v1/datasets",
+        operation_id="uploadDataset",
+        guards=[requires("admin", "ci")],
+        opt=never_answers(404, 409),  # stores a file by digest; appends no event
+    )
     async def upload_dataset(self, data: Multipart, state: State) -> DatasetOut:
         """Upload a CSV or Parquet dataset (part `file`), stored by its sha256."""
         resources: Resources = state.resources

@@ -1,8 +1,9 @@
 """Fuzz the API against the committed OpenAPI document (openapi/openapi.json) with schemathesis.
 
 Every operation gets schemathesis' coverage and fuzzing cases, sent in-process as an admin (an
-approver for approvals); none may answer 5xx, and answers with a documented status and media type
-must match their schema. Half the time path and body name the seeded model "fuzz", version 1.
+approver for approvals); none may answer 5xx, every status and media type answered must be
+documented for the operation, and every body (problem details included) must match its schema.
+Half the time path and body name the seeded model "fuzz", version 1.
 Examples per operation: `MODEL_LEDGER_FUZZ_EXAMPLES` (default 15, for CI); a long run:
     MODEL_LEDGER_FUZZ_EXAMPLES=500 uv run pytest tests/http/test_fuzz.py
 """
@@ -21,7 +22,12 @@ import requests
 import schemathesis
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error, response_schema_conformance
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from app.main import create_app
 from app.resources import Resources
@@ -35,7 +41,14 @@ from tests.http.governance_helpers import create_model, record_compiled, registe
 EXAMPLES = int(os.environ.get("MODEL_LEDGER_FUZZ_EXAMPLES", "15"))
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
 BASE_URL = "http://ledger.test"
-CHECKS = [not_a_server_error, response_schema_conformance]
+# every status and media type answered must be documented, and every body match its schema
+# (error bodies: the Problem schema, application/problem+json)
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 _REQUEST_ARGS = {"method", "url", "headers", "files", "data", "params", "cookies", "json"}
 # what the fixture seeds (and the valid tiers and environments), offered half the time
 SEEDS = {"model": ["fuzz"], "version": [1], "tier": ["low", "medium", "high"]}
