@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.datastructures import ResponseHeader, State
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from app.http.audit import event_out
 from app.http.auth import event_meta, idempotency, requires
 from app.http.problems import never_answers
 from app.http.schemas import (
@@ -337,19 +337,9 @@ class ModelController(Controller):
         event_type: Annotated[str | None, QueryParameter(name="type")] = None,
     ) -> HistoryOut:
         """A model's events in order, as stored, up to an instant."""
-        res = _res(state)
-        await res.registry.model_state(name)
-        instant = await res.registry.instant(as_of)
-        rows = await res.store.read_stored(
-            0,
-            1_000_000,
-            stream=model_stream(name),
-            until=instant.position,
-            types=[event_type] if event_type else None,
-        )
-        return HistoryOut(
-            model=name, as_of_position=instant.position, events=[event_out(r) for r in rows]
-        )
+        position, events = await _res(state).registry.history(name, as_of, event_type)
+        # the events come as the JSON array of their items, passed through unparsed
+        return HistoryOut(model=name, as_of_position=position, events=msgspec.Raw(events))  # type: ignore[arg-type]
 
 
 async def _plan(res: Resources, name: FromPath[str], changes: list[cmd.Promote]) -> PromotionPlan:

@@ -13,6 +13,7 @@ once per page: what a catch-up or a rebuild of a long log costs is mostly those 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -70,6 +71,8 @@ class Projector:
         self._projections = list(projections)
         self._lock = asyncio.Lock()
         self._caught_up_to = 0
+        # seconds each projection took in the latest catch-up or rebuild (for benches, logs)
+        self.seconds: dict[str, float] = {}
 
     @property
     def projections(self) -> list[Projection]:
@@ -92,7 +95,9 @@ class Projector:
     async def _catch_up(self) -> int:
         head, _ = await self._store.head()
         for projection in self._projections:
+            start = time.perf_counter()
             await self._advance(projection, head)
+            self.seconds[projection.name] = time.perf_counter() - start
         self._caught_up_to = max(self._caught_up_to, head)
         return head
 

@@ -1,0 +1,234 @@
+"""The governance projection's flat tables: a run of events' rows, one statement per table.
+
+Upserts keep one row per key, with what row-by-row statements would have left: the inserted
+columns of the first row and the updated columns of the last. Append-only tables are
+written with COPY.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from app.store.codec import RecordedEvent
+from domain import events as ev
+from domain.state import ModelState
+
+_policy_encoder = msgspec.json.Encoder()
+
+_UPSERT_VERSIONS = (
+    "INSERT INTO versions (name, version, format, artifact_sha256, library_sha256, "
+    "registered_at, registered_by, retired_at, position) "
+    "SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], "
+    "$6::timestamptz[], $7::text[], $8::timestamptz[], $9::bigint[]) "
+    "ON CONFLICT (name, version) DO UPDATE SET library_sha256 = excluded.library_sha256, "
+    "retired_at = excluded.retired_at, position = excluded.position"
+)
+_UPSERT_DEPLOYMENTS = (
+    "INSERT INTO deployments (name, environment, champion, challenger, strategy, "
+    "traffic_percent, updated_at, position) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], "
+    "$6::float8[], $7::timestamptz[], $8::bigint[]) "
+    "ON CONFLICT (name, environment) DO UPDATE SET champion = excluded.champion, "
+    "challenger = excluded.challenger, strategy = excluded.strategy, "
+    "traffic_percent = excluded.traffic_percent, updated_at = excluded.updated_at, "
+    "position = excluded.position"
+)
+_UPSERT_POLICIES = (
+    "INSERT INTO policies (risk_tier, version, policy, position) "
+    "SELECT * FROM unnest($1::text[], $2::int[], $3::json[], $4::bigint[]) "
+    "ON CONFLICT (risk_tier) DO UPDATE SET version = excluded.version, "
+    "policy = excluded.policy, position = excluded.position"
+)
+_REVOKE = (
+    "UPDATE approvals SET revoked_reason = $4 WHERE name = $1 AND version = $2 "
+    "AND approver = $3 AND revoked_reason IS NULL"
+)
+_HISTORY_COLUMNS = [
+    "position",
+    "name",
+    "environment",
+    "action",
+    "version",
+    "champion",
+    "challenger",
+    "strategy",
+    "traffic_percent",
+    "actor",
+    "reason",
+    "recorded_at",
+]
+_APPROVAL_COLUMNS = [
+    "position",
+    "name",
+    "version",
+    "approver",
+    "decision",
+    "comment",
+    "policy_version",
+    "expires_at",
+    "recorded_at",
+    "revoked_reason",
+]
+_DRIFT_COLUMNS = [
+    "position",
+    "name",
+    "version",
+    "statistic",
+    "value",
+    "threshold",
+    "severity",
+    "feature",
+    "environment",
+    "recorded_at",
+]
+_APPROVAL_REVOKED_REASON = len(_APPROVAL_COLUMNS) - 1
+
+
+class FlatRows:
+    """The flat-table rows of a run of events, written in one statement per table."""
+
+    def __init__(self) -> None:
+        self.versions: dict[tuple[str, int], list[Any]] = {}
+        self.deployments: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self.history: list[tuple[Any, ...]] = []
+        self.approvals: list[list[Any]] = []
+        self.revocations: list[tuple[str, int, str, str]] = []
+        self.drift: list[tuple[Any, ...]] = []
+        self.policies: dict[str, tuple[Any, ...]] = {}
+
+    def policy(self, recorded: RecordedEvent, event: ev.PolicySet) -> None:
+        """The policies row a policy event leaves."""
+        self.policies[event.risk_tier] = (
+            event.risk_tier,
+            recorded.version,
+            _policy_encoder.encode(event.policy).decode(),
+            recorded.position,
+        )
+
+    def add(self, recorded: RecordedEvent, state: ModelState) -> None:
+        """The rows one model event (already folded into `state`) changes."""
+        event, at, position = recorded.event, recorded.recorded_at, recorded.position
+        number = getattr(event, "version", None)
+        if (
+            isinstance(number, int)
+            and number in state.versions
+            and not isinstance(event, ev.JobRequested)
+        ):
+            self._version(state, number, position)
+        if isinstance(event, ev.DeploymentChanged):
+            slot = state.deployments[event.environment]
+            self.deployments[(state.name, event.environment)] = (
+                state.name,
+                event.environment,
+                slot.champion,
+                slot.challenger,
+                slot.strategy,
+                slot.traffic_percent,
+                at,
+                position,
+            )
+            self.history.append(
+                (
+                    position,
+                    state.name,
+                    event.environment,
+                    event.action,
+                    event.version,
+                    event.champion,
+                    event.challenger,
+                    event.strategy,
+                    event.traffic_percent,
+                    recorded.meta.actor,
+                    event.reason,
+                    at,
+                )
+            )
+        elif isinstance(event, (ev.VersionApproved, ev.VersionRejected)):
+            self.approvals.append(
+                [
+                    position,
+                    state.name,
+                    event.version,
+                    event.approver,
+                    "approve" if isinstance(event, ev.VersionApproved) else "reject",
+                    event.comment,
+                    event.policy_version,
+                    getattr(event, "expires_at", None),
+                    at,
+                    None,
+                ]
+            )
+        elif isinstance(event, ev.ApprovalRevoked):
+            self._revoke(state.name, event)
+        elif isinstance(event, ev.DriftDetected):
+            self.drift.append(
+                (
+                    position,
+                    state.name,
+                    event.version,
+                    event.statistic,
+                    event.value,
+                    event.threshold,
+                    event.severity,
+                    event.feature,
+                    event.environment,
+                    at,
+                )
+            )
+
+    def _version(self, state: ModelState, number: int, position: int) -> None:
+        version = state.versions[number]
+        library = version.compiled.library_sha256 if version.compiled else None
+        row = self.versions.get((state.name, number))
+        if row is not None:  # only what the upsert's UPDATE would change
+            row[4], row[7], row[8] = library, version.retired_at, position
+            return
+        self.versions[(state.name, number)] = [
+            state.name,
+            number,
+            version.format,
+            version.artifact_sha256,
+            library,
+            version.registered_at,
+            version.registered_by,
+            version.retired_at,
+            position,
+        ]
+
+    def _revoke(self, name: str, event: ev.ApprovalRevoked) -> None:
+        # rows already written are updated in the database, before this run's rows land
+        self.revocations.append((name, event.version, event.approver, event.reason))
+        for row in self.approvals:
+            if row[1:4] == [name, event.version, event.approver] and row[-1] is None:
+                row[_APPROVAL_REVOKED_REASON] = event.reason
+
+    async def write(self, conn: asyncpg.Connection) -> None:
+        """Write every gathered row."""
+        if self.versions:
+            await conn.execute(_UPSERT_VERSIONS, *_columns(self.versions.values(), 9))
+        if self.deployments:
+            await conn.execute(_UPSERT_DEPLOYMENTS, *_columns(self.deployments.values(), 8))
+        if self.policies:
+            await conn.execute(_UPSERT_POLICIES, *_columns(self.policies.values(), 4))
+        if self.revocations:
+            await conn.executemany(_REVOKE, self.revocations)
+        for table, rows, columns in (
+            ("deployment_history", self.history, _HISTORY_COLUMNS),
+            ("approvals", self.approvals, _APPROVAL_COLUMNS),
+            ("drift_alerts", self.drift, _DRIFT_COLUMNS),
+        ):
+            if rows:
+                await conn.copy_records_to_table(table, records=rows, columns=columns)
+
+
+def _columns(rows: Iterable[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows as one list per column, for `unnest`."""
+    columns: list[list[Any]] = [[] for _ in range(width)]
+    for row in rows:
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return columns
