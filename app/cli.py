@@ -49,7 +49,13 @@ def main() -> None:
 @main.command()
 @click.option("--host", default=None, help="interface to bind [MODEL_LEDGER_HOST, 127.0.0.1]")
 @click.option("--port", type=int, default=None, help="port [MODEL_LEDGER_PORT, 8000]")
-def serve(host: str | None, port: int | None) -> None:
+@click.option(
+    "--worker/--no-worker",
+    "with_worker",
+    default=None,
+    help="also run a job worker in this process [on with the embedded stack, else off]",
+)
+def serve(host: str | None, port: int | None, with_worker: bool | None) -> None:
     """Run the API (with embedded PostgreSQL and Redis when none is configured)."""
     import uvloop  # noqa: PLC0415
 
@@ -60,8 +66,9 @@ def serve(host: str | None, port: int | None) -> None:
         click.echo(f"starting embedded PostgreSQL and Redis in {settings.home.resolve()}")
     with stores(settings) as running:
         _migrate(running)
+        worker = settings.embedded if with_worker is None else with_worker
         with contextlib.suppress(KeyboardInterrupt):
-            uvloop.run(run_server(running))
+            uvloop.run(run_server(running, with_worker=worker))
 
 
 @main.command()

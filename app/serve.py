@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 import click
@@ -12,8 +14,8 @@ from app.main import create_app
 from app.settings import Settings
 
 
-async def run_server(settings: Settings) -> None:
-    """Serve until interrupted (Ctrl-C stops cleanly)."""
+async def run_server(settings: Settings, *, with_worker: bool = False) -> None:
+    """Serve until interrupted (Ctrl-C stops cleanly), with a job worker if asked."""
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
@@ -36,4 +38,19 @@ async def run_server(settings: Settings) -> None:
         access_log=False,
         lifespan="on",
     )
-    await uvicorn.Server(config).serve()
+    server = uvicorn.Server(config)
+    if not with_worker:
+        await server.serve()
+        return
+    from workers.main import in_process_worker  # noqa: PLC0415 - only this mode needs ML imports
+
+    worker = in_process_worker(settings)
+    running = asyncio.create_task(worker.main())
+    click.echo("job worker running in this process")
+    try:
+        await server.serve()
+    finally:
+        await worker.close()
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running

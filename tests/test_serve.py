@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -17,6 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.http.governance_helpers import lightgbm_model_bytes
 
 CLI = str(Path(sys.executable).parent / "model-ledger")
 
@@ -92,6 +96,24 @@ def embedded_processes(home: Path) -> list[str]:
     ]
 
 
+def _compile_in_the_embedded_worker(url: str, admin: dict[str, str]) -> None:
+    """serve runs a job worker beside the API on the embedded stack: a version compiles."""
+    model = httpx.post(f"{url}/v1/models", json={"name": "m", "risk_tier": "low"}, headers=admin)
+    assert model.status_code == 201, model.text
+    files = {
+        "artifact": ("model.txt", io.BytesIO(lightgbm_model_bytes(1)), "text/plain"),
+        "metadata": (None, json.dumps({"format": "lightgbm"}), "application/json"),
+    }
+    version = httpx.post(f"{url}/v1/models/m/versions", files=files, headers=admin, timeout=60)
+    assert version.status_code == 201, version.text
+    job = f"{url}/v1/jobs/{version.json()['compile_job_id']}"
+    deadline = time.monotonic() + 180
+    while (status := httpx.get(job, headers=admin).json())["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.5)
+    assert status["status"] == "succeeded", status
+
+
 def test_serve_starts_embedded_stores_and_restarts_on_the_same_data(home: Path) -> None:
     port = free_port()
     first = Server(home, port)
@@ -107,6 +129,7 @@ def test_serve_starts_embedded_stores_and_restarts_on_the_same_data(home: Path) 
             f"{first.url}/v1/tokens", json={"subject": "ci", "role": "ci"}, headers=admin
         )
         assert created.status_code == 201
+        _compile_in_the_embedded_worker(first.url, admin)
     finally:
         assert first.stop() == 0, "".join(first.output)
     deadline = time.monotonic() + 10
@@ -119,7 +142,8 @@ def test_serve_starts_embedded_stores_and_restarts_on_the_same_data(home: Path) 
         second.wait_ready()
         assert printed_token(second.output) is None  # data reused: no second admin token
         events = httpx.get(f"{second.url}/v1/events", headers=admin).json()["events"]
-        assert [e["type"] for e in events] == ["token.issued", "token.issued"]
+        assert [e["type"] for e in events][:2] == ["token.issued", "token.issued"]
+        assert events[-1]["type"] == "job.succeeded"
         assert httpx.get(f"{second.url}/v1/audit/verify", headers=admin).json()["ok"] is True
     finally:
         assert second.stop() == 0, "".join(second.output)

@@ -93,14 +93,19 @@ def run_worker(settings: Settings) -> None:
     arq_run_worker(worker_settings(settings))
 
 
+def _options(settings: Settings) -> dict[str, Any]:
+    return {k: v for k, v in vars(worker_settings(settings)).items() if not k.startswith("_")}
+
+
+def in_process_worker(settings: Settings) -> Worker:
+    """A worker to run beside the API in one process (the embedded stack): the API's
+    server handles the signals."""
+    return Worker(**{**_options(settings), "handle_signals": False})
+
+
 def burst_worker(settings: Settings, **overrides: Any) -> Worker:
     """A worker that stops when the queue is empty (tests, one-off runs)."""
-    options = {
-        name: value
-        for name, value in vars(worker_settings(settings)).items()
-        if not name.startswith("_")
-    }
-    return Worker(**{**options, "burst": True, "handle_signals": False, **overrides})
+    return Worker(**{**_options(settings), "burst": True, "handle_signals": False, **overrides})
 
 
 def check_worker(settings: Settings) -> int:
