@@ -27,6 +27,7 @@ from app.settings import Settings
 from domain import errors
 from tests.conftest import TokenFactory, running
 from tests.http.governance_helpers import create_model, register_version
+from tests.http.test_role_matrix import EVERYONE, READS, WRITES
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "openapi" / "openapi.json"
@@ -178,6 +179,17 @@ def test_every_error_is_documented_as_problem_details() -> None:
                     assert response["content"] == PROBLEM_CONTENT, (method, template, status)
             public = any(re.search(p, template) for p in PUBLIC_PATHS)
             assert ("401" in operation["responses"]) != public, (method, template)
+
+
+def test_403_names_the_roles_the_role_matrix_allows() -> None:
+    for (method, template), entry in {**WRITES, **READS}.items():
+        path = re.sub(r":\w+}", "}", template)
+        responses = DOCUMENT["paths"][path][method.lower()]["responses"]
+        if entry.roles == EVERYONE:
+            assert "403" not in responses, (method, path)
+        else:
+            roles = ", ".join(sorted(entry.roles))
+            assert responses["403"]["description"].endswith(f"(roles allowed: {roles})")
 
 
 def _error_classes() -> set[str]:
