@@ -40,8 +40,10 @@ def read_dataset(source: Path | bytes, fmt: DatasetFormat | None = None) -> Any:
         if fmt == "parquet":
             return pq.read_table(stream)
         # empty strings in text columns are missing values, as in the numeric ones
-        options = pcsv.ConvertOptions(strings_can_be_null=True)
-        return pcsv.read_csv(stream, convert_options=options)
+        convert = pcsv.ConvertOptions(strings_can_be_null=True)
+        # column types are inferred from the first block: a big one sees more of each column
+        read = pcsv.ReadOptions(block_size=16 << 20)
+        return pcsv.read_csv(stream, read_options=read, convert_options=convert)
     except (pa.ArrowException, OSError) as error:
         raise InvalidInput(f"not a readable {fmt} dataset: {error}") from error
 
