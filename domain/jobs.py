@@ -173,10 +173,11 @@ def compliance_checked(
     *,
     attempt: int,
     seconds: float,
+    details: dict[str, Any] | None = None,
 ) -> list[ev.Event]:
     """The fairness check and its verdict (a failed check is a result, not a failed job)."""
     require_version(require_model(job.name, state), outcome.version)
-    result = {"passed": outcome.passed, "report_sha256": outcome.report_sha256}
+    result = {"passed": outcome.passed, "report_sha256": outcome.report_sha256, **(details or {})}
     return [outcome, succeeded(job, attempt, seconds, result)]
 
 
@@ -239,14 +240,16 @@ def trained(
     job: ev.JobRequested,
     command: cmd.RegisterVersion,
     *,
+    compile_params: dict[str, Any],
     attempt: int,
     seconds: float,
 ) -> list[ev.Event]:
     """The trained version with its lineage, its compile request, and the job's close."""
     compile_job = child_job_id(job.job_id, "compile")
-    events = register_version(state, job.name, command, job_id=compile_job)
-    registered = events[0]
+    registered, request = register_version(state, job.name, command, job_id=compile_job)
     assert isinstance(registered, ev.VersionRegistered)
+    assert isinstance(request, ev.JobRequested)
+    events = [registered, msgspec.structs.replace(request, params=dict(compile_params))]
     result = {
         "version": registered.version,
         "artifact_sha256": registered.artifact_sha256,

@@ -4,9 +4,13 @@ decider of its outcome (see workers/runner.py)."""
 from __future__ import annotations
 
 from workers.jobs import compile as compile_job
+from workers.jobs import compliance, drift, train
 from workers.runner import FollowUp, Kind
 
 KINDS: dict[str, Kind] = {
     "compile": compile_job.run,
+    "train": train.run,
+    "compliance": compliance.run,
+    "drift": drift.run,
 }
-FOLLOW_UPS: dict[str, FollowUp] = {}
+FOLLOW_UPS: dict[str, FollowUp] = {"drift": drift.respond}

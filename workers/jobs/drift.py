@@ -1,0 +1,123 @@
+"""The drift job: a window of live inputs against the version's training reference.
+
+Per feature PSI, KS, chi-square / Cramér's V and Wasserstein (workers.ml.drift), judged by the
+tier's policy; one `drift.detected` per feature at warning or worse, bound to the version that
+served the window. On a critical alert the policy's action (demoting a canary) follows, caused
+by the alert, as a follow-up that a retry repeats safely.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from app.services.jobs import RequestedJob
+from domain import events as ev
+from domain import jobs
+from domain.decide import model_stream
+from domain.policy import DriftThresholds
+from workers.jobs import inputs
+from workers.ml import tabular
+from workers.ml.drift import DriftReport, check_drift
+from workers.runner import Context, Decider, JobInputError
+
+
+def drift_in_child(
+    profile: str, window: str, thresholds: DriftThresholds, features: list[str]
+) -> DriftReport:
+    """Runs in the process pool."""
+    table = tabular.read_dataset(Path(window))
+    return check_drift(Path(profile).read_bytes(), table, thresholds=thresholds, features=features)
+
+
+async def run(ctx: Context) -> Decider:
+    """Compare the window with the reference and decide the check and its alerts."""
+    job = ctx.job
+    found = await inputs.subject(ctx)
+    environment = str(job.params.get("environment", "production"))
+    version = inputs.version_of(ctx, found, _served(ctx, found, environment))
+    if version.lineage.profile_sha256 is None:
+        raise JobInputError(
+            f"version {version.version} has no training reference profile (only trained "
+            "versions have one)"
+        )
+    profile = inputs.stored(ctx, version.lineage.profile_sha256, "reference profile")
+    digest = job.params.get("dataset_sha256")
+    if digest is None:
+        raise JobInputError("no window of inputs: name one with params.dataset_sha256")
+    window = inputs.stored(ctx, digest, "dataset")
+    report = await ctx.pool.run(
+        ctx.resources.settings.job_timeout_seconds,
+        drift_in_child,
+        str(profile),
+        str(window),
+        found.policy.drift,
+        version.feature_names,
+    )
+    report_sha256 = await inputs.put(ctx, report.to_json())
+    check = ev.DriftChecked(
+        name=job.name,
+        version=version.version,
+        severity=report.severity,
+        rows=report.rows,
+        report_sha256=report_sha256,
+        source=f"dataset:{digest}",
+        environment=environment,
+        features=report.summary(),
+        job_id=job.job_id,
+    )
+    alerts = [
+        ev.DriftDetected(
+            name=job.name,
+            version=version.version,
+            statistic=feature.statistic,
+            value=feature.value,
+            threshold=feature.threshold if feature.threshold is not None else 0.0,
+            severity=feature.severity,
+            feature=name,
+            environment=environment,
+            job_id=job.job_id,
+            report_sha256=report_sha256,
+        )
+        for name, feature in report.alerts()
+    ]
+    return lambda state, seconds: jobs.drift_checked(
+        state, job, check, alerts, attempt=ctx.attempt, seconds=seconds
+    )
+
+
+def _served(ctx: Context, found: inputs.Subject, environment: str) -> int | None:
+    """The version whose inputs are checked: the one named, else the environment's
+    challenger (a canary is what drift must catch), else its champion."""
+    if ctx.job.version is not None:
+        return ctx.job.version
+    slot = found.model.deployments.get(environment)
+    if slot is None:
+        raise JobInputError(f"nothing serves in {environment}: name the version to check")
+    return slot.challenger if slot.challenger is not None else slot.champion
+
+
+async def respond(ctx: Context, requested: RequestedJob) -> None:
+    """The policy's action on the job's worst critical alert, caused by that alert."""
+    recorded = await ctx.resources.store.read_stream(model_stream(ctx.job.name))
+    critical = [
+        r
+        for r in recorded
+        if isinstance(r.event, ev.DriftDetected)
+        and r.event.job_id == ctx.job.job_id
+        and r.event.severity == "critical"
+    ]
+    if not critical:
+        return
+    alert = critical[0]
+    assert isinstance(alert.event, ev.DriftDetected)
+    found = await inputs.subject(ctx)
+    meta = msgspec.structs.replace(ctx.meta, causation_id=str(alert.event_id))
+    event = alert.event
+    await ctx.resources.governance.record(
+        ctx.job.name,
+        lambda state: jobs.drift_response(state, ctx.job.name, event, found.policy),
+        meta,
+        event_ids=lambda count: jobs.result_ids(requested.request.job_id, "response", count),
+    )
