@@ -289,6 +289,18 @@ class ExperimentConcluded(Event, frozen=True, kw_only=True, tag="experiment.conc
     job_id: str | None = None
 
 
+class ScorerLoaded(Event, frozen=True, kw_only=True, tag="scorer.loaded"):
+    """A scorer instance serves this library for a model's environment (what actually serves,
+    beside what was intended); recorded on the instance's own stream, rate-limited."""
+
+    instance: str
+    name: str
+    environment: str
+    version: int
+    library_sha256: str
+    arm: str = "champion"
+
+
 AnyEvent = (
     TokenIssued
     | TokenRevoked
@@ -311,6 +323,7 @@ AnyEvent = (
     | DriftChecked
     | BanditUpdated
     | ExperimentConcluded
+    | ScorerLoaded
 )
 
 

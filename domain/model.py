@@ -158,6 +158,11 @@ def _deployment(state: ModelState, event: ev.DeploymentChanged, ctx: EventContex
         slot.rolled_back.append(slot.champion)
     if event.champion is not None and event.champion != slot.champion:
         slot.champion_history.append(event.champion)
+    if event.strategy != "bandit" or (event.champion, event.challenger) != (
+        slot.champion,
+        slot.challenger,
+    ):
+        slot.arms = []  # a new experiment (or none) starts from the prior
     slot.champion = event.champion
     slot.challenger = event.challenger
     slot.strategy = event.strategy
@@ -165,6 +170,12 @@ def _deployment(state: ModelState, event: ev.DeploymentChanged, ctx: EventContex
     slot.updated_at = ctx.recorded_at
     slot.updated_by = ctx.actor
     slot.position = ctx.position
+
+
+def _bandit(state: ModelState, event: ev.BanditUpdated, _ctx: EventContext) -> None:
+    slot = state.deployments.get(event.environment)
+    if slot is not None and slot.strategy == "bandit":
+        slot.arms = list(event.arms)
 
 
 def _retired(state: ModelState, event: ev.VersionRetired, ctx: EventContext) -> None:
@@ -201,4 +212,5 @@ _APPLY: dict[type, Any] = {
     ev.DeploymentChanged: _deployment,
     ev.VersionRetired: _retired,
     ev.DriftDetected: _drift,
+    ev.BanditUpdated: _bandit,
 }

@@ -93,6 +93,8 @@ class Deployment(msgspec.Struct, kw_only=True):
     position: int = 0
     champion_history: list[int] = msgspec.field(default_factory=list)
     rolled_back: list[int] = msgspec.field(default_factory=list)
+    # a bandit experiment's arms (posteriors and traffic shares), from its latest update
+    arms: list[ev.BanditArm] = msgspec.field(default_factory=list)
 
 
 class DriftAlert(msgspec.Struct, kw_only=True):

@@ -218,3 +218,31 @@ jobs = sa.Table(
     sa.Column("position", sa.BigInteger, nullable=False),
     sa.Index("jobs_name_idx", "name", "requested_position"),
 )
+
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("prediction_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("environment", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("library_sha256", sa.Text, nullable=False),
+    sa.Column("arm", sa.Text, nullable=False),
+    sa.Column("score", pg.JSON, nullable=False),
+    sa.Column("features", pg.JSON),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("predictions_window_idx", "name", "version", "created_at"),
+    sa.Index("predictions_created_idx", "created_at"),
+)
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("prediction_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("environment", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("reward", sa.Float, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("feedback_arm_idx", "name", "environment", "version"),
+)
