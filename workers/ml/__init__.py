@@ -1,0 +1,1 @@
+"""Model jobs' heavy lifting: compilation, parity, training and analyses (synchronous code)."""
