@@ -4,6 +4,8 @@ the policy's rollback. Requested over HTTP, run by real arq burst workers on rea
 from __future__ import annotations
 
 import io
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -15,6 +17,7 @@ from app.settings import Settings
 from domain import events as ev
 from domain.decide import model_stream
 from tests.conftest import TokenFactory
+from tests.http.governance_helpers import create_model, record_compiled, register_version
 from tests.workers.jobs_helpers import job_status, run_worker, stream_types
 from workers.ml import demo_data
 
@@ -144,3 +147,74 @@ async def test_the_job_kinds_tell_the_whole_story(
     assert (staging["champion"], staging["challenger"]) == (1, None)
     types = await stream_types(resources, "fraud")
     assert types.count("job.succeeded") == 7
+
+
+async def _feedback(resources: Resources, version: int, rewards: list[float]) -> None:
+    """What the scorer and POST /v1/feedback write: a prediction, then its reward."""
+    now = datetime.now(UTC)
+    predictions = [
+        (uuid.uuid4(), "fraud", "staging", version, "lib", "challenger", "0.5", None, now)
+        for _ in rewards
+    ]
+    await resources.pool.copy_records_to_table("predictions", records=predictions)
+    await resources.pool.copy_records_to_table(
+        "feedback",
+        records=[
+            (p[0], "fraud", "staging", version, r, now)
+            for p, r in zip(predictions, rewards, strict=True)
+        ],
+        columns=["prediction_id", "name", "environment", "version", "reward", "recorded_at"],
+    )
+
+
+async def test_the_bandit_job_folds_rewards_into_posteriors_and_concludes(
+    settings: Settings, client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
+) -> None:
+    ci = await auth("ci")
+    assert (await create_model(client, ci, "fraud")).status_code == 201
+    for seed in (0, 1):
+        created = await register_version(client, ci, "fraud", seed=seed)
+        await record_compiled(resources, "fraud", created.json()["version"])
+    for change in (
+        {"version": 1, "environment": "staging"},
+        {"version": 2, "environment": "staging", "strategy": "bandit"},
+    ):
+        promoted = await client.post("/v1/models/fraud/promotions", json=change, headers=ci)
+        assert promoted.status_code == 201, promoted.text
+
+    # a few rewards: posteriors move, nothing is concluded yet
+    await _feedback(resources, 1, [1.0, 0.0, 0.0])
+    await _feedback(resources, 2, [1.0, 1.0, 0.0])
+    first = await _job(client, ci, kind="bandit", params={"environment": "staging"})
+    await _run(settings, resources)
+    assert (await job_status(client, ci, resources, first))["result"]["concluded"] is False
+    update = (await _events(resources, ev.BanditUpdated))[-1].event
+    arms = {arm.version: arm for arm in update.arms}
+    assert (arms[1].successes, arms[1].failures, arms[2].successes) == (1.0, 2.0, 2.0)
+    assert sum(arm.allocation for arm in update.arms) == pytest.approx(1.0)
+    assert not await _events(resources, ev.ExperimentConcluded)
+
+    # plenty: version 2 (60% reward) clearly beats version 1 (30%)
+    await _feedback(resources, 1, [1.0] * 90 + [0.0] * 210)
+    await _feedback(resources, 2, [1.0] * 180 + [0.0] * 120)
+    second = await _job(client, ci, kind="bandit", params={"environment": "staging"})
+    await _run(settings, resources)
+    status = await job_status(client, ci, resources, second)
+    assert (status["result"]["concluded"], status["result"]["winner"]) == (True, 2)
+    concluded = (await _events(resources, ev.ExperimentConcluded))[-1].event
+    assert concluded.winner == 2 and concluded.probability_to_beat > 0.95
+    assert concluded.p_value is not None and concluded.p_value < 0.01
+    slot = (await client.get("/v1/models/fraud", headers=ci)).json()["deployments"]["staging"]
+    assert slot["champion"] == 1  # concluding names the winner; promoting it is a decision
+
+
+async def test_a_bandit_job_without_an_experiment_is_refused(
+    client: httpx.AsyncClient, auth: TokenFactory
+) -> None:
+    ci = await auth("ci")
+    assert (await create_model(client, ci, "fraud")).status_code == 201
+    refused = await client.post(
+        "/v1/jobs", json={"model": "fraud", "kind": "bandit", "params": {}}, headers=ci
+    )
+    assert refused.status_code == 409
+    assert "no bandit experiment runs in production" in refused.json()["detail"]

@@ -3,8 +3,8 @@ decider of its outcome (see workers/runner.py)."""
 
 from __future__ import annotations
 
+from workers.jobs import bandit, compliance, drift, train
 from workers.jobs import compile as compile_job
-from workers.jobs import compliance, drift, train
 from workers.runner import FollowUp, Kind
 
 KINDS: dict[str, Kind] = {
@@ -12,5 +12,6 @@ KINDS: dict[str, Kind] = {
     "train": train.run,
     "compliance": compliance.run,
     "drift": drift.run,
+    "bandit": bandit.run,
 }
 FOLLOW_UPS: dict[str, FollowUp] = {"drift": drift.respond}
