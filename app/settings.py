@@ -42,6 +42,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_processes: int = 1
     # jobs one worker runs at a time
     worker_max_jobs: int = 4
+    # scheduled drift checks: every this many minutes (a divisor of 60), of each serving
+    # version with at least drift_min_new_rows sampled inputs logged since its last check
+    drift_check_minutes: int = 60
+    drift_min_new_rows: int = 1_000
+    # the window of a drift check on the prediction log: the latest this many sampled inputs
+    drift_window_rows: int = 10_000
     db_pool_min: int = 2
     db_pool_max: int = 10
     log_level: str = "info"

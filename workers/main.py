@@ -20,6 +20,7 @@ from app.resources import open_resources
 from app.settings import Settings
 from app.store.watch import LogWatcher
 from workers.jobs import FOLLOW_UPS, KINDS
+from workers.jobs.schedule import schedule_drift_checks
 from workers.pool import ProcessPool
 from workers.runner import JobRunner, run_job
 
@@ -36,10 +37,16 @@ async def catch_up_projections(ctx: dict[str, Any]) -> int:
     return position
 
 
+async def schedule_drift(ctx: dict[str, Any]) -> int:
+    """Request the drift checks that are due (arq cron, every drift_check_minutes)."""
+    return await schedule_drift_checks(ctx["resources"])
+
+
 def worker_settings(settings: Settings) -> type:
     """An arq WorkerSettings class bound to these settings."""
     assert settings.redis_url is not None
     arq_redis = RedisSettings.from_dsn(settings.redis_url)
+    drift_minutes = set(range(0, 60, max(1, min(60, settings.drift_check_minutes))))
 
     async def startup(ctx: dict[str, Any]) -> None:
         stack = contextlib.AsyncExitStack()
@@ -61,10 +68,16 @@ def worker_settings(settings: Settings) -> type:
         await ctx["stack"].aclose()
 
     class WorkerSettings:
-        functions: ClassVar[list[Any]] = [run_job, sign_checkpoint, catch_up_projections]
+        functions: ClassVar[list[Any]] = [
+            run_job,
+            sign_checkpoint,
+            catch_up_projections,
+            schedule_drift,
+        ]
         cron_jobs: ClassVar[list[Any]] = [
             cron(sign_checkpoint, second=0, unique=True, run_at_startup=True),
             cron(catch_up_projections, second={0, 15, 30, 45}, unique=True),
+            cron(schedule_drift, minute=drift_minutes, second=30, unique=True),
         ]
         redis_settings = arq_redis
         queue_name = settings.queue_name

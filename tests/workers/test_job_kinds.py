@@ -4,6 +4,8 @@ the policy's rollback. Requested over HTTP, run by real arq burst workers on rea
 from __future__ import annotations
 
 import io
+import json
+import math
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -12,14 +14,15 @@ import httpx
 import msgspec
 import pytest
 
-from app.resources import Resources
+from app.resources import Resources, open_resources
 from app.settings import Settings
 from domain import events as ev
 from domain.decide import model_stream
 from tests.conftest import TokenFactory
 from tests.http.governance_helpers import create_model, record_compiled, register_version
 from tests.workers.jobs_helpers import job_status, run_worker, stream_types
-from workers.ml import demo_data
+from workers.jobs.schedule import schedule_drift_checks
+from workers.ml import demo_data, tabular
 
 ROWS = 4_000
 
@@ -147,6 +150,41 @@ async def test_the_job_kinds_tell_the_whole_story(
     assert (staging["champion"], staging["challenger"]) == (1, None)
     types = await stream_types(resources, "fraud")
     assert types.count("job.succeeded") == 7
+
+    # scheduled: the champion's sampled inputs in the prediction log are due for a check
+    await _log_inputs(resources, registered[0], shift=1.0)
+    scheduled = msgspec.structs.replace(settings, drift_min_new_rows=100)
+    async with open_resources(scheduled) as own:
+        assert await schedule_drift_checks(own) == 1
+        assert await schedule_drift_checks(own) == 0  # nothing new since that request
+    await _run(settings, resources)
+    logged = (await _events(resources, ev.DriftChecked))[-1]
+    assert (logged.event.version, logged.event.source) == (1, "predictions")
+    assert logged.event.rows == 300 and logged.event.severity == "critical"
+    assert logged.meta.actor == "system:drift-schedule"
+
+
+async def _log_inputs(resources: Resources, version: ev.VersionRegistered, shift: float) -> None:
+    """What the scorer logs for a sample of requests: the model's input row, by position."""
+    table = demo_data.fraud_transactions(300, seed=5, shift=shift)
+    categories = version.params["categories"]
+    matrix = tabular.features_matrix(table, version.feature_names, categories)
+    now = datetime.now(UTC)
+    rows = [
+        (
+            uuid.uuid4(),
+            "fraud",
+            "staging",
+            version.version,
+            "lib",
+            "champion",
+            "0.1",
+            json.dumps([None if math.isnan(v) else v for v in row]),
+            now,
+        )
+        for row in matrix.tolist()
+    ]
+    await resources.pool.copy_records_to_table("predictions", records=rows)
 
 
 async def _feedback(resources: Resources, version: int, rewards: list[float]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import numpy as np
 
 from app.services.jobs import RequestedJob
 from domain import events as ev
@@ -22,13 +23,26 @@ from workers.ml import tabular
 from workers.ml.drift import DriftReport, check_drift
 from workers.runner import Context, Decider, JobInputError
 
+# fewer sampled inputs than this say little about a distribution
+MIN_WINDOW_ROWS = 50
+
 
 def drift_in_child(
-    profile: str, window: str, thresholds: DriftThresholds, features: list[str]
+    profile: str,
+    window: str | dict[str, list[float | None]],
+    thresholds: DriftThresholds,
+    features: list[str],
 ) -> DriftReport:
-    """Runs in the process pool."""
-    table = tabular.read_dataset(Path(window))
+    """Runs in the process pool: `window` is a dataset file or logged inputs by feature."""
+    table = tabular.read_dataset(Path(window)) if isinstance(window, str) else _columns(window)
     return check_drift(Path(profile).read_bytes(), table, thresholds=thresholds, features=features)
+
+
+def _columns(window: dict[str, list[float | None]]) -> dict[str, object]:
+    return {
+        name: np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        for name, values in window.items()
+    }
 
 
 async def run(ctx: Context) -> Decider:
@@ -45,13 +59,18 @@ async def run(ctx: Context) -> Decider:
     profile = inputs.stored(ctx, version.lineage.profile_sha256, "reference profile")
     digest = job.params.get("dataset_sha256")
     if digest is None:
-        raise JobInputError("no window of inputs: name one with params.dataset_sha256")
-    window = inputs.stored(ctx, digest, "dataset")
+        window: str | dict[str, list[float | None]] = await _logged_window(
+            ctx, version.version, environment, version.feature_names
+        )
+        source = "predictions"
+    else:
+        window = str(inputs.stored(ctx, digest, "dataset"))
+        source = f"dataset:{digest}"
     report = await ctx.pool.run(
         ctx.resources.settings.job_timeout_seconds,
         drift_in_child,
         str(profile),
-        str(window),
+        window,
         found.policy.drift,
         version.feature_names,
     )
@@ -62,7 +81,7 @@ async def run(ctx: Context) -> Decider:
         severity=report.severity,
         rows=report.rows,
         report_sha256=report_sha256,
-        source=f"dataset:{digest}",
+        source=source,
         environment=environment,
         features=report.summary(),
         job_id=job.job_id,
@@ -85,6 +104,34 @@ async def run(ctx: Context) -> Decider:
     return lambda state, seconds: jobs.drift_checked(
         state, job, check, alerts, attempt=ctx.attempt, seconds=seconds
     )
+
+
+async def _logged_window(
+    ctx: Context, version: int, environment: str, features: list[str]
+) -> dict[str, list[float | None]]:
+    """The latest sampled inputs the version served in the environment, by feature."""
+    limit = int(ctx.job.params.get("window_rows", ctx.resources.settings.drift_window_rows))
+    rows = await ctx.resources.pool.fetch(
+        "SELECT features FROM predictions WHERE name = $1 AND version = $2 AND environment = $3 "
+        "AND features IS NOT NULL ORDER BY created_at DESC LIMIT $4",
+        ctx.job.name,
+        version,
+        environment,
+        limit,
+    )
+    if len(rows) < MIN_WINDOW_ROWS:
+        raise JobInputError(
+            f"the prediction log holds {len(rows)} sampled inputs of version {version} in "
+            f"{environment}; a drift check needs at least {MIN_WINDOW_ROWS}"
+        )
+    columns: dict[str, list[float | None]] = {name: [] for name in features}
+    for row in rows:
+        logged = msgspec.json.decode(row["features"])
+        # inputs are logged as the model's input row (a list in feature order) or by name
+        values = logged if isinstance(logged, list) else [logged.get(n) for n in features]
+        for name, value in zip(features, values, strict=True):
+            columns[name].append(value if isinstance(value, int | float) else None)
+    return columns
 
 
 def _served(ctx: Context, found: inputs.Subject, environment: str) -> int | None:

@@ -1,0 +1,46 @@
+"""Scheduled drift checks: every serving version with enough new sampled inputs in the
+prediction log gets a drift job, requested like any other (an event, relayed to arq)."""
+
+from __future__ import annotations
+
+import logging
+
+from app.resources import Resources
+from domain import events as ev
+from domain.errors import DomainError
+from domain.jobs import RequestJob
+
+_log = logging.getLogger("model_ledger.jobs")
+
+SCHEDULER = ev.EventMeta(actor="system:drift-schedule", role="admin")
+
+# versions with at least $1 sampled inputs logged since their last drift job was requested
+_DUE = """
+SELECT p.name, p.environment, p.version, count(*) AS rows
+FROM predictions p
+WHERE p.features IS NOT NULL AND p.created_at > coalesce((
+    SELECT max(j.requested_at) FROM jobs j
+    WHERE j.kind = 'drift' AND j.name = p.name AND j.version = p.version
+      AND j.params->>'environment' = p.environment), '-infinity')
+GROUP BY p.name, p.environment, p.version
+HAVING count(*) >= $1
+ORDER BY p.name, p.environment, p.version
+"""
+
+
+async def schedule_drift_checks(resources: Resources) -> int:
+    """Request the drift checks that are due; returns how many were requested."""
+    await resources.projector.catch_up()  # the jobs view says when each was last checked
+    due = await resources.pool.fetch(_DUE, resources.settings.drift_min_new_rows)
+    requested = 0
+    for row in due:
+        command = RequestJob(
+            kind="drift", version=row["version"], params={"environment": row["environment"]}
+        )
+        try:
+            await resources.jobs.request(row["name"], command, SCHEDULER, None)
+        except DomainError as error:  # e.g. the version was retired since
+            _log.info("drift check of %s v%s skipped: %s", row["name"], row["version"], error)
+            continue
+        requested += 1
+    return requested
