@@ -110,10 +110,15 @@ def test_lightgbm_regression_certified_on_generated_rows(tmp_path: Path) -> None
     model = tmp_path / "regression.txt"
     booster.save_model(model)
 
-    outcome = compile_model(model, "lightgbm", tmp_path / "build", tolerance=0.0)
+    # three translation units: the batch path goes through them a block of rows at a time
+    outcome = compile_model(model, "lightgbm", tmp_path / "build", tolerance=0.0, parallel_comp=3)
 
     assert outcome.certificate.passed and outcome.certificate.max_abs_diff == 0.0
     assert outcome.certificate.nan_rows > 0 and outcome.certificate.categorical_features == []
+    assert "-DML_UNIT_BLOCKS" in outcome.flags
+    library = CompiledLibrary.open(Path(outcome.library_path), outcome.library_sha256)
+    rows = rng.normal(size=(200, FEATURES))  # more than one block, the last one partial
+    assert np.array_equal(library.predict_batch(rows), booster.predict(rows))
 
 
 def test_generated_rows_probe_every_threshold_and_category(
@@ -148,7 +153,12 @@ def test_sklearn_forest_and_histogram_boosting_from_skops(tmp_path: Path) -> Non
         skops.io.dump(estimator, archive)
 
         outcome = compile_model(
-            archive, "sklearn-skops", tmp_path / name, holdout=x[:300], tolerance=1e-12
+            archive,
+            "sklearn-skops",
+            tmp_path / name,
+            holdout=x[:300],
+            tolerance=1e-12,
+            parallel_comp=2 if name == "forest" else None,  # averaging after the units
         )
 
         assert outcome.certificate.passed, (name, outcome.certificate)

@@ -48,9 +48,15 @@ COMPILE_FLAGS = ("-O3", "-fPIC", "-std=c11")
 LINK_FLAGS = ("-shared", "-Wl,-Bsymbolic")
 LIBRARIES = ("-lm",)
 _C_TYPES = {"float32": "float", "float64": "double"}
-TREES_PER_UNIT = 50  # TL2cgen translation units: gcc's time grows faster than a file's length
-MAX_UNITS = 16
+TREES_PER_UNIT = 16  # TL2cgen translation units: gcc time grows faster than a file; see batch.c
+MAX_UNITS = 64
 BUILD_TIMEOUT_SECONDS = 1800.0
+_PREDICT = re.compile(
+    r"^void predict\(struct Entry\* data, int pred_margin, (?:float|double)\* result\) \{\n"
+    r"(?P<body>.*?)\n\}$",
+    re.DOTALL | re.MULTILINE,
+)
+_UNIT_CALL = re.compile(r"^ *predict_unit(\d+)\(data, result\);$", re.MULTILINE)
 _ENTRY_UNION = re.compile(
     r"union Entry \{\s*int missing;\s*(?P<value>float|double) fvalue;\s*int qvalue;\s*\};"
 )
@@ -140,16 +146,18 @@ def generate(
     except (treelite.TreeliteError, tl2cgen.TL2cgenError) as error:
         # the same model fails the same way again: not worth a retry
         raise CompileError(f"Treelite/TL2cgen cannot compile it: {error}") from error
-    _separate_missing_flag(directory)
-    shutil.copyfile(BATCH_SOURCE, directory / BATCH_SOURCE.name)
     value, result = (_C_TYPES.get(str(kind)) for kind in (model.input_type, model.output_type))
     if value is None or result is None:
         raise CompileError(f"no C type for {model.input_type} inputs, {model.output_type} leaves")
+    _separate_missing_flag(directory)
+    blocks = _unit_blocks(directory, result)
+    shutil.copyfile(BATCH_SOURCE, directory / BATCH_SOURCE.name)
     defines = (
         f"-DML_NUM_FEATURE={int(model.num_feature)}",
         f"-DML_VALUE_T={value}",
         f"-DML_RESULT_T={result}",
         *reading,
+        *(("-DML_UNIT_BLOCKS",) if blocks else ()),
     )
     return GeneratedSource(
         directory=directory,
@@ -171,6 +179,28 @@ def _separate_missing_flag(directory: Path) -> None:
     for path in (header, *directory.glob("*.c")):
         text = path.read_text().replace(union[0], entry)
         path.write_text(text.replace("union Entry", "struct Entry"))
+
+
+def _unit_blocks(directory: Path, result_type: str) -> bool:
+    """Write blocks.h (see batch.c) if the generated `predict` only calls its units and then
+    finishes without reading the row; False, and the plain row loop, otherwise."""
+    predict = _PREDICT.search((directory / "main.c").read_text())
+    calls = list(_UNIT_CALL.finditer(predict["body"])) if predict else []
+    if predict is None or not calls:
+        return False
+    body = predict["body"]
+    head, tail = body[: calls[0].start()], body[calls[-1].end() :]
+    between = _UNIT_CALL.sub("", body[calls[0].start() : calls[-1].end()])
+    if head.strip() not in ("", "unsigned int tmp;") or between.strip() or "data" in tail:
+        return False
+    units = ", ".join(f"predict_unit{call[1]}" for call in calls)
+    (directory / "blocks.h").write_text(
+        f"#define ML_NUM_UNITS {len(calls)}\n"
+        f"static void (*const ml_units[])(struct Entry*, {result_type}*) = {{{units}}};\n"
+        f"static inline void ml_finish(int pred_margin, {result_type}* result) {{\n"
+        f"  unsigned int tmp;\n  (void)tmp;\n{tail}\n}}\n"
+    )
+    return True
 
 
 def build(source: GeneratedSource, library_path: Path) -> BuiltLibrary:
