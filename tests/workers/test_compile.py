@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import threading
 from pathlib import Path
@@ -291,6 +292,21 @@ def test_a_rebuilt_library_at_the_same_path_is_loaded_anew(
     # dlopen would hand back the first library for a name it has already loaded
     assert np.array_equal(after.predict_batch(holdout), other.predict(holdout))
     assert not np.array_equal(after.predict_batch(holdout), before.predict_batch(holdout))
+
+
+def test_without_memfd_a_private_copy_is_loaded(
+    compiled_binary: tuple[Path, str],
+    lightgbm_binary: tuple[Path, np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    holdout = lightgbm_binary[1]
+    expected = CompiledLibrary.open(*compiled_binary).predict_batch(holdout)
+    monkeypatch.delattr(os, "memfd_create")
+
+    copies = [CompiledLibrary.open(*compiled_binary) for _ in range(2)]
+
+    for library in copies:
+        assert np.array_equal(library.predict_batch(holdout), expected)
 
 
 def test_rows_of_the_wrong_width_are_refused(compiled_binary: tuple[Path, str]) -> None:
