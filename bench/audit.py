@@ -981,6 +981,8 @@ async def main(sizes: Sizes, seed: int) -> dict[str, Any]:
                 database_url=url,
                 redis_url=os.environ.get("MODEL_LEDGER_BENCH_REDIS_URL", "redis://127.0.0.1:6379"),
                 checkpoint_interval_seconds=3600,
+                # the generated log's jobs are done; relaying its requests would fill Redis
+                dispatch_jobs=False,
             )
             async with open_resources(settings) as res:
                 figures["notes"] = await common.machine_notes(res.pool, source)

@@ -53,7 +53,10 @@ class RoleGuard:
     def __init__(self, roles: frozenset[Role]) -> None:
         self.roles = roles
 
-    def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    # async although it never awaits: Litestar runs a sync guard in a worker thread
+    async def __call__(
+        self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+    ) -> None:
         """Refuse a principal whose role is not among `roles`."""
         if connection.scope.get("method") == "OPTIONS":
             return  # the automatic OPTIONS answer reveals only the allowed methods

@@ -13,6 +13,7 @@ once per page: what a catch-up or a rebuild of a long log costs is mostly those 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
@@ -104,30 +105,33 @@ class Projector:
     async def _advance(self, projection: Projection, head: int) -> None:
         pool = self._store.pool
         buffering = projection if isinstance(projection, Buffering) else None
-        types = list(projection.types)
+        reader = _ReadAhead(pool, list(projection.types), head)
         done = False
-        while not done:
-            async with pool.acquire() as conn, conn.transaction():
-                checkpoint = await lock_checkpoint(conn, projection.name)
-                if checkpoint >= head:
-                    return
-                if buffering is not None:
-                    buffering.begin()
-                reached, applied = checkpoint, 0
-                while not done and applied < _TRANSACTION_EVENTS:
-                    rows = await conn.fetch(_PAGE_SQL, reached, head, types, _PAGE)
-                    if rows:
-                        await projection.apply(conn, codec.recorded_page(rows))
-                    done = len(rows) < _PAGE
-                    reached = head if done else rows[-1][0]
-                    applied += len(rows)
-                if buffering is not None:
-                    await buffering.flush(conn)
-                await conn.execute(
-                    "UPDATE projection_checkpoints SET position = $2 WHERE name = $1",
-                    projection.name,
-                    reached,
-                )
+        try:
+            while not done:
+                async with pool.acquire() as conn, conn.transaction():
+                    checkpoint = await lock_checkpoint(conn, projection.name)
+                    if checkpoint >= head:
+                        return
+                    if buffering is not None:
+                        buffering.begin()
+                    reached, applied = checkpoint, 0
+                    while not done and applied < _TRANSACTION_EVENTS:
+                        rows = await reader.page(conn, reached)
+                        if rows:
+                            await projection.apply(conn, codec.recorded_page(rows))
+                        done = len(rows) < _PAGE
+                        reached = head if done else rows[-1][0]
+                        applied += len(rows)
+                    if buffering is not None:
+                        await buffering.flush(conn)
+                    await conn.execute(
+                        "UPDATE projection_checkpoints SET position = $2 WHERE name = $1",
+                        projection.name,
+                        reached,
+                    )
+        finally:
+            await reader.close()
 
     async def rebuild(self) -> int:
         """Empty every view and replay the whole log into it; returns the position reached."""
@@ -143,6 +147,52 @@ class Projector:
                     )
             self._caught_up_to = 0
             return await self._catch_up()
+
+
+class _ReadAhead:
+    """Pages of a projection's events up to `head`, the next one read while one is applied.
+
+    The log below the head is immutable, so the next page is read on a connection of its
+    own, outside the applying transaction; the database works on it meanwhile. With a
+    pool of one connection, pages are read in the transaction instead.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, types: list[str], head: int) -> None:
+        self._pool = pool
+        self._types = types
+        self._head = head
+        self._ahead = pool.get_max_size() > 1
+        self._next: tuple[int, asyncio.Task[list[asyncpg.Record]]] | None = None
+
+    async def page(self, conn: asyncpg.Connection, after: int) -> list[asyncpg.Record]:
+        """The events after `after` (at most a page), and the next page on its way."""
+        if not self._ahead:
+            rows: list[asyncpg.Record] = await conn.fetch(
+                _PAGE_SQL, after, self._head, self._types, _PAGE
+            )
+            return rows
+        if self._next is None or self._next[0] != after:
+            await self.close()
+            self._next = (after, asyncio.create_task(self._fetch(after)))
+        rows = await self._next[1]
+        self._next = None
+        if len(rows) == _PAGE:
+            following = rows[-1][0]
+            self._next = (following, asyncio.create_task(self._fetch(following)))
+        return rows
+
+    async def close(self) -> None:
+        """Wait for a page still on its way (it is dropped)."""
+        if self._next is not None:
+            task, self._next = self._next[1], None
+            with contextlib.suppress(Exception):
+                await task
+
+    async def _fetch(self, after: int) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self._pool.fetch(
+            _PAGE_SQL, after, self._head, self._types, _PAGE
+        )
+        return rows
 
 
 async def lock_checkpoint(conn: asyncpg.Connection, name: str) -> int:

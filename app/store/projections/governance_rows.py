@@ -89,7 +89,11 @@ _APPROVAL_REVOKED_REASON = len(_APPROVAL_COLUMNS) - 1
 
 
 class FlatRows:
-    """The flat-table rows of a run of events, written in one statement per table."""
+    """The flat-table rows of a transaction's events, written in one statement per table.
+
+    Appended rows (and policies, which snapshots copy) are written after each run of
+    events; the upserted versions and deployments, many events per row, once at the end.
+    """
 
     def __init__(self) -> None:
         self.versions: dict[tuple[str, int], list[Any]] = {}
@@ -112,14 +116,12 @@ class FlatRows:
     def add(self, recorded: RecordedEvent, state: ModelState) -> None:
         """The rows one model event (already folded into `state`) changes."""
         event, at, position = recorded.event, recorded.recorded_at, recorded.position
+        kind = type(event)  # event classes are final: an exact type is an isinstance
         number = getattr(event, "version", None)
-        if (
-            isinstance(number, int)
-            and number in state.versions
-            and not isinstance(event, ev.JobRequested)
-        ):
+        if isinstance(number, int) and number in state.versions and kind is not ev.JobRequested:
             self._version(state, number, position)
-        if isinstance(event, ev.DeploymentChanged):
+        if kind is ev.DeploymentChanged:
+            assert isinstance(event, ev.DeploymentChanged)
             slot = state.deployments[event.environment]
             self.deployments[(state.name, event.environment)] = (
                 state.name,
@@ -147,7 +149,8 @@ class FlatRows:
                     at,
                 )
             )
-        elif isinstance(event, (ev.VersionApproved, ev.VersionRejected)):
+        elif kind is ev.VersionApproved or kind is ev.VersionRejected:
+            assert isinstance(event, (ev.VersionApproved, ev.VersionRejected))
             self.approvals.append(
                 [
                     position,
@@ -162,9 +165,11 @@ class FlatRows:
                     None,
                 ]
             )
-        elif isinstance(event, ev.ApprovalRevoked):
+        elif kind is ev.ApprovalRevoked:
+            assert isinstance(event, ev.ApprovalRevoked)
             self._revoke(state.name, event)
-        elif isinstance(event, ev.DriftDetected):
+        elif kind is ev.DriftDetected:
+            assert isinstance(event, ev.DriftDetected)
             self.drift.append(
                 (
                     position,
@@ -206,12 +211,8 @@ class FlatRows:
             if row[1:4] == [name, event.version, event.approver] and row[-1] is None:
                 row[_APPROVAL_REVOKED_REASON] = event.reason
 
-    async def write(self, conn: asyncpg.Connection) -> None:
-        """Write every gathered row."""
-        if self.versions:
-            await conn.execute(_UPSERT_VERSIONS, *_columns(self.versions.values(), 9))
-        if self.deployments:
-            await conn.execute(_UPSERT_DEPLOYMENTS, *_columns(self.deployments.values(), 8))
+    async def write_appended(self, conn: asyncpg.Connection) -> None:
+        """Write the appended rows, revocations and policies gathered so far."""
         if self.policies:
             await conn.execute(_UPSERT_POLICIES, *_columns(self.policies.values(), 4))
         if self.revocations:
@@ -223,6 +224,17 @@ class FlatRows:
         ):
             if rows:
                 await conn.copy_records_to_table(table, records=rows, columns=columns)
+        for gathered in (self.policies, self.revocations, self.history, self.approvals, self.drift):
+            gathered.clear()
+
+    async def write_upserted(self, conn: asyncpg.Connection) -> None:
+        """Write the versions and deployments rows gathered so far."""
+        if self.versions:
+            await conn.execute(_UPSERT_VERSIONS, *_columns(self.versions.values(), 9))
+        if self.deployments:
+            await conn.execute(_UPSERT_DEPLOYMENTS, *_columns(self.deployments.values(), 8))
+        self.versions.clear()
+        self.deployments.clear()
 
 
 def _columns(rows: Iterable[Sequence[Any]], width: int) -> list[list[Any]]:

@@ -45,21 +45,28 @@ class JobsProjection:
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
         """Apply job events in order (few per batch: jobs are rare next to other events)."""
+        # requests are sent pipelined (executemany), in order, before any later event
+        requested: list[tuple[object, ...]] = []
         for recorded in events:
             event, at, position = recorded.event, recorded.recorded_at, recorded.position
             if isinstance(event, ev.JobRequested):
-                await conn.execute(
-                    _REQUESTED,
-                    event.job_id,
-                    event.kind,
-                    event.name,
-                    event.version,
-                    _json(event.params),
-                    position,
-                    at,
-                    recorded.meta.actor,
+                requested.append(
+                    (
+                        event.job_id,
+                        event.kind,
+                        event.name,
+                        event.version,
+                        _json(event.params),
+                        position,
+                        at,
+                        recorded.meta.actor,
+                    )
                 )
-            elif isinstance(event, ev.JobStarted):
+                continue
+            if requested:
+                await conn.executemany(_REQUESTED, requested)
+                requested.clear()
+            if isinstance(event, ev.JobStarted):
                 await conn.execute(_STARTED, event.job_id, event.attempt, at, position)
             elif isinstance(event, ev.JobSucceeded):
                 result = _json(event.result)
@@ -75,3 +82,5 @@ class JobsProjection:
                     event.attempt,
                     position,
                 )
+        if requested:
+            await conn.executemany(_REQUESTED, requested)
