@@ -141,6 +141,8 @@ def test_generated_rows_probe_every_threshold_and_category(
     codes = set(rows[:, CATEGORICAL][~np.isnan(rows[:, CATEGORICAL])].astype(int))
     assert seen <= codes and {-1, max(seen) + 1} <= codes  # unseen categories too
     assert np.isnan(rows).all(axis=1).any()  # whole-NaN rows
+    with pytest.raises(ValueError, match=r"holdout rows must be \(n, 6\)"):
+        certificate_rows(model, lightgbm_binary[1][:, :4])
 
 
 def test_sklearn_forest_and_histogram_boosting_from_skops(tmp_path: Path) -> None:
@@ -168,6 +170,9 @@ def test_sklearn_forest_and_histogram_boosting_from_skops(tmp_path: Path) -> Non
         if name == "forest":  # both class probabilities, as Treelite compiles a forest
             assert library.num_output == 2
             assert np.allclose(library.predict_batch(x[:50]), forest.predict_proba(x[:50]))
+            # several outputs come back through each thread's own buffer
+            for found in concurrent_scores(library, x[:200], threads=4):
+                assert np.array_equal(found, library.predict_batch(x[:200]))
         assert np.allclose(library.predict_batch(x[:50]), native.predict(x[:50]), atol=1e-12)
         # one below a split at 2.5: its low 32 bits are all ones, TL2cgen's `missing` flag
         edge = np.where(np.arange(FEATURES) == CATEGORICAL, math.nextafter(2.5, 0), x[:20])
@@ -318,32 +323,39 @@ def test_rows_of_the_wrong_width_are_refused(compiled_binary: tuple[Path, str]) 
     assert library.predict_batch(np.zeros((0, 6))).shape == (0,)
 
 
-def test_concurrent_single_row_calls_match_serial_ones(
-    compiled_binary: tuple[Path, str], lightgbm_binary: tuple[Path, np.ndarray]
-) -> None:
-    library = CompiledLibrary.open(*compiled_binary)
-    rows = lightgbm_binary[1]
-    serial = np.array([library.predict_one(row) for row in rows])
-    threads, barrier = 6, threading.Barrier(6)
-    results: dict[int, list[float]] = {}
+def concurrent_scores(library: CompiledLibrary, rows: np.ndarray, threads: int) -> list[np.ndarray]:
+    """Every row scored by `predict_one` from `threads` threads at once, one array each."""
+    barrier = threading.Barrier(threads)
+    results: dict[int, np.ndarray] = {}
 
     def score(offset: int) -> None:
         # each thread walks the rows from another start, so neighbours differ at every step
         order = np.roll(np.arange(len(rows)), offset * 97)
+        found = np.empty((len(rows), library.num_output))
         barrier.wait()
-        found = np.empty(len(rows))
         for _ in range(3):
             for index in order:
                 found[index] = library.predict_one(rows[index])
-        results[offset] = found.tolist()
+        results[offset] = found
 
     workers = [threading.Thread(target=score, args=(i,)) for i in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
+    return list(results.values())
 
-    assert len(results) == threads
-    for found in results.values():
-        assert np.array_equal(np.array(found), serial)
-    assert np.array_equal(serial, library.predict_batch(rows))
+
+def test_concurrent_single_row_calls_match_serial_ones(
+    compiled_binary: tuple[Path, str], lightgbm_binary: tuple[Path, np.ndarray]
+) -> None:
+    library = CompiledLibrary.open(*compiled_binary)
+    rows = lightgbm_binary[1]
+    serial = np.array([[library.predict_one(row)] for row in rows])
+
+    results = concurrent_scores(library, rows, threads=6)
+
+    assert len(results) == 6
+    for found in results:
+        assert np.array_equal(found, serial)
+    assert np.array_equal(serial[:, 0], library.predict_batch(rows))

@@ -247,12 +247,12 @@ def compile_model(
     source = generate(artifact, fmt, workdir, parallel_comp=parallel_comp)
     built = build(source, workdir / "model.so")
     native = load_native(artifact, fmt)
-    rows = certificate_rows(source.model, holdout, missing=native.accepts_missing)
     # loaded as the scorer will load it: through the digest check
     library = CompiledLibrary.open(built.path, built.sha256)
     try:
+        rows = certificate_rows(source.model, holdout, missing=native.accepts_missing)
         certificate = certify(library, native, rows, tolerance=tolerance)
-    except ValueError as error:  # outputs of different shapes: nothing to compare
+    except ValueError as error:  # holdout or outputs of other shapes: nothing to compare
         raise CompileError(f"parity: {error}") from error
     return CompileOutcome(
         library_path=str(built.path),

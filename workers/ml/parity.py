@@ -82,10 +82,13 @@ def certificate_rows(
         _random_rows(pools, RANDOM_ROWS, nan_share, rng),
         _probes(dump["trees"], pools, nan_share, rng),
     ]
+    given = parts[0] if holdout is None else np.asarray(holdout, dtype=np.float64)
+    if given.ndim != 2 or given.shape[1] != features:
+        raise ValueError(f"holdout rows must be (n, {features}), not {given.shape}")
     if holdout is not None:
-        parts.append(np.asarray(holdout, dtype=np.float64).reshape(-1, features))
+        parts.append(given)
     if missing:
-        parts += [np.full((2, features), np.nan), _with_nans(parts[-1][:MAX_NAN_COPIES], rng)]
+        parts += [np.full((2, features), np.nan), _with_nans(given[:MAX_NAN_COPIES], rng)]
     rows = np.concatenate(parts)
     if not missing:
         rows = rows[~np.isnan(rows).any(axis=1)]
