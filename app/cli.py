@@ -72,6 +72,39 @@ def serve(host: str | None, port: int | None, with_worker: bool | None) -> None:
 
 
 @main.command()
+@click.option("--url", default=None, help="a running server [http://HOST:PORT from settings]")
+@click.option(
+    "--token",
+    envvar="MODEL_LEDGER_TOKEN",
+    default=None,
+    help="an admin token [MODEL_LEDGER_TOKEN, else the data folder's admin.token]",
+)
+@click.option("--rows", type=int, default=20_000, show_default=True, help="transactions")
+def demo(url: str | None, token: str | None, rows: int) -> None:
+    """Drive the whole story against a running server: train, compile, fairness, approval,
+    canary, scoring, drift, the policy's demotion, an auditor's check."""
+    import httpx  # noqa: PLC0415
+
+    from app.demo import DemoError, run_demo  # noqa: PLC0415
+
+    settings = Settings.from_env()
+    base = url or f"http://{settings.host}:{settings.port}"
+    if token is None:
+        if not settings.admin_token_file.is_file():
+            raise click.ClickException(f"no --token and no {settings.admin_token_file}")
+        token = settings.admin_token_file.read_text().strip()
+
+    async def drive() -> None:
+        async with httpx.AsyncClient(base_url=base) as client:
+            await run_demo(client, token, click.echo, rows=rows)
+
+    try:
+        asyncio.run(drive())
+    except (DemoError, httpx.TransportError) as error:
+        raise click.ClickException(str(error)) from error
+
+
+@main.command()
 @click.option("--check", is_flag=True, help="exit 0 if a worker is alive (health check)")
 def worker(check: bool) -> None:
     """Run an arq worker."""
