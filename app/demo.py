@@ -28,10 +28,18 @@ class DemoError(Exception):
 class Demo:
     """One run of the story against `client` (a server URL or an in-process app)."""
 
-    def __init__(self, client: httpx.AsyncClient, admin_token: str, echo: Echo, rows: int) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        admin_token: str,
+        echo: Echo,
+        rows: int,
+        trees: tuple[int, int],
+    ) -> None:
         self._http = client
         self._echo = echo
         self._rows = rows
+        self._trees = trees
         self._admin = _bearer(admin_token)
         self._seen = 0
         self._step = 0
@@ -91,7 +99,7 @@ class Demo:
 
     async def _train(self, dataset: str) -> tuple[int, int]:
         versions = []
-        for seed, trees in ((1, 60), (2, 120)):
+        for seed, trees in enumerate(self._trees, start=1):
             params = {"num_trees": trees, "exclude": ["age_band"], "learning_rate": 0.08}
             job = await self._job(
                 "train",
@@ -311,7 +319,12 @@ def _ok(response: httpx.Response) -> dict[str, Any]:
 
 
 async def run_demo(
-    client: httpx.AsyncClient, admin_token: str, echo: Echo, *, rows: int = 20_000
+    client: httpx.AsyncClient,
+    admin_token: str,
+    echo: Echo,
+    *,
+    rows: int = 20_000,
+    trees: tuple[int, int] = (60, 120),
 ) -> dict[str, Any]:
-    """Drive the story against the server `client` talks to."""
-    return await Demo(client, admin_token, echo, rows).run()
+    """Drive the story against the server `client` talks to (trees: of the two versions)."""
+    return await Demo(client, admin_token, echo, rows, trees).run()
