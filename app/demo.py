@@ -63,8 +63,7 @@ class Demo:
                 "description": "card fraud, demo data",
             },
         )
-        first, second = await self._train(dataset)
-        await self._evidence(first, dataset)
+        first, second = await self._candidates(dataset)
         await self._promote(first, second)
         served = await self._score()
         await self._drift()
@@ -97,33 +96,40 @@ class Demo:
         await self._report(f"upload {filename} ({body['rows']:,} rows) as {body['sha256'][:12]}")
         return str(body["sha256"])
 
-    async def _train(self, dataset: str) -> tuple[int, int]:
-        versions = []
-        for seed, trees in enumerate(self._trees, start=1):
-            params = {"num_trees": trees, "exclude": ["age_band"], "learning_rate": 0.08}
-            job = await self._job(
-                "train",
-                params={
-                    "dataset_sha256": dataset,
-                    "target": "is_fraud",
-                    "seed": seed,
-                    "params": params,
-                },
-            )
-            result = job["result"]
-            version = int(result["version"])
-            self._echo(
-                f"      version {version}: {trees} trees, holdout AUC "
-                f"{result['metrics'].get('auc', float('nan')):.3f}"
-            )
-            compiled = await self._wait_job(str(result["compile_job_id"]), "compile")
-            self._echo(
-                f"      compiled: library {compiled['result']['library_sha256'][:12]}, "
-                f"max |diff| {compiled['result']['max_abs_diff']:g} on "
-                f"{compiled['result']['rows_checked']:,} rows"
-            )
-            versions.append(version)
-        return versions[0], versions[1]
+    async def _train(self, dataset: str, seed: int, trees: int) -> int:
+        params = {"num_trees": trees, "exclude": ["age_band"], "learning_rate": 0.08}
+        job = await self._job(
+            "train",
+            params={
+                "dataset_sha256": dataset,
+                "target": "is_fraud",
+                "seed": seed,
+                "params": params,
+            },
+        )
+        result = job["result"]
+        version = int(result["version"])
+        auc = result["metrics"].get("auc", float("nan"))
+        self._echo(f"      version {version}: {trees} trees, holdout AUC {auc:.3f}")
+        compiled = (await self._wait_job(str(result["compile_job_id"]), "compile"))["result"]
+        self._echo(
+            f"      compiled: library {compiled['library_sha256'][:12]}, max |diff| "
+            f"{compiled['max_abs_diff']:g} on {compiled['rows_checked']:,} rows"
+        )
+        return version
+
+    async def _candidates(self, dataset: str) -> tuple[int, int]:
+        """Train until two versions pass the fairness check; one that fails never serves."""
+        await self._policy()
+        passing: list[int] = []
+        for attempt in range(4):
+            trees = self._trees[min(attempt, 1)]
+            version = await self._train(dataset, seed=attempt + 1, trees=trees)
+            if await self._evidence(version, dataset):
+                passing.append(version)
+            if len(passing) == 2:
+                return passing[0], passing[1]
+        raise DemoError("fewer than two of four trained versions passed the fairness check")
 
     async def _policy(self) -> None:
         """The risk committee's call for fraud: base rates differ by age band, so the four-fifths
@@ -139,28 +145,34 @@ class Demo:
             json=medium,
         )
 
-    async def _evidence(self, version: int, dataset: str) -> None:
-        await self._policy()
-        for number in (version, version + 1):
-            job = await self._job(
-                "compliance",
-                version=number,
-                params={
-                    "dataset_sha256": dataset,
-                    "target": "is_fraud",
-                    "threshold": 0.2,
-                },
-            )
-            result = job["result"]
-            verdict = "passed" if result["passed"] else f"FAILED: {'; '.join(result['failures'])}"
-            self._echo(f"      version {number}: fairness by age band {verdict}")
-            await self._call(
-                f"approve version {number} (four-eyes: not the pipeline)",
+    async def _evidence(self, number: int, dataset: str) -> bool:
+        """Fairness, then (if it passed) a risk officer's approval."""
+        job = await self._job(
+            "compliance",
+            version=number,
+            params={"dataset_sha256": dataset, "target": "is_fraud", "threshold": 0.3},
+        )
+        result = job["result"]
+        if not result["passed"]:
+            self._echo(f"      version {number}: fairness FAILED ({'; '.join(result['failures'])})")
+            plan = await self._request(
                 "POST",
-                f"/v1/models/{MODEL}/versions/{number}/approvals",
-                "approver",
-                json={"decision": "approve", "comment": "demo: evidence reviewed"},
+                f"/v1/models/{MODEL}/promotions",
+                self.tokens["ci"],
+                json={"version": number, "environment": "production", "dry_run": True},
             )
+            unmet = [g["name"] for g in plan["gates"] if not g["passed"]]
+            self._echo(f"      so production is closed to it (unmet gates: {', '.join(unmet)})")
+            return False
+        self._echo(f"      version {number}: fairness by age band passed")
+        await self._call(
+            f"approve version {number} (four-eyes: not the pipeline)",
+            "POST",
+            f"/v1/models/{MODEL}/versions/{number}/approvals",
+            "approver",
+            json={"decision": "approve", "comment": "demo: evidence reviewed"},
+        )
+        return True
 
     async def _promote(self, first: int, second: int) -> None:
         path = f"/v1/models/{MODEL}/promotions"

@@ -54,8 +54,8 @@ async def test_the_demo_runs_the_story_end_to_end(
         "train job",
         "compile job",
         "compliance job",
-        "promote version 1",
-        "canary: version 2",
+        "to production",
+        "canary: version",
         "drift job",
         "challenger None",
     ):
