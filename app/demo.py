@@ -231,11 +231,19 @@ class Demo:
             f"      severity {job['result']['severity']}, {job['result']['alerts']} "
             "alerts on the canary's window"
         )
-        model = await self._request("GET", f"/v1/models/{MODEL}", self.tokens["ci"])
-        slot = model["deployments"]["production"]
+        if job["result"]["severity"] != "critical":
+            raise DemoError("the drifted window was not judged critical")
+        # the policy's response follows the job's outcome, caused by the critical alert
+        deadline = time.monotonic() + 30
+        while True:
+            model = await self._request("GET", f"/v1/models/{MODEL}", self.tokens["ci"])
+            slot = model["deployments"]["production"]
+            if slot["challenger"] is None or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.25)
+        await self._report("the policy demotes the drifting canary")
         self._echo(
-            f"      production now: champion {slot['champion']}, "
-            f"challenger {slot['challenger']} (the policy demoted the drifting canary)"
+            f"      production now: champion {slot['champion']}, challenger {slot['challenger']}"
         )
 
     async def _audit(self, served: dict[int, int]) -> dict[str, Any]:

@@ -57,7 +57,11 @@ async def test_the_demo_runs_the_story_end_to_end(
         "to production",
         "canary: version",
         "drift job",
+        "the policy demotes the drifting canary",
         "challenger None",
     ):
         assert step in story, f"{step!r} missing from:\n{story}"
     assert "positions" in story and "version.compiled" in story
+    # the demotion was appended as a step of its own, caused by the critical alert
+    demotion = story.split("demotes the drifting canary")[1].splitlines()[1]
+    assert "deployment.changed" in demotion, story
