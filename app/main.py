@@ -20,6 +20,7 @@ from app.http.jobs import JobController
 from app.http.models import ModelController
 from app.http.problems import EXCEPTION_HANDLERS, ProblemDocs
 from app.http.registry import PolicyController, RegistryController
+from app.http.score import scoring_routes
 from app.http.tokens import TokenController
 from app.http.uploads import UploadController
 from app.resources import Resources, open_resources
@@ -67,6 +68,7 @@ async def _background(resources: Resources) -> AsyncIterator[None]:
     await resources.projector.catch_up()
     watcher = LogWatcher(resources.store, settings.database_url)
     await watcher.start()
+    await resources.scoring.scorer.refresh()
     tasks = [
         asyncio.create_task(
             _every(
@@ -74,6 +76,7 @@ async def _background(resources: Resources) -> AsyncIterator[None]:
             )
         ),
         asyncio.create_task(_follow_log(resources, watcher)),
+        *resources.scoring.tasks(watcher.subscribe()),
     ]
     if settings.dispatch_jobs:
         tasks.append(asyncio.create_task(resources.dispatcher.run(watcher.subscribe().wait)))
@@ -131,6 +134,7 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Lit
             PolicyController,
             JobController,
             uploads,
+            *scoring_routes(settings),
             MetricsController,
         ],
         lifespan=[lifespan],

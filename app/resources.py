@@ -12,6 +12,7 @@ from arq.connections import ArqRedis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import ConnectionPool
 
+from app.scoring.background import Scoring, build_scoring
 from app.services.dispatch import Dispatcher
 from app.services.governance import Governance
 from app.services.jobs import Jobs
@@ -44,6 +45,7 @@ class Resources:
     jobs: Jobs
     dispatcher: Dispatcher
     clock: Callable[[], datetime]
+    scoring: Scoring
 
 
 async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
@@ -78,6 +80,16 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         )
         governance = Governance(store, projector, _now)
         artifacts = ArtifactStore(settings.home / "artifacts")
+        registry = Registry(store, _now)
+        scoring = build_scoring(
+            settings,
+            pool=pool,
+            store=store,
+            projector=projector,
+            policies=registry.policies,
+            artifacts=artifacts,
+            clock=_now,
+        )
         yield Resources(
             settings=settings,
             pool=pool,
@@ -89,11 +101,12 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             checkpointer=Checkpointer(store, signing_key),
             minter=TokenMinter(private_raw(signing_key)),
             governance=governance,
-            registry=Registry(store, _now),
+            registry=registry,
             artifacts=artifacts,
             jobs=Jobs(store, governance, artifacts),
             dispatcher=Dispatcher(store, redis, settings.queue_name),
             clock=_now,
+            scoring=scoring,
         )
     finally:
         await redis.aclose(close_connection_pool=True)

@@ -48,6 +48,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     drift_min_new_rows: int = 1_000
     # the window of a drift check on the prediction log: the latest this many sampled inputs
     drift_window_rows: int = 10_000
+    # scoring: a request body may be this large (10,000 rows of a few hundred features)
+    score_max_body_bytes: int = 64 * 1_048_576
+    score_max_rows: int = 10_000
+    # `model-ledger scorer` listens here (the API keeps `port`)
+    scorer_port: int = 8001
+    # names this process in scorer.loaded events (stream scorer-<instance>); empty: host-pid
+    scorer_instance: str = ""
+    # scorer.loaded at most once per (model, environment, version, arm) per this long
+    scorer_loaded_interval_seconds: float = 300.0
+    # share of predictions whose input row is logged (the drift job's window)
+    prediction_sample_rate: float = 0.1
+    # log rows queued in memory at most; past it rows are dropped (and counted), not waited on
+    prediction_log_max_pending_rows: int = 200_000
+    # rows per COPY, and the longest a row waits before its batch is written
+    prediction_log_batch_rows: int = 5_000
+    prediction_log_flush_seconds: float = 0.2
+    # logged predictions are deleted after this many days, checked this often
+    prediction_retention_days: float = 30.0
+    prediction_retention_interval_seconds: float = 3600.0
     db_pool_min: int = 2
     db_pool_max: int = 10
     log_level: str = "info"

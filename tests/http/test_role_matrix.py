@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from tests.http.governance_helpers import (
     record_compiled,
     register_version,
 )
+from tests.scoring.helpers import built, record_library
 
 PROBLEM = "application/problem+json"
 ROLES = ("admin", "ci", "approver", "auditor", "scorer")
@@ -36,6 +38,8 @@ EVERYONE = frozenset(ROLES)
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # routes anyone may call (API.md "Operations"); every other GET needs a token
 PUBLIC = re.compile(r"^/(health|ready|metrics)$|^/schema(/|$)")
+# a prediction the setup logs, for the feedback route
+PREDICTION_ID = "0190a0a0-0000-7000-8000-00000000a11e"
 
 
 def _version_upload() -> dict[str, Any]:
@@ -140,6 +144,14 @@ WRITES: dict[tuple[str, str], Entry] = {
     ("POST", "/v1/jobs"): Entry(
         allow("admin", "ci"), Call("/v1/jobs", {"kind": "compile", "model": "m", "version": 1})
     ),
+    ("POST", "/v1/score/{name:str}"): Entry(
+        allow("scorer", "admin"),
+        Call("/v1/score/m", {"rows": [[0.5, 1.0, -1.0, None]]}, params={"environment": "qa"}),
+    ),
+    ("POST", "/v1/feedback"): Entry(
+        allow("scorer", "admin"),
+        Call("/v1/feedback", {"prediction_id": PREDICTION_ID, "reward": 1}),
+    ),
 }
 
 READS: dict[tuple[str, str], Entry] = {
@@ -224,6 +236,18 @@ async def _setup(
         "/v1/models/m/promotions", json={"version": 1, "environment": "staging"}, headers=setup
     )
     assert staged.status_code == 201, staged.text
+    # scoring: version 1's real library in "qa", which no write of the matrix changes
+    await record_library(resources, "m", 1, built("seed0"))
+    qa = await client.post(
+        "/v1/models/m/promotions", json={"version": 1, "environment": "qa"}, headers=setup
+    )
+    assert qa.status_code == 201, qa.text
+    await resources.scoring.scorer.refresh()
+    await resources.pool.execute(
+        "INSERT INTO predictions (prediction_id, name, environment, version, library_sha256, "
+        "arm, score, created_at) VALUES ($1, 'm', 'qa', 1, 'lib', 'champion', '0.5', now())",
+        uuid.UUID(PREDICTION_ID),
+    )
     return tokens
 
 

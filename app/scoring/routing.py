@@ -1,0 +1,152 @@
+"""What serves where: per (model, environment) a route naming the verified libraries, and
+the per-request choice of the arm that scores (champion, canary, shadow or bandit)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from app.scoring.features import FeatureSchema
+from app.scoring.library import CompiledLibrary
+from domain.policy import Policy
+from domain.state import Deployment, ModelState, VersionState
+
+CHAMPION, CHALLENGER, SHADOW = "champion", "challenger", "shadow"
+# a bandit arm without rewards yet starts from the uniform prior Beta(1, 1)
+_NO_REWARDS = (0.0, 0.0)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Served:
+    """One version as this process serves it: its verified library and input schema."""
+
+    version: int
+    library: CompiledLibrary
+    library_sha256: str
+    schema: FeatureSchema
+    format: str
+    artifact_sha256: str
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Route:
+    """What one (model, environment) serves; replaced whole, never changed in place."""
+
+    name: str
+    environment: str
+    strategy: str
+    champion: Served
+    # None when nothing runs beside the champion (or its library was refused)
+    challenger: Served | None = None
+    # canary: the share of requests the challenger scores
+    traffic: float = 0.0
+    # bandit: (version, successes, failures) of champion and challenger
+    arms: tuple[tuple[int, float, float], ...] = ()
+
+    def pick(self, rng: random.Random) -> tuple[Served, str]:
+        """The version that scores this request, and its arm."""
+        challenger = self.challenger
+        if challenger is None or self.strategy in ("full", SHADOW):
+            return self.champion, CHAMPION
+        if self.strategy == "canary":
+            if rng.random() < self.traffic:
+                return challenger, CHALLENGER
+            return self.champion, CHAMPION
+        if thompson_choice(self.arms, rng) == challenger.version:
+            return challenger, CHALLENGER
+        return self.champion, CHAMPION
+
+    @property
+    def shadow(self) -> Served | None:
+        """The version scored beside the champion, off the response path, and only logged."""
+        return self.challenger if self.strategy == SHADOW else None
+
+    def served(self) -> list[tuple[str, Served]]:
+        """Every (arm, version) this route serves."""
+        arms = [(CHAMPION, self.champion)]
+        if self.challenger is not None:
+            arms.append((SHADOW if self.strategy == SHADOW else CHALLENGER, self.challenger))
+        return arms
+
+
+def thompson_choice(arms: Sequence[tuple[int, float, float]], rng: random.Random) -> int:
+    """The version to serve one request: (version, successes, failures) arms, one draw each."""
+    # the same draw as workers.ml.bandit.thompson_choice; copied so the hot path does not
+    # import the workers package
+    beta = rng.betavariate
+    chosen, top = arms[0][0], -1.0
+    for version, wins, losses in arms:
+        draw = beta(wins + 1.0, losses + 1.0)
+        if draw > top:
+            chosen, top = version, draw
+    return chosen
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The versions a deployment names and how traffic is split between them."""
+
+    strategy: str
+    champion: VersionState
+    challenger: VersionState | None
+    traffic: float
+    arms: tuple[tuple[int, float, float], ...]
+
+
+def plan_route(model: ModelState, slot: Deployment) -> Plan | None:
+    """What a deployment asks to serve; None when it names no champion."""
+    if slot.champion is None or slot.champion not in model.versions:
+        return None
+    champion = model.versions[slot.champion]
+    challenger = model.versions.get(slot.challenger) if slot.challenger is not None else None
+    strategy = slot.strategy if challenger is not None else "full"
+    arms: tuple[tuple[int, float, float], ...] = ()
+    if strategy == "bandit" and challenger is not None:
+        posteriors = {arm.version: (arm.successes, arm.failures) for arm in slot.arms}
+        arms = tuple(
+            (v, *posteriors.get(v, _NO_REWARDS)) for v in (champion.version, challenger.version)
+        )
+    traffic = (slot.traffic_percent or 0.0) / 100.0 if strategy == "canary" else 0.0
+    return Plan(strategy, champion, challenger, traffic, arms)
+
+
+def refusal(version: VersionState, environment: str, policy: Policy) -> str | None:
+    """Why this version's library may not serve in `environment` (None: it may).
+
+    It must be compiled, certified within the policy's parity limit and, in a gated
+    environment, be the very library an approver approved. An approval that expired or was
+    revoked after the promotion does not stop a serving version: that is a decision to roll
+    back, recorded in the log, not one the scorer takes on its own.
+    """
+    compiled = version.compiled
+    if compiled is None:
+        return f"version {version.version} has no certified library"
+    if compiled.max_abs_diff > policy.max_parity_abs_diff:
+        return (
+            f"version {version.version}'s parity ({compiled.max_abs_diff:g}) is beyond the "
+            f"policy's limit ({policy.max_parity_abs_diff:g})"
+        )
+    if environment in policy.gated_environments and not any(
+        d.decision == "approve" and d.library_sha256 == compiled.library_sha256
+        for d in version.decisions
+    ):
+        return (
+            f"library {compiled.library_sha256[:12]} of version {version.version} was never "
+            f"approved for {environment}"
+        )
+    return None
+
+
+def served_version(
+    version: VersionState, library: CompiledLibrary, schema: FeatureSchema
+) -> Served:
+    """A version bound to its loaded library."""
+    return Served(
+        version=version.version,
+        library=library,
+        library_sha256=library.sha256,
+        schema=schema,
+        format=version.format,
+        artifact_sha256=version.artifact_sha256,
+    )
