@@ -28,6 +28,7 @@ MODEL_EVENT_TYPES: tuple[type[ev.Event], ...] = (
     ev.DeploymentChanged,
     ev.VersionRetired,
     ev.DriftDetected,
+    ev.BanditUpdated,
 )
 REGISTRY_EVENT_TYPES: tuple[type[ev.Event], ...] = (*MODEL_EVENT_TYPES, ev.PolicySet)
 REGISTRY_TAGS: list[str] = [str(t.__struct_config__.tag) for t in REGISTRY_EVENT_TYPES]
