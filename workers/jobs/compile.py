@@ -10,15 +10,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import shutil
+from importlib.metadata import version
 from pathlib import Path
 
 import msgspec
 import numpy as np
 
+from app.scoring.library import ABI_VERSION
 from domain import events as ev
 from domain import jobs
 from domain.decide import require_model, require_version
-from workers.ml.compile import COMPILE_FLAGS, CompileError, CompileOutcome, compile_model
+from workers.ml.compile import (
+    BATCH_SOURCE,
+    COMPILE_FLAGS,
+    CompileError,
+    CompileOutcome,
+    compile_model,
+)
 from workers.runner import Context, Decider, JobInputError
 
 
@@ -123,7 +131,19 @@ def _holdout(ctx: Context) -> Path | None:
 
 
 def _cache_key(artifact_sha256: str, fmt: str, holdout: Path | None) -> str:
-    toolchain = f"{shutil.which('cc')}|{' '.join(COMPILE_FLAGS)}|{fmt}|{holdout and holdout.name}"
+    """The artifact, and everything that changes the library built from it."""
+    toolchain = "|".join(
+        [
+            str(shutil.which("cc")),
+            " ".join(COMPILE_FLAGS),
+            fmt,
+            str(holdout and holdout.name),
+            hashlib.sha256(BATCH_SOURCE.read_bytes()).hexdigest(),
+            str(ABI_VERSION),
+            version("tl2cgen"),
+            version("treelite"),
+        ]
+    )
     return f"{artifact_sha256}-{hashlib.sha256(toolchain.encode()).hexdigest()[:16]}"
 
 
