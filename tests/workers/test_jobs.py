@@ -101,3 +101,24 @@ async def test_a_failing_job_ends_failed_with_its_error(
     assert status["status"] == "failed"
     assert "no stored holdout rows" in status["error"]
     assert (await stream_types(resources, "broken"))[-2:] == ["job.started", "job.failed"]
+
+
+async def test_a_job_that_times_out_is_retried_with_backoff_then_fails(
+    settings: Settings, client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
+) -> None:
+    ci = await auth("ci")
+    created = await _version(client, ci, "slow")
+    await resources.dispatcher.relay()
+    # far too little time to compile: every attempt times out and its process is killed
+    hurried = msgspec.structs.replace(settings, job_timeout_seconds=0.2, job_max_tries=2)
+    assert await run_worker(hurried) == (1, 0)
+
+    status = await job_status(client, ci, resources, str(created["compile_job_id"]))
+    assert (status["status"], status["attempts"], status["error"]) == ("failed", 2, "timed out")
+    failures = [
+        r.event
+        for r in await resources.store.read_stream(model_stream("slow"))
+        if isinstance(r.event, ev.JobFailed)
+    ]
+    assert [(f.attempt, f.final) for f in failures] == [(1, False), (2, True)]
+    assert "version.compiled" not in await stream_types(resources, "slow")
