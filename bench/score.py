@@ -157,31 +157,38 @@ def batch_rates(ops: dict[str, Callable[[], Any]], rows: int, rounds: int) -> di
 
 
 def measure_model(peers: sp.Peers, rows: np.ndarray, sizes: Sizes, tmp: Path) -> dict[str, Any]:
-    """Single-row latencies, batch rates, the C floor, parity and the block-wise experiment."""
+    """Single-row latencies, batch rates, the C floor, parity and the experiments."""
     n = len(rows)
+    branchless = sp.build_branchless(peers.booster, tmp / "branchless")
     ops = single_ops(peers, rows)
+    ops["exp_branchless"] = lambda i: branchless.predict_one(rows[i])
     samples = latencies(ops, n, sizes.single_calls, sizes.block)
     single = {
         name: {f"p{q}_us": round(common.percentile(values, q), 2) for q in (50, 99)}
         for name, values in samples.items()
     }
-    floor_program = sp.build_floor(peers.outcome, tmp)
-    rows_file = sp.write_rows(rows, tmp / "rows.f64")
-    floor = sp.run_floor(
-        floor_program, peers.outcome.library_path, rows_file, n, sizes.floor_rounds
-    )
+    program, rows_file = sp.build_floor(peers.outcome, tmp), sp.write_rows(rows, tmp / "rows.f64")
+    floor = {
+        name: sp.run_floor(program, str(path), rows_file, n, sizes.floor_rounds)
+        for name, path in (
+            ("ours", peers.outcome.library_path),
+            ("exp_branchless", branchless.path),
+        )
+    }
     bops = batch_ops(peers, rows)
+    bops["exp_branchless"] = functools.partial(branchless.predict_batch, rows)
     blocked = sp.build_blocked(peers.outcome, tmp / "blocked")
     if blocked is not None:
         for chunk in CHUNKS:
-            bops[f"rows_per_block_{chunk}"] = functools.partial(blocked.predict, rows, chunk)
+            bops[f"exp_rows_per_block_{chunk}"] = functools.partial(blocked.predict, rows, chunk)
     rates = batch_rates(bops, n, sizes.batch_rounds)
-    rates["c_floor_batch"] = round(1e9 / floor["batch_best_ns_per_row"])
+    rates["c_floor_batch"] = round(1e9 / floor["ours"]["batch_best_ns_per_row"])
     reference = peers.booster.predict(rows, num_threads=1)
     outputs = {name: np.asarray(op(), dtype=np.float64) for name, op in bops.items()}
     diffs = {name: float(np.max(np.abs(out - reference))) for name, out in outputs.items()}
-    singles = np.array([peers.ours.predict_one(rows[i]) for i in range(n)])
-    diffs["ours_single"] = float(np.max(np.abs(singles - reference)))
+    for name, library in (("ours_single", peers.ours), ("exp_branchless_single", branchless)):
+        scored = np.array([library.predict_one(rows[i]) for i in range(n)])
+        diffs[name] = float(np.max(np.abs(scored - reference)))
     return {
         "trees": peers.trees,
         "mean_leaves": peers.mean_leaves,
@@ -205,7 +212,7 @@ def verdicts(figures: dict[str, Any]) -> dict[str, tuple[float, str]]:
     values: dict[str, float] = {
         "s1": p50["l"]["lightgbm"] / p50["l"]["ours"],
         "s2": p50["s"]["lightgbm"] / p50["s"]["ours"],
-        "s3": p50["l"]["ours"] / (large["floor"]["row_p50_ns"] / 1_000),
+        "s3": p50["l"]["ours"] / (large["floor"]["ours"]["row_p50_ns"] / 1_000),
     }
     values["s4"] = min(m[p] / m["ours"] for m in p50.values() for p in PEERS if p in m)
     values["s5"] = min(
@@ -238,9 +245,11 @@ def report(figures: dict[str, Any]) -> str:
                 for name, v in single.items()
             ),
         ]
-        for path in ("row", "predict"):
-            p50, p99 = floor[f"{path}_p50_ns"] / 1e3, floor[f"{path}_p99_ns"] / 1e3
-            label = f"C floor {'ml_predict_row' if path == 'row' else 'predict (prefilled)'}"
+        for library, path in (("ours", "row"), ("ours", "predict"), ("exp_branchless", "row")):
+            found = floor[library]
+            p50, p99 = found[f"{path}_p50_ns"] / 1e3, found[f"{path}_p99_ns"] / 1e3
+            entry = "ml_predict_row" if path == "row" else "predict, filled"
+            label = f"C floor {'exp. ' if library != 'ours' else ''}{entry}"
             lines.append(f"    {label:<30}{p50:>9.2f}{p99:>9.2f}{p50 / ours:>9.2f}x")
         rates = model["batch_rows_per_s"]
         lines.append(f"  batch of {figures['sizes']['rows']} rows, one thread: rows/s, x ours")
