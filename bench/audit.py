@@ -564,8 +564,11 @@ async def timed_projection(res: Resources, run: Callable[[], Awaitable[int]]) ->
         while True:
             await asyncio.sleep(30)
             with contextlib.suppress(asyncpg.PostgresError, OSError):
-                done = await res.pool.fetchval("SELECT min(position) FROM projection_checkpoints")
-                log(f"  projected {done:,} events")
+                # committed checkpoints: a projection's run may be one long transaction
+                rows = await res.pool.fetch(
+                    "SELECT name, position FROM projection_checkpoints ORDER BY name"
+                )
+                log("  checkpoints " + ", ".join(f"{r[0]} {r[1]:,}" for r in rows))
 
     with common.GcClock().active() as gc_clock:
         reporter = asyncio.create_task(progress())
@@ -1111,6 +1114,8 @@ def cli() -> None:
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write figures as JSON")
     args = parser.parse_args()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
+    # the generated log's versions have no artifacts: the scorer warns of every deployment
+    logging.getLogger("model_ledger.scoring").setLevel(logging.ERROR)
     sizes = QUICK if args.quick else FULL
     overrides = {k: v for k, v in (("events", args.events), ("models", args.models)) if v}
     sizes = Sizes(**(asdict(sizes) | overrides))

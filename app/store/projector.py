@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 import asyncpg
@@ -115,14 +116,7 @@ class Projector:
                         return
                     if buffering is not None:
                         buffering.begin()
-                    reached, applied = checkpoint, 0
-                    while not done and applied < _TRANSACTION_EVENTS:
-                        rows = await reader.page(conn, reached)
-                        if rows:
-                            await projection.apply(conn, codec.recorded_page(rows))
-                        done = len(rows) < _PAGE
-                        reached = head if done else rows[-1][0]
-                        applied += len(rows)
+                    reached, done = await _apply_pages(conn, projection, reader, checkpoint)
                     if buffering is not None:
                         await buffering.flush(conn)
                     await conn.execute(
@@ -149,6 +143,36 @@ class Projector:
             return await self._catch_up()
 
 
+async def _apply_pages(
+    conn: asyncpg.Connection, projection: Projection, reader: _ReadAhead, after: int
+) -> tuple[int, bool]:
+    """Apply up to `_TRANSACTION_EVENTS` events after `after`: (position reached, at head)."""
+    reached, applied, done = after, 0, False
+    # a page is read and decoded while the one before it is applied
+    applying: asyncio.Task[None] | None = None
+    try:
+        while not done and applied < _TRANSACTION_EVENTS:
+            if applying is not None and not reader.ahead:
+                await applying  # the page is read on `conn` too
+            rows = await reader.page(conn, reached)
+            with paused_gc():
+                events = codec.recorded_page(rows)
+            if applying is not None:
+                await applying
+            applying = asyncio.create_task(projection.apply(conn, events)) if events else None
+            done = len(rows) < _PAGE
+            reached = reader.head if done else rows[-1][0]
+            applied += len(rows)
+        if applying is not None:
+            await applying
+    finally:
+        if applying is not None:
+            # when failing, the page's statements end before the transaction rolls back
+            with contextlib.suppress(BaseException):
+                await applying
+    return reached, done
+
+
 class _ReadAhead:
     """Pages of a projection's events up to `head`, the next one read while one is applied.
 
@@ -160,15 +184,15 @@ class _ReadAhead:
     def __init__(self, pool: asyncpg.Pool, types: list[str], head: int) -> None:
         self._pool = pool
         self._types = types
-        self._head = head
-        self._ahead = pool.get_max_size() > 1
+        self.head = head
+        self.ahead = pool.get_max_size() > 1
         self._next: tuple[int, asyncio.Task[list[asyncpg.Record]]] | None = None
 
     async def page(self, conn: asyncpg.Connection, after: int) -> list[asyncpg.Record]:
         """The events after `after` (at most a page), and the next page on its way."""
-        if not self._ahead:
+        if not self.ahead:
             rows: list[asyncpg.Record] = await conn.fetch(
-                _PAGE_SQL, after, self._head, self._types, _PAGE
+                _PAGE_SQL, after, self.head, self._types, _PAGE
             )
             return rows
         if self._next is None or self._next[0] != after:
@@ -190,9 +214,26 @@ class _ReadAhead:
 
     async def _fetch(self, after: int) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self._pool.fetch(
-            _PAGE_SQL, after, self._head, self._types, _PAGE
+            _PAGE_SQL, after, self.head, self._types, _PAGE
         )
         return rows
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector off for a synchronous stretch (no await inside).
+
+    Decoding a page and folding it allocate objects that live on (the page until applied,
+    the states for good); left running, the collector walks every live state again and
+    again, which took a sixth of a catch-up of a million events.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 async def lock_checkpoint(conn: asyncpg.Connection, name: str) -> int:

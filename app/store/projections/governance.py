@@ -11,7 +11,6 @@ registry snapshot, never once per event.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Sequence
 
 import asyncpg
@@ -19,6 +18,7 @@ import msgspec
 
 from app.store.codec import RecordedEvent, context_of
 from app.store.projections.governance_rows import FlatRows
+from app.store.projector import paused_gc
 from domain import events as ev
 from domain.model import evolve
 from domain.registry import MODEL_EVENT_TYPES, REGISTRY_TAGS
@@ -80,9 +80,10 @@ class GovernanceProjection:
         self._compression_chosen = False  # in this transaction
 
     def begin(self) -> None:
-        """A transaction starts: states changed by an unfinished one are not trusted."""
-        for name in self._dirty:
-            self._states.pop(name, None)
+        """A transaction starts: what an unfinished one left pending is dropped.
+
+        Its states stay cached: `_load` decodes them again, their rows being behind them.
+        """
         self._dirty.clear()
         self._encoded.clear()
         self._rows = FlatRows()
@@ -112,12 +113,7 @@ class GovernanceProjection:
 
     def _fold(self, events: Sequence[RecordedEvent]) -> None:
         rows = self._rows
-        # The fold allocates objects that live on in the states: left running, the cyclic
-        # collector walks the whole registry again and again (a third of a rebuild's time).
-        # It is paused only while nothing else can run (no await).
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with paused_gc():
             for recorded in events:
                 event = recorded.event
                 if type(event) is ev.PolicySet:
@@ -132,9 +128,6 @@ class GovernanceProjection:
                     self._dirty.add(name)
                     self._encoded.pop(name, None)
                     rows.add(recorded, state)
-        finally:
-            if enabled:
-                gc.enable()
 
     async def flush(self, conn: asyncpg.Connection) -> None:
         """Write the upserted rows and the model states changed since the last flush."""
