@@ -86,9 +86,10 @@ async def test_the_job_kinds_tell_the_whole_story(
         assert status["status"] == "succeeded", status
         assert status["result"]["metrics"]["auc"] > 0.75
     registered = [r.event for r in await _events(resources, ev.VersionRegistered)]
+    # the two trainings may run at once: version numbers follow whichever finished first
     assert [v.version for v in registered] == [1, 2]
+    assert {v.lineage.training_job for v in registered} == set(trained)
     assert registered[0].lineage.dataset_sha256 == dataset
-    assert registered[0].lineage.training_job == trained[0]
     assert registered[0].lineage.profile_sha256 is not None
     assert "age_band" not in registered[0].feature_names
     assert "merchant_category" in registered[0].params["categories"]
