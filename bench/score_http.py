@@ -3,8 +3,9 @@
 The bench owns an embedded PostgreSQL and Redis in a temp home. `model-ledger serve --worker`
 first takes the model through the API as an operator would (tokens, model, version upload,
 the compile job, an approval, a promotion to production), then two servers run side by side
-on the same stores: uvicorn (`model-ledger serve --no-worker`, what the project ships) and
-granian (`bench.score_asgi:app`, one worker, uvloop), when granian is installed.
+on the same stores: uvicorn (`model-ledger serve --no-worker`, what the project ships), granian
+(`bench.score_asgi:app`, one worker, uvloop) when granian is installed, and the scoring-only
+process (`model-ledger scorer`, uvicorn) when this checkout has it. H1 is judged on `serve`.
 
 At concurrency 1 each request is timed by a blocking HTTP/1.1 client over one keep-alive
 socket (a few µs a request; httpx's own overhead is measured beside it, on uvicorn), in
@@ -76,6 +77,8 @@ class Server:
         raise RuntimeError(f"{self.name} never became ready:\n{self.log.read()[-4000:]}")
 
     def stop(self) -> None:
+        if self.log.closed:
+            return
         self.process.send_signal(signal.SIGINT)
         try:
             self.process.wait(timeout=60)
@@ -107,6 +110,16 @@ def _granian(env: dict[str, str], port: int) -> Server:
     command += ["--port", str(port), "--workers", "1", "--loop", "uvloop", "--http", "1"]
     command += ["--no-ws", "--log-level", "warning", "bench.score_asgi:app"]
     return Server("granian", command, env, port)
+
+
+def _has_scorer_command() -> bool:
+    """Whether this checkout has `model-ledger scorer`, the scoring-only process."""
+    found = subprocess.run([CLI, "scorer", "--help"], capture_output=True, check=False)
+    return found.returncode == 0
+
+
+def _scorer(env: dict[str, str], port: int) -> Server:
+    return Server("scorer", [CLI, "scorer", "--port", str(port)], env, port)
 
 
 def deploy(url: str, admin_token: str, artifact: Path) -> tuple[str, int]:
@@ -283,12 +296,22 @@ def measure(artifact: Path, rows: np.ndarray, count: int, seconds: float) -> dic
         servers = [_uvicorn(_env(home, database_url, redis_url, p := _free_port()), p, False)]
         if Path(GRANIAN).exists():
             servers.append(_granian(_env(home, database_url, redis_url, p := _free_port()), p))
+        if _has_scorer_command():
+            servers.append(_scorer(_env(home, database_url, redis_url, p := _free_port()), p))
+        notes: list[str] = []
         try:
-            for server in servers:
-                server.wait_ready()
-            return _measure(
-                servers, rows, token, count, seconds, lightgbm.Booster(model_file=str(artifact))
-            ) | {"version": version}
+            for server in list(servers):
+                try:
+                    server.wait_ready()
+                except RuntimeError as error:
+                    if server is servers[0]:
+                        raise
+                    notes.append(f"{server.name} left out: {str(error)[-300:]}")
+                    servers.remove(server)
+                    server.stop()
+            booster = lightgbm.Booster(model_file=str(artifact))
+            figures = _measure(servers, rows, token, count, seconds, booster)
+            return figures | {"version": version, "notes": notes}
         finally:
             for server in servers:
                 server.stop()
@@ -368,4 +391,5 @@ def report_lines(figures: dict[str, Any]) -> list[str]:
         *(f"    {op:<34}{rate:>9}" for op, rate in figures["c16_rps"].items()),
     ]
     ratios = {k.removesuffix("_ratio"): v for k, v in figures.items() if k.endswith("_ratio")}
-    return [*lines, "    score/health p50: " + ", ".join(f"{k} {v}x" for k, v in ratios.items())]
+    lines.append("    score/health p50: " + ", ".join(f"{k} {v}x" for k, v in ratios.items()))
+    return lines + [f"    note: {note}" for note in figures.get("notes", [])]
