@@ -105,6 +105,22 @@ def demo(url: str | None, token: str | None, rows: int) -> None:
 
 
 @main.command()
+@click.option("--host", default=None, help="interface to bind [MODEL_LEDGER_HOST, 127.0.0.1]")
+@click.option("--port", type=int, default=None, help="port [MODEL_LEDGER_SCORER_PORT, 8001]")
+def scorer(host: str | None, port: int | None) -> None:
+    """Run a scoring-only process that follows deployments (scales out apart from the API)."""
+    import uvloop  # noqa: PLC0415
+
+    from app.scorer_app import run_scorer  # noqa: PLC0415
+
+    settings = Settings.from_env(host=host, scorer_port=port)
+    with stores(settings) as running:
+        _migrate(running)
+        with contextlib.suppress(KeyboardInterrupt):
+            uvloop.run(run_scorer(running))
+
+
+@main.command()
 @click.option("--check", is_flag=True, help="exit 0 if a worker is alive (health check)")
 def worker(check: bool) -> None:
     """Run an arq worker."""

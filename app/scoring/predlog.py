@@ -93,7 +93,7 @@ class PredictionLog:
         self, pool: asyncpg.Pool, settings: LogSettings, rng: random.Random | None = None
     ) -> None:
         self._pool = pool
-        self._settings = settings
+        self.settings = settings
         self.rng = rng or random.Random()  # noqa: S311 - sampling, not secrets
         self._pending: deque[_Entry] = deque()
         self._pending_rows = 0
@@ -117,7 +117,7 @@ class PredictionLog:
     ) -> bool:
         """Queue a request's rows (never waits); False when dropped for overload."""
         count = len(ids)
-        if self._pending_rows + count > self._settings.max_pending_rows:
+        if self._pending_rows + count > self.settings.max_pending_rows:
             self._metrics.dropped_rows.labels("overload").inc(count)
             return False
         self._enqueued += 1
@@ -137,7 +137,7 @@ class PredictionLog:
             )
         )
         self._pending_rows += count
-        if self._pending_rows >= self._settings.batch_rows:
+        if self._pending_rows >= self.settings.batch_rows:
             self._wake.set()
         return True
 
@@ -157,7 +157,7 @@ class PredictionLog:
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._settings.flush_seconds):
+                    async with asyncio.timeout(self.settings.flush_seconds):
                         await self._wake.wait()
                 self._wake.clear()
                 await self._write_pending()
@@ -234,7 +234,7 @@ class PredictionLog:
         records: list[tuple[Any, ...]] = []
         created = datetime.fromtimestamp(entry.at, UTC)
         head = (entry.name, entry.environment, served.version, served.library_sha256, arm)
-        rate, draw = self._settings.sample_rate, self.rng.random
+        rate, draw = self.settings.sample_rate, self.rng.random
         inputs, encode = entry.inputs, _json.encode
         single = isinstance(inputs, list)
         for index, (prediction, score) in enumerate(zip(ids, scores, strict=True)):

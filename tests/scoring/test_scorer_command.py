@@ -1,0 +1,127 @@
+"""`model-ledger scorer`: a scoring-only process that follows deployments made elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.resources import Resources
+from app.settings import Settings
+from domain import events as ev
+from tests.conftest import TokenFactory
+from tests.http.governance_helpers import create_model
+from tests.scoring.helpers import add_version, built, promote
+from tests.test_serve import CLI, free_port
+
+
+@pytest.fixture
+def scorer_process(settings: Settings) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """The command on the test's database, Redis and artifact folder."""
+    assert settings.database_url is not None and settings.redis_url is not None
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_LEDGER_")}
+    env.update(
+        MODEL_LEDGER_HOME=str(settings.home),
+        MODEL_LEDGER_DATABASE_URL=settings.database_url,
+        MODEL_LEDGER_REDIS_URL=settings.redis_url,
+        MODEL_LEDGER_SCORER_INSTANCE="cmd-test",
+        PYTHONUNBUFFERED="1",
+    )
+    process = subprocess.Popen(
+        [CLI, "scorer", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield process, f"http://127.0.0.1:{port}"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+async def _until(check: object, what: str, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not await check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+async def test_the_scorer_command_serves_and_follows_deployments(
+    client: httpx.AsyncClient,
+    auth: TokenFactory,
+    resources: Resources,
+    scorer_process: tuple[subprocess.Popen[str], str],
+) -> None:
+    process, url = scorer_process
+    ci = await auth("ci")
+    assert (await create_model(client, ci, "fraud")).status_code == 201
+    first = await add_version(client, ci, resources, "fraud", "seed0")
+    second = await add_version(client, ci, resources, "fraud", "seed1")
+    await promote(client, ci, "fraud", first)
+    headers = await auth("scorer")
+    row = {"rows": [[0.1, 0.2, 0.3, 1.0]]}
+
+    async with httpx.AsyncClient(base_url=url, timeout=10) as remote:
+
+        async def ready() -> bool:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            try:
+                return (await remote.get("/ready")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await _until(ready, "the scorer to be ready")
+        assert (await remote.get("/health")).json() == {"status": "ok"}
+        scored = await remote.post("/v1/score/fraud?environment=staging", json=row, headers=headers)
+        assert scored.status_code == 200, scored.text
+        assert scored.json()["version"] == first
+        # its own prediction, still in its queue: the reward is recorded
+        reward = {"prediction_id": scored.json()["prediction_ids"][0], "reward": 1}
+        assert (await remote.post("/v1/feedback", json=reward, headers=headers)).status_code == 202
+        assert (await remote.post("/v1/score/fraud", json=row)).status_code == 401
+
+        await promote(client, ci, "fraud", second)  # appended by another process
+
+        async def switched() -> bool:
+            answer = await remote.post(
+                "/v1/score/fraud?environment=staging", json=row, headers=headers
+            )
+            assert answer.status_code == 200, answer.text
+            return bool(answer.json()["version"] == second)
+
+        await _until(switched, "the switch to version 2", seconds=20)
+        assert "model_ledger_prediction_log_rows_total" in (await remote.get("/metrics")).text
+
+    process.send_signal(signal.SIGINT)
+    assert await asyncio.to_thread(process.wait, 30) == 0
+    loaded = [
+        (r.event.version, r.event.library_sha256)
+        for r in await resources.store.read_stream("scorer-cmd-test")
+        if isinstance(r.event, ev.ScorerLoaded)
+    ]
+    assert loaded == [
+        (first, built("seed0").library_sha256),
+        (second, built("seed1").library_sha256),
+    ]
+    # what it scored was written by the time it stopped
+    versions = await resources.pool.fetch("SELECT DISTINCT version FROM predictions")
+    assert {r["version"] for r in versions} == {first, second}
+
+
+def test_the_command_is_listed() -> None:
+    shown = subprocess.run([CLI, "scorer", "--help"], capture_output=True, text=True, check=True)
+    assert "--port" in shown.stdout and "scoring-only" in shown.stdout
+    assert Path(CLI).exists()
