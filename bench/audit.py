@@ -7,8 +7,8 @@ G1  model history p99: `GET /v1/models/{name}/history`, called in-process (the L
     through httpx.ASGITransport, an auditor's token) vs a plain indexed
     `SELECT ... FROM events WHERE stream = $1 ORDER BY version` of the same rows (asyncpg,
     same pool); the service-level ratio (`Registry.history`, what the handler calls: the
-    database builds the JSON array) is reported beside it, and the handler's parts and the
-    former path (`EventStore.read_stored` + `event_out`) for context
+    database renders each item's JSON) is reported beside it, and the handler's parts and
+    the former path (`EventStore.read_stored` + `event_out`) for context
 G2  registry as of a past position, p50: `Registry.view(str(position))` at 25, 50, 75 and
     99% of the log vs the current registry read `Registry.view(None)`
 G3  projections rebuild: events/s through `Projector.rebuild()` vs the catch-up read rate
@@ -29,12 +29,14 @@ models are then re-decided by the pure deciders (`domain.decide`), event by even
 the log is one the server could have written.
 
 The whole registry of the full log is large (1,000 models x ~98 versions): peak RSS of the
-process is reported per phase. Redis is named but never contacted. The generator runs with
+process is reported per phase. Redis is named but never contacted (the job dispatcher is
+off: the log's jobs are done). The generator runs with
 the cyclic GC paused (its own bookkeeping would cost it a third of its time); every measured
 phase runs with the GC as the server has it, and reports the seconds the GC took.
 
-The full run takes about half an hour on the 2-core VM (the projector catch-up and the
-rebuild are ~10 minutes each); `--quick` about a minute. Progress goes to stderr.
+The full run takes about a quarter of an hour on the 2-core VM (the projector catch-up and
+the rebuild about three minutes each, mostly the registry snapshots: 100 copies of a registry
+growing to ~190 MB); `--quick` about a minute. Progress goes to stderr.
 
     uv run python -m bench.audit [--quick] [--events N] [--models M] [--json PATH]
 """
