@@ -25,14 +25,15 @@ _MODEL_AND_HEAD = (
     "(SELECT coalesce(max(position), 0) FROM events)"
 )
 # One JSON object per event, in `EventOut`'s field order (`stream` is $3, JSON-encoded
-# once), `data` and `meta` the exact stored text, `recorded_at` as msgspec writes it
-# (microseconds only when there are any). Rows, not one aggregate: they stream. The
-# subquery scans by its (stream, version) index alone (OFFSET 0 keeps the cut out of it):
-# a generic plan would otherwise AND in a bitmap of the primary key up to the cut.
+# once; a `type` is an event tag, never in need of escaping), `data` and `meta` the exact
+# stored text, `recorded_at` as msgspec writes it (microseconds only when there are any).
+# Rows, not one aggregate: they stream. The subquery scans by its (stream, version) index
+# alone (OFFSET 0 keeps the cut out of it): a generic plan would otherwise AND in a bitmap
+# of the primary key up to the cut.
 _HISTORY_SQL = """
 SELECT convert_to(concat(
   '{"position":', position, ',"stream":', $3::text, ',"version":', version,
-  ',"event_id":"', event_id, '","type":', to_json(type), ',"data":', data, ',"meta":', meta,
+  ',"event_id":"', event_id, '","type":"', type, '","data":', data, ',"meta":', meta,
   ',"recorded_at":"', replace(
     to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '.000000Z', 'Z'
   ),
