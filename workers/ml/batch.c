@@ -89,7 +89,10 @@ static void ml_predict_rows(const double* rows, int64_t n, double* out) {
 
 #include "blocks.h"
 
-#define ML_BLOCK_ROWS 64
+/* Rows per block: enough that a tree group's code and nodes are reused across many rows before
+ * the next group is fetched. Swept in bench/score_blocked.c: 1024 is 1.5-1.6x faster than 64 on
+ * 100 and 500 trees, same bits; past it the rows' entries no longer fit the L2 cache. */
+#define ML_BLOCK_ROWS 1024
 
 /* `n` rows of ML_NUM_FEATURE doubles, row-major; `out` holds n * ML_NUM_OUTPUT doubles.
  * A block of rows goes through one tree group after the other, so each group's code stays in
@@ -98,11 +101,14 @@ static void ml_predict_rows(const double* rows, int64_t n, double* out) {
  * `predict`'s order, so the results are the same bits as one `predict` call per row. */
 void ml_predict_batch(const double* rows, int64_t n, double* out) {
   struct Entry* entries = malloc(sizeof(struct Entry) * ML_NUM_FEATURE * ML_BLOCK_ROWS);
-  if (entries == NULL) {
+  /* on the heap: a block's results would take a thread's stack for wide multiclass models */
+  ML_RESULT_T (*results)[ML_NUM_OUTPUT] = malloc(sizeof(ML_RESULT_T) * ML_NUM_OUTPUT * ML_BLOCK_ROWS);
+  if (entries == NULL || results == NULL) {
+    free(entries);
+    free(results);
     ml_predict_rows(rows, n, out);
     return;
   }
-  ML_RESULT_T results[ML_BLOCK_ROWS][ML_NUM_OUTPUT];
   for (int64_t start = 0; start < n; start += ML_BLOCK_ROWS) {
     const int count = (int)(n - start < ML_BLOCK_ROWS ? n - start : ML_BLOCK_ROWS);
     for (int i = 0; i < count; ++i) {
@@ -123,6 +129,7 @@ void ml_predict_batch(const double* rows, int64_t n, double* out) {
       }
     }
   }
+  free(results);
   free(entries);
 }
 #else
