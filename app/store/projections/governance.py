@@ -69,10 +69,11 @@ class GovernanceProjection:
 
     def __init__(self, snapshot_every: int = 10_000) -> None:
         self.snapshot_every = snapshot_every
-        # Every state this process folded, as of its `updated_position`; trusted only while
-        # the model_states row is at that position (another process, a rollback or a
-        # rebuild may have moved it), else decoded again.
+        # The states of this transaction's models, kept from page to page. Not beyond the
+        # transaction: the whole registry would stay in memory (and in every collection
+        # of the cyclic GC), and another process may move the rows meanwhile.
         self._states: dict[str, ModelState] = {}
+        self._looked_up: set[str] = set()  # names whose model_states row was read
         self._dirty: set[str] = set()  # changed since model_states was written
         self._encoded: dict[str, bytes] = {}  # dirty states encoded (for a snapshot) since
         self._rows = FlatRows()
@@ -80,14 +81,16 @@ class GovernanceProjection:
         self._compression_chosen = False  # in this transaction
 
     def begin(self) -> None:
-        """A transaction starts: what an unfinished one left pending is dropped.
-
-        Its states stay cached: `_load` decodes them again, their rows being behind them.
-        """
-        self._dirty.clear()
-        self._encoded.clear()
+        """A transaction starts: whatever an unfinished one left is dropped."""
+        self._forget()
         self._rows = FlatRows()
         self._compression_chosen = False
+
+    def _forget(self) -> None:
+        self._states.clear()
+        self._looked_up.clear()
+        self._dirty.clear()
+        self._encoded.clear()
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
         """Fold the events into the states of the models they touch; write the flat rows."""
@@ -135,30 +138,16 @@ class GovernanceProjection:
         names = sorted(self._dirty)
         await self._choose_compression(conn)
         await _save_states(conn, [self._states[n] for n in names], self._encode(names))
-        self._dirty.clear()
-        self._encoded.clear()
+        self._forget()
 
     async def _load(self, conn: asyncpg.Connection, names: set[str]) -> None:
-        """Make `self._states` right for `names`: trust the cache only where the row agrees."""
-        unsure = [n for n in names if n not in self._dirty]
-        if not unsure:
+        """The states of `names` not read yet in this transaction, from model_states."""
+        unread = [n for n in names if n not in self._looked_up]
+        if not unread:
             return
-        rows = await conn.fetch(
-            "SELECT name, position FROM model_states WHERE name = ANY($1)", unsure
-        )
-        stored = {r["name"]: r["position"] for r in rows}
-        stale = []
-        for name in unsure:
-            cached = self._states.get(name)
-            if name not in stored:
-                self._states.pop(name, None)
-            elif cached is None or cached.updated_position != stored[name]:
-                stale.append(name)
-        if stale:
-            rows = await conn.fetch(
-                "SELECT name, state FROM model_states WHERE name = ANY($1)", stale
-            )
-            self._states.update((r["name"], decode_state(r["state"])) for r in rows)
+        rows = await conn.fetch("SELECT name, state FROM model_states WHERE name = ANY($1)", unread)
+        self._states.update((r["name"], decode_state(r["state"])) for r in rows)
+        self._looked_up.update(unread)
 
     async def _choose_compression(self, conn: asyncpg.Connection) -> None:
         # States are large and rewritten by every transaction and snapshot: lz4 compresses
