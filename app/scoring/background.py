@@ -13,6 +13,7 @@ from datetime import datetime
 import asyncpg
 
 from app.scoring.announce import Announcer, safe_instance
+from app.scoring.ids import IdPool
 from app.scoring.predlog import LogSettings, PredictionLog, retention_cutoff
 from app.scoring.scorer import Scorer, ScorerConfig
 from app.settings import Settings
@@ -74,6 +75,7 @@ def build_scoring(
     clock: Callable[[], datetime],
 ) -> Scoring:
     """The scorer and prediction log configured by `settings` (nothing starts yet)."""
+    ids = IdPool()
     predictions = PredictionLog(
         pool,
         LogSettings(
@@ -82,6 +84,7 @@ def build_scoring(
             batch_rows=settings.prediction_log_batch_rows,
             flush_seconds=settings.prediction_log_flush_seconds,
         ),
+        ids,
     )
     instance = instance_name(settings)
     scorer = Scorer(
@@ -92,5 +95,6 @@ def build_scoring(
         log=predictions,
         announcer=Announcer(store, instance, settings.scorer_loaded_interval_seconds),
         config=ScorerConfig(instance=instance, max_rows=settings.score_max_rows),
+        ids=ids,
     )
     return Scoring(scorer=scorer, predictions=predictions, settings=settings, clock=clock)

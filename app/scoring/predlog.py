@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.scoring.features import FeatureValue
-from app.scoring.ids import prediction_ids
+from app.scoring.ids import IdPool, prediction_ids
 from app.scoring.metrics import scorer_metrics
 from app.scoring.routing import SHADOW, Route, Served
 
@@ -90,9 +90,14 @@ class PredictionLog:
     """Queues scored rows and writes them in batches; see the module docstring."""
 
     def __init__(
-        self, pool: asyncpg.Pool, settings: LogSettings, rng: random.Random | None = None
+        self,
+        pool: asyncpg.Pool,
+        settings: LogSettings,
+        ids: IdPool | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._pool = pool
+        self._ids = ids
         self.settings = settings
         self.rng = rng or random.Random()  # noqa: S311 - sampling, not secrets
         self._pending: deque[_Entry] = deque()
@@ -161,6 +166,8 @@ class PredictionLog:
                         await self._wake.wait()
                 self._wake.clear()
                 await self._write_pending()
+                if self._ids is not None:
+                    self._ids.top_up()
         finally:
             self._running = False
             # what is still queued at shutdown is written, not lost

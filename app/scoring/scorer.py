@@ -28,7 +28,7 @@ import numpy.typing as npt
 from app.scoring.announce import Announcer, served_keys
 from app.scoring.explain import ArtifactRefused, Explanations
 from app.scoring.features import FeatureSchema, FeatureValue
-from app.scoring.ids import prediction_id, prediction_ids
+from app.scoring.ids import IdPool, prediction_ids
 from app.scoring.library import CompiledLibrary, LibraryRefused
 from app.scoring.metrics import scorer_metrics
 from app.scoring.predlog import PredictionLog
@@ -89,6 +89,7 @@ class Scorer:
         log: PredictionLog,
         announcer: Announcer,
         config: ScorerConfig,
+        ids: IdPool,
         rng: random.Random | None = None,
     ) -> None:
         self._pool = pool
@@ -98,6 +99,7 @@ class Scorer:
         self._log = log
         self._announcer = announcer
         self.config = config
+        self._ids = ids
         self.rng = rng or random.Random()  # noqa: S311 - traffic splits, not secrets
         self._table: Table = {}
         self._states: dict[str, ModelState] = {}
@@ -136,14 +138,14 @@ class Scorer:
             inputs: Any = served.schema.row(features)
             _check_width(inputs, library, served.version)
             scores = [_plain(library.predict_one(inputs))]
-            ids = [prediction_id()]
+            ids = [self._ids.take()]
         elif rows is None:
             raise InvalidInput("send rows (a list of rows) or features (one row by name)")
         elif len(rows) == 1:
             inputs = rows[0]
             _check_width(inputs, library, served.version)
             scores = [_plain(library.predict_one(inputs))]
-            ids = [prediction_id()]
+            ids = [self._ids.take()]
         else:
             inputs = matrix = self._matrix(rows, library, served.version)
             if len(rows) >= _THREAD_ROWS:
