@@ -48,8 +48,8 @@ def _cli_command_exists(argv: list[str]) -> bool:
 def test_compose_services_run_commands_the_cli_has() -> None:
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = compose["services"]
-    assert {"postgres", "redis", "api", "worker"} <= set(services)
-    for name in ("api", "worker"):
+    assert {"postgres", "redis", "api", "worker", "scorer"} <= set(services)
+    for name in ("api", "worker", "scorer"):
         service = services[name]
         command = service["command"]
         argv = shlex.split(command) if isinstance(command, str) else list(command)
