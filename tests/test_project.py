@@ -61,6 +61,8 @@ def test_compose_services_run_commands_the_cli_has() -> None:
         )
         assert "healthcheck" in service
         assert set(service["depends_on"]) == {"postgres", "redis"}
+        # artifacts, datasets and libraries are files every replica must share
+        assert "ledger-data:/var/lib/model-ledger" in service["volumes"]
     for name in ("postgres", "redis"):
         assert "healthcheck" in services[name]
 
