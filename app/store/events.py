@@ -332,9 +332,13 @@ def _read_all_query(
         params.append(until)
         clauses.append(f"position <= ${len(params)}")
     params.append(limit)
+    # within a stream, versions grow with positions: ordering by version lets the (stream,
+    # version) index serve the read under any plan (a generic plan ordered by position walked
+    # the primary key over the whole log)
+    order = "version" if stream is not None else "position"
     sql = (
         f"SELECT {columns} FROM events WHERE {' AND '.join(clauses)} "  # noqa: S608 - fixed fragments
-        f"ORDER BY position LIMIT ${len(params)}"
+        f"ORDER BY {order} LIMIT ${len(params)}"
     )
     return (sql, *params)
 
