@@ -19,6 +19,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestClassifi
 
 from app.scoring.library import CompiledLibrary, LibraryRefused
 from workers.ml.compile import (
+    FOREST_DEFINE,
     CompileOutcome,
     build,
     certificate_rows,
@@ -359,3 +360,64 @@ def test_concurrent_single_row_calls_match_serial_ones(
     for found in results:
         assert np.array_equal(found, serial)
     assert np.array_equal(serial[:, 0], library.predict_batch(rows))
+
+
+@pytest.fixture(scope="module")
+def numeric_binary(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """A 30-tree binary model on numerical features with NaNs and exact zeros; held-out rows."""
+    x, y = make_data(2600, seed=4)
+    x[:, CATEGORICAL] -= 3.0  # codes -3..4: many exact zeros, read as a number here
+    x[:40, 2] = [1e-36, -1e-36, 1e-35, -1e-35, 0.0, -0.0, 2e-35, -2e-35] * 5  # LightGBM's zero rule
+    params = {"objective": "binary", "num_leaves": 15, "seed": 4, "verbose": -1}
+    booster = lightgbm.train(params, lightgbm.Dataset(x[600:], y[600:]), num_boost_round=30)
+    path = tmp_path_factory.mktemp("lgb-numeric") / "model.txt"
+    booster.save_model(path)
+    return path, x[:600]
+
+
+def test_an_eligible_lightgbm_model_goes_through_the_forest_tables(
+    numeric_binary: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    model, rows = numeric_binary
+
+    outcome = compile_model(model, "lightgbm", tmp_path, holdout=rows, tolerance=0.0)
+
+    assert FOREST_DEFINE in outcome.flags and not (tmp_path / "src" / "header.h").exists()
+    assert outcome.certificate.passed and outcome.certificate.max_abs_diff == 0.0
+    assert outcome.certificate.nan_rows > len(rows)
+    library = CompiledLibrary.open(Path(outcome.library_path), outcome.library_sha256)
+    expected = lightgbm.Booster(model_file=str(model)).predict(rows)
+    assert np.isnan(rows).any() and (rows == 0.0).any() and np.ptp(expected) > 0.5
+    assert np.array_equal(library.predict_batch(rows), expected)  # several blocks, one partial
+    assert np.array_equal(np.array([library.predict_one(row) for row in rows]), expected)
+    assert library.predict_one(rows[0].tolist()) == expected[0]
+
+
+def test_a_model_with_categorical_splits_keeps_tl2cgen(binary_outcome: CompileOutcome) -> None:
+    assert FOREST_DEFINE not in binary_outcome.flags
+    assert (Path(binary_outcome.library_path).parent / "src" / "header.h").exists()
+
+
+def test_a_mutated_forest_table_fails_the_certificate(
+    numeric_binary: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    model, _ = numeric_binary
+    source = generate(model, "lightgbm", tmp_path)
+    assert FOREST_DEFINE in source.defines
+    tables = source.directory / "forest.h"
+    text = tables.read_text()
+    # one split threshold deep in the tables ({threshold, left, feature, nan_right, 0}), moved
+    # by a millionth of itself
+    thresholds = list(re.finditer(r"\{(-?[0-9][0-9.e+-]*), \d+, \d+, [01], 0\}", text))
+    assert len(thresholds) > 50
+    target = thresholds[len(thresholds) // 2]
+    moved = float(target.group(1)) * (1 + 1e-6) + 1e-9
+    tables.write_text(text[: target.start(1)] + repr(moved) + text[target.end(1) :])
+    built = build(source, tmp_path / "sabotaged.so")
+    library = CompiledLibrary.open(built.path, built.sha256)
+
+    certificate = certify(
+        library, load_native(model, "lightgbm"), certificate_rows(source.model), tolerance=1e-9
+    )
+
+    assert not certificate.passed and certificate.max_abs_diff > 1e-9

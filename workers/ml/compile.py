@@ -1,8 +1,9 @@
 """Compiling a model to a shared library and certifying it against the model's own library.
 
 `compile_model` chains three public steps, so a test can tamper between them: `generate`
-(Treelite loads the model, TL2cgen writes C, our batch entry points are added), `build` (the
-system C compiler makes the shared library) and `certify` (parity with the native model).
+(Treelite loads the model, TL2cgen writes C, our batch entry points are added; or, for the
+LightGBM models forest.py accepts, node tables for forest.c), `build` (the system C compiler
+makes the shared library) and `certify` (parity with the native model).
 Synchronous and CPU-bound: the job layer runs it in a process pool.
 """
 
@@ -23,6 +24,7 @@ import msgspec
 import numpy.typing as npt
 
 from app.scoring.library import CompiledLibrary
+from workers.ml.forest import forest_tables
 from workers.ml.native import load_native
 from workers.ml.parity import ParityCertificate, certificate_rows, certify
 
@@ -41,6 +43,8 @@ __all__ = [
 ]
 
 BATCH_SOURCE = Path(__file__).with_name("batch.c")
+FOREST_SOURCE = Path(__file__).with_name("forest.c")
+FOREST_DEFINE = "-DML_FOREST_TABLES"  # in the flags of a library built from forest.c
 # Portable code only: no -march=native, since a library built on one worker is served by any
 # machine of the fleet. No -ffast-math either: it would drop the NaN tests and break parity.
 # -Bsymbolic binds our entry points to this library's own `predict`, whatever else is loaded.
@@ -131,7 +135,8 @@ def _load(artifact: Path, fmt: str) -> tuple[Any, tuple[str, ...]]:
 def generate(
     artifact: Path, fmt: str, workdir: Path, *, parallel_comp: int | None = None
 ) -> GeneratedSource:
-    """Write the model's C code (TL2cgen) and our batch entry points under `workdir`."""
+    """Write the model's C code under `workdir`: forest.c and its tables when forest.py accepts
+    the model (unless `parallel_comp` asks for TL2cgen's units), else TL2cgen's code and ours."""
     import tl2cgen  # noqa: PLC0415
     import treelite  # noqa: PLC0415
 
@@ -140,6 +145,11 @@ def generate(
     directory.mkdir(parents=True, exist_ok=True)
     try:
         model, reading = _load(artifact, fmt)
+        # the Treelite model stays the source of the certificate's rows on either path
+        forest = fmt == "lightgbm" and parallel_comp is None
+        tables = forest_tables(artifact.read_text(errors="replace")) if forest else None
+        if tables is not None:
+            return _forest_source(directory, model, tables, reading, started)
         units = parallel_comp or min(MAX_UNITS, int(model.num_tree) // TREES_PER_UNIT)
         params = {"parallel_comp": units} if units > 1 else {}
         tl2cgen.generate_c_code(model, directory, params=params)
@@ -162,6 +172,22 @@ def generate(
     return GeneratedSource(
         directory=directory,
         sources=tuple(sorted(directory.glob("*.c"))),
+        model=model,
+        defines=defines,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _forest_source(
+    directory: Path, model: Any, tables: str, reading: tuple[str, ...], started: float
+) -> GeneratedSource:
+    """forest.c and its node tables (forest.h) in `directory`."""
+    (directory / "forest.h").write_text(tables)
+    shutil.copyfile(FOREST_SOURCE, directory / FOREST_SOURCE.name)
+    defines = (FOREST_DEFINE, f"-DML_NUM_FEATURE={int(model.num_feature)}", *reading)
+    return GeneratedSource(
+        directory=directory,
+        sources=(directory / FOREST_SOURCE.name,),
         model=model,
         defines=defines,
         seconds=time.perf_counter() - started,
