@@ -18,7 +18,9 @@ train the branch predictor and flatter compiled code):
 Experiments (exp_*, not peers and not judged): "exp_branchless" is bench/score_branchless.c, a
 branch-free evaluator of the same model with our library's ABI, loaded by `CompiledLibrary`;
 "exp_rows_per_block_N" is bench/score_blocked.c, the library's block-wise batch loop with N
-rows per block (the library uses 64).
+rows per block (the library uses 64). These models qualify for compile.py's forest tables
+(workers/ml/forest.c), so "ours" is that evaluator and the blocked experiment and the C floor's
+`predict` path, which need TL2cgen's code, are skipped.
 
 Single-row latencies are taken per call in interleaved, rotating blocks so drift hits all
 engines alike; batches alternate which engine goes first and report the median round.
@@ -252,6 +254,8 @@ def report(figures: dict[str, Any]) -> str:
         ]
         for library, path in (("ours", "row"), ("ours", "predict"), ("exp_branchless", "row")):
             found = floor[library]
+            if f"{path}_p50_ns" not in found:  # a library without TL2cgen's `predict`
+                continue
             p50, p99 = found[f"{path}_p50_ns"] / 1e3, found[f"{path}_p99_ns"] / 1e3
             entry = "ml_predict_row" if path == "row" else "predict, filled"
             label = f"C floor {'exp. ' if library != 'ours' else ''}{entry}"

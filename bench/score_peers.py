@@ -24,6 +24,8 @@ from workers.ml.compile import (
     COMPILE_FLAGS,
     LIBRARIES,
     LINK_FLAGS,
+    MAX_UNITS,
+    TREES_PER_UNIT,
     CompileOutcome,
     compile_model,
     load_treelite,
@@ -95,7 +97,8 @@ def build_peers(booster: lightgbm.Booster, workdir: Path, use_lleaves: bool) -> 
     # tl2cgen's runtime fills its own 8-byte `union Entry`: it cannot call our library, whose
     # entries are 16-byte structs (compile.py), so the peer is TL2cgen's own build of the model
     start = time.perf_counter()
-    units = len(list((workdir / "ours" / "src").glob("tu*.c")))
+    # the units compile.py would give TL2cgen's code (ours may be forest tables instead)
+    units = min(MAX_UNITS, trees // TREES_PER_UNIT)
     params = {"parallel_comp": units} if units > 1 else {}
     tl2cgen_path = workdir / "tl2cgen.so"
     tl2cgen.export_lib(model, toolchain="gcc", libpath=tl2cgen_path, params=params)
@@ -168,12 +171,25 @@ def _cc(*args: str) -> None:
         raise RuntimeError(f"cc {' '.join(args)}:\n{done.stderr[-3000:]}")
 
 
+_FLOOR_HEADER = (
+    "#include <math.h>\n#include <stdint.h>\n#include <stdio.h>\n#include <stdlib.h>\n"
+    "#define N_TARGET 1\n#define MAX_N_CLASS 1\n"
+    "struct Entry {\n  int missing;\n  int qvalue;\n  double fvalue;\n};\n"
+)
+
+
 def build_floor(outcome: CompileOutcome, workdir: Path) -> Path:
     """The C-loop floor program (bench/score_floor.c) for this library's header and reading."""
     source = Path(outcome.library_path).parent / "src"
     program = workdir / "score_floor"
+    defines = _defines(outcome)
+    if not (source / "header.h").exists():  # forest tables: no generated `predict` to time
+        source = workdir / "floor-header"
+        source.mkdir(parents=True, exist_ok=True)
+        (source / "header.h").write_text(_FLOOR_HEADER)
+        defines += ["-DML_VALUE_T=double", "-DML_RESULT_T=double"]
     # -O2 and no -march=native, as the library itself: the loop is not what is measured
-    flags = ("-O2", "-std=c11", *_defines(outcome), f"-I{source}")
+    flags = ("-O2", "-std=c11", *defines, f"-I{source}")
     _cc(*flags, str(HERE / "score_floor.c"), "-o", str(program), "-ldl", "-lm")
     return program
 
