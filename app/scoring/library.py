@@ -1,9 +1,10 @@
 """A compiled model library, loaded only after its digest checks out: the scorer's hot path.
 
-The library holds TL2cgen's generated `predict` plus our entry points (workers/ml/batch.c):
-`ml_predict_row` and `ml_predict_batch` take float64 rows, turn NaN into the generated code's
-`missing` flag, zero the result and call `predict` with postprocessing on, so the scores are
-what the model's own library returns (probabilities for a binary classifier).
+The library is one of two builds with the same entry points: for eligible LightGBM models our
+branch-free evaluator over node tables (workers/ml/forest.c), otherwise TL2cgen's generated
+`predict` plus workers/ml/batch.c. Either way `ml_predict_row` and `ml_predict_batch` take
+float64 rows (NaN = missing), zero the result and postprocess, so the scores are what the
+model's own library returns (probabilities for a binary classifier).
 """
 
 from __future__ import annotations
