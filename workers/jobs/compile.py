@@ -20,9 +20,11 @@ from app.scoring.library import ABI_VERSION
 from domain import events as ev
 from domain import jobs
 from domain.decide import require_model, require_version
+from workers.ml import forest
 from workers.ml.compile import (
     BATCH_SOURCE,
     COMPILE_FLAGS,
+    FOREST_SOURCE,
     CompileError,
     CompileOutcome,
     compile_model,
@@ -139,6 +141,8 @@ def _cache_key(artifact_sha256: str, fmt: str, holdout: Path | None) -> str:
             fmt,
             str(holdout and holdout.name),
             hashlib.sha256(BATCH_SOURCE.read_bytes()).hexdigest(),
+            hashlib.sha256(FOREST_SOURCE.read_bytes()).hexdigest(),
+            hashlib.sha256(Path(forest.__file__).read_bytes()).hexdigest(),
             str(ABI_VERSION),
             version("tl2cgen"),
             version("treelite"),
