@@ -32,9 +32,9 @@ import numpy as np
 import pyarrow as pa
 
 from bench import common
+from domain.bandit import thompson_choice
 from workers.ml import demo_data
 from workers.ml import profile as profiles
-from workers.ml.bandit import thompson_choice
 from workers.ml.compliance import check_compliance
 from workers.ml.drift import check_drift
 

@@ -4,11 +4,11 @@ the per-request choice of the arm that scores (champion, canary, shadow or bandi
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from app.scoring.features import FeatureSchema
 from app.scoring.library import CompiledLibrary
+from domain.bandit import thompson_choice
 from domain.policy import Policy
 from domain.state import Deployment, ModelState, VersionState
 
@@ -68,19 +68,6 @@ class Route:
         if self.challenger is not None:
             arms.append((SHADOW if self.strategy == SHADOW else CHALLENGER, self.challenger))
         return arms
-
-
-def thompson_choice(arms: Sequence[tuple[int, float, float]], rng: random.Random) -> int:
-    """The version to serve one request: (version, successes, failures) arms, one draw each."""
-    # the same draw as workers.ml.bandit.thompson_choice; copied so the hot path does not
-    # import the workers package
-    beta = rng.betavariate
-    chosen, top = arms[0][0], -1.0
-    for version, wins, losses in arms:
-        draw = beta(wins + 1.0, losses + 1.0)
-        if draw > top:
-            chosen, top = version, draw
-    return chosen
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,10 @@ import pytest
 from app.scoring.explain import Explanations
 from app.scoring.features import FeatureSchema
 from app.scoring.ids import prediction_id, prediction_ids
-from app.scoring.routing import Route, Served, refusal, thompson_choice
+from app.scoring.routing import Route, Served, refusal
 from app.store.artifacts import ArtifactStore
 from domain import events as ev
+from domain.bandit import thompson_choice
 from domain.errors import InvalidInput
 from domain.policy import Policy
 from domain.state import Compiled, Decision, VersionState

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from workers.ml.bandit import thompson_choice, two_proportion_p_value, update
+from domain.bandit import thompson_choice
+from workers.ml.bandit import two_proportion_p_value, update
 
 
 def test_a_clearly_better_challenger_concludes_as_the_winner() -> None:

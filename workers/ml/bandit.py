@@ -8,8 +8,7 @@ estimated from seeded posterior draws, which is what Thompson sampling routes on
 from __future__ import annotations
 
 import math
-import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,14 +136,3 @@ def two_proportion_p_value(a: tuple[float, float], b: tuple[float, float]) -> fl
         return None
     z = (wins_b / n_b - wins_a / n_a) / spread
     return float(2 * norm.sf(abs(z)))
-
-
-def thompson_choice(arms: Sequence[tuple[int, float, float]], rng: random.Random) -> int:
-    """The version to serve one request: (version, successes, failures) arms, one draw each."""
-    beta = rng.betavariate
-    chosen, top = arms[0][0], -1.0
-    for version, wins, losses in arms:
-        draw = beta(wins + 1.0, losses + 1.0)
-        if draw > top:
-            chosen, top = version, draw
-    return chosen
