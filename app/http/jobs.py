@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 from litestar import Controller, Request, get, post
@@ -13,6 +12,7 @@ from litestar.params import FromPath, JSONBody
 from app.http.auth import event_meta, idempotency, requires
 from app.http.schemas import Input
 from app.resources import Resources
+from app.services.jobs import JobView
 from domain import events as ev
 from domain.jobs import RequestJob
 
@@ -32,24 +32,6 @@ class JobCreate(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
 class JobAccepted(msgspec.Struct, frozen=True, kw_only=True):
     job_id: str
     position: int
-
-
-class JobOut(msgspec.Struct, frozen=True, kw_only=True):
-    job_id: str
-    kind: str
-    model: str
-    version: int | None
-    params: dict[str, Any]
-    status: Literal["requested", "running", "succeeded", "failed"]
-    attempts: int
-    requested_at: datetime
-    requested_by: str
-    requested_position: int
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    details: dict[str, Any] | None = None
 
 
 def _res(state: State) -> Resources:
@@ -77,23 +59,6 @@ class JobController(Controller):
         return JobAccepted(job_id=recorded.event.job_id, position=recorded.position)
 
     @get("/{job_id:str}", operation_id="getJob")
-    async def get_job(self, job_id: FromPath[str], state: State) -> JobOut:
+    async def get_job(self, job_id: FromPath[str], state: State) -> JobView:
         """A job's status, attempts, result or error."""
-        view = await _res(state).jobs.view(job_id)
-        return JobOut(
-            job_id=view.job_id,
-            kind=view.kind,
-            model=view.name,
-            version=view.version,
-            params=view.params,
-            status=view.status,  # type: ignore[arg-type]
-            attempts=view.attempts,
-            requested_at=view.requested_at,
-            requested_by=view.requested_by,
-            requested_position=view.requested_position,
-            started_at=view.started_at,
-            finished_at=view.finished_at,
-            result=view.result,
-            error=view.error,
-            details=view.details,
-        )
+        return await _res(state).jobs.view(job_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -18,29 +18,29 @@ from domain import jobs
 from domain.errors import InvalidInput, NotFound
 
 _JOB_COLUMNS = (
-    "job_id, kind, name, version, params, status, attempts, requested_position, requested_at, "
-    "requested_by, started_at, finished_at, result, error, details"
+    "job_id, kind, name AS model, version, params, status, attempts, requested_position, "
+    "requested_at, requested_by, started_at, finished_at, result, error, details"
 )
 
 
 class JobView(msgspec.Struct, frozen=True, kw_only=True):
-    """A job's request, attempts and outcome, as the jobs view holds them."""
+    """A job's request, attempts and outcome, as the jobs view holds them (and the API shows)."""
 
     job_id: str
     kind: str
-    name: str
+    model: str
     version: int | None
     params: dict[str, Any]
-    status: str
+    status: Literal["requested", "running", "succeeded", "failed"]
     attempts: int
-    requested_position: int
     requested_at: datetime
     requested_by: str
-    started_at: datetime | None
-    finished_at: datetime | None
-    result: dict[str, Any] | None
-    error: str | None
-    details: dict[str, Any] | None
+    requested_position: int
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    details: dict[str, Any] | None = None
 
 
 class RequestedJob(msgspec.Struct, frozen=True, kw_only=True):
