@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 
 import click
 import msgspec
-import uvicorn
 from litestar import Controller, Litestar, get
 from litestar.datastructures import State
 from litestar.exceptions import ServiceUnavailableException
@@ -27,6 +25,7 @@ from app.http.problems import EXCEPTION_HANDLERS, ProblemDocs, problem_response
 from app.http.schemas import Health
 from app.http.score import scoring_routes
 from app.resources import Resources, open_resources
+from app.serve import configure_logging, uvicorn_server
 from app.settings import Settings
 from app.store.watch import LogWatcher
 
@@ -145,19 +144,7 @@ def create_scorer_app(settings: Settings, *, resources: Resources | None = None)
 
 async def run_scorer(settings: Settings) -> None:
     """Serve scoring until interrupted (Ctrl-C stops cleanly, writing the queued log)."""
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     url = f"http://{settings.host}:{settings.scorer_port}"
     click.echo(f"Model Ledger scorer on {url}")
-    config = uvicorn.Config(
-        create_scorer_app(settings),
-        host=settings.host,
-        port=settings.scorer_port,
-        loop="uvloop",
-        http="httptools",
-        log_level=settings.log_level,
-        access_log=False,
-        lifespan="on",
-    )
-    await uvicorn.Server(config).serve()
+    await uvicorn_server(create_scorer_app(settings), settings, settings.scorer_port).serve()

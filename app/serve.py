@@ -8,17 +8,38 @@ import logging
 
 import click
 import uvicorn
+from litestar.types import ASGIApp as ASGIApplication
 
 from app.commands import ensure_admin_token
 from app.main import create_app
 from app.settings import Settings
 
 
-async def run_server(settings: Settings, *, with_worker: bool = False) -> None:
-    """Serve until interrupted (Ctrl-C stops cleanly), with a job worker if asked."""
+def configure_logging(settings: Settings) -> None:
+    """One log format for every server process."""
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
+
+
+def uvicorn_server(app: ASGIApplication, settings: Settings, port: int) -> uvicorn.Server:
+    """uvicorn as every server process runs it (uvloop, httptools: chosen by measurement)."""
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level,
+        access_log=False,
+        lifespan="on",
+    )
+    return uvicorn.Server(config)
+
+
+async def run_server(settings: Settings, *, with_worker: bool = False) -> None:
+    """Serve until interrupted (Ctrl-C stops cleanly), with a job worker if asked."""
+    configure_logging(settings)
     token = await ensure_admin_token(settings)
     url = f"http://{settings.host}:{settings.port}"
     if token is not None:
@@ -28,17 +49,7 @@ async def run_server(settings: Settings, *, with_worker: bool = False) -> None:
             f"admin token: see {settings.admin_token_file} (or issue one with tokens create)"
         )
     click.echo(f"Model Ledger API on {url}  (OpenAPI: {url}/schema/swagger)")
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_level=settings.log_level,
-        access_log=False,
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn_server(create_app(settings), settings, settings.port)
     if not with_worker:
         await server.serve()
         return
