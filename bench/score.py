@@ -15,12 +15,8 @@ train the branch predictor and flatter compiled code):
   C floor   bench/score_floor.c: a C loop that dlopens our library and times `ml_predict_row`
             and the generated `predict` per call over the same rows
 
-Experiments (exp_*, not peers and not judged): "exp_branchless" is bench/score_branchless.c, a
-branch-free evaluator of the same model with our library's ABI, loaded by `CompiledLibrary`;
-"exp_rows_per_block_N" is bench/score_blocked.c, the library's block-wise batch loop with N
-rows per block (the library uses 64). These models qualify for compile.py's forest tables
-(workers/ml/forest.c), so "ours" is that evaluator and the blocked experiment and the C floor's
-`predict` path, which need TL2cgen's code, are skipped.
+These models qualify for compile.py's forest tables (workers/ml/forest.c), so "ours" is that
+branch-free evaluator; the C floor's `predict` path, which needs TL2cgen's code, is skipped then.
 
 Single-row latencies are taken per call in interleaved, rotating blocks so drift hits all
 engines alike; batches alternate which engine goes first and report the median round.
@@ -39,7 +35,6 @@ H1  HTTP: POST /v1/score p50 / GET /health p50 at concurrency 1 (bench/score_htt
 from __future__ import annotations
 
 import argparse
-import functools
 import gc
 import json
 import os
@@ -59,7 +54,6 @@ from bench import score_peers as sp
 
 SINGLE = ("ours", "ours_list", "lightgbm", "tl2cgen", "gtil", "lleaves")
 PEERS = ("lightgbm", "tl2cgen", "gtil", "lleaves")  # S4: what ours must beat
-CHUNKS = (16, 64, 256, 1024)  # rows per block in the experiment (the library uses 64)
 GOALS = {
     "s1": ("lightgbm/ours p50, large", ">=", 4.0),
     "s2": ("lightgbm/ours p50, small", ">=", 10.0),
@@ -164,11 +158,9 @@ def batch_rates(ops: dict[str, Callable[[], Any]], rows: int, rounds: int) -> di
 
 
 def measure_model(peers: sp.Peers, rows: np.ndarray, sizes: Sizes, tmp: Path) -> dict[str, Any]:
-    """Single-row latencies, batch rates, the C floor, parity and the experiments."""
+    """Single-row latencies, batch rates, the C floor and parity."""
     n = len(rows)
-    branchless = sp.build_branchless(peers.booster, tmp / "branchless")
     ops = single_ops(peers, rows)
-    ops["exp_branchless"] = lambda i: branchless.predict_one(rows[i])
     samples = latencies(ops, n, sizes.single_calls, sizes.block)
     single = {
         name: {f"p{q}_us": round(common.percentile(values, q), 2) for q in (50, 99)}
@@ -176,26 +168,16 @@ def measure_model(peers: sp.Peers, rows: np.ndarray, sizes: Sizes, tmp: Path) ->
     }
     program, rows_file = sp.build_floor(peers.outcome, tmp), sp.write_rows(rows, tmp / "rows.f64")
     floor = {
-        name: sp.run_floor(program, str(path), rows_file, n, sizes.floor_rounds)
-        for name, path in (
-            ("ours", peers.outcome.library_path),
-            ("exp_branchless", branchless.path),
-        )
+        "ours": sp.run_floor(program, peers.outcome.library_path, rows_file, n, sizes.floor_rounds)
     }
     bops = batch_ops(peers, rows)
-    bops["exp_branchless"] = functools.partial(branchless.predict_batch, rows)
-    blocked = sp.build_blocked(peers.outcome, tmp / "blocked")
-    if blocked is not None:
-        for chunk in CHUNKS:
-            bops[f"exp_rows_per_block_{chunk}"] = functools.partial(blocked.predict, rows, chunk)
     rates = batch_rates(bops, n, sizes.batch_rounds)
     rates["c_floor_batch"] = round(1e9 / floor["ours"]["batch_best_ns_per_row"])
     reference = peers.booster.predict(rows, num_threads=1)
     outputs = {name: np.asarray(op(), dtype=np.float64) for name, op in bops.items()}
     diffs = {name: float(np.max(np.abs(out - reference))) for name, out in outputs.items()}
-    for name, library in (("ours_single", peers.ours), ("exp_branchless_single", branchless)):
-        scored = np.array([library.predict_one(rows[i]) for i in range(n)])
-        diffs[name] = float(np.max(np.abs(scored - reference)))
+    scored = np.array([peers.ours.predict_one(rows[i]) for i in range(n)])
+    diffs["ours_single"] = float(np.max(np.abs(scored - reference)))
     return {
         "trees": peers.trees,
         "mean_leaves": peers.mean_leaves,
@@ -252,13 +234,13 @@ def report(figures: dict[str, Any]) -> str:
                 for name, v in single.items()
             ),
         ]
-        for library, path in (("ours", "row"), ("ours", "predict"), ("exp_branchless", "row")):
-            found = floor[library]
+        for path in ("row", "predict"):
+            found = floor["ours"]
             if f"{path}_p50_ns" not in found:  # a library without TL2cgen's `predict`
                 continue
             p50, p99 = found[f"{path}_p50_ns"] / 1e3, found[f"{path}_p99_ns"] / 1e3
             entry = "ml_predict_row" if path == "row" else "predict, filled"
-            label = f"C floor {'exp. ' if library != 'ours' else ''}{entry}"
+            label = f"C floor {entry}"
             lines.append(f"    {label:<30}{p50:>9.2f}{p99:>9.2f}{p50 / ours:>9.2f}x")
         rates = model["batch_rows_per_s"]
         lines.append(f"  batch of {figures['sizes']['rows']} rows, one thread: rows/s, x ours")

@@ -4,10 +4,7 @@ TL2cgen and lleaves builds of the same model, the C-loop floor and the block-wis
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import hashlib
 import json
-import math
 import shutil
 import subprocess
 import time
@@ -21,9 +18,6 @@ import numpy.typing as npt
 
 from app.scoring.library import CompiledLibrary
 from workers.ml.compile import (
-    COMPILE_FLAGS,
-    LIBRARIES,
-    LINK_FLAGS,
     MAX_UNITS,
     TREES_PER_UNIT,
     CompileOutcome,
@@ -203,110 +197,6 @@ def run_floor(program: Path, library: str, rows_file: Path, rows: int, rounds: i
         check=True,
     )
     return json.loads(done.stdout)
-
-
-def build_blocked(outcome: CompileOutcome, workdir: Path) -> ChunkedBatch | None:
-    """The library rebuilt with bench/score_blocked.c; None when it has no unit blocks."""
-    source = Path(outcome.library_path).parent / "src"
-    if "-DML_UNIT_BLOCKS" not in outcome.flags:
-        return None
-    workdir.mkdir(parents=True, exist_ok=True)
-    blocked_o, library = workdir / "blocked.o", workdir / "blocked.so"
-    flags = (*COMPILE_FLAGS, *_defines(outcome), f"-I{source}")
-    _cc(*flags, "-c", str(HERE / "score_blocked.c"), "-o", str(blocked_o))
-    objects = [str(p) for p in source.glob("*.o") if p.name != "batch.o"]
-    _cc(*LINK_FLAGS, "-o", str(library), str(blocked_o), *objects, *LIBRARIES)
-    return ChunkedBatch(library)
-
-
-class ChunkedBatch:
-    """bench/score_blocked.c's `ml_predict_batch_chunked` in its own library."""
-
-    def __init__(self, library: Path) -> None:
-        self._dll = ctypes.CDLL(str(library))  # kept: the function lives as long as it does
-        self._function = self._dll.ml_predict_batch_chunked
-        self._function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64]
-        self._function.restype = None
-
-    def predict(self, rows: Matrix, chunk: int) -> Matrix:
-        """Scores of `rows` through the block-wise loop, `chunk` rows a block."""
-        matrix = np.ascontiguousarray(rows, dtype=np.float64)
-        out = np.empty(matrix.shape[0], dtype=np.float64)
-        self._function(matrix.ctypes.data, matrix.shape[0], out.ctypes.data, chunk)
-        return out
-
-
-BRANCHLESS_LANES = 8  # walks side by side in bench/score_branchless.c
-
-
-def _c_double(value: float) -> str:
-    return "INFINITY" if value == math.inf else repr(value)
-
-
-def forest_header(booster: lightgbm.Booster, lanes: int) -> str:
-    """score_forest.h for bench/score_branchless.c, from LightGBM's own dump of the model."""
-    dump = booster.dump_model()
-    if not str(dump["objective"]).startswith("binary sigmoid:1"):
-        raise ValueError(f"the experiment handles binary sigmoid:1 models, not {dump['objective']}")
-    nodes: list[tuple[float, int, int, int]] = []
-    values: list[float] = []
-    roots, depths = [], []
-    for info in dump["tree_info"]:
-        roots.append(len(nodes))
-        nodes.append((math.inf, len(nodes), 0, 0))
-        values.append(0.0)
-        queue, deepest = [(info["tree_structure"], roots[-1], 0)], 0
-        for node, at, depth in queue:  # breadth first: children adjacent
-            if "leaf_value" in node:
-                nodes[at], values[at] = (math.inf, at, 0, 0), float(node["leaf_value"])
-                deepest = max(deepest, depth)
-                continue
-            if node["decision_type"] != "<=" or node["missing_type"] not in ("None", "NaN"):
-                raise ValueError(f"split not handled by the experiment: {node['decision_type']}")
-            threshold = float(node["threshold"])
-            nan_right = not node["default_left"] if node["missing_type"] == "NaN" else threshold < 0
-            first = len(nodes)
-            nodes[at] = (threshold, first, int(node["split_feature"]), int(nan_right))
-            nodes += [(math.inf, first, 0, 0), (math.inf, first + 1, 0, 0)]
-            values += [0.0, 0.0]
-            queue += [
-                (node["left_child"], first, depth + 1),
-                (node["right_child"], first + 1, depth + 1),
-            ]
-        depths.append(deepest)
-    trees, pad = len(roots), len(nodes)
-    nodes.append((math.inf, pad, 0, 0))
-    values.append(-0.0)  # x + -0.0 == x for every x: padding trees change no bit
-    groups = -(-trees // lanes)
-    padded = roots + [pad] * (groups * lanes - trees)
-    group_depths = [max(depths[g * lanes : (g + 1) * lanes]) for g in range(groups)]
-
-    def array(kind: str, name: str, items: list[str]) -> str:
-        return f"static const {kind} {name}[] = {{{', '.join(items)}}};\n"
-
-    return (
-        f"#define BL_NUM_FEATURE {int(dump['max_feature_idx']) + 1}\n#define BL_NUM_TREES {trees}\n"
-        f"#define BL_NUM_GROUPS {groups}\n#define BL_LANES {lanes}\n"
-        + array(
-            "struct bl_node",
-            "bl_nodes",
-            [f"{{{_c_double(t)}, {left}, {f}, {m}, 0}}" for t, left, f, m in nodes],
-        )
-        + array("double", "bl_values", [_c_double(v) for v in values])
-        + array("int32_t", "bl_roots", [str(r) for r in padded])
-        + array("int32_t", "bl_depths", [str(d) for d in depths])
-        + array("int32_t", "bl_group_depths", [str(d) for d in group_depths])
-    )
-
-
-def build_branchless(booster: lightgbm.Booster, workdir: Path) -> CompiledLibrary:
-    """bench/score_branchless.c built for `booster` and loaded like our libraries."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "score_forest.h").write_text(forest_header(booster, BRANCHLESS_LANES))
-    library = workdir / "branchless.so"
-    flags = (*COMPILE_FLAGS, f"-I{workdir}", *LINK_FLAGS)
-    _cc(*flags, "-o", str(library), str(HERE / "score_branchless.c"), *LIBRARIES)
-    return CompiledLibrary.open(library, hashlib.sha256(library.read_bytes()).hexdigest())
 
 
 def close(peers: Peers) -> None:
