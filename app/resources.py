@@ -75,9 +75,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     try:
         store = EventStore(pool, batch_max_events=settings.append_batch_max_events, notify=True)
         signing_key = load_or_create_key(settings.signing_key_file)
-        projector = Projector(
-            store, all_projections(snapshot_every=settings.registry_snapshot_every)
-        )
+        projector = Projector(store, all_projections(snapshot_every=settings.model_snapshot_every))
         governance = Governance(store, projector, _now)
         artifacts = ArtifactStore(settings.home / "artifacts")
         registry = Registry(store, _now)

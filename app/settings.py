@@ -28,8 +28,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     signing_key_path: Path | None = None
     # group commit: most events written in one append transaction
     append_batch_max_events: int = 1_000
-    # registry snapshots every this many positions bound the replay of an as-of read
-    registry_snapshot_every: int = 10_000
+    # a model's state is snapshotted every this many events of its stream: an as-of read
+    # replays less than this many events per model
+    model_snapshot_every: int = 250
     # arq queue; tests give each run its own so runs sharing a Redis cannot interfere
     queue_name: str = "model-ledger:jobs"
     # relay job requests from the log to the queue (API and worker processes; several may)

@@ -23,7 +23,7 @@ DeploymentAction = Literal["promotion", "rollback", "demotion"]
 JobKind = Literal["train", "compile", "compliance", "drift", "bandit"]
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+class Event(msgspec.Struct, gc=False, frozen=True, kw_only=True, tag_field="type"):
     """Base of all events; the tag is the stored `type` column."""
 
 
@@ -71,7 +71,7 @@ class ModelUpdated(Event, frozen=True, kw_only=True, tag="model.updated"):
     sensitive_features: list[str] | None = None
 
 
-class Lineage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Lineage(msgspec.Struct, gc=False, frozen=True, kw_only=True, omit_defaults=True):
     """Where a version came from."""
 
     git_commit: str | None = None
@@ -253,7 +253,7 @@ class DriftChecked(Event, frozen=True, kw_only=True, tag="drift.checked"):
     job_id: str | None = None
 
 
-class BanditArm(msgspec.Struct, frozen=True, kw_only=True):
+class BanditArm(msgspec.Struct, gc=False, frozen=True, kw_only=True):
     """One arm of a bandit experiment: its Beta posterior and its share of traffic."""
 
     version: int
@@ -332,7 +332,7 @@ def event_type(event: Event) -> str:
     return str(type(event).__struct_config__.tag)
 
 
-class EventMeta(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class EventMeta(msgspec.Struct, gc=False, frozen=True, kw_only=True, omit_defaults=True):
     """Who caused an event and why: recorded beside every event."""
 
     actor: str

@@ -10,7 +10,7 @@ import msgspec
 from domain import events as ev
 
 
-class EventContext(msgspec.Struct, frozen=True, kw_only=True):
+class EventContext(msgspec.Struct, gc=False, frozen=True, kw_only=True):
     """What the log adds to an event: where it is, when, and who caused it."""
 
     position: int
@@ -20,7 +20,7 @@ class EventContext(msgspec.Struct, frozen=True, kw_only=True):
     stream_version: int = 0
 
 
-class Decision(msgspec.Struct, kw_only=True):
+class Decision(msgspec.Struct, gc=False, kw_only=True):
     """An approval or rejection, as recorded, plus whether it was later revoked."""
 
     approver: str
@@ -37,7 +37,7 @@ class Decision(msgspec.Struct, kw_only=True):
     revoked_reason: str | None = None
 
 
-class Compiled(msgspec.Struct, kw_only=True):
+class Compiled(msgspec.Struct, gc=False, kw_only=True):
     """The certified native build of a version."""
 
     library_sha256: str
@@ -49,7 +49,7 @@ class Compiled(msgspec.Struct, kw_only=True):
     recorded_at: datetime
 
 
-class Compliance(msgspec.Struct, kw_only=True):
+class Compliance(msgspec.Struct, gc=False, kw_only=True):
     """The latest fairness check of a version."""
 
     passed: bool
@@ -59,7 +59,7 @@ class Compliance(msgspec.Struct, kw_only=True):
     recorded_at: datetime
 
 
-class VersionState(msgspec.Struct, kw_only=True):
+class VersionState(msgspec.Struct, gc=False, kw_only=True):
     """Everything recorded about one version."""
 
     version: int
@@ -81,7 +81,7 @@ class VersionState(msgspec.Struct, kw_only=True):
     retired_reason: str | None = None
 
 
-class Deployment(msgspec.Struct, kw_only=True):
+class Deployment(msgspec.Struct, gc=False, kw_only=True):
     """What serves in one environment, and how it got there."""
 
     champion: int | None = None
@@ -97,7 +97,7 @@ class Deployment(msgspec.Struct, kw_only=True):
     arms: list[ev.BanditArm] = msgspec.field(default_factory=list)
 
 
-class DriftAlert(msgspec.Struct, kw_only=True):
+class DriftAlert(msgspec.Struct, gc=False, kw_only=True):
     """A drift measurement bound to the version that served the window."""
 
     version: int
@@ -111,7 +111,7 @@ class DriftAlert(msgspec.Struct, kw_only=True):
     position: int
 
 
-class ModelState(msgspec.Struct, kw_only=True):
+class ModelState(msgspec.Struct, gc=False, kw_only=True):
     """A model, its versions, deployments and drift alerts."""
 
     name: str

@@ -108,7 +108,7 @@ def settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:
         redis_url=redis_url,
         checkpoint_interval_seconds=3600,
         # small, so as-of reads in tests go through snapshots and replays alike
-        registry_snapshot_every=7,
+        model_snapshot_every=7,
         queue_name=f"model-ledger-test:{uuid.uuid4().hex[:12]}",
         max_body_bytes=64 * 1024,
         # only the job tests relay requests to Redis (they turn this on); elsewhere the

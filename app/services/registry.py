@@ -10,6 +10,7 @@ import asyncpg
 import msgspec
 
 from app.services.views import ModelView, render_model
+from app.store import codec
 from app.store.codec import context_of
 from app.store.events import EventStore
 from app.store.projections.governance import decode_state
@@ -19,7 +20,26 @@ from domain.policy import Policy, PolicyBook
 from domain.registry import REGISTRY_TAGS, RegistryState, apply
 from domain.state import ModelState
 
-_REPLAY_PAGE = 5_000
+# as-of replays: the streams of this many models per query
+_REPLAY_MODELS = 100
+_MODEL_TAGS = [tag for tag in REGISTRY_TAGS if tag != "policy.set"]
+_SNAPSHOTS_AT = (
+    "SELECT DISTINCT ON (name) name, stream_version, state FROM model_snapshots "
+    "WHERE position <= $1 ORDER BY name, stream_version DESC"
+)
+_POLICIES_AT = (
+    f"SELECT {codec.COLUMNS} FROM events "  # noqa: S608 - fixed fragments
+    "WHERE type = 'policy.set' AND position <= $1 ORDER BY position"
+)
+# each model's events after its snapshot, up to the instant, through (stream, version)
+_STREAM_TAILS = f"""
+SELECT tail.* FROM unnest($1::text[], $2::bigint[]) AS s(stream, after)
+CROSS JOIN LATERAL (
+  SELECT {codec.COLUMNS} FROM events
+  WHERE stream = s.stream AND version > s.after AND position <= $3 AND type = ANY($4)
+  ORDER BY version
+) AS tail
+"""  # noqa: S608 - fixed fragments
 _MODEL_AND_HEAD = (
     "SELECT EXISTS (SELECT 1 FROM model_states WHERE name = $1), "
     "(SELECT coalesce(max(position), 0) FROM events)"
@@ -108,38 +128,36 @@ class Registry:
         return book
 
     async def state_at(self, position: int) -> RegistryState:
-        """The registry as a replay of the log up to `position`, from the nearest snapshot."""
-        registry = await self._snapshot_before(position)
-        after = registry.position
-        while after < position:
-            page = await self._store.read_all(
-                after, _REPLAY_PAGE, types=REGISTRY_TAGS, until=position
-            )
-            if not page:
-                break
-            for recorded in page:
-                apply(registry, recorded.event, context_of(recorded))
-            after = page[-1].position
-        return registry
+        """The registry as a replay of the log up to `position`.
 
-    async def _snapshot_before(self, position: int) -> RegistryState:
+        Each model starts from its latest snapshot at or before `position` (or from nothing)
+        and replays the rest of its stream up to there; policies replay from the start of
+        their streams (a handful of events). Models are independent folds, so each stream
+        is read through its own (stream, version) index range.
+        """
         pool = self._store.pool
-        snapshot = await pool.fetchval(
-            "SELECT max(position) FROM registry_snapshots WHERE position <= $1", position
-        )
-        if snapshot is None:
-            return RegistryState()
-        rows = await pool.fetch(
-            "SELECT name, state FROM snapshot_models WHERE position = $1", snapshot
-        )
-        book = PolicyBook()
-        for row in await pool.fetch(
-            "SELECT risk_tier, version, policy::text FROM snapshot_policies WHERE position = $1",
-            snapshot,
-        ):
-            book.set(row[0], _policy_decoder.decode(row[2]), row[1])
-        models = {r["name"]: decode_state(r["state"]) for r in rows}
-        return RegistryState(models=models, policies=book, position=snapshot)
+        registry = RegistryState(position=position)
+        async with pool.acquire() as conn:
+            snapshots = {
+                row[0]: (row[1], row[2]) for row in await conn.fetch(_SNAPSHOTS_AT, position)
+            }
+            names = [row[0] for row in await conn.fetch("SELECT name FROM model_states")]
+            policies = await conn.fetch(_POLICIES_AT, position)
+        for recorded in codec.recorded_page(policies):
+            apply(registry, recorded.event, context_of(recorded))
+        for start in range(0, len(names), _REPLAY_MODELS):
+            chunk = names[start : start + _REPLAY_MODELS]
+            after = [snapshots[n][0] if n in snapshots else 0 for n in chunk]
+            for name in chunk:
+                if name in snapshots:
+                    registry.models[name] = decode_state(snapshots[name][1])
+            rows = await pool.fetch(
+                _STREAM_TAILS, [model_stream(n) for n in chunk], after, position, _MODEL_TAGS
+            )
+            for recorded in codec.recorded_page(rows):
+                apply(registry, recorded.event, context_of(recorded))
+        registry.position, registry.time = position, None  # streams replayed out of log order
+        return registry
 
     async def view(self, as_of: str | None) -> RegistryView:
         """The whole registry, now or as it was at `as_of`."""

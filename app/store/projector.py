@@ -58,6 +58,9 @@ class Buffering(Protocol):
     async def flush(self, conn: asyncpg.Connection) -> None:
         """Write what `apply` left pending; called once before each commit."""
 
+    async def settle(self) -> None:
+        """Wait for writes `apply` left in flight on the connection (also when failing)."""
+
 
 _PAGE_SQL = (
     f"SELECT {codec.COLUMNS} FROM events "  # noqa: S608 - fixed fragments
@@ -96,10 +99,26 @@ class Projector:
 
     async def _catch_up(self) -> int:
         head, _ = await self._store.head()
-        for projection in self._projections:
+
+        async def advance(projection: Projection) -> None:
             start = time.perf_counter()
             await self._advance(projection, head)
             self.seconds[projection.name] = time.perf_counter() - start
+
+        # Projections are independent: while one folds in Python, the database writes or
+        # reads for another. Each holds a connection for its transaction and borrows one
+        # for each page it reads ahead, so a pool with no connection to spare runs them
+        # one by one.
+        # A catch-up of more than a page (a rebuild, a start after downtime) runs with the
+        # cyclic GC paused throughout, awaits included: the projector makes no reference
+        # cycles, and what other tasks of the process make meanwhile is collected after.
+        long_run = head - self._caught_up_to > _PAGE
+        with paused_gc() if long_run else contextlib.nullcontext():
+            if self._store.pool.get_max_size() > len(self._projections):
+                await asyncio.gather(*(advance(p) for p in self._projections))
+            else:
+                for projection in self._projections:
+                    await advance(projection)
         self._caught_up_to = max(self._caught_up_to, head)
         return head
 
@@ -116,7 +135,13 @@ class Projector:
                         return
                     if buffering is not None:
                         buffering.begin()
-                    reached, done = await _apply_pages(conn, projection, reader, checkpoint)
+                    try:
+                        reached, done = await _apply_pages(conn, projection, reader, checkpoint)
+                    except BaseException:
+                        if buffering is not None:  # its writes end before the rollback
+                            with contextlib.suppress(BaseException):
+                                await buffering.settle()
+                        raise
                     if buffering is not None:
                         await buffering.flush(conn)
                     await conn.execute(
@@ -152,8 +177,11 @@ async def _apply_pages(
     applying: asyncio.Task[None] | None = None
     try:
         while not done and applied < _TRANSACTION_EVENTS:
-            if applying is not None and not reader.ahead:
-                await applying  # the page is read on `conn` too
+            if not reader.ahead:  # the page is read on `conn` too
+                if applying is not None:
+                    await applying
+                if isinstance(projection, Buffering):
+                    await projection.settle()
             rows = await reader.page(conn, reached)
             with paused_gc():
                 events = codec.recorded_page(rows)
@@ -219,20 +247,32 @@ class _ReadAhead:
         return rows
 
 
+class _GcPauses:
+    """How many pauses of the cyclic GC are held, and whether it ran before the first."""
+
+    held = 0
+    was_enabled = False
+
+
 @contextlib.contextmanager
 def paused_gc() -> Iterator[None]:
-    """The cyclic garbage collector off for a synchronous stretch (no await inside).
+    """The cyclic garbage collector off while any pause is held.
 
-    Decoding a page and folding it allocate objects that live on (the page until applied,
-    the states for good); left running, the collector walks every live state again and
-    again, which took a sixth of a catch-up of a million events.
+    Pauses nest and may be held by concurrent tasks: the collector runs again when the
+    last one ends (if it ran before the first). Decoding pages and folding them allocate
+    objects that live on (the page until applied, the states for the transaction); left
+    running, the collector walks every live state again and again, which took a sixth
+    of a catch-up of a million events.
     """
-    enabled = gc.isenabled()
-    gc.disable()
+    if _GcPauses.held == 0:
+        _GcPauses.was_enabled = gc.isenabled()
+        gc.disable()
+    _GcPauses.held += 1
     try:
         yield
     finally:
-        if enabled:
+        _GcPauses.held -= 1
+        if _GcPauses.held == 0 and _GcPauses.was_enabled:
             gc.enable()
 
 

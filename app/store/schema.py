@@ -173,28 +173,15 @@ policies = sa.Table(
     sa.Column("position", sa.BigInteger, nullable=False),
 )
 
-registry_snapshots = sa.Table(
-    "registry_snapshots",
+# A model's state each time its stream passes a multiple of the snapshot interval: an
+# as-of read starts from these (a cache of the governance projection).
+model_snapshots = sa.Table(
+    "model_snapshots",
     metadata,
-    sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("models", sa.Integer, nullable=False),
-)
-
-snapshot_models = sa.Table(
-    "snapshot_models",
-    metadata,
-    sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("stream_version", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("position", sa.BigInteger, nullable=False),
     sa.Column("state", pg.BYTEA, nullable=False),
-)
-
-snapshot_policies = sa.Table(
-    "snapshot_policies",
-    metadata,
-    sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("risk_tier", sa.Text, primary_key=True),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("policy", pg.JSON, nullable=False),
 )
 
 jobs = sa.Table(

@@ -8,12 +8,14 @@ import uuid
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 
 from app.resources import Resources
 from app.store import projector
 from domain import commands as cmd
 from domain import events as ev
+from domain import jobs
 from domain.decide import model_stream
 from domain.errors import DomainError
 from domain.policy import Policy
@@ -56,6 +58,32 @@ async def _story(resources: Resources, name: str) -> None:
         await gov.retire(name, 1, "old", CI, None)
 
 
+async def _job_outcomes(resources: Resources, name: str) -> None:
+    """Attempts of the compile jobs of versions 1-3, retries, a late start, strays."""
+    store, worker = resources.store, ev.EventMeta(actor="model-ledger:worker", role="worker")
+    requests = {
+        e.event.version: e.event
+        for e in await store.read_stream(model_stream(name))
+        if isinstance(e.event, ev.JobRequested)
+    }
+    one, two, three = requests[1], requests[2], requests[3]
+    stray = ev.JobStarted(job_id="never-requested", kind="compile", name=name, attempt=1)
+    outcomes: list[ev.Event] = [
+        *jobs.started(one, 1, "w1"),
+        *jobs.failed(one, 1, "boom", final=False),
+        *jobs.started(two, 1, "w1"),
+        *jobs.started(one, 2, "w2"),
+        jobs.succeeded(one, 2, 1.5, {"library_sha256": "b" * 64}),
+        *jobs.failed(two, 1, "bad input", final=True, details={"column": "x"}),
+        *jobs.started(two, 3, "w3"),  # a late delivery never reopens a finished job
+        msgspec.structs.replace(three, params={"again": True}),  # a second request: no change
+        stray,
+        *jobs.started(three, 1, "w1"),
+    ]
+    for event in outcomes:
+        await store.append(model_stream(name), [event], meta=worker, expected_version=None)
+
+
 async def _views(resources: Resources) -> dict[str, list[dict[str, Any]]]:
     """Every row of every table the projections own, in primary-key order."""
     views = {}
@@ -70,9 +98,18 @@ async def told(resources: Resources) -> dict[str, list[dict[str, Any]]]:
     """Two models' stories, projected page by page as the server does; the views it left."""
     for name in ("m-a", "m-b"):
         await _story(resources, name)
+        await _job_outcomes(resources, name)
     await resources.projector.catch_up()
     views = await _views(resources)
-    assert len(views["registry_snapshots"]) > 3 and views["approvals"] and views["policies"]
+    jobs_of_a = {row["version"]: row for row in views["jobs"] if row["name"] == "m-a"}
+    assert {v: (r["status"], r["attempts"]) for v, r in jobs_of_a.items()} == {
+        1: ("succeeded", 2),
+        2: ("failed", 3),
+        3: ("running", 1),
+    }
+    assert jobs_of_a[1]["error"] is None and jobs_of_a[2]["error"] == "bad input"
+    assert jobs_of_a[3]["params"] != '{"again":true}' and "never-requested" not in str(views)
+    assert len(views["model_snapshots"]) > 3 and views["approvals"] and views["policies"]
     assert any(row["revoked_reason"] for row in views["approvals"])
     return views
 
@@ -80,7 +117,7 @@ async def told(resources: Resources) -> dict[str, list[dict[str, Any]]]:
 async def test_small_pages_and_transactions_give_the_same_views(
     resources: Resources, told: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # snapshots (every 7 positions in tests) fall inside pages and transactions
+    # snapshots (every 7 events of a model's stream in tests) fall inside pages and transactions
     monkeypatch.setattr(projector, "_PAGE", 5)
     monkeypatch.setattr(projector, "_TRANSACTION_EVENTS", 12)
     await resources.projector.rebuild()

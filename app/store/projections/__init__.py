@@ -8,6 +8,6 @@ from app.store.projections.tokens import TokensProjection
 from app.store.projector import Projection
 
 
-def all_projections(*, snapshot_every: int = 10_000) -> list[Projection]:
+def all_projections(*, snapshot_every: int = 250) -> list[Projection]:
     """Every projection the server maintains, in the order they are applied."""
     return [TokensProjection(), GovernanceProjection(snapshot_every), JobsProjection()]

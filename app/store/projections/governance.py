@@ -5,19 +5,27 @@ views cannot disagree with a replay of the log.
 
 What a page of events changes is gathered per table and written in one statement each
 (COPY for the append-only tables), and the folded states stay in memory between pages:
-each changed state is encoded and written once per transaction (`flush`) and once per
-registry snapshot, never once per event.
+each changed state is encoded and written once per transaction (`flush`), never once per
+event.
+
+Snapshots are per model: a model's state is kept in `model_snapshots` each time its stream
+version passes a multiple of `snapshot_every`. An as-of read starts each model from its
+latest snapshot at or before the instant and replays less than one interval of its stream.
+What snapshots cost grows with the log (one state per interval of each stream), not with
+the log times the registry, as copies of the whole registry did. The positions depend on
+the stream versions alone, so a rebuild, however it is paged, writes the same rows.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import asyncpg
 import msgspec
 
 from app.store.codec import RecordedEvent, context_of
-from app.store.projections.governance_rows import FlatRows
+from app.store.projections.governance_rows import AppendedRows, FlatRows
 from app.store.projector import paused_gc
 from domain import events as ev
 from domain.model import evolve
@@ -62,12 +70,10 @@ class GovernanceProjection:
         "approvals",
         "drift_alerts",
         "policies",
-        "registry_snapshots",
-        "snapshot_models",
-        "snapshot_policies",
+        "model_snapshots",
     )
 
-    def __init__(self, snapshot_every: int = 10_000) -> None:
+    def __init__(self, snapshot_every: int = 250) -> None:
         self.snapshot_every = snapshot_every
         # The states of this transaction's models, kept from page to page. Not beyond the
         # transaction: the whole registry would stay in memory (and in every collection
@@ -76,12 +82,15 @@ class GovernanceProjection:
         self._looked_up: set[str] = set()  # names whose model_states row was read
         self._dirty: set[str] = set()  # changed since model_states was written
         self._encoded: dict[str, bytes] = {}  # dirty states encoded (for a snapshot) since
+        self._snapshots: list[tuple[str, int, int, bytes]] = []  # (name, version, position, state)
         self._rows = FlatRows()
+        self._writing: asyncio.Task[None] | None = None  # the last page's rows, in flight
         self._lz4: bool | None = None  # whether the server can compress with lz4
         self._compression_chosen = False  # in this transaction
 
     def begin(self) -> None:
         """A transaction starts: whatever an unfinished one left is dropped."""
+        assert self._writing is None, "the projector settles writes before a rollback"
         self._forget()
         self._rows = FlatRows()
         self._compression_chosen = False
@@ -91,31 +100,47 @@ class GovernanceProjection:
         self._looked_up.clear()
         self._dirty.clear()
         self._encoded.clear()
+        self._snapshots = []
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
-        """Fold the events into the states of the models they touch; write the flat rows."""
-        await self._load(conn, {n for e in events if (n := _model_of(e.event)) is not None})
-        last_snapshot: int = await conn.fetchval(
-            "SELECT coalesce(max(position), 0) FROM registry_snapshots"
-        )
-        every, start = self.snapshot_every, 0
-        while start < len(events):
-            # up to the first registry event past the next multiple of the interval: the
-            # same positions however the log is batched, so a rebuild writes the same
-            # snapshots
-            end = start
-            while end < len(events) and events[end].position // every <= last_snapshot // every:
-                end += 1
-            snapshot = end < len(events)
-            self._fold(events[start : end + 1])
-            await self._rows.write_appended(conn)  # before a snapshot: it copies policies
-            if snapshot:
-                last_snapshot = events[end].position
-                await self._snapshot(conn, last_snapshot)
-            start = end + 1
+        """Fold the events into the states of the models they touch; write the flat rows.
+
+        The rows are written by a task that runs while the caller decodes and this folds
+        the next page (the database works as Python folds); `settle` waits for it.
+        """
+        names = {n for e in events if (n := _model_of(e.event)) is not None}
+        if not names <= self._looked_up:
+            await self.settle()  # the connection is free for the read
+            await self._load(conn, names)
+        self._fold(events)
+        rows, snapshots = self._rows.take_appended(), self._snapshots
+        self._snapshots = []
+        await self.settle()
+        self._writing = asyncio.create_task(self._write(conn, rows, snapshots))
+
+    async def settle(self) -> None:
+        """Wait for the rows still being written (the connection is free after)."""
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            await writing
+
+    async def _write(
+        self,
+        conn: asyncpg.Connection,
+        rows: AppendedRows,
+        snapshots: list[tuple[str, int, int, bytes]],
+    ) -> None:
+        await rows.write(conn)
+        if snapshots:
+            await self._choose_compression(conn)
+            await conn.copy_records_to_table(
+                "model_snapshots",
+                records=snapshots,
+                columns=["name", "stream_version", "position", "state"],
+            )
 
     def _fold(self, events: Sequence[RecordedEvent]) -> None:
-        rows = self._rows
+        rows, states, every = self._rows, self._states, self.snapshot_every
         with paused_gc():
             for recorded in events:
                 event = recorded.event
@@ -125,15 +150,22 @@ class GovernanceProjection:
                     continue
                 name = _model_of(event)
                 assert name is not None  # the projection reads only registry events
-                state = evolve(self._states.get(name), event, context_of(recorded))
-                if state is not None:
-                    self._states[name] = state
-                    self._dirty.add(name)
-                    self._encoded.pop(name, None)
-                    rows.add(recorded, state)
+                state = states.get(name)
+                before = 0 if state is None else state.stream_version
+                state = evolve(state, event, context_of(recorded))
+                if state is None:
+                    continue
+                states[name] = state
+                self._dirty.add(name)
+                self._encoded.pop(name, None)
+                rows.add(recorded, state)
+                if state.stream_version // every > before // every:
+                    encoded = self._encoded[name] = _state_encoder.encode(state)
+                    self._snapshots.append((name, state.stream_version, recorded.position, encoded))
 
     async def flush(self, conn: asyncpg.Connection) -> None:
         """Write the upserted rows and the model states changed since the last flush."""
+        await self.settle()
         await self._rows.write_upserted(conn)
         names = sorted(self._dirty)
         await self._choose_compression(conn)
@@ -169,34 +201,6 @@ class GovernanceProjection:
             if name not in encoded:
                 encoded[name] = _state_encoder.encode(self._states[name])
         return [encoded[n] for n in names]
-
-    async def _snapshot(self, conn: asyncpg.Connection, position: int) -> None:
-        # The registry at `position`: the states changed in this transaction from memory,
-        # every other model's from its model_states row (which is current).
-        names = sorted(self._dirty)
-        await self._choose_compression(conn)
-        status = await conn.execute(
-            "INSERT INTO snapshot_models (position, name, state) "
-            "SELECT $1, name, state FROM model_states WHERE NOT (name = ANY($2))",
-            position,
-            names,
-        )
-        if names:
-            await conn.copy_records_to_table(
-                "snapshot_models",
-                records=zip([position] * len(names), names, self._encode(names), strict=True),
-                columns=["position", "name", "state"],
-            )
-        await conn.execute(
-            "INSERT INTO snapshot_policies (position, risk_tier, version, policy) "
-            "SELECT $1, risk_tier, version, policy FROM policies",
-            position,
-        )
-        await conn.execute(
-            "INSERT INTO registry_snapshots (position, models) VALUES ($1, $2)",
-            position,
-            int(status.split()[-1]) + len(names),
-        )
 
 
 async def _save_states(

@@ -88,25 +88,51 @@ _DRIFT_COLUMNS = [
 _APPROVAL_REVOKED_REASON = len(_APPROVAL_COLUMNS) - 1
 
 
-class FlatRows:
-    """The flat-table rows of a transaction's events, written in one statement per table.
-
-    Appended rows (and policies, which snapshots copy) are written after each run of
-    events; the upserted versions and deployments, many events per row, once at the end.
-    """
+class AppendedRows:
+    """What a run of events adds: history, approvals, revocations, drift alerts, policies."""
 
     def __init__(self) -> None:
-        self.versions: dict[tuple[str, int], list[Any]] = {}
-        self.deployments: dict[tuple[str, str], tuple[Any, ...]] = {}
         self.history: list[tuple[Any, ...]] = []
         self.approvals: list[list[Any]] = []
         self.revocations: list[tuple[str, int, str, str]] = []
         self.drift: list[tuple[Any, ...]] = []
         self.policies: dict[str, tuple[Any, ...]] = {}
 
+    async def write(self, conn: asyncpg.Connection) -> None:
+        """One statement per table: COPY for the append-only ones."""
+        if self.policies:
+            await conn.execute(_UPSERT_POLICIES, *_columns(self.policies.values(), 4))
+        if self.revocations:
+            await conn.executemany(_REVOKE, self.revocations)
+        for table, rows, columns in (
+            ("deployment_history", self.history, _HISTORY_COLUMNS),
+            ("approvals", self.approvals, _APPROVAL_COLUMNS),
+            ("drift_alerts", self.drift, _DRIFT_COLUMNS),
+        ):
+            if rows:
+                await conn.copy_records_to_table(table, records=rows, columns=columns)
+
+
+class FlatRows:
+    """The flat-table rows of a transaction's events, written in one statement per table.
+
+    Appended rows are handed over (`take_appended`) after each run of events; the upserted
+    versions and deployments, many events per row, are written once at the end.
+    """
+
+    def __init__(self) -> None:
+        self.versions: dict[tuple[str, int], list[Any]] = {}
+        self.deployments: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self.appended = AppendedRows()
+
+    def take_appended(self) -> AppendedRows:
+        """The rows appended since the last call; the next ones gather apart."""
+        taken, self.appended = self.appended, AppendedRows()
+        return taken
+
     def policy(self, recorded: RecordedEvent, event: ev.PolicySet) -> None:
         """The policies row a policy event leaves."""
-        self.policies[event.risk_tier] = (
+        self.appended.policies[event.risk_tier] = (
             event.risk_tier,
             recorded.version,
             _policy_encoder.encode(event.policy).decode(),
@@ -133,7 +159,7 @@ class FlatRows:
                 at,
                 position,
             )
-            self.history.append(
+            self.appended.history.append(
                 (
                     position,
                     state.name,
@@ -151,7 +177,7 @@ class FlatRows:
             )
         elif kind is ev.VersionApproved or kind is ev.VersionRejected:
             assert isinstance(event, (ev.VersionApproved, ev.VersionRejected))
-            self.approvals.append(
+            self.appended.approvals.append(
                 [
                     position,
                     state.name,
@@ -170,7 +196,7 @@ class FlatRows:
             self._revoke(state.name, event)
         elif kind is ev.DriftDetected:
             assert isinstance(event, ev.DriftDetected)
-            self.drift.append(
+            self.appended.drift.append(
                 (
                     position,
                     state.name,
@@ -205,27 +231,11 @@ class FlatRows:
         ]
 
     def _revoke(self, name: str, event: ev.ApprovalRevoked) -> None:
-        # rows already written are updated in the database, before this run's rows land
-        self.revocations.append((name, event.version, event.approver, event.reason))
-        for row in self.approvals:
+        # rows handed over already are updated in the database, after they land
+        self.appended.revocations.append((name, event.version, event.approver, event.reason))
+        for row in self.appended.approvals:
             if row[1:4] == [name, event.version, event.approver] and row[-1] is None:
                 row[_APPROVAL_REVOKED_REASON] = event.reason
-
-    async def write_appended(self, conn: asyncpg.Connection) -> None:
-        """Write the appended rows, revocations and policies gathered so far."""
-        if self.policies:
-            await conn.execute(_UPSERT_POLICIES, *_columns(self.policies.values(), 4))
-        if self.revocations:
-            await conn.executemany(_REVOKE, self.revocations)
-        for table, rows, columns in (
-            ("deployment_history", self.history, _HISTORY_COLUMNS),
-            ("approvals", self.approvals, _APPROVAL_COLUMNS),
-            ("drift_alerts", self.drift, _DRIFT_COLUMNS),
-        ):
-            if rows:
-                await conn.copy_records_to_table(table, records=rows, columns=columns)
-        for gathered in (self.policies, self.revocations, self.history, self.approvals, self.drift):
-            gathered.clear()
 
     async def write_upserted(self, conn: asyncpg.Connection) -> None:
         """Write the versions and deployments rows gathered so far."""

@@ -1,8 +1,17 @@
-"""The jobs view: each job's request, attempts and outcome."""
+"""The jobs view: each job's request, attempts and outcome.
+
+A page of job events is folded in memory over the rows it touches (read once), then
+written back in two statements (COPY for new rows, one upsert for the others): a rebuild
+writes each job once per page, not once per event.
+The fold is what row-by-row statements would leave: a second request of a job changes
+nothing, events of a job never requested are ignored, and a late `started` of a retry
+never reopens a finished job.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -10,30 +19,106 @@ import msgspec
 from app.store.codec import RecordedEvent
 from domain import events as ev
 
-_REQUESTED = (
-    "INSERT INTO jobs (job_id, kind, name, version, params, status, attempts, "
-    "requested_position, requested_at, requested_by, position) "
-    "VALUES ($1, $2, $3, $4, $5, 'requested', 0, $6, $7, $8, $6) ON CONFLICT (job_id) DO NOTHING"
+# the table's columns and their types, in row order
+_COLUMNS = {
+    "job_id": "text",
+    "kind": "text",
+    "name": "text",
+    "version": "int",
+    "params": "json",
+    "status": "text",
+    "attempts": "int",
+    "requested_position": "bigint",
+    "requested_at": "timestamptz",
+    "requested_by": "text",
+    "started_at": "timestamptz",
+    "finished_at": "timestamptz",
+    "result": "json",
+    "error": "text",
+    "details": "json",
+    "position": "bigint",
+}
+_SELECT = (
+    "SELECT "  # noqa: S608 - fixed columns
+    + ", ".join(f"{c}::text" if kind == "json" else c for c, kind in _COLUMNS.items())
+    + " FROM jobs WHERE job_id = ANY($1)"
 )
-# a late `started` of a retry never reopens a finished job
-_STARTED = (
-    "UPDATE jobs SET status = CASE WHEN status IN ('succeeded', 'failed') THEN status "
-    "ELSE 'running' END, attempts = GREATEST(attempts, $2), "
-    "started_at = COALESCE(started_at, $3), position = $4 WHERE job_id = $1"
+_UPSERT = (
+    f"INSERT INTO jobs ({', '.join(_COLUMNS)}) SELECT * FROM unnest("  # noqa: S608 - fixed
+    + ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(_COLUMNS.values(), start=1))
+    + ") ON CONFLICT (job_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in list(_COLUMNS)[5:])
 )
-_SUCCEEDED = (
-    "UPDATE jobs SET status = 'succeeded', result = $2, error = NULL, finished_at = $3, "
-    "attempts = GREATEST(attempts, $4), position = $5 WHERE job_id = $1"
+_INDEX = {column: i for i, column in enumerate(_COLUMNS)}
+STATUS, ATTEMPTS, STARTED_AT, FINISHED_AT, RESULT, ERROR, DETAILS, POSITION = (
+    _INDEX[c]
+    for c in (
+        "status",
+        "attempts",
+        "started_at",
+        "finished_at",
+        "result",
+        "error",
+        "details",
+        "position",
+    )
 )
-_FAILED = (
-    "UPDATE jobs SET status = CASE WHEN $2 THEN 'failed' ELSE status END, error = $3, "
-    "details = $4, finished_at = CASE WHEN $2 THEN $5 ELSE finished_at END, "
-    "attempts = GREATEST(attempts, $6), position = $7 WHERE job_id = $1"
-)
+_FINISHED = ("succeeded", "failed")
+
+
+_JOB_EVENTS = (ev.JobRequested, ev.JobStarted, ev.JobSucceeded, ev.JobFailed)
+
+
+def _job_id(recorded: RecordedEvent) -> str:
+    event = recorded.event
+    assert isinstance(event, _JOB_EVENTS)  # the projection reads only job events
+    return event.job_id
 
 
 def _json(value: object) -> str:
     return msgspec.json.encode(value).decode()
+
+
+def fold(row: list[Any] | None, recorded: RecordedEvent) -> list[Any] | None:
+    """A job's row (columns in `_COLUMNS` order) after one of its events."""
+    event, at, position = recorded.event, recorded.recorded_at, recorded.position
+    if isinstance(event, ev.JobRequested):
+        if row is not None:
+            return row
+        requested = {
+            "job_id": event.job_id,
+            "kind": event.kind,
+            "name": event.name,
+            "version": event.version,
+            "params": _json(event.params),
+            "status": "requested",
+            "attempts": 0,
+            "requested_position": position,
+            "requested_at": at,
+            "requested_by": recorded.meta.actor,
+            "position": position,
+        }
+        return [requested.get(column) for column in _COLUMNS]
+    if row is None:
+        return None
+    assert isinstance(event, (ev.JobStarted, ev.JobSucceeded, ev.JobFailed))
+    if isinstance(event, ev.JobStarted):
+        row[STATUS] = row[STATUS] if row[STATUS] in _FINISHED else "running"
+        row[STARTED_AT] = row[STARTED_AT] or at
+    elif isinstance(event, ev.JobSucceeded):
+        row[STATUS], row[RESULT], row[ERROR], row[FINISHED_AT] = (
+            "succeeded",
+            _json(event.result),
+            None,
+            at,
+        )
+    elif isinstance(event, ev.JobFailed):
+        if event.final:
+            row[STATUS], row[FINISHED_AT] = "failed", at
+        row[ERROR], row[DETAILS] = event.error, _json(event.details)
+    row[ATTEMPTS] = max(row[ATTEMPTS], event.attempt)
+    row[POSITION] = position
+    return row
 
 
 class JobsProjection:
@@ -44,43 +129,25 @@ class JobsProjection:
     tables = ("jobs",)
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
-        """Apply job events in order (few per batch: jobs are rare next to other events)."""
-        # requests are sent pipelined (executemany), in order, before any later event
-        requested: list[tuple[object, ...]] = []
+        """Fold the page's events over the rows of their jobs; write the changed rows."""
+        ids = list({_job_id(recorded) for recorded in events})
+        rows: dict[str, list[Any]] = {r[0]: list(r) for r in await conn.fetch(_SELECT, ids)}
+        stored = set(rows)
+        changed: set[str] = set()
         for recorded in events:
-            event, at, position = recorded.event, recorded.recorded_at, recorded.position
-            if isinstance(event, ev.JobRequested):
-                requested.append(
-                    (
-                        event.job_id,
-                        event.kind,
-                        event.name,
-                        event.version,
-                        _json(event.params),
-                        position,
-                        at,
-                        recorded.meta.actor,
-                    )
-                )
-                continue
-            if requested:
-                await conn.executemany(_REQUESTED, requested)
-                requested.clear()
-            if isinstance(event, ev.JobStarted):
-                await conn.execute(_STARTED, event.job_id, event.attempt, at, position)
-            elif isinstance(event, ev.JobSucceeded):
-                result = _json(event.result)
-                await conn.execute(_SUCCEEDED, event.job_id, result, at, event.attempt, position)
-            elif isinstance(event, ev.JobFailed):
-                await conn.execute(
-                    _FAILED,
-                    event.job_id,
-                    event.final,
-                    event.error,
-                    _json(event.details),
-                    at,
-                    event.attempt,
-                    position,
-                )
-        if requested:
-            await conn.executemany(_REQUESTED, requested)
+            job_id = _job_id(recorded)
+            row = fold(rows.get(job_id), recorded)
+            if row is not None:
+                rows[job_id] = row
+                changed.add(job_id)
+        # new rows are copied in (a rebuild's are nearly all new); rows that were
+        # stored already are updated in one upsert
+        new = [tuple(rows[j]) for j in sorted(changed - stored)]
+        if new:
+            await conn.copy_records_to_table("jobs", records=new, columns=list(_COLUMNS))
+        if updated := sorted(changed & stored):
+            columns: list[list[Any]] = [[] for _ in _COLUMNS]
+            for job_id in updated:
+                for column, value in zip(columns, rows[job_id], strict=True):
+                    column.append(value)
+            await conn.execute(_UPSERT, *columns)
