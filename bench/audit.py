@@ -1018,7 +1018,7 @@ async def main(sizes: Sizes, seed: int) -> dict[str, Any]:
                             await res.pool.fetchval("SELECT pg_total_relation_size($1)", table)
                             / 2**20
                         )
-                        for table in ("model_states", "snapshot_models")
+                        for table in ("model_states", "model_snapshots")
                     },
                 }
                 figures["g1"] = await g1_history(res, settings, names, sizes)
@@ -1057,7 +1057,7 @@ def report(figures: dict[str, Any]) -> str:
         f"     re-decided {decided['events']:,} events of {decided['models']} models: "
         f"{decided['refused']} refused",
         f"     database {db['size_mib']} MiB (events {db['events_mib']} MiB, model_states "
-        f"{db['model_states_mib']} MiB, snapshot_models {db['snapshot_models_mib']} MiB)",
+        f"{db['model_states_mib']} MiB, model_snapshots {db['model_snapshots_mib']} MiB)",
         "",
         f"G1   model history, {g1['iterations']} per op over {g1['models_sampled']} models "
         f"(~{g1['events_per_history']} events, {g1['response_kib']} KiB per response)",

@@ -153,13 +153,17 @@ class Projector:
             await reader.close()
 
     async def rebuild(self) -> int:
-        """Empty every view and replay the whole log into it; returns the position reached."""
+        """Empty every view and replay the whole log into it; returns the position reached.
+
+        The views are emptied with TRUNCATE, not DELETE: the replay's inserts and upserts
+        would otherwise step over a dead row for every live one until a vacuum.
+        """
         async with self._lock:
             async with self._store.pool.acquire() as conn, conn.transaction():
                 for projection in self._projections:
                     await lock_checkpoint(conn, projection.name)
-                    for table in projection.tables:
-                        await conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
+                    tables = ", ".join(projection.tables)
+                    await conn.execute(f"TRUNCATE {tables}")
                     await conn.execute(
                         "UPDATE projection_checkpoints SET position = 0 WHERE name = $1",
                         projection.name,

@@ -57,6 +57,51 @@ def decode_state(raw: bytes) -> ModelState:
     return _state_decoder.decode(raw)
 
 
+class StateEncoder:
+    """Encodes model states, re-encoding only the parts changed since the last encoding.
+
+    Versions and drift alerts are most of a state's bytes and change rarely: an event
+    changes at most the version it names (`domain.model` keeps to that; tested), and
+    alerts are only appended. Parts encoded before are reused as raw msgpack, so the bytes
+    are those of encoding the whole state (tested), in a fraction of the time.
+    """
+
+    def __init__(self) -> None:
+        self._versions: dict[str, dict[int, msgspec.Raw]] = {}
+        self._alerts: dict[str, list[msgspec.Raw]] = {}
+
+    def forget(self) -> None:
+        """Drop every part kept."""
+        self._versions.clear()
+        self._alerts.clear()
+
+    def folded(self, name: str, event: ev.Event) -> None:
+        """Model `name`'s state has folded `event`: drop the parts it may have changed."""
+        if type(event) is ev.ModelRegistered:  # a new state
+            self._versions.pop(name, None)
+            self._alerts.pop(name, None)
+        elif type(number := getattr(event, "version", None)) is int:
+            versions = self._versions.get(name)
+            if versions is not None:
+                versions.pop(number, None)
+
+    def encode(self, state: ModelState) -> bytes:
+        """The state's msgpack, as `msgspec.msgpack.encode(state)` gives it."""
+        cached = self._versions.setdefault(state.name, {})
+        versions = {}
+        for number, version in state.versions.items():
+            part = cached.get(number)
+            if part is None:
+                part = cached[number] = msgspec.Raw(_state_encoder.encode(version))
+            versions[number] = part
+        alerts = self._alerts.setdefault(state.name, [])
+        alerts += [msgspec.Raw(_state_encoder.encode(a)) for a in state.drift_alerts[len(alerts) :]]
+        parts = msgspec.structs.replace(
+            state, versions=versions, drift_alerts=alerts[: len(state.drift_alerts)]
+        )
+        return _state_encoder.encode(parts)
+
+
 class GovernanceProjection:
     """Projects model and policy events into the governance views."""
 
@@ -82,6 +127,7 @@ class GovernanceProjection:
         self._looked_up: set[str] = set()  # names whose model_states row was read
         self._dirty: set[str] = set()  # changed since model_states was written
         self._encoded: dict[str, bytes] = {}  # dirty states encoded (for a snapshot) since
+        self._encoder = StateEncoder()
         self._snapshots: list[tuple[str, int, int, bytes]] = []  # (name, version, position, state)
         self._rows = FlatRows()
         self._writing: asyncio.Task[None] | None = None  # the last page's rows, in flight
@@ -100,6 +146,7 @@ class GovernanceProjection:
         self._looked_up.clear()
         self._dirty.clear()
         self._encoded.clear()
+        self._encoder.forget()
         self._snapshots = []
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
@@ -158,9 +205,10 @@ class GovernanceProjection:
                 states[name] = state
                 self._dirty.add(name)
                 self._encoded.pop(name, None)
+                self._encoder.folded(name, event)
                 rows.add(recorded, state)
                 if state.stream_version // every > before // every:
-                    encoded = self._encoded[name] = _state_encoder.encode(state)
+                    encoded = self._encoded[name] = self._encoder.encode(state)
                     self._snapshots.append((name, state.stream_version, recorded.position, encoded))
 
     async def flush(self, conn: asyncpg.Connection) -> None:
@@ -199,7 +247,7 @@ class GovernanceProjection:
         encoded = self._encoded
         for name in names:
             if name not in encoded:
-                encoded[name] = _state_encoder.encode(self._states[name])
+                encoded[name] = self._encoder.encode(self._states[name])
         return [encoded[n] for n in names]
 
 
