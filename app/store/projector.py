@@ -8,15 +8,20 @@ row is locked (`FOR UPDATE`), so several processes may run the same projector sa
 A transaction reads the log in pages and applies up to `_TRANSACTION_EVENTS` events, so a
 projection that keeps state between pages (`Buffering`) writes it once per transaction, not
 once per page: what a catch-up or a rebuild of a long log costs is mostly those writes.
+
+The projections advance together: each page of the union of their types is read once and
+decoded once, and each projection applies its share in its own transaction (on its own
+connection) while the others apply theirs: one folds in Python while the database writes
+for another.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 import asyncpg
@@ -76,8 +81,6 @@ class Projector:
         self._projections = list(projections)
         self._lock = asyncio.Lock()
         self._caught_up_to = 0
-        # seconds each projection took in the latest catch-up or rebuild (for benches, logs)
-        self.seconds: dict[str, float] = {}
 
     @property
     def projections(self) -> list[Projection]:
@@ -99,56 +102,58 @@ class Projector:
 
     async def _catch_up(self) -> int:
         head, _ = await self._store.head()
-
-        async def advance(projection: Projection) -> None:
-            start = time.perf_counter()
-            await self._advance(projection, head)
-            self.seconds[projection.name] = time.perf_counter() - start
-
-        # Projections are independent: while one folds in Python, the database writes or
-        # reads for another. Each holds a connection for its transaction and borrows one
-        # for each page it reads ahead, so a pool with no connection to spare runs them
-        # one by one.
         # A catch-up of more than a page (a rebuild, a start after downtime) runs with the
         # cyclic GC paused throughout, awaits included: the projector makes no reference
         # cycles, and what other tasks of the process make meanwhile is collected after.
         long_run = head - self._caught_up_to > _PAGE
         with paused_gc() if long_run else contextlib.nullcontext():
+            # together they hold a connection each and borrow one to read ahead; a pool
+            # without that many runs them one by one
             if self._store.pool.get_max_size() > len(self._projections):
-                await asyncio.gather(*(advance(p) for p in self._projections))
+                await self._advance(self._projections, head)
             else:
                 for projection in self._projections:
-                    await advance(projection)
+                    await self._advance([projection], head)
         self._caught_up_to = max(self._caught_up_to, head)
         return head
 
-    async def _advance(self, projection: Projection, head: int) -> None:
+    async def _advance(self, projections: Sequence[Projection], head: int) -> None:
+        """Bring `projections` to `head`, reading each page once for all of them."""
         pool = self._store.pool
-        buffering = projection if isinstance(projection, Buffering) else None
-        reader = _ReadAhead(pool, list(projection.types), head)
+        reader = _ReadAhead(pool, sorted({t for p in projections for t in p.types}), head)
+        ordered = sorted(projections, key=lambda p: p.name)  # one lock order everywhere
         done = False
         try:
             while not done:
-                async with pool.acquire() as conn, conn.transaction():
-                    checkpoint = await lock_checkpoint(conn, projection.name)
-                    if checkpoint >= head:
+                async with contextlib.AsyncExitStack() as stack:
+                    conns, starts = {}, {}
+                    for projection in ordered:
+                        conn = await stack.enter_async_context(pool.acquire())
+                        await stack.enter_async_context(conn.transaction())
+                        conns[projection.name] = conn
+                        starts[projection.name] = await lock_checkpoint(conn, projection.name)
+                    behind = [p for p in ordered if starts[p.name] < head]
+                    if not behind:
                         return
-                    if buffering is not None:
-                        buffering.begin()
+                    buffering = [p for p in behind if isinstance(p, Buffering)]
+                    for projection in buffering:
+                        projection.begin()
                     try:
-                        reached, done = await _apply_pages(conn, projection, reader, checkpoint)
+                        reached, done = await _apply_pages(conns, behind, starts, reader)
                     except BaseException:
-                        if buffering is not None:  # its writes end before the rollback
+                        for projection in buffering:  # its writes end before the rollback
                             with contextlib.suppress(BaseException):
-                                await buffering.settle()
+                                await projection.settle()
                         raise
-                    if buffering is not None:
-                        await buffering.flush(conn)
-                    await conn.execute(
-                        "UPDATE projection_checkpoints SET position = $2 WHERE name = $1",
-                        projection.name,
-                        reached,
-                    )
+                    for projection in behind:
+                        conn = conns[projection.name]
+                        if isinstance(projection, Buffering):
+                            await projection.flush(conn)
+                        await conn.execute(
+                            "UPDATE projection_checkpoints SET position = $2 WHERE name = $1",
+                            projection.name,
+                            reached,
+                        )
         finally:
             await reader.close()
 
@@ -173,36 +178,86 @@ class Projector:
 
 
 async def _apply_pages(
-    conn: asyncpg.Connection, projection: Projection, reader: _ReadAhead, after: int
+    conns: dict[str, asyncpg.Connection],
+    projections: Sequence[Projection],
+    starts: dict[str, int],
+    reader: _ReadAhead,
 ) -> tuple[int, bool]:
-    """Apply up to `_TRANSACTION_EVENTS` events after `after`: (position reached, at head)."""
-    reached, applied, done = after, 0, False
-    # a page is read and decoded while the one before it is applied
-    applying: asyncio.Task[None] | None = None
+    """Apply up to `_TRANSACTION_EVENTS` events after the checkpoints `starts` (each
+    projection on its connection): (position reached, at head).
+
+    Each projection applies its share of each page in order without waiting for the
+    others; the next page is read and decoded meanwhile, at most two pages ahead of the
+    slowest projection.
+    """
+    reached = min(starts[p.name] for p in projections)
+    applied, done = 0, False
+    types = {p.name: frozenset(p.types) for p in projections}
+    last: dict[str, asyncio.Task[None]] = {}  # each projection's latest page
+    pages: list[list[asyncio.Task[None]]] = []  # the pages still being applied
     try:
         while not done and applied < _TRANSACTION_EVENTS:
-            if not reader.ahead:  # the page is read on `conn` too
-                if applying is not None:
-                    await applying
-                if isinstance(projection, Buffering):
-                    await projection.settle()
-            rows = await reader.page(conn, reached)
+            if not reader.ahead:  # the page is read on the (only) projection's connection
+                await _settled(pages, projections)
+            rows = await reader.page(conns[projections[0].name], reached)
             with paused_gc():
                 events = codec.recorded_page(rows)
-            if applying is not None:
-                await applying
-            applying = asyncio.create_task(projection.apply(conn, events)) if events else None
+                tags = [row[4] for row in rows]
+            page = []
+            for projection in projections:
+                name = projection.name
+                share = _share(tags, events, types[name], starts[name], reached)
+                if share:
+                    apply = functools.partial(projection.apply, conns[name], share)
+                    last[name] = asyncio.create_task(_after(last.get(name), apply))
+                    page.append(last[name])
+            pages.append(page)
+            if len(pages) > 2:
+                await asyncio.gather(*pages.pop(0))
             done = len(rows) < _PAGE
             reached = reader.head if done else rows[-1][0]
             applied += len(rows)
-        if applying is not None:
-            await applying
+        await _settled(pages, [])
     finally:
-        if applying is not None:
-            # when failing, the page's statements end before the transaction rolls back
+        # when failing, the pages' statements end before the transactions roll back (a
+        # projection's latest page waits for its earlier ones)
+        for task in last.values():
             with contextlib.suppress(BaseException):
-                await applying
+                await task
     return reached, done
+
+
+def _share(
+    tags: list[str],
+    events: list[RecordedEvent],
+    types: frozenset[str],
+    start: int,
+    after: int,
+) -> list[RecordedEvent]:
+    """A projection's share of a page read after position `after` (its event types are
+    `tags`): the events of `types` past its checkpoint `start`."""
+    if start > after:
+        return [e for t, e in zip(tags, events, strict=True) if t in types and e.position > start]
+    if types.issuperset(tags):
+        return events
+    return [e for t, e in zip(tags, events, strict=True) if t in types]
+
+
+async def _after(previous: asyncio.Task[None] | None, apply: Callable[[], Awaitable[None]]) -> None:
+    if previous is not None:
+        await previous
+    await apply()
+
+
+async def _settled(
+    pages: list[list[asyncio.Task[None]]], projections: Sequence[Projection]
+) -> None:
+    """Every page applied, and the writes of buffering `projections` ended."""
+    while pages:
+        await asyncio.gather(*pages.pop(0))
+    for projection in projections:
+        if isinstance(projection, Buffering):
+            await projection.settle()
 
 
 class _ReadAhead:

@@ -13,6 +13,8 @@ import pytest
 
 from app.resources import Resources
 from app.store import projector
+from app.store.events import EventStore
+from app.store.projections import all_projections
 from domain import commands as cmd
 from domain import events as ev
 from domain import jobs
@@ -151,4 +153,34 @@ async def test_a_transaction_failing_half_way_leaves_nothing_behind(
         await resources.projector.rebuild()
     monkeypatch.setattr(governance, failing, step)
     await resources.projector.catch_up()
+    assert await _views(resources) == told
+
+
+async def test_projections_at_different_positions_each_take_their_own_events(
+    resources: Resources, told: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the jobs and tokens views start over while governance stays at the head: one read
+    # serves both, each applying only events of its types past its own checkpoint
+    monkeypatch.setattr(projector, "_PAGE", 5)
+    async with resources.store.pool.acquire() as conn:
+        await conn.execute("TRUNCATE jobs, tokens")
+        await conn.execute(
+            "UPDATE projection_checkpoints SET position = 0 WHERE name IN ('jobs', 'tokens')"
+        )
+    await resources.projector.catch_up()
+    assert await _views(resources) == told
+
+
+async def test_a_pool_of_one_connection_applies_projections_one_by_one(
+    resources: Resources, told: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # no connection to read ahead or to give each projection: pages are read in the
+    # transaction, one projection after the other
+    monkeypatch.setattr(projector, "_PAGE", 5)
+    url = resources.settings.database_url
+    assert url is not None
+    async with asyncpg.create_pool(url, min_size=1, max_size=1) as pool:
+        store = EventStore(pool)
+        alone = projector.Projector(store, all_projections(snapshot_every=7))
+        await alone.rebuild()
     assert await _views(resources) == told

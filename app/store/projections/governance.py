@@ -125,6 +125,7 @@ class GovernanceProjection:
         # of the cyclic GC), and another process may move the rows meanwhile.
         self._states: dict[str, ModelState] = {}
         self._looked_up: set[str] = set()  # names whose model_states row was read
+        self._streams_seen: set[str] = set()  # streams whose models were looked up
         self._dirty: set[str] = set()  # changed since model_states was written
         self._encoded: dict[str, bytes] = {}  # dirty states encoded (for a snapshot) since
         self._encoder = StateEncoder()
@@ -144,6 +145,7 @@ class GovernanceProjection:
     def _forget(self) -> None:
         self._states.clear()
         self._looked_up.clear()
+        self._streams_seen.clear()
         self._dirty.clear()
         self._encoded.clear()
         self._encoder.forget()
@@ -155,10 +157,12 @@ class GovernanceProjection:
         The rows are written by a task that runs while the caller decodes and this folds
         the next page (the database works as Python folds); `settle` waits for it.
         """
-        names = {n for e in events if (n := _model_of(e.event)) is not None}
-        if not names <= self._looked_up:
+        streams = {e.stream for e in events}  # cheaper than the model names
+        if not streams <= self._streams_seen:
+            names = {n for e in events if (n := _model_of(e.event)) is not None}
             await self.settle()  # the connection is free for the read
             await self._load(conn, names)
+            self._streams_seen |= streams
         self._fold(events)
         rows, snapshots = self._rows.take_appended(), self._snapshots
         self._snapshots = []
@@ -195,8 +199,8 @@ class GovernanceProjection:
                     assert isinstance(event, ev.PolicySet)
                     rows.policy(recorded, event)
                     continue
-                name = _model_of(event)
-                assert name is not None  # the projection reads only registry events
+                # the projection reads only registry events: the others are model events
+                name: str = event.name  # type: ignore[union-attr]
                 state = states.get(name)
                 before = 0 if state is None else state.stream_version
                 state = evolve(state, event, context_of(recorded))

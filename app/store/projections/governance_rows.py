@@ -15,7 +15,7 @@ import msgspec
 
 from app.store.codec import RecordedEvent
 from domain import events as ev
-from domain.state import ModelState
+from domain.state import ModelState, VersionState
 
 _policy_encoder = msgspec.json.Encoder()
 
@@ -121,7 +121,9 @@ class FlatRows:
     """
 
     def __init__(self) -> None:
-        self.versions: dict[tuple[str, int], list[Any]] = {}
+        # each version an event touched: its state when first touched (the inserted
+        # columns), its state now (the updated ones) and the position of the last event
+        self.versions: dict[tuple[str, int], tuple[VersionState, VersionState, int]] = {}
         self.deployments: dict[tuple[str, str], tuple[Any, ...]] = {}
         self.appended = AppendedRows()
 
@@ -144,8 +146,12 @@ class FlatRows:
         event, at, position = recorded.event, recorded.recorded_at, recorded.position
         kind = type(event)  # event classes are final: an exact type is an isinstance
         number = getattr(event, "version", None)
-        if isinstance(number, int) and number in state.versions and kind is not ev.JobRequested:
-            self._version(state, number, position)
+        if type(number) is int and kind is not ev.JobRequested:
+            version = state.versions.get(number)
+            if version is not None:  # its row is built when written, from its last state
+                key = (state.name, number)
+                first = self.versions.get(key)
+                self.versions[key] = (version if first is None else first[0], version, position)
         if kind is ev.DeploymentChanged:
             assert isinstance(event, ev.DeploymentChanged)
             slot = state.deployments[event.environment]
@@ -211,25 +217,6 @@ class FlatRows:
                 )
             )
 
-    def _version(self, state: ModelState, number: int, position: int) -> None:
-        version = state.versions[number]
-        library = version.compiled.library_sha256 if version.compiled else None
-        row = self.versions.get((state.name, number))
-        if row is not None:  # only what the upsert's UPDATE would change
-            row[4], row[7], row[8] = library, version.retired_at, position
-            return
-        self.versions[(state.name, number)] = [
-            state.name,
-            number,
-            version.format,
-            version.artifact_sha256,
-            library,
-            version.registered_at,
-            version.registered_by,
-            version.retired_at,
-            position,
-        ]
-
     def _revoke(self, name: str, event: ev.ApprovalRevoked) -> None:
         # rows handed over already are updated in the database, after they land
         self.appended.revocations.append((name, event.version, event.approver, event.reason))
@@ -240,11 +227,29 @@ class FlatRows:
     async def write_upserted(self, conn: asyncpg.Connection) -> None:
         """Write the versions and deployments rows gathered so far."""
         if self.versions:
-            await conn.execute(_UPSERT_VERSIONS, *_columns(self.versions.values(), 9))
+            rows = (_version_row(name, *entry) for (name, _), entry in self.versions.items())
+            await conn.execute(_UPSERT_VERSIONS, *_columns(rows, 9))
         if self.deployments:
             await conn.execute(_UPSERT_DEPLOYMENTS, *_columns(self.deployments.values(), 8))
         self.versions.clear()
         self.deployments.clear()
+
+
+def _version_row(
+    name: str, first: VersionState, last: VersionState, position: int
+) -> tuple[Any, ...]:
+    library = last.compiled.library_sha256 if last.compiled else None
+    return (
+        name,
+        first.version,
+        first.format,
+        first.artifact_sha256,
+        library,
+        first.registered_at,
+        first.registered_by,
+        last.retired_at,
+        position,
+    )
 
 
 def _columns(rows: Iterable[Sequence[Any]], width: int) -> list[list[Any]]:

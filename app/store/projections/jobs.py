@@ -85,20 +85,25 @@ def fold(row: list[Any] | None, recorded: RecordedEvent) -> list[Any] | None:
     if isinstance(event, ev.JobRequested):
         if row is not None:
             return row
-        requested = {
-            "job_id": event.job_id,
-            "kind": event.kind,
-            "name": event.name,
-            "version": event.version,
-            "params": _json(event.params),
-            "status": "requested",
-            "attempts": 0,
-            "requested_position": position,
-            "requested_at": at,
-            "requested_by": recorded.meta.actor,
-            "position": position,
-        }
-        return [requested.get(column) for column in _COLUMNS]
+        # in `_COLUMNS` order
+        return [
+            event.job_id,
+            event.kind,
+            event.name,
+            event.version,
+            _json(event.params),
+            "requested",
+            0,  # attempts
+            position,  # requested_position
+            at,
+            recorded.meta.actor,
+            None,  # started_at
+            None,  # finished_at
+            None,  # result
+            None,  # error
+            None,  # details
+            position,
+        ]
     if row is None:
         return None
     assert isinstance(event, (ev.JobStarted, ev.JobSucceeded, ev.JobFailed))
