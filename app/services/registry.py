@@ -14,6 +14,7 @@ from app.store import codec
 from app.store.codec import context_of
 from app.store.events import EventStore
 from app.store.projections.governance import decode_state
+from app.store.projector import paused_gc
 from domain.decide import model_stream
 from domain.errors import InvalidInput, NotFound
 from domain.policy import Policy, PolicyBook
@@ -116,7 +117,8 @@ class Registry:
     async def current_state(self) -> RegistryState:
         """The registry from the projections (already caught up by the writer)."""
         rows = await self._store.pool.fetch("SELECT state FROM model_states ORDER BY name")
-        models = {s.name: s for s in (decode_state(r["state"]) for r in rows)}
+        with paused_gc():  # the states are acyclic: collections would only walk them again
+            models = {s.name: s for s in (decode_state(r["state"]) for r in rows)}
         return RegistryState(models=models, policies=await self.policies())
 
     async def policies(self) -> PolicyBook:
@@ -148,14 +150,15 @@ class Registry:
         for start in range(0, len(names), _REPLAY_MODELS):
             chunk = names[start : start + _REPLAY_MODELS]
             after = [snapshots[n][0] if n in snapshots else 0 for n in chunk]
-            for name in chunk:
-                if name in snapshots:
-                    registry.models[name] = decode_state(snapshots[name][1])
             rows = await pool.fetch(
                 _STREAM_TAILS, [model_stream(n) for n in chunk], after, position, _MODEL_TAGS
             )
-            for recorded in codec.recorded_page(rows):
-                apply(registry, recorded.event, context_of(recorded))
+            with paused_gc():
+                for name in chunk:
+                    if name in snapshots:
+                        registry.models[name] = decode_state(snapshots[name][1])
+                for recorded in codec.recorded_page(rows):
+                    apply(registry, recorded.event, context_of(recorded))
         registry.position, registry.time = position, None  # streams replayed out of log order
         return registry
 
@@ -168,10 +171,9 @@ class Registry:
         else:
             state = await self.state_at(instant.position)
             now = instant.time or self._clock()
-        return RegistryView(
-            as_of=instant,
-            models=[render_model(m, state.policies, now) for _, m in sorted(state.models.items())],
-        )
+        with paused_gc():  # a view of the whole registry is many acyclic objects
+            models = [render_model(m, state.policies, now) for _, m in sorted(state.models.items())]
+        return RegistryView(as_of=instant, models=models)
 
     async def model_state(self, name: str) -> tuple[ModelState, PolicyBook]:
         """One model's current state, or NotFound."""

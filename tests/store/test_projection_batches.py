@@ -14,7 +14,7 @@ import pytest
 from app.resources import Resources
 from app.store import projector
 from app.store.events import EventStore
-from app.store.projections import all_projections
+from app.store.projections import all_projections, governance_rows
 from domain import commands as cmd
 from domain import events as ev
 from domain import jobs
@@ -122,6 +122,15 @@ async def test_small_pages_and_transactions_give_the_same_views(
     # snapshots (every 7 events of a model's stream in tests) fall inside pages and transactions
     monkeypatch.setattr(projector, "_PAGE", 5)
     monkeypatch.setattr(projector, "_TRANSACTION_EVENTS", 12)
+    await resources.projector.rebuild()
+    assert await _views(resources) == told
+
+
+async def test_large_upserts_through_a_staging_table_give_the_same_views(
+    resources: Resources, told: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(governance_rows, "_COPY_ABOVE", 0)
+    monkeypatch.setattr(projector, "_TRANSACTION_EVENTS", 40)  # several transactions
     await resources.projector.rebuild()
     assert await _views(resources) == told
 

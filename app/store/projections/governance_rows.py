@@ -19,14 +19,30 @@ from domain.state import ModelState, VersionState
 
 _policy_encoder = msgspec.json.Encoder()
 
-_UPSERT_VERSIONS = (
-    "INSERT INTO versions (name, version, format, artifact_sha256, library_sha256, "
-    "registered_at, registered_by, retired_at, position) "
-    "SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], "
-    "$6::timestamptz[], $7::text[], $8::timestamptz[], $9::bigint[]) "
+_VERSION_COLUMNS = [
+    "name",
+    "version",
+    "format",
+    "artifact_sha256",
+    "library_sha256",
+    "registered_at",
+    "registered_by",
+    "retired_at",
+    "position",
+]
+_VERSION_CONFLICT = (
     "ON CONFLICT (name, version) DO UPDATE SET library_sha256 = excluded.library_sha256, "
     "retired_at = excluded.retired_at, position = excluded.position"
 )
+_UPSERT_VERSIONS = (
+    f"INSERT INTO versions ({', '.join(_VERSION_COLUMNS)}) "  # noqa: S608 - fixed
+    "SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], "
+    f"$6::timestamptz[], $7::text[], $8::timestamptz[], $9::bigint[]) {_VERSION_CONFLICT}"
+)
+# Past this many rows an upsert goes through a temporary table filled by COPY: the
+# server parses arrays for `unnest` at about half the speed.
+_COPY_ABOVE = 1_000
+
 _UPSERT_DEPLOYMENTS = (
     "INSERT INTO deployments (name, environment, champion, challenger, strategy, "
     "traffic_percent, updated_at, position) "
@@ -227,12 +243,33 @@ class FlatRows:
     async def write_upserted(self, conn: asyncpg.Connection) -> None:
         """Write the versions and deployments rows gathered so far."""
         if self.versions:
-            rows = (_version_row(name, *entry) for (name, _), entry in self.versions.items())
-            await conn.execute(_UPSERT_VERSIONS, *_columns(rows, 9))
+            rows = [_version_row(name, *entry) for (name, _), entry in self.versions.items()]
+            if len(rows) > _COPY_ABOVE:
+                await _upsert_copied(conn, "versions", _VERSION_COLUMNS, rows, _VERSION_CONFLICT)
+            else:
+                await conn.execute(_UPSERT_VERSIONS, *_columns(rows, 9))
         if self.deployments:
             await conn.execute(_UPSERT_DEPLOYMENTS, *_columns(self.deployments.values(), 8))
         self.versions.clear()
         self.deployments.clear()
+
+
+async def _upsert_copied(
+    conn: asyncpg.Connection,
+    table: str,
+    columns: list[str],
+    rows: list[tuple[Any, ...]],
+    conflict: str,
+) -> None:
+    """Upsert many rows: COPY them into a temporary table, insert from there."""
+    staged = f"{table}_staged"
+    await conn.execute(f"CREATE TEMP TABLE {staged} (LIKE {table}) ON COMMIT DROP")
+    await conn.copy_records_to_table(staged, records=rows, columns=columns)
+    listed = ", ".join(columns)
+    await conn.execute(
+        f"INSERT INTO {table} ({listed}) SELECT {listed} FROM {staged} {conflict}"  # noqa: S608
+    )
+    await conn.execute(f"DROP TABLE {staged}")
 
 
 def _version_row(
