@@ -61,7 +61,9 @@ async def run_server(settings: Settings, *, with_worker: bool = False) -> None:
     try:
         await server.serve()
     finally:
-        await worker.close()
+        # the polling loop stops first: closing the worker closes its Redis pool, which a
+        # poll still running would find closed under it (and fail the exit)
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
+        await worker.close()  # waits for the jobs it started

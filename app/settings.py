@@ -28,8 +28,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     signing_key_path: Path | None = None
     # group commit: most events written in one append transaction
     append_batch_max_events: int = 1_000
-    # a model's state is snapshotted every this many events of its stream: an as-of read
-    # replays less than this many events per model
+    # a model's state is snapshotted every this many events of its stream (every eighth of
+    # the stream once it is 8 times longer): an as-of read replays less than one interval
     model_snapshot_every: int = 250
     # arq queue; tests give each run its own so runs sharing a Redis cannot interfere
     queue_name: str = "model-ledger:jobs"

@@ -1,4 +1,5 @@
-"""The governance projection's state encoder gives the bytes of encoding the whole state.
+"""The governance projection's state encoder gives the bytes of encoding the whole state;
+its snapshot marks are every `every` events, then every eighth of the stream.
 
 It reuses the msgpack of versions and drift alerts encoded before; that is sound only if an
 event changes no version but the one it names and alerts are only appended. Random logs
@@ -7,6 +8,7 @@ event changes no version but the one it names and alerts are only appended. Rand
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +16,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.store.projections.governance import StateEncoder
+from app.store.projections.governance import SnapshotSchedule, StateEncoder
 from domain import events as ev
 from domain.model import evolve
 from domain.state import EventContext, ModelState
@@ -138,3 +140,16 @@ def _assert_touched_at_most_its_version(
             assert after["versions"][key] == version, f"{type(event).__name__} changed {key}"
     alerts = before["drift_alerts"]
     assert after["drift_alerts"][: len(alerts)] == alerts, "drift alerts are only appended"
+
+
+def test_snapshot_marks_are_fixed_then_grow_with_the_stream() -> None:
+    schedule = SnapshotSchedule(250)
+    marks = schedule.marks(100_000)
+    assert marks[:8] == [250 * k for k in range(1, 9)]  # up to 2,000 events: every 250
+    assert marks[8:10] == [2_250, 2_250 + 2_250 // 8]
+    assert all(b - a == max(250, a // 8) for a, b in itertools.pairwise(marks))
+    assert len(marks) == 41  # 8 + ln(100,000 / 2,000) / ln(9 / 8) ~ 41, not 400
+    # an event is due when its version passes a mark, whatever the step
+    assert schedule.due(249, 250) and not schedule.due(250, 251)
+    assert schedule.due(200, 900) and not schedule.due(2_250, 2_250 + 281 - 1)
+    assert [v for v in range(1, 3_000) if schedule.due(v - 1, v)] == schedule.marks(2_999)

@@ -9,16 +9,17 @@ each changed state is encoded and written once per transaction (`flush`), never 
 event.
 
 Snapshots are per model: a model's state is kept in `model_snapshots` each time its stream
-version passes a multiple of `snapshot_every`. An as-of read starts each model from its
+version passes a mark of its `SnapshotSchedule`. An as-of read starts each model from its
 latest snapshot at or before the instant and replays less than one interval of its stream.
-What snapshots cost grows with the log (one state per interval of each stream), not with
-the log times the registry, as copies of the whole registry did. The positions depend on
-the stream versions alone, so a rebuild, however it is paged, writes the same rows.
+What snapshots cost grows with the log, not with the log times the registry, as copies of
+the whole registry did. The marks depend on the stream versions alone, so a rebuild,
+however it is paged, writes the same rows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 from collections.abc import Sequence
 
 import asyncpg
@@ -50,6 +51,34 @@ def _model_of(event: ev.Event) -> str | None:
         name: str = event.name  # type: ignore[attr-defined]
         return name
     return None
+
+
+class SnapshotSchedule:
+    """The stream versions past which a model's state is snapshotted.
+
+    Every `every` events while the stream is short, then every eighth of its length: a
+    state holds all of a model's versions, so fixed intervals would store a long-lived
+    model's state times its length; growing ones store a few times its state, and an as-of
+    read replays at most the larger of `every` and an eighth of the stream.
+    """
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self._marks = [every]
+
+    def marks(self, upto: int) -> list[int]:
+        """The marks up to stream version `upto`."""
+        marks = self._marks
+        while marks[-1] <= upto:
+            marks.append(marks[-1] + max(self.every, marks[-1] // 8))
+        return marks[: bisect.bisect_right(marks, upto)]
+
+    def due(self, before: int, after: int) -> bool:
+        """Whether going from stream version `before` to `after` passed a mark."""
+        marks = self._marks
+        while marks[-1] <= after:
+            marks.append(marks[-1] + max(self.every, marks[-1] // 8))
+        return marks[bisect.bisect_right(marks, before)] <= after
 
 
 def decode_state(raw: bytes) -> ModelState:
@@ -119,7 +148,7 @@ class GovernanceProjection:
     )
 
     def __init__(self, snapshot_every: int = 250) -> None:
-        self.snapshot_every = snapshot_every
+        self.snapshots = SnapshotSchedule(snapshot_every)
         # The states of this transaction's models, kept from page to page. Not beyond the
         # transaction: the whole registry would stay in memory (and in every collection
         # of the cyclic GC), and another process may move the rows meanwhile.
@@ -191,7 +220,7 @@ class GovernanceProjection:
             )
 
     def _fold(self, events: Sequence[RecordedEvent]) -> None:
-        rows, states, every = self._rows, self._states, self.snapshot_every
+        rows, states, schedule = self._rows, self._states, self.snapshots
         with paused_gc():
             for recorded in events:
                 event = recorded.event
@@ -211,7 +240,7 @@ class GovernanceProjection:
                 self._encoded.pop(name, None)
                 self._encoder.folded(name, event)
                 rows.add(recorded, state)
-                if state.stream_version // every > before // every:
+                if schedule.due(before, state.stream_version):
                     encoded = self._encoded[name] = self._encoder.encode(state)
                     self._snapshots.append((name, state.stream_version, recorded.position, encoded))
 
