@@ -103,6 +103,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
 
 _WRITES = frozenset({HttpMethod.POST, HttpMethod.PUT, HttpMethod.PATCH, HttpMethod.DELETE})
 _NEVER = "never_answers"
+_ALSO = "also_answers"
 
 
 def never_answers(*statuses: int) -> dict[str, frozenset[int]]:
@@ -112,6 +113,11 @@ def never_answers(*statuses: int) -> dict[str, frozenset[int]]:
     unused documented one is only noise.
     """
     return {_NEVER: frozenset(statuses)}
+
+
+def also_answers(*statuses: int) -> dict[str, frozenset[int]]:
+    """Handler `opt` for statuses the rules below miss (a query parameter naming a model)."""
+    return {_ALSO: frozenset(statuses)}
 
 
 def problem_response(description: str) -> ResponseSpec:
@@ -146,6 +152,7 @@ def problem_statuses(
     # the same test Litestar uses to document its (JSON) 400; ours replaces it
     parameters = bool(named or route.path_parameters or handler.resolve_layered_parameters())
     writes = bool(set(handler.http_methods) & _WRITES)
+    also: frozenset[int] = handler.opt.get(_ALSO, frozenset())
     statuses: dict[int, str | None] = {
         401: None if public else "no valid bearer token (`WWW-Authenticate: Bearer`)",
         403: _forbidden(handler),
@@ -154,7 +161,7 @@ def problem_statuses(
         else None,
         # a body may name things too (a version, a model); routes that name none opt out
         404: "something the request names does not exist"
-        if route.path_parameters or body
+        if route.path_parameters or body or 404 in also
         else None,
         # every append names the stream version it decided on
         409: "the current state does not allow this (e.g. `concurrency_conflict`, unmet gates)"

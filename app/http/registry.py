@@ -11,7 +11,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Response
 
 from app.http.auth import event_meta, idempotency, requires
-from app.http.problems import never_answers
+from app.http.problems import also_answers, never_answers
 from app.resources import Resources
 from app.services.dossier import Dossier, build_dossier, dossier_markdown
 from app.services.registry import Instant, RegistryView, diff, keyed
@@ -20,6 +20,13 @@ from domain.policy import Policy, PolicyBook
 
 AsOf = Annotated[
     str | None, QueryParameter(description="a position, or an RFC 3339 time; default: now")
+]
+Models = Annotated[
+    list[str] | None,
+    QueryParameter(
+        description="only these models (repeat the parameter for several); default: all. "
+        "Each starts from its own snapshot, so one model as of any instant is a fast read."
+    ),
 ]
 
 
@@ -40,13 +47,16 @@ class RegistryController(Controller):
 
     tags = ["audit"]
 
-    @get("/v1/registry", operation_id="registry")
-    async def registry(self, state: State, as_of: AsOf = None) -> RegistryView:
-        """The whole registry as it was at `as_of` (a replay of the log up to then)."""
+    @get("/v1/registry", operation_id="registry", opt=also_answers(404))
+    async def registry(
+        self, state: State, as_of: AsOf = None, model: Models = None
+    ) -> RegistryView:
+        """The whole registry, or some of its models, as it was at `as_of` (a replay of the
+        log up to then)."""
         resources: Resources = state.resources
-        return await resources.registry.view(as_of)
+        return await resources.registry.view(as_of, model)
 
-    @get("/v1/registry/diff", operation_id="registryDiff")
+    @get("/v1/registry/diff", operation_id="registryDiff", opt=also_answers(404))
     async def registry_diff(
         self,
         state: State,
@@ -54,11 +64,12 @@ class RegistryController(Controller):
         to: Annotated[
             str | None, QueryParameter(description="position or time; default now")
         ] = None,
+        model: Models = None,
     ) -> RegistryDiff:
-        """What changed in the registry between two instants."""
+        """What changed in the registry (or in some of its models) between two instants."""
         resources: Resources = state.resources
-        before = await resources.registry.view(from_)
-        after = await resources.registry.view(to)
+        before = await resources.registry.view(from_, model)
+        after = await resources.registry.view(to, model)
         return RegistryDiff(
             from_=before.as_of, to=after.as_of, changes=diff(keyed(before), keyed(after))
         )

@@ -26,7 +26,8 @@ _REPLAY_MODELS = 100
 _MODEL_TAGS = [tag for tag in REGISTRY_TAGS if tag != "policy.set"]
 _SNAPSHOTS_AT = (
     "SELECT DISTINCT ON (name) name, stream_version, state FROM model_snapshots "
-    "WHERE position <= $1 ORDER BY name, stream_version DESC"
+    "WHERE position <= $1 AND ($2::text[] IS NULL OR name = ANY($2)) "
+    "ORDER BY name, stream_version DESC"
 )
 _POLICIES_AT = (
     f"SELECT {codec.COLUMNS} FROM events "  # noqa: S608 - fixed fragments
@@ -114,9 +115,13 @@ class Registry:
         )
         return position
 
-    async def current_state(self) -> RegistryState:
-        """The registry from the projections (already caught up by the writer)."""
-        rows = await self._store.pool.fetch("SELECT state FROM model_states ORDER BY name")
+    async def current_state(self, names: list[str] | None = None) -> RegistryState:
+        """The registry (or the models `names`) from the projections, caught up by writers."""
+        rows = await self._store.pool.fetch(
+            "SELECT state FROM model_states WHERE $1::text[] IS NULL OR name = ANY($1) "
+            "ORDER BY name",
+            names,
+        )
         with paused_gc():  # the states are acyclic: collections would only walk them again
             models = {s.name: s for s in (decode_state(r["state"]) for r in rows)}
         return RegistryState(models=models, policies=await self.policies())
@@ -129,8 +134,8 @@ class Registry:
             book.set(row[0], _policy_decoder.decode(row[2]), row[1])
         return book
 
-    async def state_at(self, position: int) -> RegistryState:
-        """The registry as a replay of the log up to `position`.
+    async def state_at(self, position: int, names: list[str] | None = None) -> RegistryState:
+        """The registry (or the models `names`) as a replay of the log up to `position`.
 
         Each model starts from its latest snapshot at or before `position` (or from nothing)
         and replays the rest of its stream up to there; policies replay from the start of
@@ -141,9 +146,10 @@ class Registry:
         registry = RegistryState(position=position)
         async with pool.acquire() as conn:
             snapshots = {
-                row[0]: (row[1], row[2]) for row in await conn.fetch(_SNAPSHOTS_AT, position)
+                row[0]: (row[1], row[2]) for row in await conn.fetch(_SNAPSHOTS_AT, position, names)
             }
-            names = [row[0] for row in await conn.fetch("SELECT name FROM model_states")]
+            if names is None:
+                names = [row[0] for row in await conn.fetch("SELECT name FROM model_states")]
             policies = await conn.fetch(_POLICIES_AT, position)
         for recorded in codec.recorded_page(policies):
             apply(registry, recorded.event, context_of(recorded))
@@ -162,14 +168,24 @@ class Registry:
         registry.position, registry.time = position, None  # streams replayed out of log order
         return registry
 
-    async def view(self, as_of: str | None) -> RegistryView:
-        """The whole registry, now or as it was at `as_of`."""
+    async def view(self, as_of: str | None, names: list[str] | None = None) -> RegistryView:
+        """The whole registry (or the models `names`), now or as it was at `as_of`.
+
+        Models named but not registered yet at `as_of` are left out; a name no model ever
+        had is NotFound.
+        """
+        if names:
+            known = await self._store.pool.fetch(
+                "SELECT name FROM model_states WHERE name = ANY($1)", names
+            )
+            if missing := sorted(set(names) - {row[0] for row in known}):
+                raise NotFound(f"no model named {missing[0]!r}")
         instant = await self.instant(as_of)
         head, _ = await self._store.head()
         if as_of is None or instant.position >= head:
-            state, now = await self.current_state(), self._clock()
+            state, now = await self.current_state(names or None), self._clock()
         else:
-            state = await self.state_at(instant.position)
+            state = await self.state_at(instant.position, names or None)
             now = instant.time or self._clock()
         with paused_gc():  # a view of the whole registry is many acyclic objects
             models = [render_model(m, state.policies, now) for _, m in sorted(state.models.items())]

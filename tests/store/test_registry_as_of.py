@@ -121,6 +121,8 @@ async def test_registry_as_of_equals_the_view_at_that_time(
         replayed = await resources.registry.view(str(position))
         assert replayed.as_of.position == position
         assert msgspec.to_builtins(replayed.models) == expected
+        alone = await resources.registry.view(str(position), [name])  # its own snapshot only
+        assert msgspec.to_builtins(alone.models) == [m for m in expected if m["name"] == name]
         assert replayed.as_of.time is not None
         by_time = await resources.registry.view(replayed.as_of.time.isoformat())
         assert by_time.as_of.position == position
