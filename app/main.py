@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from litestar import Litestar, Router
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.types import ControllerRouterHandler
 
 from app.http.audit import AuditController
 from app.http.auth import PUBLIC_PATHS, BearerTokenMiddleware, refuse_nul
-from app.http.health import HealthController
+from app.http.health import HealthController, health
 from app.http.jobs import JobController
 from app.http.models import ModelController
 from app.http.problems import EXCEPTION_HANDLERS, ProblemDocs
@@ -91,10 +92,10 @@ async def _background(resources: Resources) -> AsyncIterator[None]:
             await resources.checkpointer.sign_head()
 
 
-def openapi_config() -> OpenAPIConfig:
-    """The OpenAPI document's metadata; `model-ledger openapi` writes it to openapi/."""
+def openapi_config(title: str = "Model Ledger") -> OpenAPIConfig:
+    """The OpenAPI document's metadata; `model-ledger openapi` writes the API's to openapi/."""
     return OpenAPIConfig(
-        title="Model Ledger",
+        title=title,
         version=API_VERSION,
         description="Event-sourced model governance and registry with a compiled scorer.",
         components=Components(
@@ -105,8 +106,19 @@ def openapi_config() -> OpenAPIConfig:
     )
 
 
-def create_app(settings: Settings, *, resources: Resources | None = None) -> Litestar:
-    """Build the application; it opens its own resources unless given them (tests)."""
+Background = Callable[[Resources], contextlib.AbstractAsyncContextManager[None]]
+
+
+def assemble(
+    settings: Settings,
+    resources: Resources | None,
+    route_handlers: Sequence[ControllerRouterHandler],
+    background: Background,
+    openapi: OpenAPIConfig,
+) -> Litestar:
+    """An application of this server: its routes and background work, with the shared
+    lifespan (resources opened unless given, as tests do), authentication, metrics,
+    problem details and body limit."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -115,28 +127,12 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Lit
             if owned is None:
                 owned = await stack.enter_async_context(open_resources(settings))
             app.state.resources = owned
-            await stack.enter_async_context(_background(owned))
+            await stack.enter_async_context(background(owned))
             yield
 
     prometheus = PrometheusConfig(app_name="model_ledger", prefix="model_ledger", group_path=True)
-    uploads = Router(
-        path="/",
-        route_handlers=[UploadController],
-        request_max_body_size=settings.max_upload_bytes,
-    )
     return Litestar(
-        route_handlers=[
-            HealthController,
-            TokenController,
-            AuditController,
-            ModelController,
-            RegistryController,
-            PolicyController,
-            JobController,
-            uploads,
-            *scoring_routes(settings),
-            MetricsController,
-        ],
+        route_handlers=[*route_handlers, MetricsController],
         lifespan=[lifespan],
         middleware=[
             prometheus.middleware,
@@ -144,7 +140,29 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Lit
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=refuse_nul,
-        openapi_config=openapi_config(),
+        openapi_config=openapi,
         plugins=[ProblemDocs(PUBLIC_PATHS)],
         request_max_body_size=settings.max_body_bytes,
     )
+
+
+def create_app(settings: Settings, *, resources: Resources | None = None) -> Litestar:
+    """Build the application; it opens its own resources unless given them (tests)."""
+    uploads = Router(
+        path="/",
+        route_handlers=[UploadController],
+        request_max_body_size=settings.max_upload_bytes,
+    )
+    routes = [
+        health,
+        HealthController,
+        TokenController,
+        AuditController,
+        ModelController,
+        RegistryController,
+        PolicyController,
+        JobController,
+        uploads,
+        *scoring_routes(settings),
+    ]
+    return assemble(settings, resources, routes, _background, openapi_config())

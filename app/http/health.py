@@ -1,8 +1,9 @@
-"""Liveness and readiness."""
+"""Liveness and readiness (the scorer process has a readiness of its own)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from litestar import Controller, get
 from litestar.datastructures import State
@@ -15,15 +16,28 @@ from app.resources import Resources
 _READY_TIMEOUT = 2.0
 
 
+@get("/health", operation_id="health", tags=["operations"], sync_to_thread=False)
+def health() -> Health:
+    """The process is alive."""
+    return Health(status="ok")
+
+
+async def head_if_answering(resources: Resources, *also: Callable[[], Awaitable[object]]) -> int:
+    """The log's head position once the database (and `also`) answered in time, else 503."""
+    try:
+        async with asyncio.timeout(_READY_TIMEOUT):
+            head, _ = await resources.store.head()
+            for probe in also:
+                await probe()
+    except Exception as error:
+        raise ServiceUnavailableException(f"not ready: {type(error).__name__}: {error}") from error
+    return head
+
+
 class HealthController(Controller):
-    """Operational probes; no authentication."""
+    """Readiness; no authentication."""
 
     tags = ["operations"]
-
-    @get("/health", operation_id="health", sync_to_thread=False)
-    def health(self) -> Health:
-        """The process is alive."""
-        return Health(status="ok")
 
     @get(
         "/ready",
@@ -33,12 +47,5 @@ class HealthController(Controller):
     async def ready(self, state: State) -> Readiness:
         """The database and Redis answer."""
         resources: Resources = state.resources
-        try:
-            async with asyncio.timeout(_READY_TIMEOUT):
-                head, _ = await resources.store.head()
-                await resources.redis.ping()
-        except Exception as error:
-            raise ServiceUnavailableException(
-                f"not ready: {type(error).__name__}: {error}"
-            ) from error
+        head = await head_if_answering(resources, resources.redis.ping)
         return Readiness(status="ok", database="ok", redis="ok", head_position=head)
