@@ -15,7 +15,12 @@ import numpy as np
 from app.resources import Resources
 from domain import events as ev
 from domain.decide import model_stream
-from tests.http.governance_helpers import lightgbm_model_bytes, register_version
+from tests.conftest import TokenFactory
+from tests.http.governance_helpers import (
+    create_model,
+    lightgbm_model_bytes,
+    register_version,
+)
 from workers.ml.compile import compile_model
 
 FEATURES = ["amount", "age", "hour", "merchant"]
@@ -134,6 +139,18 @@ async def promote(
         body["traffic_percent"] = traffic_percent
     promoted = await client.post(f"/v1/models/{name}/promotions", json=body, headers=headers)
     assert promoted.status_code == 201, promoted.text
+
+
+async def deployed(
+    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources, kind: str = "seed0"
+) -> tuple[dict[str, str], int]:
+    """Model "fraud" with one version of `kind` champion in staging; a scorer's headers."""
+    ci = await auth("ci")
+    assert (await create_model(client, ci, "fraud")).status_code == 201
+    version = await add_version(client, ci, resources, "fraud", kind)
+    await promote(client, ci, "fraud", version)
+    await resources.scoring.scorer.refresh()
+    return await auth("scorer"), version
 
 
 async def score(

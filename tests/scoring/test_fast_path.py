@@ -12,26 +12,15 @@ from app.settings import Settings
 from domain.events import EventMeta
 from domain.tokens import IssueToken
 from tests.conftest import TokenFactory, running
-from tests.http.governance_helpers import create_model
-from tests.scoring.helpers import add_version, promote, rows_with_missing
+from tests.scoring.helpers import deployed, rows_with_missing
 
 ROW = {"rows": [[0.1, 0.2, None, 1.0]]}
-
-
-async def _deployed(
-    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
-) -> dict[str, str]:
-    ci = await auth("ci")
-    assert (await create_model(client, ci, "fraud")).status_code == 201
-    await promote(client, ci, "fraud", await add_version(client, ci, resources, "fraud", "seed0"))
-    await resources.scoring.scorer.refresh()
-    return await auth("scorer")
 
 
 async def test_the_fast_path_and_the_route_give_the_same_answer(
     client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
 ) -> None:
-    scorer = await _deployed(client, auth, resources)
+    scorer, _ = await deployed(client, auth, resources)
     rows = {"rows": rows_with_missing(5, seed=8)}
     fast = await client.post("/v1/score/fraud?environment=staging", json=rows, headers=scorer)
     # an escaped value and a parameter it does not know: the route answers these
@@ -52,7 +41,7 @@ async def test_the_fast_path_and_the_route_give_the_same_answer(
 async def test_requests_the_fast_path_cannot_answer_get_the_routes_problem_details(
     client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
 ) -> None:
-    scorer = await _deployed(client, auth, resources)
+    scorer, _ = await deployed(client, auth, resources)
     url = "/v1/score/fraud?environment=staging"
     cases = [
         (await client.post(url, json=ROW, headers=await auth("auditor")), 403),
@@ -87,7 +76,7 @@ async def test_a_body_past_the_limit_is_refused_413_even_where_scoring_would_suc
 
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://ledger.test") as http:
-            headers = await _deployed(http, auth, resources)
+            headers, _ = await deployed(http, auth, resources)
             url = "/v1/score/fraud?environment=staging"
             big = {"rows": [[0.123456789] * 4] * 100}
             refused = await http.post(url, json=big, headers=headers)

@@ -14,20 +14,9 @@ from prometheus_client import REGISTRY
 from app.resources import Resources
 from app.scoring.predlog import LogSettings
 from tests.conftest import TokenFactory
-from tests.http.governance_helpers import create_model
-from tests.scoring.helpers import add_version, built, promote, rows_with_missing, score
+from tests.scoring.helpers import built, deployed, rows_with_missing, score
 
 _DROPPED = "model_ledger_prediction_log_dropped_rows_total"
-
-
-async def _deployed(
-    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
-) -> dict[str, str]:
-    ci = await auth("ci")
-    assert (await create_model(client, ci, "fraud")).status_code == 201
-    await promote(client, ci, "fraud", await add_version(client, ci, resources, "fraud", "seed0"))
-    await resources.scoring.scorer.refresh()
-    return await auth("scorer")
 
 
 async def _hold_the_writer(resources: Resources, **limits: int) -> None:
@@ -41,7 +30,7 @@ async def _hold_the_writer(resources: Resources, **limits: int) -> None:
 async def test_every_scored_row_is_logged_with_its_id_score_and_sampled_input(
     client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
 ) -> None:
-    scorer = await _deployed(client, auth, resources)
+    scorer, _ = await deployed(client, auth, resources)
     rows = rows_with_missing(120, seed=1)
     answered = (await score(client, scorer, "fraud", {"rows": rows})).json()
     await resources.scoring.predictions.flush()
@@ -80,7 +69,7 @@ async def test_every_scored_row_is_logged_with_its_id_score_and_sampled_input(
 async def test_under_overload_log_rows_are_dropped_and_counted_never_waited_on(
     client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
 ) -> None:
-    scorer = await _deployed(client, auth, resources)
+    scorer, _ = await deployed(client, auth, resources)
     await _hold_the_writer(resources, max_pending_rows=5)
     dropped_before = REGISTRY.get_sample_value(_DROPPED, {"reason": "overload"}) or 0.0
 
@@ -102,7 +91,7 @@ async def test_under_overload_log_rows_are_dropped_and_counted_never_waited_on(
 async def test_feedback_is_recorded_once_per_known_prediction_with_a_reward_in_0_1(
     client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
 ) -> None:
-    scorer = await _deployed(client, auth, resources)
+    scorer, _ = await deployed(client, auth, resources)
     await _hold_the_writer(resources)
     answered = (await score(client, scorer, "fraud", {"rows": rows_with_missing(2)})).json()
     first, second = answered["prediction_ids"]
@@ -152,7 +141,7 @@ async def test_feedback_is_recorded_once_per_known_prediction_with_a_reward_in_0
 async def test_retention_deletes_predictions_older_than_the_setting(
     client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
 ) -> None:
-    scorer = await _deployed(client, auth, resources)
+    scorer, _ = await deployed(client, auth, resources)
     await score(client, scorer, "fraud", {"rows": rows_with_missing(30)})
     await resources.scoring.predictions.flush()
     days = resources.settings.prediction_retention_days

@@ -10,35 +10,21 @@ import numpy as np
 
 from app.resources import Resources
 from tests.conftest import TokenFactory
-from tests.http.governance_helpers import create_model
 from tests.scoring.helpers import (
     FEATURES,
     MERCHANTS,
-    add_version,
     as_matrix,
     built,
-    promote,
+    deployed,
     rows_with_missing,
     score,
 )
 
 
-async def _deployed(
-    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources, kind: str = "seed0"
-) -> tuple[dict[str, str], int]:
-    """Model "fraud" with one version of `kind` champion in staging; a scorer's headers."""
-    ci = await auth("ci")
-    assert (await create_model(client, ci, "fraud")).status_code == 201
-    version = await add_version(client, ci, resources, "fraud", kind)
-    await promote(client, ci, "fraud", version)
-    await resources.scoring.scorer.refresh()
-    return await auth("scorer"), version
-
-
 async def test_one_row_and_a_batch_score_exactly_as_lightgbm_with_null_as_missing(
     client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
 ) -> None:
-    scorer, version = await _deployed(client, auth, resources)
+    scorer, version = await deployed(client, auth, resources)
     booster = built("seed0").booster
     rows = rows_with_missing(300, seed=3)
     assert any(v is None for row in rows for v in row)
@@ -64,7 +50,7 @@ async def test_one_row_and_a_batch_score_exactly_as_lightgbm_with_null_as_missin
 async def test_features_by_name_map_categories_and_treat_unknown_as_missing(
     client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
 ) -> None:
-    scorer, _ = await _deployed(client, auth, resources, "categorical")
+    scorer, _ = await deployed(client, auth, resources, "categorical")
     booster = built("categorical").booster
     named = {"amount": 1.2, "age": None, "hour": -0.3, "merchant": "travel"}
     found = await score(client, scorer, "fraud", {"features": dict(reversed(named.items()))})
@@ -94,7 +80,7 @@ async def test_features_by_name_map_categories_and_treat_unknown_as_missing(
 async def test_wrong_inputs_are_422_and_a_malformed_body_400(
     client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
 ) -> None:
-    scorer, _ = await _deployed(client, auth, resources, "categorical")
+    scorer, _ = await deployed(client, auth, resources, "categorical")
     full = dict.fromkeys(FEATURES, 0.5)
     cases = {
         "short row": {"rows": [[1.0, 2.0, 3.0]]},
@@ -128,7 +114,7 @@ async def test_wrong_inputs_are_422_and_a_malformed_body_400(
 async def test_nothing_deployed_is_404_and_only_scorers_and_admins_score(
     client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
 ) -> None:
-    scorer, _ = await _deployed(client, auth, resources)
+    scorer, _ = await deployed(client, auth, resources)
     row = {"rows": [[0.1, 0.2, 0.3, 1.0]]}
     # deployed to staging only: production (the default) has nothing
     production = await client.post("/v1/score/fraud", json=row, headers=scorer)
@@ -141,7 +127,7 @@ async def test_nothing_deployed_is_404_and_only_scorers_and_admins_score(
 async def test_explain_gives_contributions_that_sum_to_the_raw_margin(
     client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
 ) -> None:
-    scorer, _ = await _deployed(client, auth, resources, "categorical")
+    scorer, _ = await deployed(client, auth, resources, "categorical")
     booster = built("categorical").booster
     rows = rows_with_missing(20, seed=5)
     explained = await score(client, scorer, "fraud", {"rows": rows}, explain="true")
