@@ -156,7 +156,6 @@ class GovernanceProjection:
         self._looked_up: set[str] = set()  # names whose model_states row was read
         self._streams_seen: set[str] = set()  # streams whose models were looked up
         self._dirty: set[str] = set()  # changed since model_states was written
-        self._encoded: dict[str, bytes] = {}  # dirty states encoded (for a snapshot) since
         self._encoder = StateEncoder()
         self._snapshots: list[tuple[str, int, int, bytes]] = []  # (name, version, position, state)
         self._rows = FlatRows()
@@ -176,7 +175,6 @@ class GovernanceProjection:
         self._looked_up.clear()
         self._streams_seen.clear()
         self._dirty.clear()
-        self._encoded.clear()
         self._encoder.forget()
         self._snapshots = []
 
@@ -237,20 +235,19 @@ class GovernanceProjection:
                     continue
                 states[name] = state
                 self._dirty.add(name)
-                self._encoded.pop(name, None)
                 self._encoder.folded(name, event)
                 rows.add(recorded, state)
                 if schedule.due(before, state.stream_version):
-                    encoded = self._encoded[name] = self._encoder.encode(state)
+                    encoded = self._encoder.encode(state)
                     self._snapshots.append((name, state.stream_version, recorded.position, encoded))
 
     async def flush(self, conn: asyncpg.Connection) -> None:
         """Write the upserted rows and the model states changed since the last flush."""
         await self.settle()
         await self._rows.write_upserted(conn)
-        names = sorted(self._dirty)
+        states = [self._states[n] for n in sorted(self._dirty)]
         await self._choose_compression(conn)
-        await _save_states(conn, [self._states[n] for n in names], self._encode(names))
+        await _save_states(conn, states, [self._encoder.encode(state) for state in states])
         self._forget()
 
     async def _load(self, conn: asyncpg.Connection, names: set[str]) -> None:
@@ -275,13 +272,6 @@ class GovernanceProjection:
         if self._lz4:
             await conn.execute("SET LOCAL default_toast_compression = lz4")
         self._compression_chosen = True
-
-    def _encode(self, names: list[str]) -> list[bytes]:
-        encoded = self._encoded
-        for name in names:
-            if name not in encoded:
-                encoded[name] = self._encoder.encode(self._states[name])
-        return [encoded[n] for n in names]
 
 
 async def _save_states(
