@@ -3,6 +3,7 @@ transaction that failed half-way leaves nothing behind (not even in the projecti
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from typing import Any
@@ -192,4 +193,16 @@ async def test_a_pool_of_one_connection_applies_projections_one_by_one(
         store = EventStore(pool)
         alone = projector.Projector(store, all_projections(snapshot_every=7))
         await alone.rebuild()
+    assert await _views(resources) == told
+
+
+async def test_rebuilds_of_two_projectors_never_wait_for_each_other(
+    resources: Resources, told: dict[str, Any]
+) -> None:
+    # a rebuild locks every checkpoint in one transaction, views advancing together lock
+    # theirs in one transaction each: taken in different orders, they waited forever
+    other = projector.Projector(resources.store, all_projections(snapshot_every=7))
+    async with asyncio.timeout(120):
+        for _ in range(4):
+            await asyncio.gather(other.rebuild(), resources.projector.rebuild())
     assert await _views(resources) == told
