@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.embedded import EmbeddedStack
 
+pytestmark = pytest.mark.processes
+
 
 @pytest.fixture
 def home() -> Iterator[Path]:

@@ -22,6 +22,8 @@ import pytest
 
 from tests.http.governance_helpers import lightgbm_model_bytes
 
+pytestmark = pytest.mark.processes
+
 CLI = str(Path(sys.executable).parent / "model-ledger")
 
 

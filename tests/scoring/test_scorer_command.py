@@ -21,6 +21,8 @@ from tests.http.governance_helpers import create_model
 from tests.scoring.helpers import add_version, built, promote
 from tests.test_serve import CLI, free_port
 
+pytestmark = pytest.mark.processes
+
 
 @pytest.fixture
 def scorer_process(settings: Settings) -> Iterator[tuple[subprocess.Popen[str], str]]:

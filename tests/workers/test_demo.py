@@ -18,6 +18,8 @@ from domain.events import EventMeta
 from domain.tokens import IssueToken
 from workers.main import in_process_worker
 
+pytestmark = pytest.mark.processes
+
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:

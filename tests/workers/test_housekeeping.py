@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from arq import create_pool
 from arq.worker import Worker
 
@@ -10,6 +11,8 @@ from app.settings import Settings
 from app.store.checkpoints import list_checkpoints
 from tests.conftest import TokenFactory
 from workers.main import worker_settings
+
+pytestmark = pytest.mark.processes
 
 
 async def test_a_burst_worker_signs_the_head(

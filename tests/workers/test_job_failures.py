@@ -34,6 +34,8 @@ from tests.conftest import TokenFactory, running
 from tests.http.governance_helpers import create_model, register_version
 from tests.workers.jobs_helpers import job_status, run_worker, stream_types, wait_for
 
+pytestmark = pytest.mark.processes
+
 CLI = str(Path(sys.executable).parent / "model-ledger")
 # the killed worker's own limit: arq keeps the job marked in progress for about this + 15 s
 KILLED_WORKER_TIMEOUT = 4

@@ -24,6 +24,8 @@ from tests.workers.jobs_helpers import job_status, run_worker, stream_types
 from workers.jobs.schedule import schedule_drift_checks
 from workers.ml import demo_data, tabular
 
+pytestmark = pytest.mark.processes
+
 ROWS = 4_000
 
 
@@ -95,8 +97,9 @@ async def test_the_job_kinds_tell_the_whole_story(
     assert "merchant_category" in registered[0].params["categories"]
 
     # compile: certified on the training holdout, NaNs and categories included
+    # the two compile jobs may also run at once: each version compiled once, in either order
     compiled = [r.event for r in await _events(resources, ev.VersionCompiled)]
-    assert [c.version for c in compiled] == [1, 2]
+    assert sorted(c.version for c in compiled) == [1, 2]
     assert all(c.max_abs_diff == 0.0 and c.rows_checked >= ROWS // 5 for c in compiled)
 
     # compliance: fairness by age band, the report stored, its digest in the event

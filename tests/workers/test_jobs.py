@@ -15,6 +15,8 @@ from tests.conftest import TokenFactory
 from tests.http.governance_helpers import create_model, register_version
 from tests.workers.jobs_helpers import job_status, run_worker, stream_types
 
+pytestmark = pytest.mark.processes
+
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
