@@ -107,6 +107,8 @@ class PredictionLog:
         self._wake = asyncio.Event()
         self._progress = asyncio.Condition()
         self._running = False
+        # the timeout of the writer's current wait for a batch; None while it writes
+        self._waiting: float | None = None
         self._metrics = scorer_metrics()
 
     def record(
@@ -152,6 +154,12 @@ class PredictionLog:
         return self._pending_rows
 
     @property
+    def waiting_seconds(self) -> float | None:
+        """How long the writer's current wait for a batch may last; None while it writes or
+        is about to (woken)."""
+        return None if self._wake.is_set() else self._waiting
+
+    @property
     def settled(self) -> bool:
         """True when every entry queued so far is written (or was given up on)."""
         return self._written >= self._enqueued
@@ -161,9 +169,11 @@ class PredictionLog:
         self._running = True
         try:
             while True:
+                self._waiting = self.settings.flush_seconds
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.settings.flush_seconds):
+                    async with asyncio.timeout(self._waiting):
                         await self._wake.wait()
+                self._waiting = None
                 self._wake.clear()
                 await self._write_pending()
                 if self._ids is not None:

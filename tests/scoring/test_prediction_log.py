@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from datetime import timedelta
 
@@ -23,8 +24,11 @@ async def _hold_the_writer(resources: Resources, **limits: int) -> None:
     """Keep queued rows in memory until a flush: the writer waits an hour between batches."""
     log = resources.scoring.predictions
     log.settings = LogSettings(sample_rate=1.0, flush_seconds=3600, **limits)
-    await asyncio.sleep(0.2)  # the writer's current (short) wait ends; the next is an hour
-    await log.flush()
+    await log.flush()  # wakes the writer: its next wait is the hour
+    deadline = time.monotonic() + 30
+    while log.waiting_seconds != 3600:
+        assert time.monotonic() < deadline, "the writer never began its long wait"
+        await asyncio.sleep(0.01)
 
 
 async def test_every_scored_row_is_logged_with_its_id_score_and_sampled_input(

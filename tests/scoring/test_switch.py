@@ -43,6 +43,22 @@ async def _serving(resources: Resources, version: int, environment: str = "stagi
         await asyncio.sleep(0.01)
 
 
+Answers = list[tuple[int, tuple[object, object]]]
+
+
+async def _answered(answers: Answers, *, version: int, count: int = 20) -> None:
+    """Wait until the load has had `count` more answers, one at least from `version`."""
+    target, deadline = len(answers) + count, time.monotonic() + 30
+
+    def met() -> bool:
+        tail = answers[target - count :]
+        return len(answers) >= target and any(pair[0] == version for _, pair in tail)
+
+    while not met():
+        assert time.monotonic() < deadline, f"no answers from version {version}"
+        await asyncio.sleep(0.01)
+
+
 async def test_promotions_and_rollbacks_under_load_never_fail_or_mix_a_request(
     client: httpx.AsyncClient,
     auth: TokenFactory,
@@ -59,7 +75,7 @@ async def test_promotions_and_rollbacks_under_load_never_fail_or_mix_a_request(
     await promote(client, ci, "fraud", 1)
     await _serving(resources, 1)
     scorer = await auth("scorer")
-    answers: list[tuple[int, object]] = []
+    answers: Answers = []
     stop = asyncio.Event()
 
     async def load(worker: int) -> None:
@@ -79,6 +95,7 @@ async def test_promotions_and_rollbacks_under_load_never_fail_or_mix_a_request(
 
     workers = [asyncio.create_task(load(n)) for n in range(3)]
     try:
+        await _answered(answers, version=1)
         for step, expected in (
             ("promote", 2),
             ("promote", 3),
@@ -86,7 +103,6 @@ async def test_promotions_and_rollbacks_under_load_never_fail_or_mix_a_request(
             ("rollback", 1),
             ("promote", 3),
         ):
-            await asyncio.sleep(0.15)
             if step == "promote":
                 await promote(client, ci, "fraud", expected)
             else:
@@ -98,7 +114,8 @@ async def test_promotions_and_rollbacks_under_load_never_fail_or_mix_a_request(
                 assert rolled.status_code == 201, rolled.text
                 assert rolled.json()["champion"] == expected
             await _serving(resources, expected)
-        await asyncio.sleep(0.15)
+            # the load meets each version at least a few times before the next switch
+            await _answered(answers, version=expected)
     finally:
         stop.set()
         await asyncio.gather(*workers)
