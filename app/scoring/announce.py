@@ -80,6 +80,8 @@ class Announcer:
         ]
         if not due:
             return
+        # taken before the append suspends: a concurrent refresh must not announce them too
+        self._unannounced.difference_update(due)
         events = [
             ev.ScorerLoaded(
                 instance=self.instance,
@@ -98,12 +100,14 @@ class Announcer:
                 meta=ev.EventMeta(actor=f"scorer:{self.instance}", role="scorer"),
                 expected_version=None,
             )
-        except Exception:
+        except BaseException as error:
+            self._unannounced.update(due)  # still due, a cancelled refresh's too
+            if not isinstance(error, Exception):
+                raise
             _log.exception("could not record scorer.loaded; retrying at the next refresh")
             return
         for key in due:
             self._last[_limit_key(key)] = now
-            self._unannounced.discard(key)
 
 
 def _limit_key(key: ServedKey) -> tuple[str, str, int, str]:

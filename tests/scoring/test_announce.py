@@ -3,6 +3,7 @@ and the last event of each (model, environment, arm) always names what serves.""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from app.resources import Resources
@@ -47,14 +48,29 @@ async def _loaded(resources: Resources) -> list[tuple[int, str]]:
     ]
 
 
-async def test_switches_within_the_interval_are_announced_once_it_has_passed(
-    resources: Resources, tmp_path: Path
-) -> None:
+def _libraries(tmp_path: Path) -> list[CompiledLibrary]:
     libraries = []
     for kind in ("seed0", "seed1"):
         path = tmp_path / f"{kind}.so"
         path.write_bytes(built(kind).library)
         libraries.append(CompiledLibrary.open(path, built(kind).library_sha256))
+    return libraries
+
+
+async def test_concurrent_refreshes_announce_a_library_once(
+    resources: Resources, tmp_path: Path
+) -> None:
+    # the scorer's follower and an explicit refresh may announce at the same moment
+    announcer = Announcer(resources.store, "unit", 60.0, Clock())
+    announcer.serving(_table(_served(1, _libraries(tmp_path)[0])))
+    await asyncio.gather(*(announcer.announce() for _ in range(3)))
+    assert await _loaded(resources) == [(1, "champion")]
+
+
+async def test_switches_within_the_interval_are_announced_once_it_has_passed(
+    resources: Resources, tmp_path: Path
+) -> None:
+    libraries = _libraries(tmp_path)
     one, two = _served(1, libraries[0]), _served(2, libraries[1])
     clock = Clock()
     announcer = Announcer(resources.store, "unit", 60.0, clock)
