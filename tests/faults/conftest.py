@@ -1,75 +1,15 @@
-"""The fault suite's fixtures: a stack of the test's own that it may break."""
+"""The fault suite's fixtures."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import asyncpg
 import pytest
 
-from tests.faults.harness import Postgres, Process, Redis, scratch
-
-DATABASE = "ledger"
-
-
-@dataclass
-class Stack:
-    """A PostgreSQL, a Redis and a data folder, all the test's own."""
-
-    folder: Path
-    postgres: Postgres
-    redis: Redis
-    queue: str
-    processes: list[Process]
-
-    @property
-    def home(self) -> Path:
-        return self.folder / "home"
-
-    @property
-    def database_url(self) -> str:
-        return self.postgres.url(DATABASE)
-
-    def env(self, **extra: str) -> dict[str, str]:
-        """What a `model-ledger` process of this stack is configured with."""
-        return {
-            "MODEL_LEDGER_HOME": str(self.home),
-            "MODEL_LEDGER_DATABASE_URL": self.database_url,
-            "MODEL_LEDGER_REDIS_URL": self.redis.url,
-            "MODEL_LEDGER_QUEUE_NAME": self.queue,
-            **extra,
-        }
-
-    def start(self, *args: str, **env: str) -> Process:
-        """A `model-ledger` command on this stack; it is killed when the test ends."""
-        process = Process(list(args), self.env(**env))
-        self.processes.append(process)
-        return process
-
-    def admin_headers(self) -> dict[str, str]:
-        token = (self.home / "admin.token").read_text().strip()
-        return {"Authorization": f"Bearer {token}"}
+from tests.faults.stack import Stack, private_stack
 
 
 @pytest.fixture
 async def stack() -> AsyncIterator[Stack]:
-    with scratch() as folder:
-        postgres, redis = Postgres(folder), Redis(folder, durable=True)
-        postgres.start()
-        redis.start()
-        created = Stack(folder, postgres, redis, f"faults:{uuid.uuid4().hex[:8]}", [])
-        try:
-            conn = await asyncpg.connect(postgres.url())
-            try:
-                await conn.execute(f'CREATE DATABASE "{DATABASE}"')
-            finally:
-                await conn.close()
-            yield created
-        finally:
-            for process in created.processes:
-                process.close()
-            redis.kill()
-            postgres.stop()
+    async with private_stack() as created:
+        yield created
