@@ -16,6 +16,8 @@ from litestar.types import ControllerRouterHandler
 
 from app.http.audit import AuditController
 from app.http.auth import PUBLIC_PATHS, BearerTokenMiddleware, refuse_nul
+from app.http.bodies import BodyRequest
+from app.http.forms import parse_multipart
 from app.http.health import HealthController, health
 from app.http.jobs import JobController
 from app.http.models import ModelController
@@ -143,6 +145,7 @@ def assemble(
         openapi_config=openapi,
         plugins=[ProblemDocs(PUBLIC_PATHS)],
         request_max_body_size=settings.max_body_bytes,
+        request_class=BodyRequest,
     )
 
 
@@ -152,6 +155,7 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Lit
         path="/",
         route_handlers=[UploadController],
         request_max_body_size=settings.max_upload_bytes,
+        before_request=parse_multipart,
     )
     routes = [
         health,

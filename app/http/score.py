@@ -24,6 +24,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.types import ControllerRouterHandler
 
 from app.http.auth import requires
+from app.http.bodies import decode_json
 from app.http.problems import never_answers, problem_response
 from app.http.schemas import Input
 from app.http.score_fast import ScoreFastPath
@@ -134,7 +135,7 @@ class ScoreController(Controller):
     ) -> ScoreOut:
         """Score rows with what is deployed; 404 if nothing is, 422 on a wrong width."""
         try:
-            body = _request.decode(await request.body())
+            body = decode_json(await request.body(), _request.decode)
         except msgspec.DecodeError as error:
             raise ValidationException(
                 f"Validation failed for POST {request.url.path}",
