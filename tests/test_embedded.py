@@ -209,18 +209,23 @@ time.sleep(600)
 """
 
 
-async def test_servers_left_by_a_killed_process_are_adopted_and_stopped(home: Path) -> None:
+def _killed_user(home: Path) -> list[psutil.Process]:
+    """The servers a process started on `home` before it was killed (SIGKILL)."""
     user = subprocess.Popen(
         [sys.executable, "-c", _USE_AND_WAIT, str(home)], stdout=subprocess.PIPE, text=True
     )
     try:
         assert user.stdout is not None and user.stdout.readline() == "started\n"
-        processes = _server_processes(home)
+        return _server_processes(home)
     finally:
-        user.kill()  # SIGKILL: no exit hook runs, the servers stay up
+        user.kill()  # no exit hook runs: the servers stay up
         user.wait()
         assert user.stdout is not None
         user.stdout.close()
+
+
+async def test_servers_left_by_a_killed_process_are_adopted_and_stopped(home: Path) -> None:
+    processes = _killed_user(home)
     assert _survivors(processes) == processes
     with EmbeddedStack(home) as adopter:
         assert _server_processes(home) == processes
