@@ -26,6 +26,7 @@ from app.http.registry import PolicyController, RegistryController
 from app.http.score import scoring_routes
 from app.http.tokens import TokenController
 from app.http.uploads import UploadController
+from app.outages import report_failure
 from app.resources import Resources, open_resources
 from app.settings import Settings
 from app.store.watch import LogWatcher
@@ -50,8 +51,8 @@ async def _every(seconds: float, job: str, action: object) -> None:
         await asyncio.sleep(seconds)
         try:
             await action()  # type: ignore[operator]
-        except Exception:
-            _log.exception("background %s failed", job)
+        except Exception as error:
+            report_failure(_log, f"background {job}", error)
 
 
 async def _follow_log(resources: Resources, watcher: LogWatcher) -> None:
@@ -60,8 +61,8 @@ async def _follow_log(resources: Resources, watcher: LogWatcher) -> None:
         await watcher.wait(_FOLLOW_POLL_SECONDS)
         try:
             await resources.projector.catch_up()
-        except Exception:
-            _log.exception("projection catch-up failed")
+        except Exception as error:
+            report_failure(_log, "projection catch-up", error)
 
 
 @contextlib.asynccontextmanager

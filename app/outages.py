@@ -6,6 +6,7 @@ to be restarted when the store returns, since the pools connect again on their n
 
 from __future__ import annotations
 
+import logging
 import ssl
 from typing import Any
 
@@ -94,3 +95,13 @@ async def connect_database(*args: Any, **kwargs: Any) -> asyncpg.Connection:
         raise
     except OSError as error:
         raise StoreUnavailable(DATABASE, str(error) or type(error).__name__) from error
+
+
+def report_failure(log: logging.Logger, what: str, error: BaseException) -> None:
+    """Log a failed background step: one line for an outage (the step is retried and
+    recovers by itself), the traceback for anything else."""
+    store = unavailable_store(error)
+    if store is None:
+        log.error("%s failed", what, exc_info=error)
+    else:
+        log.warning("%s failed: %s is unavailable (%s); retrying", what, store, error)

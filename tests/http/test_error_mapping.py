@@ -13,7 +13,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.testing import TestClient
 
 from app.http.problems import EXCEPTION_HANDLERS
-from app.outages import StoreUnavailable
+from app.outages import StoreUnavailable, report_failure
 
 
 def _rollback_after_the_connection_was_lost() -> None:
@@ -128,3 +128,16 @@ def test_outages_are_503_and_bugs_500(
         assert "retry-after" not in answer.headers
         logged = [r for r in caplog.records if r.levelno == logging.ERROR]
         assert logged and logged[-1].exc_info is not None  # with its traceback
+
+
+def test_background_failures_log_one_line_for_an_outage_and_a_traceback_for_a_bug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = logging.getLogger("model_ledger.test")
+    with caplog.at_level(logging.WARNING, logger="model_ledger.test"):
+        report_failure(log, "catch-up", asyncpg.CannotConnectNowError("starting up"))
+        report_failure(log, "catch-up", KeyError("a bug"))
+    outage, bug = caplog.records
+    assert (outage.levelno, outage.exc_info) == (logging.WARNING, None)
+    assert "the database is unavailable" in outage.getMessage()
+    assert bug.levelno == logging.ERROR and bug.exc_info is not None
