@@ -118,7 +118,9 @@ class ScoreController(Controller):
         dependencies={"documented_body": Provide(_documents_the_body, sync_to_thread=False)},
         responses={
             413: problem_response("the body is larger than the limit"),
-            503: problem_response("deployed, but no verified library can serve it now"),
+            503: problem_response(
+                "deployed, but no verified library can serve it now; or a store is unavailable"
+            ),
         },
         opt=never_answers(409),
     )
