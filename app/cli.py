@@ -17,8 +17,9 @@ from app.settings import Settings
 
 
 @contextlib.contextmanager
-def stores(settings: Settings) -> Iterator[Settings]:
-    """Settings pointing at running stores: the configured ones, or embedded ones in `home`."""
+def stores(settings: Settings, *, announce: bool = False) -> Iterator[Settings]:
+    """Settings pointing at running stores: the configured ones, or embedded ones in `home`
+    (`announce`: say so when they are left running for other processes using them)."""
     if not settings.embedded:
         if settings.database_url is None or settings.redis_url is None:
             raise click.UsageError(
@@ -28,10 +29,18 @@ def stores(settings: Settings) -> Iterator[Settings]:
         return
     from app.embedded import EmbeddedStack  # noqa: PLC0415 - only the embedded path needs it
 
-    with EmbeddedStack(settings.home) as stack:
+    stack = EmbeddedStack(settings.home)
+    stack.start()
+    try:
         yield msgspec.structs.replace(
             settings, database_url=stack.database_url, redis_url=stack.redis_url
         )
+    finally:
+        if not stack.stop() and announce:
+            click.echo(
+                "embedded PostgreSQL and Redis keep running: another process on this home "
+                "uses them (the last one to stop stops them)"
+            )
 
 
 def _migrate(settings: Settings) -> None:
@@ -55,20 +64,31 @@ def main() -> None:
     default=None,
     help="also run a job worker in this process [on with the embedded stack, else off]",
 )
-def serve(host: str | None, port: int | None, with_worker: bool | None) -> None:
+@click.option(
+    "--share-home",
+    is_flag=True,
+    help="run beside another serve on the same embedded stores (else that is refused)",
+)
+def serve(host: str | None, port: int | None, with_worker: bool | None, share_home: bool) -> None:
     """Run the API (with embedded PostgreSQL and Redis when none is configured)."""
     import uvloop  # noqa: PLC0415
 
-    from app.serve import run_server  # noqa: PLC0415
+    from app.serve import claim_home, listening_socket, run_server  # noqa: PLC0415
 
     settings = Settings.from_env(host=host, port=port)
+    listener = listening_socket(settings.host, settings.port)
+    claim = None
     if settings.embedded:
+        url = f"http://{settings.host}:{settings.port}"
+        claim = claim_home(settings.home.resolve(), url, share=share_home)
         click.echo(f"starting embedded PostgreSQL and Redis in {settings.home.resolve()}")
-    with stores(settings) as running:
+    with stores(settings, announce=True) as running:
         _migrate(running)
         worker = settings.embedded if with_worker is None else with_worker
         with contextlib.suppress(KeyboardInterrupt):
-            uvloop.run(run_server(running, with_worker=worker))
+            uvloop.run(run_server(running, with_worker=worker, sockets=[listener]))
+    if claim is not None:
+        claim.close()
 
 
 @main.command()
@@ -112,12 +132,14 @@ def scorer(host: str | None, port: int | None) -> None:
     import uvloop  # noqa: PLC0415
 
     from app.scorer_app import run_scorer  # noqa: PLC0415
+    from app.serve import listening_socket  # noqa: PLC0415
 
     settings = Settings.from_env(host=host, scorer_port=port)
-    with stores(settings) as running:
+    listener = listening_socket(settings.host, settings.scorer_port)
+    with stores(settings, announce=True) as running:
         _migrate(running)
         with contextlib.suppress(KeyboardInterrupt):
-            uvloop.run(run_scorer(running))
+            uvloop.run(run_scorer(running, sockets=[listener]))
 
 
 @main.command()

@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Self
 from urllib.parse import quote
@@ -52,20 +52,29 @@ def _wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
     return done
 
 
-def _try_own(path: Path) -> IO[bytes] | None:
-    """Hold an exclusive lock on `path` for this process's life, or None if another has it.
+def _lock(path: Path, operation: int) -> IO[bytes] | None:
+    """`path` opened and flock()ed, or None when `operation` is non-blocking and must wait.
 
-    The owner stops the servers on exit; a second process on the same home (say,
-    `tokens create` while `serve` runs) is a guest and leaves them running. A crashed
-    owner's lock dies with it, so the next process adopts the servers it left.
+    The kernel releases the lock when the handle closes, also when its process is killed.
     """
     handle = path.open("ab")
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle, operation)
     except BlockingIOError:
         handle.close()
         return None
     return handle
+
+
+@contextlib.contextmanager
+def _turn(path: Path) -> Iterator[None]:
+    """Starting and stopping the servers of one home take turns (across processes)."""
+    handle = _lock(path, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        assert handle is not None
+        handle.close()
 
 
 class EmbeddedStack:
@@ -83,40 +92,55 @@ class EmbeddedStack:
             sock = Path(tempfile.gettempdir()) / f"model-ledger-{digest}" / "redis.sock"
         self._redis_socket = sock
         self._postgres: PostgresServer | None = None
-        self._owner_lock: IO[bytes] | None = None
+        self._user_lock: IO[bytes] | None = None
+        self._turn_file = self.home / "stack.lock"
+        self._users_file = self.home / "stack-users.lock"
 
     def start(self) -> None:
         """Start both servers, reusing data and any server already running in `home`."""
         if self._postgres is not None:
             return
         self._pgdata.mkdir(parents=True, exist_ok=True)
-        self._owner_lock = _try_own(self.home / "stack.lock")
-        try:
-            # Not get_server(): it caches handles per path and would return a stopped server.
-            self._postgres = PostgresServer(self._pgdata, cleanup_mode=None)
-            self._start_redis()
-        except BaseException:
-            self._shutdown()  # also stops a postmaster pgserver launched but then gave up on
-            raise
+        with _turn(self._turn_file):
+            self._user_lock = _lock(self._users_file, fcntl.LOCK_SH)
+            try:
+                # Not get_server(): it caches handles per path and would return a stopped server.
+                self._postgres = PostgresServer(self._pgdata, cleanup_mode=None)
+                self._start_redis()
+            except BaseException:
+                # also stops a postmaster pgserver launched but then gave up on, unless in use
+                self._leave()
+                raise
         # Both servers run in their own sessions and would outlive a process that forgot stop().
         atexit.register(self.stop)
 
-    def stop(self) -> None:
-        """Stop both servers if this process owns them (a guest leaves them running)."""
-        atexit.unregister(self.stop)
-        if self._postgres is None:
-            return
-        if self._owner_lock is not None:
-            self._shutdown()
-            self._owner_lock.close()  # releases the lock
-            self._owner_lock = None
-        else:
-            self._release_handle()
+    def stop(self) -> bool:
+        """Stop using the servers; the last process using them stops them (True then).
 
-    @property
-    def owner(self) -> bool:
-        """True when this process started (or adopted) the servers and will stop them."""
-        return self._owner_lock is not None
+        Every process using the stack (`serve`, `scorer`, `tokens create`...) holds a shared
+        lock while it does: servers stay up while any holds it. A killed process's lock dies
+        with it, so the next start uses (adopts) the servers it left.
+        """
+        atexit.unregister(self.stop)
+        if self._user_lock is None:
+            return False
+        with _turn(self._turn_file):
+            return self._leave()
+
+    def _leave(self) -> bool:
+        """Release this process's use; stop the servers if no other process uses them."""
+        if self._user_lock is not None:
+            self._user_lock.close()
+            self._user_lock = None
+        last = _lock(self._users_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if last is None:
+            self._release_handle()
+            return False
+        try:
+            self._shutdown()
+        finally:
+            last.close()
+        return True
 
     def _release_handle(self) -> None:
         if self._postgres is not None:

@@ -16,6 +16,8 @@ from litestar.types import ControllerRouterHandler
 
 from app.http.audit import AuditController
 from app.http.auth import PUBLIC_PATHS, BearerTokenMiddleware, refuse_nul
+from app.http.bodies import BodyRequest
+from app.http.forms import parse_multipart
 from app.http.health import HealthController, health
 from app.http.jobs import JobController
 from app.http.models import ModelController
@@ -24,6 +26,7 @@ from app.http.registry import PolicyController, RegistryController
 from app.http.score import scoring_routes
 from app.http.tokens import TokenController
 from app.http.uploads import UploadController
+from app.outages import report_failure
 from app.resources import Resources, open_resources
 from app.settings import Settings
 from app.store.watch import LogWatcher
@@ -48,8 +51,8 @@ async def _every(seconds: float, job: str, action: object) -> None:
         await asyncio.sleep(seconds)
         try:
             await action()  # type: ignore[operator]
-        except Exception:
-            _log.exception("background %s failed", job)
+        except Exception as error:
+            report_failure(_log, f"background {job}", error)
 
 
 async def _follow_log(resources: Resources, watcher: LogWatcher) -> None:
@@ -58,8 +61,8 @@ async def _follow_log(resources: Resources, watcher: LogWatcher) -> None:
         await watcher.wait(_FOLLOW_POLL_SECONDS)
         try:
             await resources.projector.catch_up()
-        except Exception:
-            _log.exception("projection catch-up failed")
+        except Exception as error:
+            report_failure(_log, "projection catch-up", error)
 
 
 @contextlib.asynccontextmanager
@@ -143,6 +146,7 @@ def assemble(
         openapi_config=openapi,
         plugins=[ProblemDocs(PUBLIC_PATHS)],
         request_max_body_size=settings.max_body_bytes,
+        request_class=BodyRequest,
     )
 
 
@@ -152,6 +156,7 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Lit
         path="/",
         route_handlers=[UploadController],
         request_max_body_size=settings.max_upload_bytes,
+        before_request=parse_multipart,
     )
     routes = [
         health,

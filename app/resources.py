@@ -12,6 +12,7 @@ from arq.connections import ArqRedis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import ConnectionPool
 
+from app.outages import connect_database
 from app.scoring.background import Scoring, build_scoring
 from app.services.dispatch import Dispatcher
 from app.services.governance import Governance
@@ -50,7 +51,9 @@ class Resources:
 
 async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     """An asyncpg pool for the store (json columns are read as text, as asyncpg does)."""
-    pool = await asyncpg.create_pool(database_url, min_size=min_size, max_size=max_size)
+    pool = await asyncpg.create_pool(
+        database_url, min_size=min_size, max_size=max_size, connect=connect_database
+    )
     assert pool is not None
     return pool
 

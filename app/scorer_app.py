@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 
 import click
@@ -87,9 +88,11 @@ def create_scorer_app(settings: Settings, *, resources: Resources | None = None)
     return assemble(settings, resources, routes, _following, openapi_config("Model Ledger scorer"))
 
 
-async def run_scorer(settings: Settings) -> None:
-    """Serve scoring until interrupted (Ctrl-C stops cleanly, writing the queued log)."""
+async def run_scorer(settings: Settings, *, sockets: list[socket.socket] | None = None) -> None:
+    """Serve scoring until interrupted (Ctrl-C stops cleanly, writing the queued log); on
+    `sockets` if given (bound already), else on settings.host and scorer_port."""
     configure_logging(settings)
     url = f"http://{settings.host}:{settings.scorer_port}"
     click.echo(f"Model Ledger scorer on {url}")
-    await uvicorn_server(create_scorer_app(settings), settings, settings.scorer_port).serve()
+    server = uvicorn_server(create_scorer_app(settings), settings, settings.scorer_port)
+    await server.serve(sockets=sockets)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import logging
+import os
+import socket
+from pathlib import Path
+from typing import IO
 
 import click
 import uvicorn
@@ -37,8 +43,61 @@ def uvicorn_server(app: ASGIApplication, settings: Settings, port: int) -> uvico
     return uvicorn.Server(config)
 
 
-async def run_server(settings: Settings, *, with_worker: bool = False) -> None:
-    """Serve until interrupted (Ctrl-C stops cleanly), with a job worker if asked."""
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port for the server to listen on; a clear message if taken.
+
+    Bound before anything starts, so a clash ends the command at once, not in a traceback
+    from uvicorn once the embedded stack is up and migrated.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            raise click.ClickException(
+                f"port {port} on {host} is in use (another server?); "
+                "choose another with --port (or MODEL_LEDGER_PORT / MODEL_LEDGER_SCORER_PORT)"
+            ) from None
+        raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    return sock
+
+
+def claim_home(home: Path, url: str, *, share: bool) -> IO[bytes] | None:
+    """Make this the one `serve` of an embedded home: a lock held for the process's life,
+    naming its pid and URL. Another serve holding it is an error, unless `share` (then
+    None: this one is a second API on the same stores). A killed serve's lock dies with it.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    handle = (home / "serve.lock").open("a+b")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        running = handle.read().decode(errors="replace").strip() or "one still starting"
+        handle.close()
+        if share:
+            click.echo(f"sharing this home with the serve running on it ({running})")
+            return None
+        raise click.ClickException(
+            f"another `model-ledger serve` is running on {home} ({running}); stop it, "
+            "use another MODEL_LEDGER_HOME, or pass --share-home to run a second API on "
+            "the same embedded stores"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}, {url}".encode())
+    handle.flush()
+    return handle
+
+
+async def run_server(
+    settings: Settings, *, with_worker: bool = False, sockets: list[socket.socket] | None = None
+) -> None:
+    """Serve until interrupted (Ctrl-C stops cleanly), with a job worker if asked; on
+    `sockets` if given (bound already), else on settings.host and port."""
     configure_logging(settings)
     token = await ensure_admin_token(settings)
     url = f"http://{settings.host}:{settings.port}"
@@ -51,7 +110,7 @@ async def run_server(settings: Settings, *, with_worker: bool = False) -> None:
     click.echo(f"Model Ledger API on {url}  (OpenAPI: {url}/schema/swagger)")
     server = uvicorn_server(create_app(settings), settings, settings.port)
     if not with_worker:
-        await server.serve()
+        await server.serve(sockets=sockets)
         return
     from workers.main import in_process_worker  # noqa: PLC0415 - only this mode needs ML imports
 
@@ -59,7 +118,7 @@ async def run_server(settings: Settings, *, with_worker: bool = False) -> None:
     running = asyncio.create_task(worker.main())
     click.echo("job worker running in this process")
     try:
-        await server.serve()
+        await server.serve(sockets=sockets)
     finally:
         # the polling loop stops first: closing the worker closes its Redis pool, which a
         # poll still running would find closed under it (and fail the exit)

@@ -1,6 +1,8 @@
 """The embedded PostgreSQL + Redis stack used when no service URLs are configured."""
 
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -156,8 +158,8 @@ def test_stop_leaves_no_server_processes(home: Path) -> None:
     stack.start()
     processes = _server_processes(home)
     assert {p.name() for p in processes} == {"postgres", "redis-server"}
-    stack.stop()
-    stack.stop()  # a second stop is a no-op
+    assert stack.stop() is True
+    assert stack.stop() is False  # a second stop is a no-op
     assert _survivors(processes) == []
     assert not (home / "postgres" / "postmaster.pid").exists()
     assert not (home / "redis" / "redis.pid").exists()
@@ -165,34 +167,70 @@ def test_stop_leaves_no_server_processes(home: Path) -> None:
         _ = stack.database_url
 
 
-async def test_a_second_stack_on_a_running_home_is_a_guest(home: Path) -> None:
-    with EmbeddedStack(home) as owner:
+async def test_a_second_stack_on_a_running_home_shares_it(home: Path) -> None:
+    with EmbeddedStack(home) as first:
         processes = _server_processes(home)
-        guest = EmbeddedStack(home)  # say, `tokens create` while `serve` runs
-        guest.start()
-        assert owner.owner and not guest.owner
-        await _assert_reachable(guest)
-        guest.stop()
+        second = EmbeddedStack(home)  # say, `tokens create` while `serve` runs
+        second.start()
+        await _assert_reachable(second)
+        assert second.stop() is False  # the first still uses them
         assert _survivors(processes) == processes
-        conn = await asyncpg.connect(owner.database_url)
+        conn = await asyncpg.connect(first.database_url)
         assert await conn.fetchval("SELECT 1") == 1
         await conn.close()
     assert _survivors(processes) == []
 
 
-async def test_servers_left_by_a_dead_owner_are_adopted_and_stopped(home: Path) -> None:
-    crashed = EmbeddedStack(home)
-    crashed.start()
+async def test_the_servers_outlive_the_process_that_started_them_while_another_uses_them(
+    home: Path,
+) -> None:
+    """`serve` stopped while a `scorer` uses the stack: the last one to stop stops them."""
+    first = EmbeddedStack(home)
+    first.start()
     processes = _server_processes(home)
-    assert crashed._owner_lock is not None
-    crashed._owner_lock.close()  # what the kernel does when the owning process dies
-    crashed._owner_lock = None
+    second = EmbeddedStack(home)
+    second.start()
+    try:
+        assert first.stop() is False
+        assert _survivors(processes) == processes
+        await _assert_reachable(second)
+    finally:
+        assert second.stop() is True
+    assert _survivors(processes) == []
+
+
+_USE_AND_WAIT = """
+import sys, time
+from pathlib import Path
+from app.embedded import EmbeddedStack
+EmbeddedStack(Path(sys.argv[1])).start()
+print("started", flush=True)
+time.sleep(600)
+"""
+
+
+def _killed_user(home: Path) -> list[psutil.Process]:
+    """The servers a process started on `home` before it was killed (SIGKILL)."""
+    user = subprocess.Popen(
+        [sys.executable, "-c", _USE_AND_WAIT, str(home)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert user.stdout is not None and user.stdout.readline() == "started\n"
+        return _server_processes(home)
+    finally:
+        user.kill()  # no exit hook runs: the servers stay up
+        user.wait()
+        assert user.stdout is not None
+        user.stdout.close()
+
+
+async def test_servers_left_by_a_killed_process_are_adopted_and_stopped(home: Path) -> None:
+    processes = _killed_user(home)
+    assert _survivors(processes) == processes
     with EmbeddedStack(home) as adopter:
-        assert adopter.owner
         assert _server_processes(home) == processes
         await _assert_reachable(adopter)
     assert _survivors(processes) == []
-    crashed.stop()  # no longer the owner: only releases its handle
 
 
 def test_home_path_pgserver_cannot_pass_to_postgres(home: Path) -> None:

@@ -42,13 +42,26 @@ def home() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def home_env(home: Path, **more: str) -> dict[str, str]:
+    """This environment without MODEL_LEDGER_ settings, but for the home and `more`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_LEDGER_")}
+    env.update(MODEL_LEDGER_HOME=str(home), PYTHONUNBUFFERED="1", **more)
+    return env
+
+
 class Server:
-    def __init__(self, home: Path, port: int) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_LEDGER_")}
-        env.update(MODEL_LEDGER_HOME=str(home), MODEL_LEDGER_PORT=str(port), PYTHONUNBUFFERED="1")
+    """`model-ledger COMMAND` (serve unless told) on `home`, in a process group of its own."""
+
+    def __init__(self, home: Path, port: int, *args: str, ready_line: str = "API on") -> None:
         self.url = f"http://127.0.0.1:{port}"
+        self.ready_line = ready_line
         self.process = subprocess.Popen(
-            [CLI, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            [CLI, *(args or ["serve"])],
+            env=home_env(home, MODEL_LEDGER_PORT=str(port)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # what it starts stays in its group (tests/procs.py)
         )
         self.output: list[str] = []
 
@@ -57,7 +70,7 @@ class Server:
         deadline = time.monotonic() + timeout
         for line in self.process.stdout:
             self.output.append(line)
-            if "Model Ledger API on" in line:
+            if self.ready_line in line:
                 break
             assert time.monotonic() < deadline, "".join(self.output)
         while time.monotonic() < deadline:

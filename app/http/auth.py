@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 import msgspec
 from litestar.connection import ASGIConnection, Request
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import (
+    ClientException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+)
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
@@ -21,6 +26,9 @@ from domain.events import EventMeta, Role
 PUBLIC_PATHS = ["^/health$", "^/ready$", "^/metrics$", "^/schema"]
 
 _MAX_IDEMPOTENCY_KEY = 200
+# headers recorded in the log: visible ASCII and spaces, as a structured-field string is
+# (RFC 8941); a NUL or control byte would be recorded, and PostgreSQL text cannot hold NUL
+_HEADER_TEXT = re.compile(r"[\x20-\x7e]*")
 _canonical = msgspec.json.Encoder(order="sorted")
 
 
@@ -78,15 +86,23 @@ def event_meta(connection: ASGIConnection[Any, Any, Any, Any]) -> EventMeta:
     return EventMeta(
         actor=principal.subject,
         role=principal.role,
-        request_id=connection.headers.get("x-request-id"),
-        correlation_id=connection.headers.get("x-correlation-id"),
-        idempotency_key=connection.headers.get("idempotency-key"),
+        request_id=recorded_header(connection, "x-request-id"),
+        correlation_id=recorded_header(connection, "x-correlation-id"),
+        idempotency_key=recorded_header(connection, "idempotency-key"),
     )
+
+
+def recorded_header(connection: ASGIConnection[Any, Any, Any, Any], name: str) -> str | None:
+    """A header the log records; 400 unless printable ASCII."""
+    value = connection.headers.get(name)
+    if value is not None and not _HEADER_TEXT.fullmatch(value):
+        raise ClientException(f"header {name} must be printable ASCII (no control characters)")
+    return value
 
 
 def idempotency(request: Request[Any, Any, Any], payload: object) -> Idempotency | None:
     """The request's Idempotency-Key, scoped to the caller, bound to the parsed payload."""
-    key = request.headers.get("idempotency-key")
+    key = recorded_header(request, "idempotency-key")
     if key is None:
         return None
     if not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY:

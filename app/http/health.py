@@ -3,34 +3,53 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 from litestar import Controller, get
 from litestar.datastructures import State
 from litestar.exceptions import ServiceUnavailableException
 
-from app.http.problems import problem_response
+from app.http.problems import RETRY_AFTER_SECONDS, never_answers, problem_response
 from app.http.schemas import Health, Readiness
+from app.outages import DATABASE, REDIS, unavailable_store
 from app.resources import Resources
+
+_log = logging.getLogger("model_ledger.http")
 
 _READY_TIMEOUT = 2.0
 
 
-@get("/health", operation_id="health", tags=["operations"], sync_to_thread=False)
+@get(
+    "/health",
+    operation_id="health",
+    tags=["operations"],
+    sync_to_thread=False,
+    opt=never_answers(503),
+)
 def health() -> Health:
     """The process is alive."""
     return Health(status="ok")
 
 
-async def head_if_answering(resources: Resources, *also: Callable[[], Awaitable[object]]) -> int:
-    """The log's head position once the database (and `also`) answered in time, else 503."""
+async def head_if_answering(
+    resources: Resources, *also: tuple[str, Callable[[], Awaitable[object]]]
+) -> int:
+    """The log's head position once the database (and each named probe of `also`) answered
+    in time, else 503 naming the store in plain words; the error itself goes to the log."""
+    store = DATABASE
     try:
         async with asyncio.timeout(_READY_TIMEOUT):
             head, _ = await resources.store.head()
-            for probe in also:
+            for store, probe in also:  # noqa: B007 - `store` names the probe that failed
                 await probe()
     except Exception as error:
-        raise ServiceUnavailableException(f"not ready: {type(error).__name__}: {error}") from error
+        # an outage is expected and logged without a traceback; anything else is a bug
+        outage = isinstance(error, TimeoutError) or unavailable_store(error) is not None
+        _log.warning("not ready: %s: %r", store, error, exc_info=None if outage else error)
+        raise ServiceUnavailableException(
+            f"not ready: {store} does not answer", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+        ) from error
     return head
 
 
@@ -47,5 +66,5 @@ class HealthController(Controller):
     async def ready(self, state: State) -> Readiness:
         """The database and Redis answer."""
         resources: Resources = state.resources
-        head = await head_if_answering(resources, resources.redis.ping)
+        head = await head_if_answering(resources, (REDIS, resources.redis.ping))
         return Readiness(status="ok", database="ok", redis="ok", head_position=head)

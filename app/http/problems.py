@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from typing import Any
@@ -20,11 +21,17 @@ from litestar.types import ExceptionHandlersMap
 
 from app.http.auth import RoleGuard
 from app.http.schemas import Problem
+from app.outages import OUTAGES, unavailable_store
 from domain import errors
 
 _log = logging.getLogger("model_ledger.http")
 
 MEDIA_TYPE = "application/problem+json"
+# what a 503 for an unavailable store asks clients to wait before retrying
+RETRY_AFTER_SECONDS = 5
+# an outage fails every request: the log says so once per store per this many seconds
+_OUTAGE_LOG_SECONDS = 10.0
+_outage_logged: dict[str, float] = {}
 
 # Domain errors carry no HTTP meaning; it is assigned here and nowhere else.
 _STATUS: dict[type[errors.DomainError], int] = {
@@ -85,8 +92,45 @@ def database_data_error(
     return problem(422, f"input the database cannot store: {error}", code="invalid_input")
 
 
+def unavailable(store: str) -> Response[dict[str, Any]]:
+    """503 for a store that cannot be reached now, with `Retry-After`."""
+    response = problem(
+        503, f"{store} is unavailable right now; retry later", code="store_unavailable"
+    )
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+def store_unavailable(
+    request: Request[Any, Any, Any], error: Exception
+) -> Response[dict[str, Any]]:
+    """The database or Redis cannot be reached: 503, never 500; the pools reconnect by
+    themselves once it is back. The error's own words (socket paths) stay in the log."""
+    store = unavailable_store(error)
+    if store is None:  # a misconfiguration in an outage's clothing (bad password, TLS)
+        return _bug(request, error)
+    now = time.monotonic()
+    if now - _outage_logged.get(store, -_OUTAGE_LOG_SECONDS) >= _OUTAGE_LOG_SECONDS:
+        _outage_logged[store] = now
+        _log.warning(
+            "%s is unavailable (%s: %s); answering 503 (logged once per %.0f s)",
+            store,
+            type(error).__name__,
+            error,
+            _OUTAGE_LOG_SECONDS,
+        )
+    return unavailable(store)
+
+
 def unexpected_error(request: Request[Any, Any, Any], error: Exception) -> Response[dict[str, Any]]:
-    """A bug: logged with its traceback, reported without internals."""
+    """A bug (500, logged with its traceback, reported without internals), unless it was
+    raised while handling an outage (a rollback on a lost connection): that is the outage."""
+    if unavailable_store(error) is not None:
+        return store_unavailable(request, error)
+    return _bug(request, error)
+
+
+def _bug(request: Request[Any, Any, Any], error: Exception) -> Response[dict[str, Any]]:
     _log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
     return problem(500, "internal error; it has been logged")
 
@@ -95,6 +139,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     errors.DomainError: domain_error,
     HTTPException: http_error,
     asyncpg.DataError: database_data_error,
+    **dict.fromkeys(OUTAGES, store_unavailable),
     Exception: unexpected_error,
 }
 
@@ -172,6 +217,8 @@ def problem_statuses(
         422: "the input is well-formed but not acceptable (see `code`, `field`)"
         if body or parameters or writes
         else None,
+        # every route but liveness reads the database (authentication does, at least)
+        503: "a store (the database or Redis) is unavailable; retry after `Retry-After` seconds",
     }
     excluded: Iterable[int] = handler.opt.get(_NEVER, ())
     return {

@@ -24,6 +24,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.types import ControllerRouterHandler
 
 from app.http.auth import requires
+from app.http.bodies import decode_json
 from app.http.problems import never_answers, problem_response
 from app.http.schemas import Input
 from app.http.score_fast import ScoreFastPath
@@ -117,7 +118,9 @@ class ScoreController(Controller):
         dependencies={"documented_body": Provide(_documents_the_body, sync_to_thread=False)},
         responses={
             413: problem_response("the body is larger than the limit"),
-            503: problem_response("deployed, but no verified library can serve it now"),
+            503: problem_response(
+                "deployed, but no verified library can serve it now; or a store is unavailable"
+            ),
         },
         opt=never_answers(409),
     )
@@ -134,7 +137,7 @@ class ScoreController(Controller):
     ) -> ScoreOut:
         """Score rows with what is deployed; 404 if nothing is, 422 on a wrong width."""
         try:
-            body = _request.decode(await request.body())
+            body = decode_json(await request.body(), _request.decode)
         except msgspec.DecodeError as error:
             raise ValidationException(
                 f"Validation failed for POST {request.url.path}",

@@ -13,6 +13,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath
 
 from app.http.auth import event_meta, idempotency, requires
+from app.http.bodies import decode_any_json
 from app.http.problems import never_answers
 from app.http.schemas import VersionCreated, VersionMetadata
 from app.resources import Resources
@@ -73,15 +74,14 @@ class UploadController(Controller):
         if raw is None:
             raise InvalidInput("multipart part 'metadata' (JSON) is required", field="metadata")
         text = raw if isinstance(raw, (str, bytes)) else await raw.read()
-        decoded = text if isinstance(text, str) else text.decode("utf-8", "replace")
-        if "\x00" in decoded or "\\u0000" in decoded:
+        encoded = text.encode() if isinstance(text, str) else text
+        decode_any_json(encoded, "metadata")  # 400 unless JSON (UTF-8, not nested too deeply)
+        if b"\x00" in encoded or b"\\u0000" in encoded:
             raise InvalidInput("NUL characters are not accepted in metadata", field="metadata")
         try:
-            metadata = msgspec.json.decode(text, type=VersionMetadata)
+            metadata = msgspec.json.decode(encoded, type=VersionMetadata)
         except msgspec.ValidationError as error:
             raise InvalidInput(f"metadata: {error}", field="metadata") from error
-        except msgspec.DecodeError as error:
-            raise InvalidInput(f"metadata is not valid JSON: {error}", field="metadata") from error
         await resources.registry.model_state(name)  # 404 before storing anything
         stored = await resources.artifacts.put_stream(
             _chunks(_file(data, "artifact")), max_bytes=resources.settings.max_upload_bytes

@@ -1,6 +1,6 @@
 """Error answers are RFC 9457 problem details, exactly as the committed OpenAPI documents them.
 
-Real failures (400, 401, 403, 404, 409, 413, 422) are provoked; each must be
+Real failures (400, 401, 403, 404, 409, 413, 422; 503 in test_outages.py) are provoked; each must be
 `application/problem+json`, documented for its operation under its status with the Problem
 schema, and its body must validate against that schema (schemathesis' validator, as in the
 fuzz). The Problem schema's members must be exactly those the code can emit.
@@ -9,8 +9,10 @@ fuzz). The Problem schema's members must be exactly those the code can emit.
 from __future__ import annotations
 
 import ast
+import gc
 import json
 import re
+import warnings
 from datetime import timedelta
 from http import HTTPStatus
 from pathlib import Path
@@ -21,12 +23,14 @@ import msgspec
 import schemathesis
 
 from app.http.auth import PUBLIC_PATHS
+from app.http.bodies import MAX_JSON_DEPTH
 from app.http.schemas import Problem
 from app.main import create_app  # also loads every module defining a domain error
+from app.resources import Resources
 from app.settings import Settings
 from domain import errors
 from tests.conftest import TokenFactory, running
-from tests.http.governance_helpers import create_model, register_version
+from tests.http.governance_helpers import create_model, lightgbm_model_bytes, register_version
 from tests.http.test_role_matrix import EVERYONE, READS, WRITES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -226,3 +230,135 @@ def test_the_problem_schema_has_exactly_the_members_the_code_emits() -> None:
         f"emitted but undocumented: {sorted(emitted - documented)}; "
         f"documented but never emitted: {sorted(documented - CORE - emitted - SET_BY_THE_MAPPING)}"
     )
+
+
+# --- malformed input: 400, never 500 (issue 11) ----------------------------------------
+
+NESTED = b"[" * 10_000 + b"]" * 10_000
+MALFORMED_JSON = {
+    "nested 10,000 levels": (NESTED, "deeper than 32 levels"),
+    "nested inside a field": (b'{"name":"m","risk_tier":"low","tags":' + NESTED + b"}", "deeper"),
+    "invalid UTF-8 in a string": (b'{"name":"\xff\xfe","risk_tier":"low"}', "not valid UTF-8"),
+    "invalid UTF-8 in a key": (b'{"\xff":1}', "not valid UTF-8"),
+}
+JSON_ROUTES = [
+    (method.upper(), template)
+    for template, operations in DOCUMENT["paths"].items()
+    for method, operation in operations.items()
+    if "application/json" in operation.get("requestBody", {}).get("content", {})
+]
+
+
+def _path(template: str) -> str:
+    return template.replace("{name}", "m").replace("{version}", "1").replace("{tier}", "low")
+
+
+async def test_malformed_json_bodies_are_400_on_every_json_route(
+    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
+) -> None:
+    admin, approver = await auth("admin"), await auth("approver")
+    assert (await create_model(client, admin, "m")).status_code == 201
+    assert (await register_version(client, admin, "m")).status_code == 201
+    head = await resources.store.head()
+    assert len(JSON_ROUTES) >= 12
+    for method, template in JSON_ROUTES:
+        headers = {**(approver if "/approvals" in template else admin)}
+        headers["content-type"] = "application/json"
+        for case, (body, says) in MALFORMED_JSON.items():
+            answer = await client.request(method, _path(template), content=body, headers=headers)
+            detail = documented_problem(answer, method, template, 400)["detail"]
+            # the score route decodes into its schema at once: its own validation message
+            assert says in detail or template.startswith("/v1/score"), (case, template, detail)
+    assert await resources.store.head() == head
+
+
+async def test_json_nested_up_to_the_limit_is_accepted(
+    client: httpx.AsyncClient, auth: TokenFactory
+) -> None:
+    ci = await auth("ci")
+    assert (await create_model(client, ci, "m")).status_code == 201
+    assert (await register_version(client, ci, "m")).status_code == 201
+    # the body's object, `params`, then lists: 2 + lists levels
+    for lists, status in ((MAX_JSON_DEPTH - 2, 202), (MAX_JSON_DEPTH - 1, 400)):
+        params = b'{"a":' + b"[" * lists + b"]" * lists + b"}"
+        body = b'{"kind":"compile","model":"m","version":1,"params":' + params + b"}"
+        headers = {**ci, "content-type": "application/json"}
+        answer = await client.post("/v1/jobs", content=body, headers=headers)
+        assert answer.status_code == status, answer.text
+
+
+def _metadata_part(content: bytes, filename: str | None = None, content_type: str = "") -> Any:
+    return (filename, content, content_type or "application/json")
+
+
+async def test_malformed_multipart_metadata_is_400_and_leaves_no_file_open(
+    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
+) -> None:
+    ci = await auth("ci")
+    assert (await create_model(client, ci, "m")).status_code == 201
+    head = await resources.store.head()
+    utf8 = b'{"format":"lightgbm","params":{"a":"\xff"}}'
+    cases = {
+        "a text part not UTF-8": (_metadata_part(utf8), "not valid utf-8 text"),
+        "a text part in an unknown charset": (
+            _metadata_part(b"{}", content_type="application/json; charset=nope"),
+            "unknown charset",
+        ),
+        "a file part not UTF-8": (_metadata_part(utf8, "metadata.json"), "not valid UTF-8"),
+        "nested 10,000 levels": (
+            _metadata_part(b'{"format":"lightgbm","params":' + NESTED + b"}"),
+            "deeper than 32 levels",
+        ),
+        "not JSON": (_metadata_part(b'{"format":'), "not valid JSON"),
+    }
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        for case, (metadata, says) in cases.items():
+            # the artifact first: its file is open when the metadata part fails
+            files = {"artifact": ("model.txt", lightgbm_model_bytes(), "text/plain")}
+            files["metadata"] = metadata
+            answer = await client.post("/v1/models/m/versions", files=files, headers=ci)
+            detail = documented_problem(answer, "POST", "/v1/models/{name}/versions", 400)
+            assert says in detail["detail"], (case, detail)
+            del answer
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+    assert await resources.store.head() == head
+
+
+async def test_control_bytes_and_non_ascii_in_recorded_headers_are_400(
+    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
+) -> None:
+    ci = await auth("ci")
+    head = await resources.store.head()
+    for header in ("idempotency-key", "x-request-id", "x-correlation-id"):
+        for value in (b"a\x00b", b"\xff\xfe", b"line\x1bescape"):
+            answer = await client.post(
+                "/v1/models", json={"name": "h", "risk_tier": "low"}, headers={**ci, header: value}
+            )
+            assert header in documented_problem(answer, "POST", "/v1/models", 400)["detail"]
+    assert await resources.store.head() == head
+    assert (await create_model(client, {**ci, "x-request-id": "req-1 ok"}, "h")).status_code == 201
+
+
+async def test_invalid_utf8_and_nul_in_paths_and_query_strings_are_no_server_errors(
+    client: httpx.AsyncClient, auth: TokenFactory
+) -> None:
+    admin = await auth("admin")
+    assert (await create_model(client, admin, "m")).status_code == 201
+    requests = [
+        ("/v1/registry", "/v1/registry?as_of=%FF"),
+        ("/v1/registry", "/v1/registry?model=%FF%FE"),
+        ("/v1/registry", "/v1/registry?model=%00"),
+        ("/v1/events", "/v1/events?type=%FF&stream=%ED%A0%80"),
+        ("/v1/events", "/v1/events?stream=a%00b"),
+        ("/v1/events", "/v1/events?%FF=1"),
+        ("/v1/models/{name}", "/v1/models/%FF"),
+        ("/v1/models/{name}", "/v1/models/a%00b"),
+        ("/v1/models/{name}/history", "/v1/models/m/history?type=%00"),
+    ]
+    for template, url in requests:
+        answer = await client.get(url, headers=admin)
+        assert answer.status_code < 500, (url, answer.text)
+        if answer.status_code >= 400:
+            documented_problem(answer, "GET", template, answer.status_code)
