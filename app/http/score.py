@@ -28,7 +28,7 @@ from app.http.problems import never_answers, problem_response
 from app.http.schemas import Input
 from app.http.score_fast import ScoreFastPath
 from app.resources import Resources
-from app.scoring.feedback import record_feedback
+from app.scoring.feedback import FeedbackUnavailable, record_feedback
 from app.scoring.scorer import RouteUnavailable, Scored
 from app.settings import Settings
 
@@ -157,17 +157,24 @@ class FeedbackController(Controller):
     tags = ["scoring"]
     guards = [SCORERS]
 
-    @post(operation_id="recordFeedback", status_code=202)
+    @post(
+        operation_id="recordFeedback",
+        status_code=202,
+        responses={503: problem_response("the database is unavailable (scoring goes on)")},
+    )
     async def feedback(self, data: JSONBody[FeedbackIn], state: State) -> FeedbackOut:
         """Record a prediction's reward in [0, 1]; 404 unknown id, 409 already rewarded."""
         resources: Resources = state.resources
-        recorded = await record_feedback(
-            resources.pool,
-            resources.scoring.predictions,
-            data.prediction_id,
-            data.reward,
-            resources.clock(),
-        )
+        try:
+            recorded = await record_feedback(
+                resources.pool,
+                resources.scoring.predictions,
+                data.prediction_id,
+                data.reward,
+                resources.clock(),
+            )
+        except FeedbackUnavailable as error:
+            raise ServiceUnavailableException(str(error)) from error
         return FeedbackOut(
             prediction_id=recorded.prediction_id,
             name=recorded.name,

@@ -10,6 +10,7 @@ import asyncpg
 import msgspec
 
 from app.scoring.predlog import PredictionLog
+from app.store.outages import OUTAGE_ERRORS
 from domain.errors import Conflict, InvalidInput, NotFound
 
 # one round trip when the prediction is known and has no reward yet
@@ -20,6 +21,10 @@ _RECORD = (
     "RETURNING name, environment, version"
 )
 _EXISTING = "SELECT reward FROM feedback WHERE prediction_id = $1"
+
+
+class FeedbackUnavailable(Exception):
+    """The database is away: a reward cannot be recorded now (503; scoring goes on)."""
 
 
 class Feedback(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,9 +45,19 @@ async def record_feedback(
     reward: float,
     now: datetime,
 ) -> Feedback:
-    """Record a prediction's reward: NotFound, Conflict if rewarded, InvalidInput off [0, 1]."""
+    """Record a prediction's reward: NotFound, Conflict if rewarded, InvalidInput off [0, 1],
+    FeedbackUnavailable while the database is away."""
     if not (math.isfinite(reward) and 0.0 <= reward <= 1.0):
         raise InvalidInput("reward must be within [0, 1]", field="reward")
+    try:
+        return await _record(pool, log, prediction_id, reward, now)
+    except OUTAGE_ERRORS as error:
+        raise FeedbackUnavailable(f"the database is unavailable: {error}") from error
+
+
+async def _record(
+    pool: asyncpg.Pool, log: PredictionLog, prediction_id: uuid.UUID, reward: float, now: datetime
+) -> Feedback:
     row = await pool.fetchrow(_RECORD, prediction_id, reward, now)
     if row is None and not log.settled:
         # the prediction may still be queued in this process: write the queue, then retry
