@@ -71,7 +71,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # authentication reads tokens from a table in memory, refreshed on every append (LISTEN)
     # and at least this often; while the database is away it serves the tokens it knows for
     # at most auth_max_stale_seconds after its last successful read, then answers 503
-    auth_poll_seconds: float = 0.5
+    auth_poll_seconds: float = 0.25
     auth_max_stale_seconds: float = 300.0
     db_pool_min: int = 2
     db_pool_max: int = 10

@@ -81,7 +81,7 @@ class Authenticator:
         store: EventStore,
         *,
         max_stale_seconds: float = 300.0,
-        poll_seconds: float = 0.5,
+        poll_seconds: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
