@@ -182,6 +182,7 @@ class PredictionLog:
                         await self._wake.wait()
                 self._wake.clear()
                 await self._write_pending()
+                self._metrics.pending_rows.set(self.pending_rows)
                 if self._ids is not None:
                     self._ids.top_up()
         finally:

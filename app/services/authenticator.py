@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import time
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
+from prometheus_client import Gauge
 
 from app.store.codec import decode_event
 from app.store.events import EventStore
@@ -128,6 +130,9 @@ class Authenticator:
 
     async def follow(self, subscription: Subscription) -> None:
         """Keep the table current: whenever the log grows, and every `poll_seconds`."""
+        age, live = _gauges()
+        age.set_function(lambda: self.age_seconds() or 0.0)
+        live.set_function(lambda: float(len(self._live)))
         failing = False
         while True:
             await subscription.wait(self.poll_seconds)
@@ -193,3 +198,16 @@ class Authenticator:
 
     def _on_local_append(self, head: int) -> None:
         self._appended_here = max(self._appended_here, head)
+
+
+@functools.cache
+def _gauges() -> tuple[Gauge, Gauge]:
+    """The process's token-table gauges (one registration per process)."""
+    return (
+        Gauge(
+            "model_ledger_auth_tokens_age_seconds",
+            "Seconds since the token table was last read from the database "
+            "(requests are refused past auth_max_stale_seconds)",
+        ),
+        Gauge("model_ledger_auth_tokens_live", "Tokens the token table authenticates"),
+    )
