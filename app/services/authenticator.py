@@ -132,7 +132,7 @@ class Authenticator:
         """Keep the table current: whenever the log grows, and every `poll_seconds`."""
         age, live = _gauges()
         age.set_function(lambda: self.age_seconds() or 0.0)
-        live.set_function(lambda: float(len(self._live)))
+        live.set_function(lambda: float(self.live_tokens))
         failing = False
         while True:
             await subscription.wait(self.poll_seconds)
