@@ -118,9 +118,14 @@ async def _timed(seconds: float, op: Any) -> list[float]:
 
 async def measure(seconds: float, count: int) -> dict[str, Any]:
     """Figures of this checkout's code."""
+    with tempfile.TemporaryDirectory(prefix="ml-bench-auth-") as home:
+        return await _measure(Path(home), seconds, count)
+
+
+async def _measure(home: Path, seconds: float, count: int) -> dict[str, Any]:
     async with common.bench_server() as (server, source), common.fresh_database(server) as url:
         settings = Settings(
-            home=Path(tempfile.mkdtemp(prefix="ml-bench-auth-")),
+            home=home,
             database_url=url,
             redis_url=os.environ.get("MODEL_LEDGER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
             dispatch_jobs=False,
