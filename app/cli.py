@@ -186,6 +186,40 @@ def tokens_create(role: str, subject: str) -> None:
     click.echo(issued.token)
 
 
+@tokens.command("revoke")
+@click.argument("token_id")
+@click.option("--reason", default="", help="why, for the audit trail")
+def tokens_revoke(token_id: str, reason: str) -> None:
+    """Revoke a token (its id is in `tokens list`); every process refuses it within a second."""
+    from app.commands import revoke_token  # noqa: PLC0415
+    from domain.errors import DomainError  # noqa: PLC0415
+
+    actor = f"cli:{getpass.getuser()}"
+    with stores(Settings.from_env()) as running:
+        _migrate(running)
+        try:
+            revocation = asyncio.run(revoke_token(running, token_id, reason=reason, actor=actor))
+        except DomainError as error:
+            raise click.ClickException(error.detail) from error
+    click.echo(msgspec.json.encode(revocation).decode())
+
+
+@tokens.command("list")
+@click.option("--subject", default=None, help="only this subject's tokens")
+@click.option(
+    "--role", default=None, type=click.Choice(["admin", "ci", "approver", "auditor", "scorer"])
+)
+def tokens_list(subject: str | None, role: str | None) -> None:
+    """Print every token issued, one JSON object a line (ids, never the secrets)."""
+    from app.commands import list_tokens  # noqa: PLC0415
+
+    with stores(Settings.from_env()) as running:
+        _migrate(running)
+        found = asyncio.run(list_tokens(running, subject=subject, role=role))
+    for token in found:
+        click.echo(msgspec.json.encode(token).decode())
+
+
 @main.command()
 @click.argument("file", required=False, type=click.Path(exists=True, path_type=Path))
 @click.option("--public-key", default=None, help="hex Ed25519 key to pin for a FILE")

@@ -32,6 +32,30 @@ async def create_token(
         )
 
 
+async def revoke_token(
+    settings: Settings, token_id: str, *, reason: str, actor: str
+) -> tokens.Revocation:
+    """Revoke a token as an operator with direct database access (audited as `actor`)."""
+    async with open_resources(settings) as resources:
+        return await tokens.revoke(
+            resources.store,
+            resources.projector,
+            resources.authenticator,
+            token_id,
+            reason=reason,
+            meta=EventMeta(actor=actor, role="admin"),
+        )
+
+
+async def list_tokens(
+    settings: Settings, *, subject: str | None, role: str | None
+) -> list[tokens.TokenInfo]:
+    """Every token issued (never a secret), optionally of one subject or role."""
+    async with open_resources(settings) as resources:
+        await resources.projector.catch_up()
+        return await tokens.list_tokens(resources.store, subject=subject, role=role)
+
+
 async def ensure_admin_token(settings: Settings) -> str | None:
     """On first start, issue an admin token and write it to `<home>/admin.token` (0600).
 

@@ -72,8 +72,10 @@ async def _background(resources: Resources) -> AsyncIterator[None]:
     await resources.projector.catch_up()
     watcher = LogWatcher(resources.store, settings.database_url)
     await watcher.start()
+    await resources.authenticator.sync()
     await resources.scoring.scorer.refresh()
     tasks = [
+        asyncio.create_task(resources.authenticator.follow(watcher.subscribe())),
         asyncio.create_task(
             _every(
                 settings.checkpoint_interval_seconds, "checkpoint", resources.checkpointer.sign_head

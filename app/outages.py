@@ -82,6 +82,11 @@ def unavailable_store(error: BaseException) -> str | None:
     return None
 
 
+def is_outage(error: BaseException) -> bool:
+    """True when `error` says a store is away rather than that it refused something."""
+    return unavailable_store(error) is not None
+
+
 async def connect_database(*args: Any, **kwargs: Any) -> asyncpg.Connection:
     """`asyncpg.connect`, raising StoreUnavailable when the server cannot be reached.
 

@@ -14,11 +14,12 @@ from redis.asyncio import ConnectionPool
 
 from app.outages import connect_database
 from app.scoring.background import Scoring, build_scoring
+from app.services.authenticator import Authenticator
 from app.services.dispatch import Dispatcher
 from app.services.governance import Governance
 from app.services.jobs import Jobs
 from app.services.registry import Registry
-from app.services.tokens import Authenticator, TokenMinter
+from app.services.tokens import TokenMinter
 from app.settings import Settings
 from app.store.artifacts import ArtifactStore
 from app.store.checkpoints import Checkpointer, load_or_create_key, private_raw
@@ -97,7 +98,11 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             redis=redis,
             store=store,
             projector=projector,
-            authenticator=Authenticator(store),
+            authenticator=Authenticator(
+                store,
+                max_stale_seconds=settings.auth_max_stale_seconds,
+                poll_seconds=settings.auth_poll_seconds,
+            ),
             signing_key=signing_key,
             checkpointer=Checkpointer(store, signing_key),
             minter=TokenMinter(private_raw(signing_key)),

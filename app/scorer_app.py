@@ -23,12 +23,14 @@ from app.http.score import scoring_routes
 from app.main import assemble, openapi_config
 from app.resources import Resources
 from app.serve import configure_logging, uvicorn_server
+from app.services.authenticator import TokensStale
 from app.settings import Settings
 from app.store.watch import LogWatcher
 
 
 class ScorerReadiness(msgspec.Struct, frozen=True, kw_only=True):
     status: str
+    # "ok", or "unavailable": it still scores, with the tokens it knows (for a bounded time)
     database: str
     instance: str
     # (model, environment) pairs served, and those deployed but refused
@@ -45,20 +47,33 @@ class ScorerReadinessController(Controller):
     @get(
         "/ready",
         operation_id="ready",
-        responses={503: problem_response("the database does not answer, or routes not loaded")},
+        responses={
+            503: problem_response(
+                "routes not loaded, or tokens not read from the database for too long"
+            )
+        },
     )
     async def ready(self, state: State) -> ScorerReadiness:
-        """The database answers and the routes were loaded once."""
+        """It can score: routes loaded, and tokens read from the database recently enough
+        (it keeps scoring while the database is away, within that bound)."""
         resources: Resources = state.resources
         scorer = resources.scoring.scorer
-        head = await head_if_answering(resources)
         if not scorer.ready:
             raise ServiceUnavailableException("not ready: routes not loaded yet")
+        database = "ok"
+        try:
+            head = await head_if_answering(resources)
+        except ServiceUnavailableException:
+            try:
+                resources.authenticator.check_fresh()
+            except TokensStale as error:
+                raise ServiceUnavailableException(f"not ready: {error}") from error
+            database, head = "unavailable", resources.authenticator.position
         routes = scorer.routes().values()
         served = sum(1 for route in routes if not isinstance(route, str))
         return ScorerReadiness(
             status="ok",
-            database="ok",
+            database=database,
             instance=scorer.config.instance,
             routes=served,
             refused=len(routes) - served,
@@ -71,8 +86,12 @@ async def _following(resources: Resources) -> AsyncIterator[None]:
     assert resources.settings.database_url is not None
     watcher = LogWatcher(resources.store, resources.settings.database_url)
     await watcher.start()
+    await resources.authenticator.sync()
     await resources.scoring.scorer.refresh()
-    tasks = resources.scoring.tasks(watcher.subscribe())
+    tasks = [
+        asyncio.create_task(resources.authenticator.follow(watcher.subscribe())),
+        *resources.scoring.tasks(watcher.subscribe()),
+    ]
     try:
         yield
     finally:

@@ -68,6 +68,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # logged predictions are deleted after this many days, checked this often
     prediction_retention_days: float = 30.0
     prediction_retention_interval_seconds: float = 3600.0
+    # authentication reads tokens from a table in memory, refreshed on every append (LISTEN)
+    # and at least this often; while the database is away it serves the tokens it knows for
+    # at most auth_max_stale_seconds after its last successful read, then answers 503
+    auth_poll_seconds: float = 0.25
+    auth_max_stale_seconds: float = 300.0
     db_pool_min: int = 2
     db_pool_max: int = 10
     log_level: str = "info"

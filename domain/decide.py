@@ -12,6 +12,7 @@ from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from domain.gates import current_reports, valid_approvers
 from domain.policy import Policy
 from domain.state import ModelState, VersionState
+from domain.subjects import same_subject
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 
@@ -97,7 +98,7 @@ def decide_approval(
     """Approve or reject a version: four-eyes, bound to the digests it has now."""
     model = require_model(name, state)
     version = require_version(model, number)
-    if approver == version.registered_by or approver in version.requested_by:
+    if any(same_subject(approver, s) for s in [version.registered_by, *version.requested_by]):
         raise FourEyes(
             f"{approver} registered or requested version {number}; another approver must decide"
         )
@@ -115,7 +116,7 @@ def decide_approval(
                 policy_version=policy_version,
             )
         ]
-    if approver in valid_approvers(version, now):
+    if any(same_subject(approver, s) for s in valid_approvers(version, now)):
         raise Conflict(f"{approver} already approved version {number}")
     return [
         ev.VersionApproved(
@@ -135,11 +136,23 @@ def decide_approval(
 def revoke_approval(
     state: ModelState | None, name: str, number: int, *, approver: str, reason: str
 ) -> list[ev.Event]:
-    """Withdraw one's own standing decision on a version."""
+    """Withdraw one's own standing decisions on a version.
+
+    One event per spelling the approver's decisions were recorded under (subjects compare
+    case-insensitively; older events may differ in case), so each names a recorded approver.
+    """
     version = require_version(require_model(name, state), number)
-    if not any(d.approver == approver and not d.revoked for d in version.decisions):
+    standing = {
+        d.approver: None
+        for d in version.decisions
+        if not d.revoked and same_subject(d.approver, approver)
+    }
+    if not standing:
         raise Conflict(f"{approver} has no standing decision on version {number}")
-    return [ev.ApprovalRevoked(name=name, version=number, approver=approver, reason=reason)]
+    return [
+        ev.ApprovalRevoked(name=name, version=number, approver=spelling, reason=reason)
+        for spelling in standing
+    ]
 
 
 def retire(state: ModelState | None, name: str, number: int, reason: str) -> list[ev.Event]:

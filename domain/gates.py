@@ -6,6 +6,7 @@ from datetime import datetime
 
 from domain.policy import GateResult, Policy
 from domain.state import Decision, ModelState, VersionState
+from domain.subjects import subject_key
 
 
 def current_reports(version: VersionState) -> list[str]:
@@ -27,12 +28,13 @@ def approval_counts(decision: Decision, version: VersionState, now: datetime) ->
 
 
 def valid_approvers(version: VersionState, now: datetime) -> list[str]:
-    """Distinct approvers whose approval still counts."""
-    approvers: list[str] = []
+    """Distinct approvers whose approval still counts (subjects compared case-insensitively,
+    each named as first recorded)."""
+    approvers: dict[str, str] = {}
     for decision in version.decisions:
-        if approval_counts(decision, version, now) and decision.approver not in approvers:
-            approvers.append(decision.approver)
-    return approvers
+        if approval_counts(decision, version, now):
+            approvers.setdefault(subject_key(decision.approver), decision.approver)
+    return list(approvers.values())
 
 
 def standing_rejection(version: VersionState) -> Decision | None:

@@ -12,12 +12,13 @@ from litestar.exceptions import (
     ClientException,
     NotAuthorizedException,
     PermissionDeniedException,
+    ServiceUnavailableException,
 )
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from app.resources import Resources
-from app.services.tokens import Principal
+from app.services.authenticator import Principal, TokensStale
 from app.store.events import Idempotency
 from domain.errors import InvalidInput
 from domain.events import EventMeta, Role
@@ -33,7 +34,8 @@ _canonical = msgspec.json.Encoder(order="sorted")
 
 
 class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
-    """Resolves `Authorization: Bearer <token>` to a Principal, or answers 401."""
+    """Resolves `Authorization: Bearer <token>` to a Principal, or answers 401 (503 when the
+    process's token table is older than allowed: the database has been away too long)."""
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
@@ -45,7 +47,10 @@ class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
                 "missing bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
         resources: Resources = connection.app.state.resources
-        principal = await resources.authenticator.authenticate(token.strip())
+        try:
+            principal = await resources.authenticator.authenticate(token.strip())
+        except TokensStale as error:
+            raise ServiceUnavailableException(str(error)) from error
         if principal is None:
             raise NotAuthorizedException(
                 "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"}

@@ -29,6 +29,46 @@ class TokenCreated(msgspec.Struct, frozen=True, kw_only=True):
     position: int
 
 
+class TokenRevoke(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # why, for the audit trail (at most 500 characters)
+    reason: str = ""
+
+
+class TokenRevokedOut(msgspec.Struct, frozen=True, kw_only=True):
+    """The token's revocation as recorded: the first one, however often it is asked for."""
+
+    token_id: str
+    subject: str
+    role: Role
+    reason: str
+    revoked_by: str
+    revoked_at: datetime
+    # where `token.revoked` is in the log
+    position: int
+    # false when the token was already revoked: nothing was appended this time
+    revoked_now: bool
+
+
+class TokenOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A token as an admin may see it: never the token or its hash."""
+
+    token_id: str
+    # normalised: subjects compare case-insensitively
+    subject: str
+    role: Role
+    issued_at: datetime
+    issued_by: str
+    position: int
+    revoked_at: datetime | None
+    revoked_by: str | None
+    revoked_reason: str | None
+    revoked_position: int | None
+
+
+class TokenList(msgspec.Struct, frozen=True, kw_only=True):
+    tokens: list[TokenOut]
+
+
 class EventOut(msgspec.Struct, frozen=True, kw_only=True):
     """An event as stored; `data` and `meta` are the exact JSON the chain covers."""
 

@@ -160,7 +160,11 @@ class FeedbackController(Controller):
     tags = ["scoring"]
     guards = [SCORERS]
 
-    @post(operation_id="recordFeedback", status_code=202)
+    @post(
+        operation_id="recordFeedback",
+        status_code=202,
+        responses={503: problem_response("the database is unavailable (scoring goes on)")},
+    )
     async def feedback(self, data: JSONBody[FeedbackIn], state: State) -> FeedbackOut:
         """Record a prediction's reward in [0, 1]; 404 unknown id, 409 already rewarded."""
         resources: Resources = state.resources

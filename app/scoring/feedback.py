@@ -40,9 +40,16 @@ async def record_feedback(
     reward: float,
     now: datetime,
 ) -> Feedback:
-    """Record a prediction's reward: NotFound, Conflict if rewarded, InvalidInput off [0, 1]."""
+    """Record a prediction's reward: NotFound, Conflict if rewarded, InvalidInput off [0, 1]
+    (while the database is away, its connection error: a 503 like every outage)."""
     if not (math.isfinite(reward) and 0.0 <= reward <= 1.0):
         raise InvalidInput("reward must be within [0, 1]", field="reward")
+    return await _record(pool, log, prediction_id, reward, now)
+
+
+async def _record(
+    pool: asyncpg.Pool, log: PredictionLog, prediction_id: uuid.UUID, reward: float, now: datetime
+) -> Feedback:
     row = await pool.fetchrow(_RECORD, prediction_id, reward, now)
     if row is None and not log.settled:
         # the prediction may still be queued in this process: write the queue, then retry

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,7 @@ class ScorerMetrics:
     dropped_rows: Counter
     libraries_refused: Counter
     shadow_skipped: Counter
+    pending_rows: Gauge
 
 
 @functools.cache
@@ -40,5 +41,9 @@ def scorer_metrics() -> ScorerMetrics:
         shadow_skipped=Counter(
             "model_ledger_scorer_shadow_skipped",
             "Requests the shadow version could not score (its inputs differ from the champion's)",
+        ),
+        pending_rows=Gauge(
+            "model_ledger_prediction_log_pending_rows",
+            "Prediction rows in memory not written yet (queued, or held: the database is away)",
         ),
     )

@@ -1,12 +1,18 @@
 """The prediction log: every scored row, written in batches off the request path.
 
 A request only appends one entry to an in-memory queue; a background writer turns entries
-into rows (scoring the shadow version on the way) and writes them with COPY. The queue is
-bounded in rows: under overload, new rows are dropped and counted
-(`model_ledger_prediction_log_dropped_rows_total{reason="overload"}`) rather than slowing
-scoring, so a prediction id may then be unknown to `POST /v1/feedback`. A failed write drops
-its batch the same way (`reason="write_failed"`). The input row is kept for a sample of
-predictions only (`prediction_sample_rate`): the drift job's window.
+into rows (scoring the shadow version on the way) and writes them with COPY. The rows held
+in memory are bounded (`max_pending_rows`): past the bound, new rows are dropped and counted
+(`model_ledger_prediction_log_dropped_rows_total`, `reason="overload"`, or
+`reason="database_unavailable"` while writes wait for the database) rather than slowing
+scoring, so a prediction id may then be unknown to `POST /v1/feedback`.
+
+While the database is away, rows are kept and the write is retried (every
+`flush_seconds`, backing off to `_MAX_RETRY_SECONDS`) until it returns: no row within the
+bound is lost. A write the database refuses (not an outage) drops its batch
+(`reason="write_failed"`), as does stopping the process while the database is still away.
+The input row is kept for a sample of predictions only (`prediction_sample_rate`): the drift
+job's window.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from app.outages import is_outage
 from app.scoring.features import FeatureValue
 from app.scoring.ids import IdPool, prediction_ids
 from app.scoring.metrics import scorer_metrics
@@ -50,6 +57,8 @@ _CHUNK_ROWS = 2_000
 # shadow batches at least this big are scored in a thread (the library releases the GIL)
 _THREAD_ROWS = 2_000
 _PURGE_BATCH = 10_000
+# while the database is away, writes are retried at most this far apart
+_MAX_RETRY_SECONDS = 1.0
 _PURGE_SQL = (
     "DELETE FROM predictions WHERE prediction_id IN (SELECT prediction_id FROM predictions "
     "WHERE created_at < $1 LIMIT $2)"
@@ -104,6 +113,12 @@ class PredictionLog:
         self._pending_rows = 0
         self._enqueued = 0  # sequence number of the latest entry queued
         self._written = 0  # ... and of the latest one written (or given up on)
+        self._attempted = 0  # ... and of the latest one a write was tried with
+        self._taken = 0  # ... and of the latest one the writer took from the queue
+        # rows of taken entries not written yet (their write waits for the database)
+        self._held: list[tuple[Any, ...]] = []
+        self._retry_at = 0.0
+        self._failures = 0
         self._wake = asyncio.Event()
         self._progress = asyncio.Condition()
         self._running = False
@@ -124,8 +139,9 @@ class PredictionLog:
     ) -> bool:
         """Queue a request's rows (never waits); False when dropped for overload."""
         count = len(ids)
-        if self._pending_rows + count > self.settings.max_pending_rows:
-            self._metrics.dropped_rows.labels("overload").inc(count)
+        if self._pending_rows + len(self._held) + count > self.settings.max_pending_rows:
+            reason = "database_unavailable" if self._held else "overload"
+            self._metrics.dropped_rows.labels(reason).inc(count)
             return False
         self._enqueued += 1
         self._pending.append(
@@ -150,8 +166,8 @@ class PredictionLog:
 
     @property
     def pending_rows(self) -> int:
-        """Rows queued and not yet taken by the writer."""
-        return self._pending_rows
+        """Rows in memory, not written yet (queued, or held while the database is away)."""
+        return self._pending_rows + len(self._held)
 
     @property
     def waiting_seconds(self) -> float | None:
@@ -176,23 +192,27 @@ class PredictionLog:
                 self._waiting = None
                 self._wake.clear()
                 await self._write_pending()
+                self._metrics.pending_rows.set(self.pending_rows)
                 if self._ids is not None:
                     self._ids.top_up()
         finally:
             self._running = False
-            # what is still queued at shutdown is written, not lost
+            # what is still queued at shutdown is written, not lost (unless the database
+            # is away: then it is dropped, and counted)
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._write_pending())
+                await asyncio.shield(self._write_pending(final=True))
 
     async def flush(self) -> None:
-        """Return once every row queued before the call is written (or given up on)."""
+        """Return once a write was tried with every row queued before the call (written,
+        given up on, or held because the database is away)."""
         target = self._enqueued
         if not self._running:
             await self._write_pending()
             return
         async with self._progress:
             self._wake.set()
-            await self._progress.wait_for(lambda: self._written >= target)
+            self._retry_at = 0.0
+            await self._progress.wait_for(lambda: self._attempted >= target)
 
     async def purge(self, older_than: datetime) -> int:
         """Delete rows created before `older_than`, a batch per statement; the count."""
@@ -204,23 +224,62 @@ class PredictionLog:
             if count < _PURGE_BATCH:
                 return deleted
 
-    async def _write_pending(self) -> None:
-        if not self._pending:
-            return
+    async def _write_pending(self, *, final: bool = False) -> None:
         entries = list(self._pending)
         self._pending.clear()
         self._pending_rows = 0
+        if entries:
+            try:
+                self._held += await self._records(entries)
+            except Exception as error:  # a bug: the writer must survive it
+                rows = sum(len(e.ids) for e in entries)
+                self._metrics.dropped_rows.labels("write_failed").inc(rows)
+                _log.exception("prediction log: %d rows could not be converted: %s", rows, error)
+            self._taken = entries[-1].seq
+        if not self._held:
+            if entries:
+                await self._progressed(written=True)
+            return
+        if time.monotonic() < self._retry_at and not final:
+            return
+        records, self._held = self._held, []
         try:
-            records = await self._records(entries)
             await self._pool.copy_records_to_table("predictions", records=records, columns=_COLUMNS)
+        except Exception as error:
+            if final or not is_outage(error):
+                self._drop(records, error)
+            else:
+                self._hold(records, error)
+                await self._progressed(written=False)
+                return
+        else:
             for arm, count in _count_arms(records).items():
                 self._metrics.logged_rows.labels(arm).inc(count)
-        except Exception:
-            rows = sum(len(e.ids) for e in entries)
-            self._metrics.dropped_rows.labels("write_failed").inc(rows)
-            _log.exception("prediction log: %d rows could not be written", rows)
+            if self._failures:
+                _log.warning("prediction log: the database is back, %d rows written", len(records))
+        self._failures, self._retry_at = 0, 0.0
+        await self._progressed(written=True)
+
+    def _hold(self, records: list[tuple[Any, ...]], error: BaseException) -> None:
+        """Keep rows whose write failed because the database is away, to write them later."""
+        self._held = records + self._held
+        if not self._failures:
+            _log.warning("prediction log: database away (%s); holding the rows", error)
+        self._failures += 1
+        backoff = self.settings.flush_seconds * 2 ** min(self._failures, 10)
+        self._retry_at = time.monotonic() + min(backoff, _MAX_RETRY_SECONDS)
+
+    def _drop(self, records: list[tuple[Any, ...]], error: BaseException) -> None:
+        self._metrics.dropped_rows.labels("write_failed").inc(len(records))
+        _log.error("prediction log: %d rows could not be written: %s", len(records), error)
+
+    async def _progressed(self, *, written: bool) -> None:
+        """A write was tried with every entry taken so far: it landed (or was given up on),
+        or its rows are held for the database to return."""
         async with self._progress:
-            self._written = entries[-1].seq
+            self._attempted = self._taken
+            if written:
+                self._written = self._taken
             self._progress.notify_all()
 
     async def _records(self, entries: list[_Entry]) -> list[tuple[Any, ...]]:

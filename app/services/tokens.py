@@ -1,30 +1,41 @@
-"""Issuing tokens and authenticating requests with them."""
+"""Issuing, revoking and listing tokens (authentication itself: `app.services.authenticator`)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+import re
 import secrets
-import time
+from datetime import datetime
 
 import msgspec
 
+from app.services.authenticator import Authenticator, Principal, hash_token
+from app.store.codec import RecordedEvent
 from app.store.events import EventStore, Idempotency
 from app.store.projector import Projector
-from domain.events import EventMeta, Role, TokenIssued
-from domain.tokens import IssueToken, issue_token, token_stream
+from domain.errors import NotFound
+from domain.events import EventMeta, Role, TokenIssued, TokenRevoked
+from domain.subjects import subject_key
+from domain.tokens import IssueToken, fold_token, issue_token, revoke_token, token_stream
 
-# A revoked token may keep working for this long in other processes' caches.
-AUTH_CACHE_SECONDS = 5.0
+__all__ = ["Authenticator", "Principal", "hash_token"]
 
-
-class Principal(msgspec.Struct, frozen=True, kw_only=True):
-    """An authenticated caller: every write is attributed to one."""
-
-    subject: str
-    role: Role
-    token_id: str | None = None
+# Revocations of admin tokens take turns on this (transaction-scoped) advisory lock, in
+# every process: two admins revoking each other's tokens at once must not both see the
+# other token live and leave none.
+_REVOCATIONS_LOCK = 0x6D6C_746F_6B72  # "mltokr"
+# ids are 16 hex digits; anything that could not be one is unknown without a look-up
+_TOKEN_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
+_LIST_SQL = (
+    "SELECT t.token_id, t.subject, t.role, t.issued_at, t.issued_by, t.position, "
+    "t.revoked_at, r.position AS revoked_position, r.meta::json->>'actor' AS revoked_by, "
+    "r.data::json->>'reason' AS revoked_reason "
+    "FROM tokens t LEFT JOIN events r "
+    "ON r.stream = 'token-' || t.token_id AND r.type = 'token.revoked' "
+    "ORDER BY t.position"
+)
 
 
 class IssuedToken(msgspec.Struct, frozen=True, kw_only=True):
@@ -37,9 +48,33 @@ class IssuedToken(msgspec.Struct, frozen=True, kw_only=True):
     position: int
 
 
-def hash_token(token: str) -> str:
-    """The stored form of a token."""
-    return hashlib.sha256(token.encode()).hexdigest()
+class Revocation(msgspec.Struct, frozen=True, kw_only=True):
+    """A token's revocation as recorded (the first one, however often it was asked for)."""
+
+    token_id: str
+    subject: str
+    role: Role
+    reason: str
+    revoked_by: str
+    revoked_at: datetime
+    position: int
+    # False when the token had already been revoked: nothing was appended this time
+    revoked_now: bool
+
+
+class TokenInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What an admin may see of a token: never the token or its hash."""
+
+    token_id: str
+    subject: str
+    role: Role
+    issued_at: datetime
+    issued_by: str
+    position: int
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+    revoked_reason: str | None = None
+    revoked_position: int | None = None
 
 
 class TokenMinter:
@@ -67,7 +102,11 @@ async def issue(
     meta: EventMeta,
     idempotency: Idempotency | None = None,
 ) -> IssuedToken:
-    """Issue a token: append `token.issued` and wait until it authenticates."""
+    """Issue a token: append `token.issued` and wait until it authenticates.
+
+    The token works at once in this process (its table reads the log again when it meets
+    an unknown token after an append here) and within a second in the others.
+    """
     token_id = secrets.token_hex(8)
     events = issue_token(
         command, token_id=token_id, token_sha256=hash_token(minter.token(token_id))
@@ -90,40 +129,74 @@ async def issue(
     )
 
 
-class Authenticator:
-    """Resolves bearer tokens to principals, with a short cache off the database."""
+async def revoke(
+    store: EventStore,
+    projector: Projector,
+    table: Authenticator,
+    token_id: str,
+    *,
+    reason: str,
+    meta: EventMeta,
+    idempotency: Idempotency | None = None,
+) -> Revocation:
+    """Revoke a token: append `token.revoked` once; it stops authenticating here before
+    this returns, elsewhere within the table's refresh (about a second).
 
-    def __init__(self, store: EventStore) -> None:
-        self._store = store
-        self._cache: dict[str, tuple[Principal | None, float]] = {}
+    Revoking a revoked token answers its first revocation and appends nothing. The last
+    live admin token is never revoked (LastAdminToken).
+    """
+    if not _TOKEN_ID.match(token_id):
+        raise NotFound(f"no token {token_id!r}")
+    if idempotency is not None:
+        await store.replayed(idempotency)  # IdempotencyKeyReused for another request
+    stream = token_stream(token_id)
+    async with store.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _REVOCATIONS_LOCK)
+        recorded = await store.read_stream(stream)
+        await table.sync()  # every revocation before the lock was taken is counted
+        events = revoke_token(
+            fold_token(r.event for r in recorded),
+            token_id,
+            reason=reason.strip(),
+            live_admin_tokens=table.live_admin_tokens(),
+        )
+        if events:
+            await store.append(
+                stream, events, meta=meta, expected_version=len(recorded), idempotency=idempotency
+            )
+            recorded = await store.read_stream(stream)
+    await table.sync()
+    revocation = _revocation(recorded, revoked_now=bool(events))
+    await projector.catch_up_to(revocation.position)
+    return revocation
 
-    async def authenticate(self, token: str) -> Principal | None:
-        """The principal of a live token, or None."""
-        digest = hash_token(token)
-        now = time.monotonic()
-        cached = self._cache.get(digest)
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        row = await self._store.pool.fetchrow(
-            "SELECT subject, role, token_id FROM tokens "
-            "WHERE token_sha256 = $1 AND revoked_at IS NULL",
-            digest,
-        )
-        principal = (
-            None
-            if row is None
-            else Principal(subject=row["subject"], role=row["role"], token_id=row["token_id"])
-        )
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        # unknown tokens are not cached: a token issued a moment ago must work at once
-        if principal is not None:
-            self._cache[digest] = (principal, now + AUTH_CACHE_SECONDS)
-        return principal
 
-    async def any_admin(self) -> bool:
-        """True when some admin token exists (first start creates one otherwise)."""
-        found: bool = await self._store.pool.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'admin' AND revoked_at IS NULL)"
-        )
-        return found
+def _revocation(recorded: list[RecordedEvent], *, revoked_now: bool) -> Revocation:
+    facts = fold_token(r.event for r in recorded)
+    revoked = next(r for r in recorded if isinstance(r.event, TokenRevoked))
+    assert facts is not None
+    assert isinstance(revoked.event, TokenRevoked)
+    return Revocation(
+        token_id=facts.token_id,
+        subject=facts.subject,
+        role=facts.role,
+        reason=revoked.event.reason,
+        revoked_by=revoked.meta.actor,
+        revoked_at=revoked.recorded_at,
+        position=revoked.position,
+        revoked_now=revoked_now,
+    )
+
+
+async def list_tokens(
+    store: EventStore, *, subject: str | None = None, role: str | None = None
+) -> list[TokenInfo]:
+    """Every token ever issued (optionally of one subject or role), in issuing order."""
+    rows = await store.pool.fetch(_LIST_SQL)
+    wanted = None if subject is None else subject_key(subject)
+    return [
+        TokenInfo(**{**dict(row), "subject": subject_key(row["subject"])})
+        for row in rows
+        if (wanted is None or subject_key(row["subject"]) == wanted)
+        and (role is None or row["role"] == role)
+    ]

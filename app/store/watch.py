@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 import asyncpg
 
 from app.store.events import NOTIFY_CHANNEL, EventStore
+
+_log = logging.getLogger("model_ledger.store")
 
 
 class Subscription:
@@ -32,27 +35,74 @@ class Subscription:
 
 
 class LogWatcher:
-    """Wakes its subscriptions after any append: local ones directly, others via LISTEN."""
+    """Wakes its subscriptions after any append: local ones directly, others via LISTEN.
 
-    def __init__(self, store: EventStore, database_url: str) -> None:
+    When the listening connection is lost (the database restarted or went away) it wakes
+    everyone (what was appended meanwhile was not notified) and connects again, every
+    `reconnect_seconds` until it succeeds, then wakes everyone once more.
+    """
+
+    def __init__(
+        self, store: EventStore, database_url: str, *, reconnect_seconds: float = 0.5
+    ) -> None:
         self._store = store
         self._database_url = database_url
+        self._reconnect_seconds = reconnect_seconds
         self._subscriptions: list[Subscription] = []
         self._default = self.subscribe()
         self._connection: asyncpg.Connection | None = None
+        self._lost = asyncio.Event()
+        self._keeper: asyncio.Task[None] | None = None
         store.on_append(self._on_local_append)
 
     async def start(self) -> None:
-        """Listen for other processes' appends on a dedicated connection."""
-        self._connection = await asyncpg.connect(self._database_url)
-        await self._connection.add_listener(NOTIFY_CHANNEL, self._on_notification)
+        """Listen for other processes' appends on a dedicated connection, kept connected."""
+        await self._listen()
+        self._keeper = asyncio.create_task(self._keep_listening())
 
     async def stop(self) -> None:
         """Stop listening."""
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+            self._keeper = None
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await self._connection.close()
             self._connection = None
+
+    @property
+    def listening(self) -> bool:
+        """True while notifications from other processes can arrive."""
+        return self._connection is not None and not self._lost.is_set()
+
+    async def _listen(self) -> None:
+        connection = await asyncpg.connect(self._database_url)
+        lost = asyncio.Event()  # this connection's own: a late callback of an old one is moot
+        connection.add_termination_listener(lambda _: lost.set())
+        try:
+            await connection.add_listener(NOTIFY_CHANNEL, self._on_notification)
+        except BaseException:
+            connection.terminate()
+            raise
+        self._connection, self._lost = connection, lost
+
+    async def _keep_listening(self) -> None:
+        while True:
+            await self._lost.wait()
+            _log.warning("lost the connection listening for appends; reconnecting")
+            self._wake_all()
+            while True:
+                await asyncio.sleep(self._reconnect_seconds)
+                try:
+                    await self._listen()
+                except Exception as error:  # still away: try again
+                    _log.debug("listening for appends failed again: %s", error)
+                else:
+                    break
+            _log.warning("listening for appends again")
+            self._wake_all()
 
     def subscribe(self) -> Subscription:
         """A wake-up of its own for one more follower."""

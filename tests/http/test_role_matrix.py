@@ -94,6 +94,10 @@ WRITES: dict[tuple[str, str], Entry] = {
     ("POST", "/v1/tokens"): Entry(
         allow("admin"), Call("/v1/tokens", {"subject": "matrix-svc", "role": "scorer"})
     ),
+    # a token the setup issued for this (`{token}`)
+    ("DELETE", "/v1/tokens/{token_id:str}"): Entry(
+        allow("admin"), Call("/v1/tokens/{token}", params={"reason": "matrix"})
+    ),
     ("POST", "/v1/models"): Entry(
         allow("admin", "ci"), Call("/v1/models", {"name": "m2", "risk_tier": "low"})
     ),
@@ -155,6 +159,7 @@ WRITES: dict[tuple[str, str], Entry] = {
 }
 
 READS: dict[tuple[str, str], Entry] = {
+    ("GET", "/v1/tokens"): Entry(allow("admin"), Call("/v1/tokens")),
     ("GET", "/v1/events"): Entry(allow("auditor", "admin"), Call("/v1/events")),
     ("GET", "/v1/audit/verify"): Entry(allow("auditor", "admin"), Call("/v1/audit/verify")),
     ("GET", "/v1/models"): Entry(EVERYONE, Call("/v1/models")),
@@ -255,6 +260,10 @@ async def test_write_endpoints_refuse_every_other_role_and_append_nothing(
     app: Litestar, client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
 ) -> None:
     tokens = await _setup(client, auth, resources)
+    await auth("scorer", "matrix-revocable")
+    token = await resources.pool.fetchval(
+        "SELECT token_id FROM tokens WHERE subject = 'matrix-revocable'"
+    )
     writes, _ = app_routes(app)
     missing = writes - set(WRITES)
     assert not missing, f"write routes without a matrix entry: {sorted(missing)}"
@@ -268,7 +277,7 @@ async def test_write_endpoints_refuse_every_other_role_and_append_nothing(
         refused += [(role, tokens[role]) for role in ROLES if role not in entry.roles]
         for role, headers in refused:
             head, _ = await resources.store.head()
-            response = await entry.call.send(client, method, headers)
+            response = await entry.call.send(client, method, headers, token=token)
             status = 403 if role in ROLES else 401
             if why := problem_of(response, status):
                 failures.append(f"{method} {template} as {role or 'anonymous'}: {why}")
@@ -276,7 +285,7 @@ async def test_write_endpoints_refuse_every_other_role_and_append_nothing(
                 failures.append(f"{method} {template} as {role or 'anonymous'}: appended events")
         statuses = {}
         for role in sorted(entry.roles, key=ROLES.index):
-            response = await entry.call.send(client, method, tokens[role])
+            response = await entry.call.send(client, method, tokens[role], token=token)
             statuses[role] = response.status_code
             if response.status_code in (401, 403) or response.status_code >= 500:
                 failures.append(
