@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 import asyncpg
 from arq.connections import ArqRedis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from redis.asyncio import ConnectionPool
 
 from app.scoring.background import Scoring, build_scoring
-from app.services.dispatch import Dispatcher
+from app.services.dispatch import Dispatcher, queue_connection
 from app.services.governance import Governance
 from app.services.jobs import Jobs
 from app.services.registry import Registry
+from app.services.sweeper import Sweeper
 from app.services.tokens import Authenticator, TokenMinter
 from app.settings import Settings
 from app.store.artifacts import ArtifactStore
@@ -44,6 +44,7 @@ class Resources:
     artifacts: ArtifactStore
     jobs: Jobs
     dispatcher: Dispatcher
+    sweeper: Sweeper
     clock: Callable[[], datetime]
     scoring: Scoring
 
@@ -68,10 +69,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
     )
     # connects on first use: a Redis that is down must not stop the API (jobs wait in the log)
-    redis = ArqRedis(
-        connection_pool=ConnectionPool.from_url(settings.redis_url),
-        default_queue_name=settings.queue_name,
-    )
+    redis = queue_connection(settings.redis_url, settings.queue_name)
     try:
         store = EventStore(pool, batch_max_events=settings.append_batch_max_events, notify=True)
         signing_key = load_or_create_key(settings.signing_key_file)
@@ -88,6 +86,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             artifacts=artifacts,
             clock=_now,
         )
+        jobs = Jobs(store, governance, artifacts)
         yield Resources(
             settings=settings,
             pool=pool,
@@ -101,8 +100,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             governance=governance,
             registry=registry,
             artifacts=artifacts,
-            jobs=Jobs(store, governance, artifacts),
+            jobs=jobs,
             dispatcher=Dispatcher(store, redis, settings.queue_name),
+            sweeper=Sweeper(store, jobs, projector, redis, settings),
             clock=_now,
             scoring=scoring,
         )
