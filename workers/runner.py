@@ -167,6 +167,7 @@ class JobRunner:
             except ConcurrencyConflict:
                 if time.monotonic() > patience:
                     raise
+                _log.info("job %s: its model's stream moved; deciding %s again", job_id, purpose)
                 # jobs of one model append together (one group commit): a random pause lets
                 # the losers of a round land in different batches instead of colliding again
                 await asyncio.sleep(random.uniform(0.0, 0.05))  # noqa: S311 - not security
