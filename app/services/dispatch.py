@@ -64,14 +64,16 @@ def queue_connection(redis_url: str, queue_name: str) -> ArqRedis:
     forever on a peer that vanished without closing (a half-open TCP connection); idle
     connections are checked before reuse.
     """
+    # TCP only: a unix socket (the embedded Redis) has no keepalive
+    tcp = {} if redis_url.startswith("unix:") else {"socket_keepalive": True}
     pool = ConnectionPool.from_url(
         redis_url,
         socket_connect_timeout=2.0,
         socket_timeout=30.0,
-        socket_keepalive=True,
         health_check_interval=15,
         retry=Retry(ExponentialBackoff(cap=0.25, base=0.05), 2),
         retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
+        **tcp,
     )
     return ArqRedis(connection_pool=pool, default_queue_name=queue_name)
 
