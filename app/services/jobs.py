@@ -1,5 +1,5 @@
 """Jobs: requesting one (an event on the model's stream), reading its status, and what a
-worker needs to run it (the request as recorded, whether an outcome is already recorded)."""
+worker or the sweeper needs to judge it (the request as recorded, the job's events)."""
 
 from __future__ import annotations
 
@@ -125,14 +125,6 @@ class Jobs:
         if not recorded or recorded[0].position != position:
             raise NotFound(f"no request for job {job_id} at position {position}")
         return [JobEvent(r.event, r.recorded_at, r.position) for r in recorded], version
-
-    async def finished(self, job_id: str) -> bool:
-        """True once an outcome (success or final failure) is recorded for the job."""
-        first = jobs.result_ids(job_id, "result", 1)[0]
-        found: bool = await self._store.pool.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM events WHERE event_id = $1)", first
-        )
-        return found
 
 
 def _is_request(recorded: RecordedEvent, job_id: str) -> bool:
