@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any, ClassVar
 
 from arq import cron
@@ -113,6 +114,10 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 def run_worker(settings: Settings) -> None:
     """Run a worker until interrupted."""
+    # the format `serve` logs in (arq's own lines included)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     _worker(settings).run()
 
 

@@ -27,7 +27,7 @@ _log = logging.getLogger("model_ledger.worker")
 
 # what a lost, refused or timed-out Redis connection raises
 REDIS_AWAY = (RedisError, OSError)
-_MAX_BACKOFF_SECONDS = 2.0
+_MAX_BACKOFF_SECONDS = 1.0
 
 
 class SupervisedWorker(Worker):

@@ -35,7 +35,7 @@ _PAGE = 500
 _EXPIRES = timedelta(days=7)
 # while Redis is away the dispatcher retries this often at most: it relays within about
 # this long of Redis coming back (a refused connection costs next to nothing)
-_MAX_BACKOFF_SECONDS = 2.0
+_MAX_BACKOFF_SECONDS = 1.0
 # arq keeps a job claimed this long past its timeout (`in_progress_timeout_s`)
 ARQ_CLAIM_MARGIN_SECONDS = 10.0
 
