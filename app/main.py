@@ -86,6 +86,7 @@ async def _background(resources: Resources) -> AsyncIterator[None]:
     ]
     if settings.dispatch_jobs:
         tasks.append(asyncio.create_task(resources.dispatcher.run(watcher.subscribe().wait)))
+        tasks.append(asyncio.create_task(resources.sweeper.run()))
     try:
         yield
     finally:

@@ -10,15 +10,15 @@ from datetime import UTC, datetime
 import asyncpg
 from arq.connections import ArqRedis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from redis.asyncio import ConnectionPool
 
 from app.outages import connect_database
 from app.scoring.background import Scoring, build_scoring
 from app.services.authenticator import Authenticator
-from app.services.dispatch import Dispatcher
+from app.services.dispatch import Dispatcher, queue_connection
 from app.services.governance import Governance
 from app.services.jobs import Jobs
 from app.services.registry import Registry
+from app.services.sweeper import Sweeper
 from app.services.tokens import TokenMinter
 from app.settings import Settings
 from app.store.artifacts import ArtifactStore
@@ -46,6 +46,7 @@ class Resources:
     artifacts: ArtifactStore
     jobs: Jobs
     dispatcher: Dispatcher
+    sweeper: Sweeper
     clock: Callable[[], datetime]
     scoring: Scoring
 
@@ -72,10 +73,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
     )
     # connects on first use: a Redis that is down must not stop the API (jobs wait in the log)
-    redis = ArqRedis(
-        connection_pool=ConnectionPool.from_url(settings.redis_url),
-        default_queue_name=settings.queue_name,
-    )
+    redis = queue_connection(settings.redis_url, settings.queue_name)
     try:
         store = EventStore(pool, batch_max_events=settings.append_batch_max_events, notify=True)
         signing_key = load_or_create_key(settings.signing_key_file)
@@ -92,6 +90,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             artifacts=artifacts,
             clock=_now,
         )
+        jobs = Jobs(store, governance, artifacts)
         yield Resources(
             settings=settings,
             pool=pool,
@@ -109,8 +108,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             governance=governance,
             registry=registry,
             artifacts=artifacts,
-            jobs=Jobs(store, governance, artifacts),
+            jobs=jobs,
             dispatcher=Dispatcher(store, redis, settings.queue_name),
+            sweeper=Sweeper(store, jobs, projector, redis, settings),
             clock=_now,
             scoring=scoring,
         )

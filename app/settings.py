@@ -39,6 +39,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_max_tries: int = 3
     # one attempt of a job may run this long (compiling a large model takes minutes)
     job_timeout_seconds: float = 1800.0
+    # the sweeper (in every process that dispatches): how often it looks for stalled jobs
+    job_sweep_interval_seconds: float = 5.0
+    # a queued job that no worker started this long while none is alive is requeued, at
+    # most job_max_requeues times in a row, then failed "never started" (a job whose queue
+    # entry Redis lost is requeued at once, within the same bound)
+    job_start_deadline_seconds: float = 300.0
+    job_max_requeues: int = 3
+    # an attempt with no outcome this long past its timeout (and arq's own margins) is
+    # requeued as a new attempt, or failed once job_max_tries attempts started
+    job_run_grace_seconds: float = 60.0
     # processes for the heavy work of jobs (training, compiling, statistics)
     job_processes: int = 1
     # jobs one worker runs at a time

@@ -239,6 +239,21 @@ class JobFailed(Event, frozen=True, kw_only=True, tag="job.failed"):
     details: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+class JobRequeued(Event, frozen=True, kw_only=True, tag="job.requeued"):
+    """A stalled job was handed to the queue again (the sweeper's decision, with its reason)."""
+
+    job_id: str
+    kind: JobKind
+    name: str
+    # the request's place in the log: the dispatcher relays the job from it again
+    requested_position: int
+    # attempts started so far; the next one is attempts + 1
+    attempts: int
+    reason: str
+    # requeues since the job last started, this one included
+    requeues: int = 1
+
+
 class DriftChecked(Event, frozen=True, kw_only=True, tag="drift.checked"):
     """A window of live inputs was compared with a version's training reference."""
 
@@ -320,6 +335,7 @@ AnyEvent = (
     | JobStarted
     | JobSucceeded
     | JobFailed
+    | JobRequeued
     | DriftChecked
     | BanditUpdated
     | ExperimentConcluded

@@ -1,28 +1,35 @@
 """The arq worker: settings class, shared resources in `ctx`, job kinds and housekeeping crons.
 
 Every job kind runs through one arq function, `run_job`, enqueued by the dispatcher with the
-job's id; the worker also runs a dispatcher of its own, so requests reach the queue even when
-no API process is up.
+job's id; the worker also runs a dispatcher and a sweeper of its own, so requests reach the
+queue, and stalled jobs are requeued, even when no API process is up. Every worker is a
+`SupervisedWorker` on a `queue_connection`: a Redis outage pauses it, never ends it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any, ClassVar
 
 from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import Worker, check_health
-from arq.worker import run_worker as arq_run_worker
 
 from app.resources import open_resources
+from app.services.dispatch import arq_job_timeout, queue_connection
 from app.settings import Settings
 from app.store.watch import LogWatcher
 from workers.jobs import FOLLOW_UPS, KINDS
 from workers.jobs.schedule import schedule_drift_checks
 from workers.pool import ProcessPool
 from workers.runner import JobRunner, run_job
+from workers.supervised import SupervisedWorker
+
+# attempts are counted and bounded in the log (workers/runner.py); arq's count only stops a
+# job that keeps failing before any attempt could start (the database away for hours)
+_ARQ_MAX_TRIES = 100
 
 
 async def sign_checkpoint(ctx: dict[str, Any]) -> int | None:
@@ -63,6 +70,8 @@ def worker_settings(settings: Settings) -> type:
             stack.push_async_callback(watcher.stop)
             task = asyncio.create_task(resources.dispatcher.run(watcher.subscribe().wait))
             stack.push_async_callback(_cancel, task)
+            sweeping = asyncio.create_task(resources.sweeper.run())
+            stack.push_async_callback(_cancel, sweeping)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         await ctx["stack"].aclose()
@@ -85,12 +94,14 @@ def worker_settings(settings: Settings) -> type:
         on_shutdown = shutdown
         handle_signals = True
         max_jobs = settings.worker_max_jobs
-        # one more than ours: the attempt past the last one records that the job gave up
-        max_tries = settings.job_max_tries + 1
+        max_tries = _ARQ_MAX_TRIES
         # past our own timeout of the computation, so that one fires first and is recorded
-        job_timeout = settings.job_timeout_seconds + max(5.0, settings.job_timeout_seconds / 10)
+        job_timeout = arq_job_timeout(settings)
         # the outcome lives in the log; arq's copy only needs to outlast a duplicate delivery
         keep_result = 3600
+        # `worker --check` and the sweeper read this sentinel: it lapses 31 s after a worker
+        # stops polling, and comes back that soon after Redis restarted empty
+        health_check_interval = 30
 
     return WorkerSettings
 
@@ -103,22 +114,29 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 def run_worker(settings: Settings) -> None:
     """Run a worker until interrupted."""
-    arq_run_worker(worker_settings(settings))
+    # the format `serve` logs in (arq's own lines included)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    _worker(settings).run()
 
 
-def _options(settings: Settings) -> dict[str, Any]:
-    return {k: v for k, v in vars(worker_settings(settings)).items() if not k.startswith("_")}
+def _worker(settings: Settings, **overrides: Any) -> Worker:
+    assert settings.redis_url is not None
+    options = {k: v for k, v in vars(worker_settings(settings)).items() if not k.startswith("_")}
+    pool = queue_connection(settings.redis_url, settings.queue_name)
+    return SupervisedWorker(**{**options, "redis_pool": pool, **overrides})
 
 
 def in_process_worker(settings: Settings) -> Worker:
     """A worker to run beside the API in one process (the embedded stack): the API's
     server handles the signals."""
-    return Worker(**{**_options(settings), "handle_signals": False})
+    return _worker(settings, handle_signals=False)
 
 
 def burst_worker(settings: Settings, **overrides: Any) -> Worker:
     """A worker that stops when the queue is empty (tests, one-off runs)."""
-    return Worker(**{**_options(settings), "burst": True, "handle_signals": False, **overrides})
+    return _worker(settings, burst=True, handle_signals=False, **overrides)
 
 
 def check_worker(settings: Settings) -> int:

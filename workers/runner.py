@@ -2,15 +2,22 @@
 
 A job's outcome is appended under event ids derived from its job id (`domain.jobs.result_ids`),
 so a second attempt (a worker killed after appending, a duplicate delivery) finds it recorded
-and stops. Errors the job cannot fix by retrying (a domain rule, bad input) end the job at
-once; anything else (a lost connection, a crashed child process, a timeout) is retried with
-backoff until `job_max_tries`, each failed attempt recorded with its error.
+and stops. Attempts are counted in the log, not by arq: a delivery is attempt n + 1 when n
+attempts started, however often Redis lost or repeated it. Errors the job cannot fix by
+retrying (a domain rule, bad input) end the job at once; anything else (a lost connection, a
+crashed child process, a timeout) is retried with backoff until `job_max_tries`, each failed
+attempt recorded with its error. A concurrency conflict on the model's stream is neither: the
+append is tried again on the fresh stream (re-read, re-decide). Whatever escapes all that (the
+database away) makes arq run the job again later; the sweeper (app/services/sweeper.py) ends
+the ones arq drops.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -24,9 +31,10 @@ from app.resources import Resources
 from app.services.jobs import RequestedJob
 from domain import events as ev
 from domain import jobs
-from domain.errors import DomainError
+from domain.errors import ConcurrencyConflict, DomainError, NotFound
 from domain.events import Event
 from domain.state import ModelState
+from domain.sweep import backoff_seconds, progress
 from workers.pool import ProcessPool
 
 _log = logging.getLogger("model_ledger.jobs")
@@ -54,9 +62,8 @@ Kind = Callable[[Context], Awaitable[Decider]]
 FollowUp = Callable[[Context, RequestedJob], Awaitable[None]]
 
 
-def backoff_seconds(attempt: int) -> float:
-    """Wait before the next attempt: 2, 4, 8 ... seconds, at most five minutes."""
-    return float(min(2**attempt, 300))
+# conflicts mean other appends to the stream succeed; past this long of them, arq retries
+_CONFLICT_PATIENCE_SECONDS = 120.0
 
 
 class JobRunner:
@@ -75,10 +82,13 @@ class JobRunner:
         self._follow_ups = follow_ups or {}
         self._worker = f"{socket.gethostname()}:{os.getpid()}"
 
-    async def run(self, job_id: str, position: int, attempt: int) -> str:
+    async def run(self, job_id: str, position: int) -> str:
         """One attempt at the job requested at `position`; returns what happened."""
         requested = await self._res.jobs.requested(job_id, position)
         job = requested.request
+        history, _ = await self._res.jobs.history(job.name, job_id, position)
+        standing = progress(history)
+        attempt = standing.attempts + 1
         ctx = Context(
             resources=self._res,
             pool=self._pool,
@@ -86,7 +96,7 @@ class JobRunner:
             meta=_on_behalf(requested),
             attempt=attempt,
         )
-        if await self._res.jobs.finished(job_id):
+        if standing.finished:
             await self._follow_up(ctx, requested)
             return "already recorded"
         max_tries = self._res.settings.job_max_tries
@@ -110,6 +120,8 @@ class JobRunner:
             decider = await self._kind(job.kind)(ctx)
             seconds = round(time.perf_counter() - start, 3)
             await self._record(ctx, "result", lambda state: decider(state, seconds))
+        except ConcurrencyConflict:
+            raise  # not the job's fault: it runs again (see run_job)
         except (DomainError, JobInputError) as error:
             await self._fail(ctx, _describe(error), final=True)
             return "failed"
@@ -141,13 +153,26 @@ class JobRunner:
     async def _record(
         self, ctx: Context, purpose: str, decider: Callable[[ModelState | None], list[Event]]
     ) -> None:
+        """Append under the job's fixed ids; on a conflict re-read the stream and decide again."""
         job_id = ctx.job.job_id
-        await self._res.governance.record(
-            ctx.job.name,
-            decider,
-            ctx.meta,
-            event_ids=lambda count: jobs.result_ids(job_id, purpose, count),
-        )
+        patience = time.monotonic() + _CONFLICT_PATIENCE_SECONDS
+        while True:
+            try:
+                await self._res.governance.record(
+                    ctx.job.name,
+                    decider,
+                    ctx.meta,
+                    event_ids=lambda count: jobs.result_ids(job_id, purpose, count),
+                )
+            except ConcurrencyConflict:
+                if time.monotonic() > patience:
+                    raise
+                _log.info("job %s: its model's stream moved; deciding %s again", job_id, purpose)
+                # jobs of one model append together (one group commit): a random pause lets
+                # the losers of a round land in different batches instead of colliding again
+                await asyncio.sleep(random.uniform(0.0, 0.05))  # noqa: S311 - not security
+            else:
+                return
 
 
 def _on_behalf(requested: RequestedJob) -> ev.EventMeta:
@@ -173,4 +198,16 @@ def _describe(error: BaseException) -> str:
 async def run_job(ctx: dict[str, Any], job_id: str, position: int) -> str:
     """arq entry point of every job kind (the dispatcher enqueues this with the job's id)."""
     runner: JobRunner = ctx["runner"]
-    return await runner.run(job_id, position, ctx["job_try"])
+    try:
+        return await runner.run(job_id, position)
+    except Retry:
+        raise
+    except NotFound as error:  # nothing to run nor to record against: the request is not there
+        _log.error("job %s: %s", job_id, error.detail)
+        return "no such request"
+    except Exception as error:
+        # not an outcome of the job (the database away, conflicts without end): arq runs it
+        # again, and the next attempt is numbered from the log
+        defer = backoff_seconds(ctx["job_try"])
+        _log.warning("job %s runs again in %.0fs: %s", job_id, defer, _describe(error))
+        raise Retry(defer=defer) from error

@@ -1,10 +1,11 @@
-"""The dispatcher: relays `job.requested` events from the log to arq.
+"""The dispatcher: relays `job.requested` (and `job.requeued`) events from the log to arq.
 
 The log is the queue of record. The dispatcher keeps its position in `projection_checkpoints`
 and moves it only after arq accepted every request up to there, so a request made while Redis
 is down waits in the log and is relayed once Redis is back. The arq job id is the request's job
 id, so relaying twice (a crash between enqueue and checkpoint) enqueues once; and a job whose
-outcome is already in the log does nothing if it runs again (see workers/runner.py).
+outcome is already in the log does nothing if it runs again (see workers/runner.py). A job the
+sweeper requeued is relayed the same way, once arq's memory of an earlier run is cleared.
 """
 
 from __future__ import annotations
@@ -15,8 +16,15 @@ from datetime import timedelta
 
 import msgspec
 from arq.connections import ArqRedis
+from arq.constants import job_key_prefix, result_key_prefix
+from redis.asyncio import ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.settings import Settings
 from app.store.events import EventStore
 from app.store.projector import lock_checkpoint
 
@@ -25,16 +33,49 @@ CHECKPOINT = "dispatcher"
 _PAGE = 500
 # a request no worker starts within this is dropped by arq; the log still holds it
 _EXPIRES = timedelta(days=7)
-_MAX_BACKOFF_SECONDS = 30.0
+# while Redis is away the dispatcher retries this often at most: it relays within about
+# this long of Redis coming back (a refused connection costs next to nothing)
+_MAX_BACKOFF_SECONDS = 1.0
+# arq keeps a job claimed this long past its timeout (`in_progress_timeout_s`)
+ARQ_CLAIM_MARGIN_SECONDS = 10.0
 
 _log = logging.getLogger("model_ledger.dispatch")
 
 
-class _JobId(msgspec.Struct):
+class _Relayed(msgspec.Struct):
     job_id: str
+    requested_position: int | None = None
 
 
-_decode_job = msgspec.json.Decoder(_JobId).decode
+_decode_job = msgspec.json.Decoder(_Relayed).decode
+
+
+def arq_job_timeout(settings: Settings) -> float:
+    """arq's limit on one run: past the runner's own timeout, so that one fires first."""
+    return settings.job_timeout_seconds + max(5.0, settings.job_timeout_seconds / 10)
+
+
+def queue_connection(redis_url: str, queue_name: str) -> ArqRedis:
+    """A Redis client for the queue that outlives Redis restarts.
+
+    It connects on first use (a Redis that is down must not stop a process: jobs wait in the
+    log). A dead connection is replaced on the next command; a command that meets a refused or
+    reset connection is retried a few times with backoff; reads time out instead of waiting
+    forever on a peer that vanished without closing (a half-open TCP connection); idle
+    connections are checked before reuse.
+    """
+    # TCP only: a unix socket (the embedded Redis) has no keepalive
+    tcp = {} if redis_url.startswith("unix:") else {"socket_keepalive": True}
+    pool = ConnectionPool.from_url(
+        redis_url,
+        socket_connect_timeout=2.0,
+        socket_timeout=30.0,
+        health_check_interval=15,
+        retry=Retry(ExponentialBackoff(cap=0.25, base=0.05), 2),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
+        **tcp,
+    )
+    return ArqRedis(connection_pool=pool, default_queue_name=queue_name)
 
 
 class Dispatcher:
@@ -58,21 +99,13 @@ class Dispatcher:
                     return relayed
                 rows = await conn.fetch(
                     "SELECT position, data FROM events WHERE position > $1 AND position <= $2 "
-                    "AND type = 'job.requested' ORDER BY position LIMIT $3",
+                    "AND type IN ('job.requested', 'job.requeued') ORDER BY position LIMIT $3",
                     checkpoint,
                     head,
                     _PAGE,
                 )
                 for row in rows:
-                    job_id = _decode_job(row["data"]).job_id
-                    await self._redis.enqueue_job(
-                        RUN_JOB,
-                        job_id,
-                        row["position"],
-                        _job_id=job_id,
-                        _queue_name=self._queue_name,
-                        _expires=_EXPIRES,
-                    )
+                    await self._enqueue(_decode_job(row["data"]), row["position"])
                 relayed += len(rows)
                 reached = head if len(rows) < _PAGE else rows[-1]["position"]
                 await conn.execute(
@@ -81,16 +114,45 @@ class Dispatcher:
                     reached,
                 )
 
+    async def _enqueue(self, relayed: _Relayed, position: int) -> None:
+        job_id = relayed.job_id
+        if relayed.requested_position is not None:  # a requeue
+            position = relayed.requested_position
+            # arq refuses an id whose result it keeps (keep_result): a requeued job's earlier
+            # run ended without an outcome in the log, so that result is stale; an entry
+            # still queued or running is left alone (arq runs it)
+            if not await self._redis.exists(job_key_prefix + job_id):
+                await self._redis.delete(result_key_prefix + job_id)
+        enqueued = await self._redis.enqueue_job(
+            RUN_JOB,
+            job_id,
+            position,
+            _job_id=job_id,
+            _queue_name=self._queue_name,
+            _expires=_EXPIRES,
+        )
+        # None is "arq knows this id already", but also what arq answers when the connection
+        # died between its WATCH and EXEC: the checkpoint must not pass a job arq never got
+        if enqueued is None and not await self._redis.exists(
+            job_key_prefix + job_id, result_key_prefix + job_id
+        ):
+            raise RedisConnectionError(f"job {job_id} was not enqueued: Redis went away")
+
     async def run(self, wait: Callable[[float], Awaitable[None]]) -> None:
         """Relay each time `wait(seconds)` returns (the log grew); back off while Redis is down."""
-        backoff = 0.5
+        backoff = 0.25
+        away = False
         while True:
             try:
                 await self.relay()
-                backoff = 0.5
+                if away:
+                    _log.warning("job dispatch resumed: Redis answers again")
+                backoff, away = 0.25, False
                 timeout = 5.0
             except (RedisError, OSError) as error:
-                _log.warning("job dispatch waits for Redis (%s); retrying in %.1fs", error, backoff)
+                if not away:
+                    _log.warning("job dispatch waits for Redis (%s)", error)
+                away = True
                 timeout = backoff
                 backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
             except Exception:

@@ -1,5 +1,5 @@
 """Jobs: requesting one (an event on the model's stream), reading its status, and what a
-worker needs to run it (the request as recorded, whether an outcome is already recorded)."""
+worker or the sweeper needs to judge it (the request as recorded, the job's events)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,24 @@ from typing import Any, Literal
 import msgspec
 
 from app.services.governance import Governance, Outcome
+from app.store import codec
 from app.store.artifacts import ArtifactStore
 from app.store.codec import RecordedEvent
 from app.store.events import EventStore, Idempotency
 from domain import events as ev
 from domain import jobs
+from domain.decide import model_stream
 from domain.errors import InvalidInput, NotFound
+from domain.sweep import JobEvent
 
+JOB_EVENT_TYPES = ("job.requested", "job.started", "job.succeeded", "job.failed", "job.requeued")
+# a job's events: those of its model's stream from its request on (the (stream, version)
+# index serves the range), matched by job id
+_HISTORY = (
+    f"SELECT {codec.COLUMNS} FROM events "  # noqa: S608 - fixed columns
+    "WHERE stream = $1 AND version >= (SELECT version FROM events WHERE position = $2) "
+    "AND type = ANY($3) AND data->>'job_id' = $4 ORDER BY version"
+)
 _JOB_COLUMNS = (
     "job_id, kind, name AS model, version, params, status, attempts, requested_position, "
     "requested_at, requested_by, started_at, finished_at, result, error, details"
@@ -97,13 +108,23 @@ class Jobs:
             request=found.event, meta=found.meta, event_id=found.event_id, position=position
         )
 
-    async def finished(self, job_id: str) -> bool:
-        """True once an outcome (success or final failure) is recorded for the job."""
-        first = jobs.result_ids(job_id, "result", 1)[0]
-        found: bool = await self._store.pool.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM events WHERE event_id = $1)", first
+    async def history(self, name: str, job_id: str, position: int) -> tuple[list[JobEvent], int]:
+        """A job's events (its request at `position` first) and its model stream's version.
+
+        The version is read first: a decision taken on these events and appended with it as
+        the expected version conflicts if anything was added to the stream since.
+        """
+        stream = model_stream(name)
+        version: int = await self._store.pool.fetchval(
+            "SELECT coalesce(max(version), 0) FROM events WHERE stream = $1", stream
         )
-        return found
+        rows = await self._store.pool.fetch(
+            _HISTORY, stream, position, list(JOB_EVENT_TYPES), job_id
+        )
+        recorded = codec.recorded_page(rows)
+        if not recorded or recorded[0].position != position:
+            raise NotFound(f"no request for job {job_id} at position {position}")
+        return [JobEvent(r.event, r.recorded_at, r.position) for r in recorded], version
 
 
 def _is_request(recorded: RecordedEvent, job_id: str) -> bool:

