@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,9 @@ from app.store.checkpoints import Checkpointer, load_or_create_key, private_raw
 from app.store.events import EventStore
 from app.store.projections import all_projections
 from app.store.projector import Projector
+from app.store.roles import RoleCheck, warning
+
+_log = logging.getLogger("model_ledger")
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class Resources:
     dispatcher: Dispatcher
     clock: Callable[[], datetime]
     scoring: Scoring
+    # what the database role could do to the log (reported by /ready)
+    database_role: RoleCheck
 
 
 async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
@@ -57,6 +63,20 @@ async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 1
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+async def check_database_role(settings: Settings, check: RoleCheck) -> None:
+    """Say loudly (or refuse, if required) when the role could alter the log."""
+    try:
+        report = await check.report()
+    except (OSError, asyncpg.PostgresError) as error:
+        _log.warning("could not inspect the database role's privileges: %s", error)
+        return
+    if report.least_privilege:
+        return
+    if settings.require_least_privilege:
+        raise RuntimeError(warning(report))
+    _log.error(warning(report))
 
 
 @contextlib.asynccontextmanager
@@ -73,6 +93,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         default_queue_name=settings.queue_name,
     )
     try:
+        database_role = RoleCheck(pool)
+        await check_database_role(settings, database_role)
         store = EventStore(pool, batch_max_events=settings.append_batch_max_events, notify=True)
         signing_key = load_or_create_key(settings.signing_key_file)
         projector = Projector(store, all_projections(snapshot_every=settings.model_snapshot_every))
@@ -105,6 +127,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             dispatcher=Dispatcher(store, redis, settings.queue_name),
             clock=_now,
             scoring=scoring,
+            database_role=database_role,
         )
     finally:
         await redis.aclose(close_connection_pool=True)

@@ -10,7 +10,7 @@ from litestar.datastructures import State
 from litestar.exceptions import ServiceUnavailableException
 
 from app.http.problems import problem_response
-from app.http.schemas import Health, Readiness
+from app.http.schemas import DatabaseRole, Health, Readiness
 from app.resources import Resources
 
 _READY_TIMEOUT = 2.0
@@ -45,7 +45,18 @@ class HealthController(Controller):
         responses={503: problem_response("a store does not answer")},
     )
     async def ready(self, state: State) -> Readiness:
-        """The database and Redis answer."""
+        """The database and Redis answer; `database_role`: could the server alter the log?"""
         resources: Resources = state.resources
-        head = await head_if_answering(resources, resources.redis.ping)
-        return Readiness(status="ok", database="ok", redis="ok", head_position=head)
+        roles = resources.database_role
+        # inspected at startup; again here (under the timeout) if that failed
+        head = await head_if_answering(resources, resources.redis.ping, roles.report)
+        role = await roles.report()
+        return Readiness(
+            status="ok",
+            database="ok",
+            redis="ok",
+            head_position=head,
+            database_role=DatabaseRole(
+                name=role.name, least_privilege=role.least_privilege, problems=role.problems
+            ),
+        )

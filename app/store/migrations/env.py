@@ -9,14 +9,33 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.store.roles import OWNER_ROLE
 from app.store.schema import metadata
 
 # Replicas starting together must not race through the same migration.
 _MIGRATION_LOCK = 7_244_502
 
 
+# Once the schema is the owner's (revision 0006 on), a migrator that may become the owner
+# (a superuser, an administrator granted the role) migrates as the owner, so what it
+# creates is the owner's too. Before, it runs as itself: 0006 hands the schema over.
+_SCHEMA_OWNER = sa.text(
+    """SELECT pg_get_userbyid(c.relowner) FROM pg_class c
+        WHERE c.oid = to_regclass('alembic_version')
+          AND current_user <> :owner
+          AND pg_has_role(current_user, c.relowner, 'MEMBER')"""
+)
+
+
+def _act_as_owner(connection: Connection) -> None:
+    owner = connection.execute(_SCHEMA_OWNER, {"owner": OWNER_ROLE}).scalar()
+    if owner == OWNER_ROLE:
+        connection.execute(sa.text(f"SET LOCAL ROLE {OWNER_ROLE}"))
+
+
 def _run(connection: Connection) -> None:
     connection.execute(sa.text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
+    _act_as_owner(connection)
     context.configure(connection=connection, target_metadata=metadata)
     with context.begin_transaction():
         context.run_migrations()
