@@ -148,11 +148,20 @@ def migrate_command() -> None:
     """Apply database migrations (as MODEL_LEDGER_MIGRATION_DATABASE_URL, the owner)."""
     from app.store.migrate import migrate  # noqa: PLC0415
 
-    with stores(Settings.from_env()) as running:
-        url = running.migration_database_url or running.database_url
-        assert url is not None
+    with _migrator(Settings.from_env()) as url:
         migrate(url)
     click.echo("database is at the latest migration")
+
+
+@contextlib.contextmanager
+def _migrator(settings: Settings) -> Iterator[str]:
+    """The URL schema changes are made through: the migration URL, else the only one."""
+    if settings.migration_database_url is not None:
+        yield settings.migration_database_url
+        return
+    with stores(settings) as running:
+        assert running.database_url is not None
+        yield running.migration_database_url or running.database_url
 
 
 @main.group()
@@ -183,9 +192,7 @@ def db_roles(apply: bool, owner_password: str | None, app_password: str | None) 
     if not apply:
         click.echo("".join(f"{statement};\n" for statement in statements), nl=False)
         return
-    with stores(Settings.from_env()) as running:
-        url = running.migration_database_url or running.database_url
-        assert url is not None
+    with _migrator(Settings.from_env()) as url:
         asyncio.run(_apply(url, statements))
     click.echo("roles model_ledger_owner and model_ledger_app are set up")
 

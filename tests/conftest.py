@@ -128,6 +128,19 @@ async def database_url(server_url: str, template_database: str) -> AsyncIterator
 
 
 @pytest.fixture
+async def blank_database(server_url: str) -> AsyncIterator[str]:
+    """An empty database created by the superuser, as an operator would: its superuser URL."""
+    name = f"ml_test_{RUN_ID}_{uuid.uuid4().hex[:10]}"
+    conn = await _admin(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        yield with_database(server_url, name)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
 def settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:
     return Settings(
         home=tmp_path / "home",

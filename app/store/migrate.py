@@ -46,11 +46,14 @@ def head_revision() -> str:
 
 
 async def current_revision(database_url: str) -> str | None:
-    """The database's schema revision; None for a database never migrated."""
+    """The database's schema revision: None if never migrated, "unknown" if not readable
+    (a schema migrated before revision 0006 grants the application role nothing on it)."""
     conn = await asyncpg.connect(database_url)
     try:
         if await conn.fetchval("SELECT to_regclass('alembic_version') IS NULL"):
             return None
+        if not await conn.fetchval("SELECT has_table_privilege('alembic_version', 'SELECT')"):
+            return "unknown"
         revision: str | None = await conn.fetchval("SELECT version_num FROM alembic_version")
         return revision
     finally:
@@ -65,5 +68,6 @@ async def ensure_current(database_url: str) -> None:
         raise SchemaNotCurrent(
             f"the database schema is {raised}; this version needs {head}. Run "
             "`model-ledger migrate` with MODEL_LEDGER_MIGRATION_DATABASE_URL set to the "
-            "owner role's URL (or set it for this command to migrate at startup)"
+            "owner role's URL, or a superuser's to upgrade a schema from before 0006 (set it "
+            "for this command to migrate at startup)"
         )
