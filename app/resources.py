@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,9 @@ from app.store.checkpoints import Checkpointer, load_or_create_key, private_raw
 from app.store.events import EventStore
 from app.store.projections import all_projections
 from app.store.projector import Projector
+from app.store.roles import RoleCheck, warning
+
+_log = logging.getLogger("model_ledger")
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class Resources:
     sweeper: Sweeper
     clock: Callable[[], datetime]
     scoring: Scoring
+    # what the database role could do to the log (reported by /ready)
+    database_role: RoleCheck
 
 
 async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
@@ -64,6 +70,20 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+async def check_database_role(settings: Settings, check: RoleCheck) -> None:
+    """Say loudly (or refuse, if required) when the role could alter the log."""
+    try:
+        report = await check.report()
+    except (OSError, asyncpg.PostgresError) as error:
+        _log.warning("could not inspect the database role's privileges: %s", error)
+        return
+    if report.least_privilege:
+        return
+    if settings.require_least_privilege:
+        raise RuntimeError(warning(report))
+    _log.error(warning(report))
+
+
 @contextlib.asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     """Open the database pool and Redis client and build the services; close on exit."""
@@ -75,6 +95,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     # connects on first use: a Redis that is down must not stop the API (jobs wait in the log)
     redis = queue_connection(settings.redis_url, settings.queue_name)
     try:
+        database_role = RoleCheck(pool)
+        await check_database_role(settings, database_role)
         store = EventStore(pool, batch_max_events=settings.append_batch_max_events, notify=True)
         signing_key = load_or_create_key(settings.signing_key_file)
         projector = Projector(store, all_projections(snapshot_every=settings.model_snapshot_every))
@@ -113,6 +135,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             sweeper=Sweeper(store, jobs, projector, redis, settings),
             clock=_now,
             scoring=scoring,
+            database_role=database_role,
         )
     finally:
         await redis.aclose(close_connection_pool=True)

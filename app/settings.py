@@ -17,6 +17,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     home: Path = Path(".model-ledger")
     database_url: str | None = None
     redis_url: str | None = None
+    # the schema owner's URL (or a superuser's): `migrate` uses it, and `serve`, `worker`
+    # and `scorer` migrate at startup when it is set; database_url is the application role's
+    migration_database_url: str | None = None
+    # refuse to start when the database role could alter the log (superuser, owner, ...);
+    # otherwise that is logged as an error and reported by /ready
+    require_least_privilege: bool = False
     host: str = "127.0.0.1"
     port: int = 8000
     # request bodies above this are refused with 413 before they are read whole

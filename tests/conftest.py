@@ -4,6 +4,9 @@
 unset, an embedded PostgreSQL and Redis start in a temporary folder for the session.
 Each test gets its own database, cloned from a migrated template, so runs and tests
 cannot interfere (the log itself refuses TRUNCATE, so there is nothing to clean).
+The given URL names a superuser: it creates the roles (shared by every database of the
+server) and the databases; the template is migrated by the owner role, and the tests'
+`database_url` connects as the application role, as a deployed server does.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from app.resources import Resources
 from app.services import tokens
 from app.settings import Settings
 from app.store.migrate import migrate
+from app.store.roles import APP_ROLE, OWNER_ROLE, ensure_roles
 from domain.events import EventMeta
 from domain.tokens import IssueToken
 
@@ -42,11 +46,28 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
+def with_user(url: str, user: str) -> str:
+    """The same server and database as another role (no password: trust authentication)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{user}@{parts.netloc.rpartition('@')[2]}"))
+
+
+# the server's superuser, known once the session's `stack` fixture has run
+_SUPERUSER: dict[str, str] = {}
+
+
+def superuser_url(database_url: str) -> str:
+    """The same database as the server's superuser (tampering tests, role checks)."""
+    superuser = urlsplit(_SUPERUSER["url"])
+    return urlunsplit(urlsplit(database_url)._replace(netloc=superuser.netloc))
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[tuple[str, str]]:
     database_url = os.environ.get("MODEL_LEDGER_TEST_DATABASE_URL")
     redis_url = os.environ.get("MODEL_LEDGER_TEST_REDIS_URL")
     if database_url and redis_url:
+        _SUPERUSER["url"] = database_url
         yield database_url, redis_url
         return
     from app.embedded import EmbeddedStack
@@ -56,7 +77,8 @@ def stack() -> Iterator[tuple[str, str]]:
     home = Path(tempfile.mkdtemp(prefix="model-ledger-test-"))
     try:
         with EmbeddedStack(home) as embedded:
-            yield database_url or embedded.database_url, redis_url or embedded.redis_url
+            _SUPERUSER["url"] = database_url or embedded.database_url
+            yield _SUPERUSER["url"], redis_url or embedded.redis_url
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
@@ -80,8 +102,11 @@ async def template_database(server_url: str) -> AsyncIterator[str]:
     name = f"ml_test_{RUN_ID}_template"
     conn = await _admin(server_url)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        await asyncio.to_thread(migrate, with_database(server_url, name))
+        # concurrent runs on one server may create the roles at the same time: race-safe
+        await ensure_roles(conn)
+        await conn.execute(f'CREATE DATABASE "{name}" OWNER {OWNER_ROLE}')
+        owner_url = with_user(with_database(server_url, name), OWNER_ROLE)
+        await asyncio.to_thread(migrate, owner_url)
         yield name
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
@@ -93,7 +118,22 @@ async def database_url(server_url: str, template_database: str) -> AsyncIterator
     name = f"ml_test_{RUN_ID}_{uuid.uuid4().hex[:10]}"
     conn = await _admin(server_url)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+        await conn.execute(
+            f'CREATE DATABASE "{name}" TEMPLATE "{template_database}" OWNER {OWNER_ROLE}'
+        )
+        yield with_user(with_database(server_url, name), APP_ROLE)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def blank_database(server_url: str) -> AsyncIterator[str]:
+    """An empty database created by the superuser, as an operator would: its superuser URL."""
+    name = f"ml_test_{RUN_ID}_{uuid.uuid4().hex[:10]}"
+    conn = await _admin(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
         yield with_database(server_url, name)
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
@@ -187,7 +227,7 @@ def auth(resources: Resources) -> TokenFactory:
 @contextlib.asynccontextmanager
 async def superuser(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection as the server's superuser (for tampering tests)."""
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(superuser_url(database_url))
     try:
         yield conn
     finally:

@@ -1,5 +1,8 @@
 """The embedded PostgreSQL + Redis stack used when no service URLs are configured."""
 
+import asyncio
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,10 +18,17 @@ import pytest
 import redis.asyncio
 from arq import create_pool
 from arq.connections import RedisSettings
+from click.testing import CliRunner
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.cli import main
 from app.embedded import EmbeddedStack
+from app.resources import open_resources
+from app.settings import Settings
+from app.store.migrate import migrate
+from app.store.roles import APP_ROLE, OWNER_ROLE, ensure_roles, inspect_role
+from domain.events import EventMeta, TokenRevoked
 
 pytestmark = pytest.mark.processes
 
@@ -236,3 +246,117 @@ async def test_servers_left_by_a_killed_process_are_adopted_and_stopped(home: Pa
 def test_home_path_pgserver_cannot_pass_to_postgres(home: Path) -> None:
     with pytest.raises(ValueError, match="without spaces"):
         EmbeddedStack(home / "my data")
+
+
+# --- least privilege: the superuser creates the roles, the application runs as its own
+
+
+async def test_the_stack_creates_both_roles_and_serves_the_app_role(
+    embedded: EmbeddedStack,
+) -> None:
+    conn = await asyncpg.connect(embedded.app_database_url)
+    try:
+        assert await conn.fetchval("SELECT current_user") == APP_ROLE
+        roles = {
+            row["rolname"]: row
+            for row in await conn.fetch(
+                "SELECT * FROM pg_roles WHERE rolname = ANY($1)", [APP_ROLE, OWNER_ROLE]
+            )
+        }
+    finally:
+        await conn.close()
+    assert set(roles) == {APP_ROLE, OWNER_ROLE}
+    for role in roles.values():
+        assert role["rolcanlogin"] and not role["rolsuper"] and not role["rolcreaterole"]
+
+
+async def _waiting_for_a_lock(conn: asyncpg.Connection, pid: int) -> None:
+    deadline = time.monotonic() + 30
+    query = "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1"
+    while await conn.fetchval(query, pid) != "Lock":
+        assert time.monotonic() < deadline, "the second session never waited"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("state", ["missing", "nologin"])
+async def test_roles_made_by_two_sessions_at_once_are_made_once(
+    embedded: EmbeddedStack, state: str
+) -> None:
+    # concurrent test runs (or ledgers) on one server: the second session creates (or
+    # changes) a role the first has created (or changed) but not committed, so it waits on
+    # it and then finds it done; it must not fail
+    first = await asyncpg.connect(embedded.database_url)
+    second = await asyncpg.connect(embedded.database_url)
+    try:
+        if state == "missing":
+            await first.execute(f"DROP ROLE {OWNER_ROLE}; DROP ROLE {APP_ROLE}")
+        else:  # as migration 0001 of an earlier version left it
+            await first.execute(f"ALTER ROLE {APP_ROLE} NOLOGIN")
+        async with first.transaction():
+            await ensure_roles(first)
+            racing = asyncio.create_task(ensure_roles(second))
+            await _waiting_for_a_lock(first, second.get_server_pid())
+        await racing
+        logins = await second.fetch(
+            "SELECT rolname FROM pg_roles WHERE rolname = ANY($1) AND rolcanlogin",
+            [APP_ROLE, OWNER_ROLE],
+        )
+        assert {row[0] for row in logins} == {APP_ROLE, OWNER_ROLE}
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def _as_an_earlier_version_left_it(home: Path) -> None:
+    """No owner role, the application role NOLOGIN, the schema migrated and written by
+    the superuser `postgres`."""
+    with EmbeddedStack(home) as old:
+        conn = await asyncpg.connect(old.database_url)
+        try:
+            await conn.execute(f"DROP ROLE {OWNER_ROLE}; ALTER ROLE {APP_ROLE} NOLOGIN")
+        finally:
+            await conn.close()
+        await asyncio.to_thread(migrate, old.database_url, "0005")
+        settings = Settings(home=home, database_url=old.database_url, redis_url=old.redis_url)
+        async with open_resources(settings) as resources:
+            for n in range(3):
+                await resources.store.append(
+                    "s",
+                    [TokenRevoked(token_id=f"t{n}", reason="r")],
+                    meta=EventMeta(actor="old", role="admin"),
+                    expected_version=None,
+                )
+            await resources.checkpointer.sign_head()
+
+
+def _cli(home: Path, *args: str) -> str:
+    env = {k: "" for k in os.environ if k.startswith("MODEL_LEDGER_")}
+    result = CliRunner().invoke(
+        main, list(args), env=env | {"MODEL_LEDGER_HOME": str(home)}, catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+async def test_a_home_of_an_earlier_version_upgrades_to_least_privilege(home: Path) -> None:
+    await _as_an_earlier_version_left_it(home)
+    # what `serve` does first on the embedded stack: the roles, then migrations as the owner
+    assert "latest" in await asyncio.to_thread(_cli, home, "migrate")
+    report = json.loads(await asyncio.to_thread(_cli, home, "verify"))
+    assert report["ok"] and report["checked"] == 3 and report["checkpoints_checked"] == 1
+    with EmbeddedStack(home) as stack:
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            foreign = await conn.fetch(
+                "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+                " AND relkind IN ('r', 'S') AND relowner <> $1::regrole",
+                OWNER_ROLE,
+            )
+        finally:
+            await conn.close()
+        assert foreign == []
+        app = await asyncpg.connect(stack.app_database_url)
+        try:
+            assert (await inspect_role(app)).least_privilege
+        finally:
+            await app.close()

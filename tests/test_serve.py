@@ -134,6 +134,9 @@ def test_serve_starts_embedded_stores_and_restarts_on_the_same_data(home: Path) 
     first = Server(home, port)
     try:
         first.wait_ready()
+        # the embedded superuser made the roles; the server runs as the application's
+        role = httpx.get(f"{first.url}/ready").json()["database_role"]
+        assert role == {"name": "model_ledger_app", "least_privilege": True, "problems": []}
         token = printed_token(first.output)
         assert token is not None, "".join(first.output)
         token_file = home / "admin.token"

@@ -11,7 +11,7 @@ from litestar.datastructures import State
 from litestar.exceptions import ServiceUnavailableException
 
 from app.http.problems import RETRY_AFTER_SECONDS, never_answers, problem_response
-from app.http.schemas import Health, Readiness
+from app.http.schemas import DatabaseRole, Health, Readiness
 from app.outages import DATABASE, REDIS, unavailable_store
 from app.resources import Resources
 
@@ -64,7 +64,20 @@ class HealthController(Controller):
         responses={503: problem_response("a store does not answer")},
     )
     async def ready(self, state: State) -> Readiness:
-        """The database and Redis answer."""
+        """The database and Redis answer; `database_role`: could the server alter the log?"""
         resources: Resources = state.resources
-        head = await head_if_answering(resources, (REDIS, resources.redis.ping))
-        return Readiness(status="ok", database="ok", redis="ok", head_position=head)
+        roles = resources.database_role
+        # inspected at startup; again here (under the timeout) if that failed
+        head = await head_if_answering(
+            resources, (REDIS, resources.redis.ping), (DATABASE, roles.report)
+        )
+        role = await roles.report()
+        return Readiness(
+            status="ok",
+            database="ok",
+            redis="ok",
+            head_position=head,
+            database_role=DatabaseRole(
+                name=role.name, least_privilege=role.least_privilege, problems=role.problems
+            ),
+        )

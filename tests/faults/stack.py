@@ -10,6 +10,7 @@ from pathlib import Path
 
 import asyncpg
 
+from app.store.roles import APP_ROLE, OWNER_ROLE, ensure_roles
 from tests.faults.harness import Postgres, Process, Redis, scratch
 
 DATABASE = "ledger"
@@ -31,6 +32,12 @@ class Stack:
 
     @property
     def database_url(self) -> str:
+        """The application role's URL, as every process but `migrate` connects."""
+        return self.postgres.url(DATABASE, user=APP_ROLE)
+
+    @property
+    def superuser_url(self) -> str:
+        """The server's superuser: what a tampering insider holds."""
         return self.postgres.url(DATABASE)
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -38,6 +45,7 @@ class Stack:
         return {
             "MODEL_LEDGER_HOME": str(self.home),
             "MODEL_LEDGER_DATABASE_URL": self.database_url,
+            "MODEL_LEDGER_MIGRATION_DATABASE_URL": self.postgres.url(DATABASE, user=OWNER_ROLE),
             "MODEL_LEDGER_REDIS_URL": self.redis.url,
             "MODEL_LEDGER_QUEUE_NAME": self.queue,
             **extra,
@@ -65,7 +73,8 @@ async def private_stack() -> AsyncIterator[Stack]:
         try:
             conn = await asyncpg.connect(postgres.url())
             try:
-                await conn.execute(f'CREATE DATABASE "{DATABASE}"')
+                await ensure_roles(conn)
+                await conn.execute(f'CREATE DATABASE "{DATABASE}" OWNER {OWNER_ROLE}')
             finally:
                 await conn.close()
             yield created

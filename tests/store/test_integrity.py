@@ -52,25 +52,50 @@ async def test_the_database_refuses_changes_even_to_its_superuser(
             await conn.execute(statement)
 
 
-@pytest.mark.parametrize(
-    "statement",
-    [
-        "UPDATE events SET data = '{}' WHERE position = 3",
-        "DELETE FROM events WHERE position = 10",
-        "TRUNCATE events",
-    ],
-)
-async def test_the_application_role_may_only_insert_and_select(
+# What a compromised application could try, to change the log past its triggers: each is
+# refused by privilege (42501), before any trigger runs.
+APP_ROLE_REFUSED = [
+    "SET session_replication_role = replica",
+    "SET SESSION AUTHORIZATION postgres",
+    "SET ROLE model_ledger_owner",
+    "ALTER TABLE events DISABLE TRIGGER events_no_update_delete",
+    "ALTER TABLE events DISABLE TRIGGER ALL",
+    "ALTER TABLE checkpoints DISABLE TRIGGER checkpoints_no_truncate",
+    "DROP TRIGGER events_no_update_delete ON events",
+    """CREATE TRIGGER sneaky BEFORE INSERT ON events
+       FOR EACH ROW EXECUTE FUNCTION ml_refuse_change()""",
+    """CREATE OR REPLACE FUNCTION ml_refuse_change() RETURNS trigger LANGUAGE plpgsql
+       AS $$ BEGIN RETURN OLD; END $$""",
+    "ALTER TABLE events OWNER TO model_ledger_app",
+    "UPDATE events SET data = '{}' WHERE position = 3",
+    "DELETE FROM events WHERE position = 10",
+    "TRUNCATE events",
+    "DROP TABLE events",
+    "UPDATE checkpoints SET position = 1",
+    "DELETE FROM checkpoints",
+    "TRUNCATE checkpoints",
+    "DROP TABLE checkpoints",
+    "UPDATE idempotency_keys SET request_digest = 'x'",
+    "DELETE FROM idempotency_keys",
+    "CREATE TABLE shadow (id int)",
+]
+
+
+@pytest.mark.parametrize("statement", APP_ROLE_REFUSED)
+async def test_the_application_role_cannot_change_the_log(
     filled: Resources, database_url: str, statement: str
 ) -> None:
-    async with superuser(database_url) as conn:
-        if not await conn.fetchval("SELECT true FROM pg_roles WHERE rolname = $1", APP_ROLE):
-            pytest.skip("the migrating user could not create the application role")
-        async with conn.transaction():
-            await conn.execute(f"SET LOCAL ROLE {APP_ROLE}")
-            assert await conn.fetchval("SELECT count(*) FROM events") == 10
-            with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                await conn.execute(statement)
+    conn = await asyncpg.connect(database_url)  # what the application connects as
+    try:
+        assert await conn.fetchval("SELECT current_user") == APP_ROLE
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(statement)
+        assert await conn.fetchval("SELECT count(*) FROM events") == 10
+        assert await conn.fetchval("SELECT count(*) FROM checkpoints") == 1
+    finally:
+        await conn.close()
+    report = await verify_log(filled.store, filled.signing_key.public_key())
+    assert report.ok and report.checked == 10
 
 
 async def test_an_edited_row_is_named_by_verify(filled: Resources, database_url: str) -> None:
