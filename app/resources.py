@@ -24,6 +24,7 @@ from app.store.checkpoints import Checkpointer, load_or_create_key, private_raw
 from app.store.events import EventStore
 from app.store.projections import all_projections
 from app.store.projector import Projector
+from app.store.witness import Witness
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             projector=projector,
             authenticator=Authenticator(store),
             signing_key=signing_key,
-            checkpointer=Checkpointer(store, signing_key),
+            checkpointer=Checkpointer(
+                store, signing_key, Witness(settings.witness_file, settings.witness_url)
+            ),
             minter=TokenMinter(private_raw(signing_key)),
             governance=governance,
             registry=registry,
