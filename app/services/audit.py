@@ -92,7 +92,6 @@ class Witnessed(msgspec.Struct, frozen=True, kw_only=True):
 
     source: str
     checkpoints: list[tuple[str, Checkpoint]]
-    problems: list[str]
     warnings: list[str]
 
 
@@ -102,25 +101,23 @@ Problem = tuple[int | None, str]
 
 
 def read_witness(path: Path) -> Witnessed:
-    """The checkpoints of a witness file; lines that are not checkpoints are problems."""
+    """The checkpoints of a witness file; lines that are not checkpoints are warnings."""
     lines, torn = read_witness_lines(path)
     checkpoints: list[tuple[str, Checkpoint]] = []
-    problems: list[str] = []
+    warnings: list[str] = []
     for number, raw in lines:
         try:
             checkpoint = from_line(_witness_decoder.decode(raw))
         except (msgspec.DecodeError, ValueError):
-            problems.append(f"{path} line {number} is not a checkpoint")
+            # a crash while appending leaves such a line; whoever can write the file can as
+            # well delete lines, so this is no weaker than failing on it
+            warnings.append(f"{path} line {number} is not a checkpoint (cut short?): ignored")
             continue
         if checkpoint.chained:
             checkpoints.append((f"{path}:{number}", checkpoint))
-    torn_note = f"{path} ends in a line cut short (a crash while appending?): ignored"
-    return Witnessed(
-        source=str(path),
-        checkpoints=checkpoints,
-        problems=problems,
-        warnings=[torn_note] if torn else [],
-    )
+    if torn:
+        warnings.append(f"{path} ends in a line cut short (a crash while appending?): ignored")
+    return Witnessed(source=str(path), checkpoints=checkpoints, warnings=warnings)
 
 
 class LogAudit:
@@ -258,17 +255,25 @@ class LogAudit:
     def _check_witnessed(self, public_key: Ed25519PublicKey) -> Problem | None:
         if self._witnessed is None:
             return None
-        if self._witnessed.problems:
-            return None, self._witnessed.problems[0]
         recorded = {c.sequence: c for c in self._checkpoints if c.chained}
+        head = self._chain.position
         for where, witnessed in self._witnessed.checkpoints:
             name = f"{_name(witnessed)} (position {witnessed.position}) witnessed in {where}"
             stored = recorded.get(witnessed.sequence)
+            # one the database holds identically was verified with the database's
             if stored != witnessed and not signed_by(witnessed, public_key):
                 return None, f"{name} has a bad signature: the witness was tampered with"
-            found = self._check_covered(witnessed, name)
-            if found is not None:
-                return found[0], found[1] + " together with their checkpoints"
+            if witnessed.position > head:
+                return head + 1, (
+                    f"the log ends at position {head}, but {name} covers position "
+                    f"{witnessed.position}: newest events were deleted together with their "
+                    "checkpoints"
+                )
+            if self._hash_at.get(witnessed.position) != witnessed.head_hash:
+                return witnessed.position, (
+                    f"hash at position {witnessed.position} differs from {name}: the log "
+                    "was rewritten from there on"
+                )
             if stored is None:
                 return None, f"{name} is missing from the database"
             if stored != witnessed:

@@ -55,10 +55,13 @@ class Witness:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
+                # a line cut short by a crash keeps its own line: the next starts afresh
+                size = os.fstat(fd).st_size
+                torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
                 # one write of one line: appends of processes sharing the file never interleave
-                os.write(fd, line + b"\n")
+                os.write(fd, (b"\n" if torn else b"") + line + b"\n")
                 os.fsync(fd)
             finally:
                 os.close(fd)
