@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from app.store.events import EventStore
-from app.store.witness import Witness
+from app.store.witness import Witness, checkpoints_signed
 from domain.chain import (
     GENESIS_HASH,
     CheckpointLink,
@@ -188,7 +188,10 @@ class Checkpointer:
         position, head_hash = int(state["head_position"]), bytes(state["head_hash_now"])
         last = None if state["sequence"] is None else _from_row(state)
         if last is not None:
-            _check_extends(last, state["hash_now"])
+            refusal = _refusal(last, state["hash_now"])
+            if refusal is not None:
+                checkpoints_signed().labels("refused").inc()
+                raise CheckpointRefused(refusal)
             if last.position >= position:
                 return None
         now = datetime.now(UTC)  # microsecond precision, as PostgreSQL stores it
@@ -212,20 +215,23 @@ class Checkpointer:
             checkpoint.key_id,
             checkpoint.signature,
         )
+        checkpoints_signed().labels("signed").inc()
         return checkpoint
 
 
-def _check_extends(last: Checkpoint, hash_now: bytes | None) -> None:
+def _refusal(last: Checkpoint, hash_now: bytes | None) -> str | None:
+    """Why the log does not extend the newest checkpoint, if it does not."""
     if hash_now is None:
-        raise CheckpointRefused(
+        return (
             f"checkpoint #{last.sequence} covers position {last.position}, "
             "which the log no longer has: newest events were deleted"
         )
     if bytes(hash_now) != last.head_hash:
-        raise CheckpointRefused(
+        return (
             f"the hash at position {last.position} differs from checkpoint #{last.sequence}: "
             "the log was rewritten"
         )
+    return None
 
 
 class CheckpointLine(

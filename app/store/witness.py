@@ -38,6 +38,17 @@ def witness_writes() -> Counter:
     )
 
 
+@functools.cache
+def checkpoints_signed() -> Counter:
+    """Signing attempts by outcome: signed, refused (the log no longer extends the newest
+    checkpoint: deleted or rewritten, see the logs)."""
+    return Counter(
+        "model_ledger_checkpoints",
+        "Checkpoints signed, or refused because the log no longer extends the newest one",
+        ["outcome"],
+    )
+
+
 class Witness:
     """Where this process witnesses the checkpoints it signs."""
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from app.resources import Resources
 from app.services.audit import NO_WITNESS, Head, VerifyReport, verify_log
@@ -29,6 +30,11 @@ async def fill(resources: Resources, count: int, start: int = 0) -> None:
             meta=META,
             expected_version=None,
         )
+
+
+def refusals() -> float:
+    sample = REGISTRY.get_sample_value("model_ledger_checkpoints_total", {"outcome": "refused"})
+    return sample or 0.0
 
 
 @pytest.fixture
@@ -145,9 +151,11 @@ async def test_a_truncated_tail_whose_checkpoint_survives_is_caught_without_a_wi
         report = await verify(chained, witnessed=witnessed)
         assert not report.ok and report.first_broken_position == 18
         assert "checkpoint #4" in (report.problem or "") and "deleted" in (report.problem or "")
-    # and the signer will not sign the shorter log as if nothing happened
+    # and the signer will not sign the shorter log as if nothing happened, and says so
+    refused_before = refusals()
     with pytest.raises(CheckpointRefused, match="no longer has"):
         await chained.checkpointer.sign_head()
+    assert refusals() == refused_before + 1
 
 
 async def test_a_tail_deleted_with_its_checkpoint_is_found_by_the_witness_alone(
