@@ -294,24 +294,86 @@ def tokens_list(subject: str | None, role: str | None) -> None:
         click.echo(msgspec.json.encode(token).decode())
 
 
+def _head(_: click.Context, __: click.Parameter, value: str | None) -> object:
+    from app.services.audit import Head  # noqa: PLC0415
+
+    if value is None:
+        return None
+    try:
+        return Head.parse(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from error
+
+
 @main.command()
 @click.argument("file", required=False, type=click.Path(exists=True, path_type=Path))
 @click.option("--public-key", default=None, help="hex Ed25519 key to pin for a FILE")
-def verify(file: Path | None, public_key: str | None) -> None:
-    """Verify the chain of the database, or of an exported FILE offline."""
+@click.option(
+    "--expect-head",
+    default=None,
+    callback=_head,
+    metavar="POSITION:HASH",
+    help="fail unless the log reaches POSITION with this hash (a head you were shown)",
+)
+@click.option(
+    "--witness",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="a witness file to compare the database with [the data folder's witness.jsonl]",
+)
+def verify(
+    file: Path | None, public_key: str | None, expect_head: object, witness: Path | None
+) -> None:
+    """Verify the chain of the database, or of an exported FILE offline.
+
+    The report goes to stdout as JSON; the head to pin (POSITION:HASH), warnings and what
+    could not be checked go to stderr.
+    """
     from app.commands import verify_database  # noqa: PLC0415
+    from app.services.audit import Head  # noqa: PLC0415
     from app.services.export import verify_file  # noqa: PLC0415
 
+    assert expect_head is None or isinstance(expect_head, Head)
     if file is not None:
-        try:
-            report = verify_file(file, public_key)
-        except (ValueError, msgspec.DecodeError) as error:
-            raise click.ClickException(str(error)) from error
+        if witness is not None:
+            raise click.UsageError("--witness applies to the database, not to a FILE")
+        report = verify_file(file, public_key, expect_head=expect_head)
     else:
+        if public_key is not None:
+            raise click.UsageError("--public-key applies to a FILE")
         with stores(Settings.from_env()) as running:
-            report = asyncio.run(verify_database(running))
+            report = asyncio.run(verify_database(running, expect_head=expect_head, witness=witness))
     click.echo(msgspec.json.format(msgspec.json.encode(report)).decode())
+    for note in (*report.warnings, *report.unchecked):
+        click.echo(f"warning: {note}", err=True)
+    if report.ok:
+        click.echo(f"head {report.pin}", err=True)
+    else:
+        click.echo(f"FAILED: {report.problem}", err=True)
     sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+def checkpoint() -> None:
+    """Sign the head of the log now (if it moved) and print it as POSITION:HASH to pin."""
+    from app.commands import sign_checkpoint  # noqa: PLC0415
+    from app.store.checkpoints import CheckpointRefused  # noqa: PLC0415
+
+    settings = Settings.from_env()
+    with stores(settings) as running:
+        try:
+            signed, new = asyncio.run(sign_checkpoint(running))
+        except CheckpointRefused as error:
+            raise click.ClickException(str(error)) from error
+    if signed is None:
+        raise click.ClickException("the log is empty: nothing to sign")
+    what = "signed" if new else "unchanged since"
+    click.echo(
+        f"checkpoint #{signed.sequence} {what} {signed.signed_at.isoformat()}, "
+        f"witnessed in {settings.witness_file}",
+        err=True,
+    )
+    click.echo(f"{signed.position}:{signed.head_hash.hex()}")
 
 
 @main.command()
@@ -320,6 +382,7 @@ def verify(file: Path | None, public_key: str | None) -> None:
 def export(out: Path, model: str | None) -> None:
     """Write a self-verifying audit bundle of the log, or of one model."""
     from app.commands import export_bundle  # noqa: PLC0415
+    from app.store.checkpoints import CheckpointRefused  # noqa: PLC0415
     from domain.errors import NotFound  # noqa: PLC0415
 
     with stores(Settings.from_env()) as running:
@@ -327,6 +390,8 @@ def export(out: Path, model: str | None) -> None:
             lines = asyncio.run(export_bundle(running, out, model))
         except NotFound as error:
             raise click.ClickException(error.detail) from error
+        except CheckpointRefused as error:
+            raise click.ClickException(f"not exported: {error}") from error
     click.echo(f"wrote {lines} lines to {out}")
 
 

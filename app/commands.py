@@ -9,9 +9,10 @@ import msgspec
 
 from app.resources import open_resources
 from app.services import tokens
-from app.services.audit import VerifyReport, verify_log
+from app.services.audit import Head, VerifyReport, verify_log
 from app.services.export import export_log
 from app.settings import Settings
+from app.store.checkpoints import Checkpoint, newest_checkpoint
 from domain.decide import model_stream
 from domain.events import EventMeta
 from domain.tokens import IssueToken
@@ -80,24 +81,43 @@ async def ensure_admin_token(settings: Settings) -> str | None:
     return issued.token
 
 
-async def verify_database(settings: Settings) -> VerifyReport:
-    """Verify the configured database's chain and checkpoints."""
+async def verify_database(
+    settings: Settings, *, expect_head: Head | None = None, witness: Path | None = None
+) -> VerifyReport:
+    """Verify the configured database's chain and checkpoints, against the witness file
+    (`witness`, else the configured one, when it exists) and an expected head."""
     async with open_resources(settings) as resources:
-        return await verify_log(resources.store, resources.signing_key.public_key())
+        return await verify_log(
+            resources.store,
+            resources.signing_key.public_key(),
+            witness_file=witness or settings.witness_file,
+            expect_head=expect_head,
+        )
+
+
+async def sign_checkpoint(settings: Settings) -> tuple[Checkpoint | None, bool]:
+    """Sign the head now if it moved; the newest checkpoint, and whether it is new."""
+    async with open_resources(settings) as resources:
+        signed = await resources.checkpointer.sign_head()
+        await resources.checkpointer.drain()
+        if signed is not None:
+            return signed, True
+        return await newest_checkpoint(resources.store), False
 
 
 async def export_bundle(settings: Settings, out: Path, model: str | None = None) -> int:
-    """Export the log (or one model's events, others as chain links) with a fresh checkpoint."""
+    """Export the log (or one model's events, others as chain links) up to a fresh checkpoint."""
     async with open_resources(settings) as resources:
         if model is not None:
             await resources.registry.model_state(model)  # NotFound for an unknown name
         await resources.checkpointer.sign_head()
+        await resources.checkpointer.drain()
         stream = None if model is None else model_stream(model)
         with out.open("wb") as handle:
             return await export_log(
                 resources.store,
                 handle,
-                resources.signing_key.public_key(),
+                resources.signing_key,
                 in_scope=None if stream is None else stream.__eq__,
                 scope="all" if model is None else f"model:{model}",
             )

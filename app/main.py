@@ -96,6 +96,7 @@ async def _background(resources: Resources) -> AsyncIterator[None]:
         await watcher.stop()
         with contextlib.suppress(Exception):
             await resources.checkpointer.sign_head()
+        await resources.checkpointer.drain()
 
 
 def openapi_config(title: str = "Model Ledger") -> OpenAPIConfig:

@@ -28,6 +28,7 @@ from app.store.events import EventStore
 from app.store.projections import all_projections
 from app.store.projector import Projector
 from app.store.roles import RoleCheck, warning
+from app.store.witness import Witness
 
 _log = logging.getLogger("model_ledger")
 
@@ -125,7 +126,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
                 poll_seconds=settings.auth_poll_seconds,
             ),
             signing_key=signing_key,
-            checkpointer=Checkpointer(store, signing_key),
+            checkpointer=Checkpointer(
+                store, signing_key, Witness(settings.witness_file, settings.witness_url)
+            ),
             minter=TokenMinter(private_raw(signing_key)),
             governance=governance,
             registry=registry,

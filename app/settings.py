@@ -32,6 +32,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # signed checkpoints of the chain head
     checkpoint_interval_seconds: float = 60.0
     signing_key_path: Path | None = None
+    # each signed checkpoint is appended to this file (default <home>/witness.jsonl) and,
+    # when set, POSTed to this URL (best effort): the head witnessed outside the database
+    witness_path: Path | None = None
+    witness_url: str | None = None
     # group commit: most events written in one append transaction
     append_batch_max_events: int = 1_000
     # a model's state is snapshotted every this many events of its stream (every eighth of
@@ -101,6 +105,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def signing_key_file(self) -> Path:
         return self.signing_key_path or self.home / "signing.key"
+
+    @property
+    def witness_file(self) -> Path:
+        return self.witness_path or self.home / "witness.jsonl"
 
     @property
     def admin_token_file(self) -> Path:

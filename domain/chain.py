@@ -13,6 +13,8 @@ import struct
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import msgspec
+
 GENESIS_HASH = bytes(32)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -103,16 +105,20 @@ class ChainVerifier:
         stored_hash: bytes,
     ) -> None:
         """Recompute an event's hash from its columns and check it links on; raises ChainBreak."""
-        canonical = canonical_bytes(
-            position=position,
-            stream=stream,
-            version=version,
-            event_id=event_id,
-            event_type=event_type,
-            data=data,
-            meta=meta,
-            recorded_at=recorded_at,
-        )
+        try:
+            canonical = canonical_bytes(
+                position=position,
+                stream=stream,
+                version=version,
+                event_id=event_id,
+                event_type=event_type,
+                data=data,
+                meta=meta,
+                recorded_at=recorded_at,
+            )
+        except (struct.error, OverflowError, UnicodeError):
+            # only a file can hold these (an edited export): no stored row frames so
+            raise ChainBreak(position, "a field cannot be framed (out of range)") from None
         if link_hash(prev_hash, canonical) != stored_hash:
             raise ChainBreak(position, "stored hash does not match the event's content")
         self.check_link(position, prev_hash, stored_hash)
@@ -120,10 +126,79 @@ class ChainVerifier:
 
 
 def checkpoint_message(position: int, head_hash: bytes, signed_at: datetime) -> bytes:
-    """The bytes a signed checkpoint covers: (position, head hash, time)."""
+    """The bytes a legacy (unchained, before sequences) checkpoint covers: (position, head
+    hash, time). Still verified; no longer signed."""
     return (
         b"model-ledger/checkpoint/v1\n"
         + struct.pack(">q", position)
         + head_hash
         + struct.pack(">q", epoch_micros(signed_at))
     )
+
+
+def chained_checkpoint_message(
+    *,
+    sequence: int,
+    position: int,
+    head_hash: bytes,
+    prev_checkpoint_hash: bytes,
+    signed_at: datetime,
+) -> bytes:
+    """The bytes a chained checkpoint covers: (sequence, position, head hash, the previous
+    checkpoint's hash, time). Its own hash (`checkpoint_hash`) is the next one's link."""
+    return b"".join(
+        (
+            b"model-ledger/checkpoint/v2\n",
+            struct.pack(">qq", sequence, position),
+            head_hash,
+            prev_checkpoint_hash,
+            struct.pack(">q", epoch_micros(signed_at)),
+        )
+    )
+
+
+def checkpoint_hash(message: bytes) -> bytes:
+    """A chained checkpoint's hash: sha256 of the message it signs."""
+    return hashlib.sha256(message).digest()
+
+
+class CheckpointLink(msgspec.Struct, frozen=True, kw_only=True):
+    """What the chain of checkpoints checks of one chained checkpoint (signature apart)."""
+
+    sequence: int
+    position: int
+    prev_checkpoint_hash: bytes
+    digest: bytes
+
+
+class CheckpointChain:
+    """Folds chained checkpoints in sequence order: 1, 2, 3 ..., each naming the hash of
+    the one before (the first names GENESIS_HASH), positions never going back.
+
+    A checkpoint missing in the middle is a gap in the sequence; one edited breaks the
+    next one's link (and its own signature, which the caller checks).
+    """
+
+    def __init__(self) -> None:
+        self.sequence = 0
+        self.position = 0
+        self.digest = GENESIS_HASH
+
+    def check(self, link: CheckpointLink) -> str | None:
+        """None when `link` continues the chain, else why not (and the chain stays put)."""
+        expected = self.sequence + 1
+        if link.sequence != expected:
+            return (
+                f"checkpoint #{expected} is missing (the next one is #{link.sequence})"
+                if link.sequence > expected
+                else f"checkpoint #{link.sequence} appears twice or out of order"
+            )
+        if link.prev_checkpoint_hash != self.digest:
+            return f"checkpoint #{link.sequence} does not link to checkpoint #{self.sequence}"
+        if link.position < self.position:
+            return (
+                f"checkpoint #{link.sequence} covers position {link.position}, behind "
+                f"checkpoint #{self.sequence} at {self.position}"
+            )
+        self.sequence, self.position, self.digest = link.sequence, link.position, link.digest
+        return None

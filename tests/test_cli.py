@@ -25,7 +25,8 @@ def cli_env(database_url: str, redis_url: str, tmp_path: Path) -> dict[str, str]
 def run(env: dict[str, str], *args: str, code: int = 0) -> str:
     result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
     assert result.exit_code == code, result.output
-    return result.output
+    # stdout only: verify's report is JSON there; notes for the operator go to stderr
+    return result.stdout
 
 
 def test_tokens_create_export_and_verify_offline(cli_env: dict[str, str], tmp_path: Path) -> None:
@@ -39,24 +40,34 @@ def test_tokens_create_export_and_verify_offline(cli_env: dict[str, str], tmp_pa
     run(cli_env, "export", "--out", str(bundle))
     offline = json.loads(run({}, "verify", str(bundle)))
     assert offline["ok"] and offline["checked"] == 2 and offline["checkpoints_checked"] == 1
+    assert any("--public-key" in warning for warning in offline["warnings"])
 
     lines = bundle.read_text().splitlines()
     header = json.loads(lines[0])
     pinned = json.loads(run({}, "verify", str(bundle), "--public-key", header["public_key"]))
-    assert pinned["ok"]
+    assert pinned["ok"] and pinned["warnings"] == []
     run({}, "verify", str(bundle), "--public-key", "00" * 32, code=1)
 
-    tampered = json.loads(lines[2])
+    # header, one checkpoint, two events, trailer
+    assert [json.loads(line)["kind"] for line in lines] == [
+        "header",
+        "checkpoint",
+        "event",
+        "event",
+        "trailer",
+    ]
+    tampered = json.loads(lines[3])
     tampered["data"] = tampered["data"].replace("audit-team", "evil-team")
-    lines[2] = json.dumps(tampered)
-    (tmp_path / "tampered.jsonl").write_text("\n".join(lines) + "\n")
+    edited = [*lines[:3], json.dumps(tampered), *lines[4:]]
+    (tmp_path / "tampered.jsonl").write_text("\n".join(edited) + "\n")
     broken = json.loads(run({}, "verify", str(tmp_path / "tampered.jsonl"), code=1))
     assert broken["first_broken_position"] == 2
 
-    truncated = [line for line in lines if json.loads(line) != json.loads(lines[2])]
+    truncated = [*lines[:3], *lines[4:]]
     (tmp_path / "truncated.jsonl").write_text("\n".join(truncated) + "\n")
     cut = json.loads(run({}, "verify", str(tmp_path / "truncated.jsonl"), code=1))
-    assert cut["first_broken_position"] == 2 and "deleted" in cut["problem"]
+    assert cut["first_broken_position"] == 2
+    assert "announces 2 entries, the bundle has 1" in cut["problem"]
 
 
 def test_verify_rejects_a_file_that_is_not_a_bundle(tmp_path: Path) -> None:

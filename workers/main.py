@@ -60,6 +60,7 @@ def worker_settings(settings: Settings) -> type:
         ctx["stack"] = stack
         resources = await stack.enter_async_context(open_resources(settings))
         ctx["resources"] = resources
+        stack.push_async_callback(resources.checkpointer.drain)
         pool = ProcessPool(settings.job_processes)
         stack.callback(pool.close)
         ctx["runner"] = JobRunner(resources, pool, KINDS, FOLLOW_UPS)

@@ -12,7 +12,7 @@ from litestar.params import QueryParameter
 from app.http.auth import requires
 from app.http.schemas import EventOut, EventPage
 from app.resources import Resources
-from app.services.audit import VerifyReport, verify_log
+from app.services.audit import Head, VerifyReport, verify_log
 from app.store.codec import StoredEvent
 
 
@@ -62,7 +62,26 @@ class AuditController(Controller):
         )
 
     @get("/v1/audit/verify", operation_id="verifyLog")
-    async def verify(self, state: State) -> VerifyReport:
-        """Recompute the hash chain and check every signed checkpoint against it."""
+    async def verify(
+        self,
+        state: State,
+        expect_head: Annotated[
+            str | None,
+            QueryParameter(
+                pattern=r"^[0-9]{1,19}:[0-9a-fA-F]{64}$",
+                description=(
+                    "POSITION:HASH of a head you were shown: fail if the log no longer "
+                    "reaches it with this hash"
+                ),
+            ),
+        ] = None,
+    ) -> VerifyReport:
+        """Recompute the hash chain, check every signed checkpoint and the checkpoint chain,
+        and compare with the witness file and an expected head."""
         resources: Resources = state.resources
-        return await verify_log(resources.store, resources.signing_key.public_key())
+        return await verify_log(
+            resources.store,
+            resources.signing_key.public_key(),
+            witness_file=resources.settings.witness_file,
+            expect_head=None if expect_head is None else Head.parse(expect_head),
+        )

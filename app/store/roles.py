@@ -95,12 +95,14 @@ class RoleReport(msgspec.Struct, frozen=True, kw_only=True):
 
 _INSPECT = """
 SELECT current_user AS name, r.rolsuper, r.rolreplication, r.rolbypassrls, r.rolcreaterole,
-  array(SELECT t.name FROM unnest($1::text[]) AS t(name)
+  array(SELECT t.name FROM unnest($1::text[]) WITH ORDINALITY AS t(name, n)
           JOIN pg_class c ON c.oid = to_regclass(t.name)
-         WHERE pg_has_role(current_user, c.relowner, 'MEMBER')) AS owned,
+         WHERE pg_has_role(current_user, c.relowner, 'MEMBER') ORDER BY t.n) AS owned,
   array(SELECT p.change || ' on ' || t.name
-          FROM unnest($1::text[]) AS t(name), unnest($2::text[]) AS p(change)
-         WHERE to_regclass(t.name) IS NOT NULL AND has_table_privilege(t.name, p.change)) AS may,
+          FROM unnest($1::text[]) WITH ORDINALITY AS t(name, n),
+               unnest($2::text[]) WITH ORDINALITY AS p(change, m)
+         WHERE to_regclass(t.name) IS NOT NULL AND has_table_privilege(t.name, p.change)
+         ORDER BY t.n, p.m) AS may,
   {replica} AS replica
 FROM pg_roles r WHERE r.rolname = current_user
 """

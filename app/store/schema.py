@@ -53,6 +53,14 @@ checkpoints = sa.Table(
     sa.Column("signed_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("key_id", sa.Text, nullable=False),
     sa.Column("signature", pg.BYTEA, nullable=False),
+    # chained checkpoints (0007); NULL on legacy rows signed before
+    sa.Column("sequence", sa.BigInteger),
+    sa.Column("prev_checkpoint_hash", pg.BYTEA),
+    sa.UniqueConstraint("sequence", name="checkpoints_sequence_key"),
+    sa.CheckConstraint(
+        "(sequence IS NULL) = (prev_checkpoint_hash IS NULL)",
+        name="checkpoints_chained_or_legacy",
+    ),
 )
 
 projection_checkpoints = sa.Table(

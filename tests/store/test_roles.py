@@ -56,13 +56,14 @@ def _settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:
     )
 
 
-async def _append(settings: Settings, count: int) -> None:
+async def _append(settings: Settings, count: int, *, sign: bool = True) -> None:
     async with open_resources(settings) as resources:
         for n in range(count):
             await resources.store.append(
                 "s", [TokenRevoked(token_id=f"t{n}", reason="r")], meta=META, expected_version=None
             )
-        await resources.checkpointer.sign_head()
+        if sign:
+            await resources.checkpointer.sign_head()
 
 
 async def test_the_migrated_schema_belongs_to_the_owner(database_url: str) -> None:
@@ -120,10 +121,11 @@ async def test_the_report_names_a_change_granted_on_the_log(database_url: str) -
 async def test_a_database_migrated_as_the_superuser_upgrades_to_the_owner(
     blank: str, redis_url: str, tmp_path: Path
 ) -> None:
-    # what earlier versions did: migrate, and run, as the superuser
+    # what earlier versions did: migrate, and run, as the superuser (appends, no checkpoint:
+    # today's signer writes the chained columns of 0007)
     await asyncio.to_thread(migrate, blank, "0005")
     legacy = _settings(tmp_path, blank, redis_url)
-    await _append(legacy, 3)
+    await _append(legacy, 3, sign=False)
     assert "events" in await not_the_owners(blank)
 
     await asyncio.to_thread(migrate, blank)
@@ -135,7 +137,7 @@ async def test_a_database_migrated_as_the_superuser_upgrades_to_the_owner(
         report = await resources.database_role.report()
         assert report.name == APP_ROLE and report.least_privilege
         verified = await verify_log(resources.store, resources.signing_key.public_key())
-    assert verified.ok and verified.checked == 5 and verified.checkpoints_checked == 2
+    assert verified.ok and verified.checked == 5 and verified.checkpoints_checked == 1
 
 
 async def test_a_downgrade_gives_the_schema_back_and_an_upgrade_takes_it_again(
