@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,29 +51,38 @@ def home_env(home: Path, **more: str) -> dict[str, str]:
 
 
 class Server:
-    """`model-ledger COMMAND` (serve unless told) on `home`, in a process group of its own."""
+    """`model-ledger COMMAND` (serve unless told) on `home`, in a process group of its own;
+    its output is read as it comes (an unread pipe would fill and block the server)."""
 
-    def __init__(self, home: Path, port: int, *args: str, ready_line: str = "API on") -> None:
-        self.url = f"http://127.0.0.1:{port}"
+    def __init__(self, home: Path, *args: str, ready_line: str = "API on") -> None:
+        # port 0: the system picks a free port, which the ready line names (a port chosen
+        # here could be taken by anyone before the server binds it)
+        self.url = ""
         self.ready_line = ready_line
         self.process = subprocess.Popen(
             [CLI, *(args or ["serve"])],
-            env=home_env(home, MODEL_LEDGER_PORT=str(port)),
+            env=home_env(home, MODEL_LEDGER_PORT="0", MODEL_LEDGER_SCORER_PORT="0"),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,  # what it starts stays in its group (tests/procs.py)
         )
         self.output: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
-    def wait_ready(self, timeout: float = 90.0) -> None:
+    def _read(self) -> None:
         assert self.process.stdout is not None
-        deadline = time.monotonic() + timeout
         for line in self.process.stdout:
             self.output.append(line)
-            if self.ready_line in line:
-                break
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not (said := [ln for ln in list(self.output) if self.ready_line in ln]):
+            assert self.process.poll() is None, "".join(self.output)
             assert time.monotonic() < deadline, "".join(self.output)
+            time.sleep(0.05)
+        self.url = said[0].split(" on ", 1)[1].split()[0]
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
@@ -86,13 +96,20 @@ class Server:
         self.process.send_signal(signal.SIGINT)
         try:
             code = self.process.wait(timeout=60)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-        assert self.process.stdout is not None
-        self.output.extend(self.process.stdout.readlines())
-        self.process.stdout.close()
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.close()
+            raise AssertionError("did not stop on Ctrl-C:\n" + "".join(self.output)) from None
+        self.close()
         return code
+
+    def close(self) -> None:
+        """Once the process is gone: the rest of its output read, the pipe closed."""
+        self.process.wait(timeout=30)
+        self._reader.join(timeout=10)
+        assert self.process.stdout is not None
+        if not self.process.stdout.closed:
+            self.process.stdout.close()
 
 
 def printed_token(output: list[str]) -> str | None:
@@ -130,8 +147,7 @@ def _compile_in_the_embedded_worker(url: str, admin: dict[str, str]) -> None:
 
 
 def test_serve_starts_embedded_stores_and_restarts_on_the_same_data(home: Path) -> None:
-    port = free_port()
-    first = Server(home, port)
+    first = Server(home)
     try:
         first.wait_ready()
         # the embedded superuser made the roles; the server runs as the application's
@@ -155,7 +171,7 @@ def test_serve_starts_embedded_stores_and_restarts_on_the_same_data(home: Path) 
         time.sleep(0.2)
     assert embedded_processes(home) == []
 
-    second = Server(home, port)
+    second = Server(home)
     try:
         second.wait_ready()
         assert printed_token(second.output) is None  # data reused: no second admin token

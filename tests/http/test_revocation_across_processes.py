@@ -27,7 +27,8 @@ from app.store.events import EventStore
 from domain.events import EventMeta
 from domain.tokens import IssueToken
 from tests.conftest import TokenFactory
-from tests.test_serve import CLI, free_port
+from tests.faults.harness import Process
+from tests.test_serve import CLI
 
 pytestmark = pytest.mark.processes
 
@@ -52,22 +53,12 @@ def _env(settings: Settings) -> dict[str, str]:
 
 @pytest.fixture
 def scorer_url(settings: Settings) -> Iterator[str]:
-    """`model-ledger scorer` on the test's database, as a subprocess."""
-    port = free_port()
-    process = subprocess.Popen(
-        [CLI, "scorer", "--port", str(port)],
-        env=_env(settings),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    """`model-ledger scorer` on the test's database, as a subprocess on a free port."""
+    process = Process(["scorer", "--port", "0"], _env(settings))
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield process.listening()
     finally:
-        process.kill()
-        process.wait()
-        assert process.stdout is not None
-        process.stdout.close()
+        process.close()
 
 
 @pytest.fixture

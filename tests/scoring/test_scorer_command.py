@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,41 +15,31 @@ from app.resources import Resources
 from app.settings import Settings
 from domain import events as ev
 from tests.conftest import TokenFactory
+from tests.faults.harness import Process
 from tests.http.governance_helpers import create_model
 from tests.scoring.helpers import add_version, built, promote
-from tests.test_serve import CLI, free_port
+from tests.test_serve import CLI
 
 pytestmark = pytest.mark.processes
 
 
 @pytest.fixture
-def scorer_process(settings: Settings) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """The command on the test's database, Redis and artifact folder."""
+def scorer_process(settings: Settings) -> Iterator[tuple[Process, str]]:
+    """The command on the test's database, Redis and artifact folder, on a free port."""
     assert settings.database_url is not None and settings.redis_url is not None
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_LEDGER_")}
-    env.update(
-        MODEL_LEDGER_HOME=str(settings.home),
-        MODEL_LEDGER_DATABASE_URL=settings.database_url,
-        MODEL_LEDGER_REDIS_URL=settings.redis_url,
-        MODEL_LEDGER_SCORER_INSTANCE="cmd-test",
-        PYTHONUNBUFFERED="1",
-    )
-    process = subprocess.Popen(
-        [CLI, "scorer", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    process = Process(
+        ["scorer", "--port", "0"],
+        {
+            "MODEL_LEDGER_HOME": str(settings.home),
+            "MODEL_LEDGER_DATABASE_URL": settings.database_url,
+            "MODEL_LEDGER_REDIS_URL": settings.redis_url,
+            "MODEL_LEDGER_SCORER_INSTANCE": "cmd-test",
+        },
     )
     try:
-        yield process, f"http://127.0.0.1:{port}"
+        yield process, process.listening()
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        assert process.stdout is not None
-        process.stdout.close()
+        process.close()
 
 
 async def _until(check: object, what: str, seconds: float = 60.0) -> None:
@@ -78,14 +66,15 @@ async def test_the_scorer_command_serves_and_follows_deployments(
 
     async with httpx.AsyncClient(base_url=url, timeout=10) as remote:
 
-        async def ready() -> bool:
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            try:
-                return (await remote.get("/ready")).status_code == 200
-            except httpx.TransportError:
-                return False
+        async def scores() -> bool:
+            assert process.popen.poll() is None, process.text()
+            answer = await remote.post(
+                "/v1/score/fraud?environment=staging", json=row, headers=headers
+            )
+            return answer.status_code == 200
 
-        await _until(ready, "the scorer to be ready")
+        # ready, following the deployment, and knowing the token issued by this process
+        await _until(scores, "the scorer to score")
         assert (await remote.get("/health")).json() == {"status": "ok"}
         scored = await remote.post("/v1/score/fraud?environment=staging", json=row, headers=headers)
         assert scored.status_code == 200, scored.text
@@ -107,8 +96,7 @@ async def test_the_scorer_command_serves_and_follows_deployments(
         await _until(switched, "the switch to version 2", seconds=20)
         assert "model_ledger_prediction_log_rows_total" in (await remote.get("/metrics")).text
 
-    process.send_signal(signal.SIGINT)
-    assert await asyncio.to_thread(process.wait, 30) == 0
+    assert await asyncio.to_thread(process.stop, 30) == 0
     loaded = [
         (r.event.version, r.event.library_sha256)
         for r in await resources.store.read_stream("scorer-cmd-test")

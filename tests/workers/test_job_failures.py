@@ -4,10 +4,8 @@ is requested. Real processes, real Redis servers, real PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -17,7 +15,6 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-import redis
 from arq.connections import ArqRedis
 from litestar import Litestar
 from redis.asyncio import ConnectionPool
@@ -30,9 +27,9 @@ from app.settings import Settings
 from domain.events import EventMeta
 from domain.tokens import IssueToken
 from tests.conftest import TokenFactory, running
+from tests.faults.harness import Redis, scratch
 from tests.http.governance_helpers import create_model, register_version
 from tests.workers.jobs_helpers import job_status, run_worker, stream_types, wait_for
-from tests.workers.private_redis import redis_server
 
 pytestmark = pytest.mark.processes
 
@@ -44,13 +41,6 @@ KILLED_WORKER_TIMEOUT = 4
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return msgspec.structs.replace(settings, dispatch_jobs=True, job_timeout_seconds=120.0)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _worker_process(settings: Settings) -> subprocess.Popen[bytes]:
@@ -107,29 +97,22 @@ async def test_a_worker_killed_mid_job_leaves_it_to_another_that_records_it_once
 
 
 @pytest.fixture
-def redis_port(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """A port where a Redis of this test's own will run (not yet started)."""
-    port = _free_port()
-    yield port, tmp_path
-    with contextlib.suppress(RedisError, OSError):  # stop it if the test started it
-        redis.Redis(port=port, socket_timeout=5).shutdown(nosave=True)
-
-
-def _start_redis(port: int, folder: Path) -> None:
-    options = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    options += ["--daemonize", "yes", "--dir", str(folder)]
-    subprocess.run([redis_server(), *options], check=True, capture_output=True)
+def own_redis() -> Iterator[Redis]:
+    """A Redis of this test's own on a unix socket (not yet started)."""
+    with scratch() as folder:
+        server = Redis(folder)
+        try:
+            yield server
+        finally:
+            server.kill()  # if the test started it
 
 
 @pytest.fixture
-async def offline(
-    settings: Settings, redis_port: tuple[int, Path]
-) -> AsyncIterator[tuple[Settings, Litestar]]:
+async def offline(settings: Settings, own_redis: Redis) -> AsyncIterator[tuple[Settings, Litestar]]:
     """An app whose Redis is down (nothing listens on its port yet)."""
-    port, _ = redis_port
     moved = msgspec.structs.replace(
         settings,
-        redis_url=f"redis://127.0.0.1:{port}/0",
+        redis_url=own_redis.url,
         queue_name=f"model-ledger-test:{uuid.uuid4().hex[:12]}",
     )
     async with running(create_app(moved)) as app:
@@ -137,7 +120,7 @@ async def offline(
 
 
 async def test_a_job_requested_while_redis_is_down_runs_once_it_is_back(
-    offline: tuple[Settings, Litestar], redis_port: tuple[int, Path]
+    offline: tuple[Settings, Litestar], own_redis: Redis
 ) -> None:
     settings, app = offline
     resources: Resources = app.state.resources
@@ -158,7 +141,7 @@ async def test_a_job_requested_while_redis_is_down_runs_once_it_is_back(
         with pytest.raises((RedisError, OSError)):
             await resources.dispatcher.relay()
 
-        await asyncio.to_thread(_start_redis, *redis_port)
+        await asyncio.to_thread(own_redis.start)
         queue = ArqRedis(connection_pool=ConnectionPool.from_url(str(settings.redis_url)))
         try:
 
