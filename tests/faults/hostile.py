@@ -31,6 +31,8 @@ class HostileOutcome:
     slowest_health_seconds: float
     memory_growth_mb: float
     answers_after: bool
+    # tracebacks the server logged (an error no answer showed, e.g. after a client hung up)
+    server_tracebacks: int
     slowest: tuple[str, float] = field(default=("", 0.0))
 
 
@@ -135,5 +137,6 @@ async def hostile_bodies(stack: Stack) -> HostileOutcome:
         slowest_health_seconds=max(latencies),
         memory_growth_mb=growth,
         answers_after=await _answers_a_write(url, headers),
+        server_tracebacks=api.text().count("Traceback"),
         slowest=(slowest[0], slowest[2]),
     )
