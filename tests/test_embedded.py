@@ -29,6 +29,7 @@ from app.settings import Settings
 from app.store.migrate import migrate
 from app.store.roles import APP_ROLE, OWNER_ROLE, ensure_roles, inspect_role
 from domain.events import EventMeta, TokenRevoked
+from tests.store.test_checkpoint_migration import sign_the_old_way
 
 pytestmark = pytest.mark.processes
 
@@ -326,7 +327,8 @@ async def _as_an_earlier_version_left_it(home: Path) -> None:
                     meta=EventMeta(actor="old", role="admin"),
                     expected_version=None,
                 )
-            await resources.checkpointer.sign_head()
+            # as the signer of that version did: the chained signer needs migration 0007
+            await sign_the_old_way(resources.pool, resources.signing_key)
 
 
 def _cli(home: Path, *args: str) -> str:
@@ -335,7 +337,7 @@ def _cli(home: Path, *args: str) -> str:
         main, list(args), env=env | {"MODEL_LEDGER_HOME": str(home)}, catch_exceptions=False
     )
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout  # warnings and the head to pin go to stderr
 
 
 async def test_a_home_of_an_earlier_version_upgrades_to_least_privilege(home: Path) -> None:
