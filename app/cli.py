@@ -329,7 +329,6 @@ def verify(
     The report goes to stdout as JSON; the head to pin (POSITION:HASH), warnings and what
     could not be checked go to stderr.
     """
-    from app.commands import verify_database  # noqa: PLC0415
     from app.services.audit import Head  # noqa: PLC0415
     from app.services.export import verify_file  # noqa: PLC0415
 
@@ -339,6 +338,9 @@ def verify(
             raise click.UsageError("--witness applies to the database, not to a FILE")
         report = verify_file(file, public_key, expect_head=expect_head)
     else:
+        # only the database needs the server's resources (half the command's start-up)
+        from app.commands import verify_database  # noqa: PLC0415
+
         if public_key is not None:
             raise click.UsageError("--public-key applies to a FILE")
         with stores(Settings.from_env()) as running:

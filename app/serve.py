@@ -17,6 +17,7 @@ import uvicorn
 from litestar.types import ASGIApp as ASGIApplication
 
 from app.commands import ensure_admin_token
+from app.http_protocol import BoundedHeadProtocol
 from app.main import create_app
 from app.settings import Settings
 
@@ -29,13 +30,14 @@ def configure_logging(settings: Settings) -> None:
 
 
 def uvicorn_server(app: ASGIApplication, settings: Settings, port: int) -> uvicorn.Server:
-    """uvicorn as every server process runs it (uvloop, httptools: chosen by measurement)."""
+    """uvicorn as every server process runs it (uvloop, httptools: chosen by measurement;
+    request heads bounded)."""
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=BoundedHeadProtocol,
         log_level=settings.log_level,
         access_log=False,
         lifespan="on",

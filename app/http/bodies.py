@@ -14,6 +14,8 @@ import msgspec
 from litestar import Request
 from litestar.exceptions import ClientException
 
+from domain.errors import InvalidInput
+
 _T = TypeVar("_T")
 
 # far beyond any body of this API (a few levels), far below where msgspec gives up (~1,000
@@ -73,9 +75,37 @@ def decode_any_json(body: bytes, what: str = "the body") -> Any:
     return value
 
 
+def _holds_nul(value: object) -> bool:
+    """True when a string (key or value) anywhere in the decoded `value` holds a NUL."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+def refuse_nul_json(body: bytes, value: object) -> None:
+    """422 when the decoded `value` of `body` holds a NUL: PostgreSQL text cannot, so an
+    event recorded with one could never be projected."""
+    # JSON spells a NUL in a string only this way (a raw one is malformed): most bodies
+    # never walk the value
+    if b"\\u0000" in body and _holds_nul(value):
+        raise InvalidInput("NUL characters (\\u0000) are not accepted in requests")
+
+
 class BodyRequest(Request[Any, Any, Any]):
     """The application's request: its JSON body (the routes' `data`) is parsed as Litestar
-    parses it, with the failures above answered 400 and the depth bounded."""
+    parses it, with the failures above answered 400, the depth bounded and NUL refused.
+
+    Litestar parses the body as JSON whatever its content type says (text/plain, none,
+    `Application/JSON`): these checks are made here, where it is parsed, not by type."""
 
     async def json(self) -> Any:
         """The decoded JSON body."""
@@ -85,5 +115,7 @@ class BodyRequest(Request[Any, Any, Any]):
             raise _not_utf8(error, "the body") from error
         except RecursionError as error:
             raise _too_deep("the body") from error
-        refuse_deep_json(await self.body(), value)
+        body = await self.body()
+        refuse_deep_json(body, value)
+        refuse_nul_json(body, value)
         return value

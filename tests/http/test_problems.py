@@ -362,3 +362,27 @@ async def test_invalid_utf8_and_nul_in_paths_and_query_strings_are_no_server_err
         assert answer.status_code < 500, (url, answer.text)
         if answer.status_code >= 400:
             documented_problem(answer, "GET", template, answer.status_code)
+
+
+async def test_a_nul_is_refused_whatever_content_type_the_body_claims(
+    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
+) -> None:
+    # Litestar parses a JSON route's body whatever its content type: the guard keyed on
+    # "json" in the header let these through, and a NUL recorded fails its projections
+    ci = await auth("ci")
+    assert (await create_model(client, ci, "m")).status_code == 201
+    head = await resources.store.head()
+    body = b'{"name":"n","risk_tier":"low","tags":["a\\u0000b"]}'
+    for content_type in ("text/plain", None, "Application/JSON", "application/x-json"):
+        headers = {**ci, **({"content-type": content_type} if content_type else {})}
+        answer = await client.post("/v1/models", content=body, headers=headers)
+        assert "NUL" in documented_problem(answer, "POST", "/v1/models", 422)["detail"]
+        patch = await client.patch("/v1/models/m", content=b'{"owner":"\\u0000"}', headers=headers)
+        documented_problem(patch, "PATCH", "/v1/models/{name}", 422)
+    assert await resources.store.head() == head
+    # a backslash followed by "u0000" is no NUL: accepted
+    text = b'{"name":"n","risk_tier":"low","description":"a\\\\u0000b"}'
+    answer = await client.post(
+        "/v1/models", content=text, headers={**ci, "content-type": "text/plain"}
+    )
+    assert answer.status_code == 201 and answer.json()["description"] == "a\\u0000b"

@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import random
+import zipfile
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
@@ -257,6 +258,33 @@ def test_sklearn_skops_models(tmp_path: Path) -> None:
     pickled.write_bytes(pickle.dumps(forest))
     reject(pickled, "sklearn-skops", "not a skops archive")
     reject(pickled, "onnx", "unknown model format")
+
+
+def test_a_zip_bomb_is_refused_before_it_is_unpacked(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.skops"
+    with (
+        zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive,
+        archive.open("schema.json", "w") as entry,
+    ):
+        for _ in range(64):
+            entry.write(bytes(1 << 20))
+    assert bomb.stat().st_size < 1 << 20  # 64 MB of schema in under one
+    reject(bomb, "sklearn-skops", "zip bomb")
+
+    # a real model's archive, deflated (skops stores it uncompressed), is no bomb
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(200, 4))
+    forest = RandomForestClassifier(n_estimators=20, random_state=0).fit(x, x[:, 0] > 0)
+    stored = dump_skops(tmp_path, "forest", forest)
+    deflated = tmp_path / "deflated.skops"
+    with (
+        zipfile.ZipFile(stored) as source,
+        zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as out,
+    ):
+        for info in source.infolist():
+            out.writestr(info.filename, source.read(info))
+    assert deflated.stat().st_size < stored.stat().st_size
+    assert inspect_model(deflated, "sklearn-skops").num_trees == 20
 
 
 # --- datasets ------------------------------------------------------------------------------------
