@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common
-from tests.faults import scenarios
+from tests.faults import bundles, hostile, integrity, revocation, scenarios
 from tests.faults.stack import Stack, private_stack
 
 
@@ -50,8 +50,61 @@ def _kill9(outcome: scenarios.LoadOutcome) -> tuple[str, bool]:
     return text, held
 
 
+async def _tampering(stack: Stack) -> integrity.TamperOutcome:
+    pin = await integrity.written_and_signed(stack)
+    return await integrity.tampering_by_a_superuser(stack, pin)
+
+
+def _tampered(outcome: integrity.TamperOutcome) -> tuple[str, bool]:
+    held = outcome.detected == outcome.located == outcome.tried
+    held = held and outcome.passed_honestly == outcome.must_pass
+    text = (
+        f"{outcome.detected} of {outcome.tried} detectable cases detected, {outcome.located} "
+        f"at the right position ({outcome.cases} tamperings of a {outcome.events}-event log); "
+        f"{outcome.passed_honestly} of {outcome.must_pass} undetectable or clean copies pass "
+        "and say what they left unchecked"
+    )
+    return text, held
+
+
+def _bundles(outcome: bundles.BundleOutcome) -> tuple[str, bool]:
+    held = outcome.tried == outcome.ours_detected == outcome.theirs_detected
+    held = held and outcome.good == outcome.ours_accepted == outcome.theirs_accepted
+    text = (
+        f"{outcome.tried} damaged bundles: ours refused {outcome.ours_detected}, the "
+        f"independent verifier {outcome.theirs_detected}; {outcome.good} whole bundles "
+        f"accepted by both: {_yes(outcome.good == outcome.ours_accepted)}"
+    )
+    return text, held
+
+
+def _hostile(outcome: hostile.HostileOutcome) -> tuple[str, bool]:
+    errors = sum(n for status, n in outcome.statuses.items() if status.startswith("5"))
+    held = errors == 0 and outcome.appended == 0 and outcome.answers_after
+    text = (
+        f"{outcome.sent} hostile requests: {errors} 5xx, {outcome.appended} events appended, "
+        f"slowest /health meanwhile {outcome.slowest_health_seconds * 1000:.0f} ms, memory "
+        f"+{outcome.memory_growth_mb:.0f} MB"
+    )
+    return text, held
+
+
+def _revocation(outcome: revocation.RevocationOutcome) -> tuple[str, bool]:
+    text = (
+        f"revoked token refused by a scorer process after p50 "
+        f"{outcome.revoked_p50 * 1000:.0f} ms, max {outcome.revoked_max * 1000:.0f} ms "
+        f"({outcome.trials} trials); a new token admitted within "
+        f"{outcome.issued_max * 1000:.0f} ms"
+    )
+    return text, outcome.revoked_max < 1.0
+
+
 SCENARIOS: list[tuple[str, Callable[[Stack], Awaitable[Any]], Describe]] = [
     ("kill -9 of the API x2 under 8 writers", scenarios.kill9_api_under_load, _kill9),
+    ("a superuser tampers with a signed log", _tampering, _tampered),
+    ("export bundles truncated, edited, reordered", bundles.damaged_bundles, _bundles),
+    ("hostile requests to a real server", hostile.hostile_bodies, _hostile),
+    ("token revoked on the API, used on a scorer", revocation.revocation_window, _revocation),
 ]
 
 
