@@ -83,6 +83,13 @@ class LogReader:
         """(job id, worker) of every attempt started, in log order."""
         return [(row["job_id"], row["worker"]) for row in await self._conn.fetch(_STARTED)]
 
+    async def requeued(self) -> int:
+        """How many times the sweeper handed a job to the queue again."""
+        count: int = await self._conn.fetchval(
+            "SELECT count(*) FROM events WHERE type = 'job.requeued'"
+        )
+        return count
+
     async def first_started(self, seconds: float) -> tuple[str, str]:
         deadline = time.monotonic() + seconds
         while not (started := await self.started()):
