@@ -24,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.outages import report_failure
 from app.settings import Settings
 from app.store.events import EventStore
 from app.store.projector import lock_checkpoint
@@ -155,7 +156,7 @@ class Dispatcher:
                 away = True
                 timeout = backoff
                 backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
-            except Exception:
-                _log.exception("job dispatch failed")
+            except Exception as error:  # the database away, or a bug
+                report_failure(_log, "job dispatch", error)
                 timeout = 5.0
             await wait(timeout)
