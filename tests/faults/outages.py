@@ -19,6 +19,7 @@ from typing import Literal
 import httpx
 
 from tests.faults import jobs
+from tests.faults.harness import Process
 from tests.faults.load import PatientWrites, log_facts
 from tests.faults.stack import Stack
 
@@ -46,6 +47,8 @@ class RedisOutageOutcome:
     # from Redis answering again to every job terminal
     seconds_to_terminal: float
     views_agree: bool
+    # by the API and the worker
+    errors_logged: int
     statuses: Counter[int] = field(default_factory=Counter)
 
 
@@ -71,7 +74,15 @@ class DatabaseOutageOutcome:
     ready_after: int
     # the API process that started is the one still answering
     same_api_process: bool
+    errors_logged: int
     statuses: Counter[int] = field(default_factory=Counter)
+
+
+def errors_logged(*processes: Process) -> int:
+    """Lines logged at ERROR or above: a bug's traceback (an outage is a one-line warning)."""
+    return sum(
+        1 for p in processes for line in list(p.output) if line.startswith(("ERROR", "CRITICAL"))
+    )
 
 
 async def until(condition: Callable[[], bool], what: str, seconds: float = _PATIENCE) -> None:
@@ -127,7 +138,7 @@ async def redis_restarted_empty_under_load(
     and compile jobs are requested; one API (which relays and sweeps) and one worker."""
     api = stack.start("serve", "--no-worker", "--port", "0", **jobs.JOB_ENV)
     url = api.listening()
-    stack.start("worker", **jobs.JOB_ENV)
+    worker = stack.start("worker", **jobs.JOB_ENV)
     writes = PatientWrites("r")
     async with (
         httpx.AsyncClient(base_url=url, headers=stack.admin_headers(), timeout=30) as client,
@@ -179,6 +190,7 @@ async def redis_restarted_empty_under_load(
         jobs_requeued=requeued,
         seconds_to_terminal=round(took, 1),
         views_agree=jobs.agree(outcomes, found),
+        errors_logged=errors_logged(api, worker),
         statuses=statuses,
     )
 
@@ -245,5 +257,6 @@ async def database_restarted_under_load(
         ready_during=ready_during,
         ready_after=ready_after,
         same_api_process=api.popen.poll() is None and api.pid == pid,
+        errors_logged=errors_logged(api),
         statuses=writes.statuses,
     )
