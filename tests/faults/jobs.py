@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import httpx
 
+from tests.faults.harness import Process
 from tests.faults.stack import Stack
 from tests.http.governance_helpers import create_model, register_version
 
@@ -40,6 +41,12 @@ _STARTED = (
     "SELECT data->>'job_id' AS job_id, data->>'worker' AS worker FROM events "
     "WHERE type = 'job.started' ORDER BY position"
 )
+# attempts started by a worker that no event of the same attempt ended
+_CUT_SHORT = (
+    "SELECT count(*) FROM events s WHERE s.type = 'job.started' AND s.data->>'worker' = $1 "
+    "AND NOT EXISTS (SELECT 1 FROM events e WHERE e.type IN ('job.succeeded', 'job.failed') "
+    "AND e.data->>'job_id' = s.data->>'job_id' AND e.data->>'attempt' = s.data->>'attempt')"
+)
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,7 @@ class JobsOutcome:
     # jobs with more than one outcome (the contract is exactly one)
     duplicated: int
     never_finished: int
-    # jobs the killed worker had started and not finished when it died
+    # attempts the killed worker had started and not finished when it died
     interrupted: int
     # jobs that took more than one attempt
     rerun: int
@@ -63,7 +70,16 @@ class JobsOutcome:
     seconds_to_terminal: float
     # the API's job views say what the log says
     views_agree: bool
+    # by the API and the workers that lived
+    errors_logged: int
     statuses: Counter[int] = field(default_factory=Counter)
+
+
+def errors_logged(*processes: Process) -> int:
+    """Lines logged at ERROR or above: a bug's traceback (an outage is a one-line warning)."""
+    return sum(
+        1 for p in processes for line in list(p.output) if line.startswith(("ERROR", "CRITICAL"))
+    )
 
 
 class LogReader:
@@ -97,10 +113,10 @@ class LogReader:
             await asyncio.sleep(0.05)
         return started[0]
 
-    async def unfinished_by(self, worker: str) -> set[str]:
-        """Jobs `worker` started an attempt of that have no outcome."""
-        done = await self.outcomes()
-        return {job for job, by in await self.started() if by == worker and job not in done}
+    async def cut_short(self, worker: str) -> int:
+        """Attempts `worker` started that nothing ended (it died running them)."""
+        count: int = await self._conn.fetchval(_CUT_SHORT, worker)
+        return count
 
     async def until_terminal(self, job_ids: list[str], seconds: float) -> bool:
         """Wait until every job has an outcome; False if some still have none at the deadline."""
@@ -187,10 +203,10 @@ async def jobs_under_worker_kill9(stack: Stack, jobs: int = 8, seconds: float = 
         victim = next(w for w in workers if worker.rsplit(":", 1)[-1] == str(w.pid))
         await asyncio.to_thread(victim.kill9)
         killed_at = time.monotonic()
-        interrupted = await log.unfinished_by(worker)  # it appends nothing more
-        stack.start("worker", **JOB_ENV)
+        replacement = stack.start("worker", **JOB_ENV)
         await log.until_terminal(job_ids, seconds)
         took = time.monotonic() - killed_at
+        interrupted = await log.cut_short(worker)
         outcomes = await log.outcomes()
         attempts = Counter(job for job, _ in await log.started())
         found = await settled_views(client, job_ids, statuses)
@@ -202,9 +218,10 @@ async def jobs_under_worker_kill9(stack: Stack, jobs: int = 8, seconds: float = 
         succeeded=sum(1 for end in ends if end == ["job.succeeded"]),
         duplicated=sum(1 for end in ends if len(end) > 1),
         never_finished=sum(1 for end in ends if not end),
-        interrupted=len(interrupted),
+        interrupted=interrupted,
         rerun=sum(1 for job in job_ids if attempts[job] > 1),
         seconds_to_terminal=round(took, 1),
         views_agree=agree(outcomes, found),
+        errors_logged=errors_logged(api, *(w for w in workers if w is not victim), replacement),
         statuses=statuses,
     )

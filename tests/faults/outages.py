@@ -19,7 +19,6 @@ from typing import Literal
 import httpx
 
 from tests.faults import jobs
-from tests.faults.harness import Process
 from tests.faults.load import PatientWrites, log_facts
 from tests.faults.stack import Stack
 
@@ -76,13 +75,6 @@ class DatabaseOutageOutcome:
     same_api_process: bool
     errors_logged: int
     statuses: Counter[int] = field(default_factory=Counter)
-
-
-def errors_logged(*processes: Process) -> int:
-    """Lines logged at ERROR or above: a bug's traceback (an outage is a one-line warning)."""
-    return sum(
-        1 for p in processes for line in list(p.output) if line.startswith(("ERROR", "CRITICAL"))
-    )
 
 
 async def until(condition: Callable[[], bool], what: str, seconds: float = _PATIENCE) -> None:
@@ -190,7 +182,7 @@ async def redis_restarted_empty_under_load(
         jobs_requeued=requeued,
         seconds_to_terminal=round(took, 1),
         views_agree=jobs.agree(outcomes, found),
-        errors_logged=errors_logged(api, worker),
+        errors_logged=jobs.errors_logged(api, worker),
         statuses=statuses,
     )
 
@@ -257,6 +249,6 @@ async def database_restarted_under_load(
         ready_during=ready_during,
         ready_after=ready_after,
         same_api_process=api.popen.poll() is None and api.pid == pid,
-        errors_logged=errors_logged(api),
+        errors_logged=jobs.errors_logged(api),
         statuses=writes.statuses,
     )

@@ -20,4 +20,5 @@ async def test_every_job_ends_exactly_once_when_a_worker_is_killed_mid_job(stack
     assert outcome.duplicated == 0
     assert outcome.terminal == outcome.requested
     assert outcome.views_agree
+    assert outcome.errors_logged == 0
     assert 500 not in outcome.statuses, outcome.statuses
