@@ -179,10 +179,24 @@ async def settled_views(
     return found
 
 
+async def final_views(
+    client: httpx.AsyncClient, job_ids: list[str], statuses: Counter[int], *, finished: bool
+) -> dict[str, str | None]:
+    """The job views, waited for when every job finished in the log."""
+    if finished:
+        return await settled_views(client, job_ids, statuses)
+    return await views(client, job_ids, statuses)
+
+
 def agree(outcomes: dict[str, list[str]], found: dict[str, str | None]) -> bool:
-    """True when every view says the job's outcome in the log."""
+    """True when every view says the job's outcome in the log (or that it has none)."""
     named = {"job.succeeded": "succeeded", "job.failed": "failed"}
-    return all(found[job] == named[outcomes[job][0]] for job in found)
+
+    def says(job: str) -> bool:
+        ends = outcomes.get(job)
+        return found[job] == named[ends[0]] if ends else found[job] not in TERMINAL
+
+    return all(says(job) for job in found)
 
 
 async def jobs_under_worker_kill9(stack: Stack, jobs: int = 8, seconds: float = 90) -> JobsOutcome:
@@ -204,12 +218,12 @@ async def jobs_under_worker_kill9(stack: Stack, jobs: int = 8, seconds: float = 
         await asyncio.to_thread(victim.kill9)
         killed_at = time.monotonic()
         replacement = stack.start("worker", **JOB_ENV)
-        await log.until_terminal(job_ids, seconds)
+        finished = await log.until_terminal(job_ids, seconds)
         took = time.monotonic() - killed_at
         interrupted = await log.cut_short(worker)
         outcomes = await log.outcomes()
         attempts = Counter(job for job, _ in await log.started())
-        found = await settled_views(client, job_ids, statuses)
+        found = await final_views(client, job_ids, statuses, finished=finished)
     ends = [outcomes.get(job, []) for job in job_ids]
     return JobsOutcome(
         requested=jobs + 1,

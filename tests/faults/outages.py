@@ -43,7 +43,7 @@ class RedisOutageOutcome:
     jobs_never_finished: int
     # requeued by the sweeper (a queue entry Redis lost)
     jobs_requeued: int
-    # from Redis answering again to every job terminal
+    # from Redis answering again to every job terminal (3 requested after it included)
     seconds_to_terminal: float
     views_agree: bool
     # by the API and the worker
@@ -114,6 +114,18 @@ class JobRequests:
             await asyncio.sleep(0.1)  # pacing: a CI pipeline, not a flood
 
 
+@contextlib.asynccontextmanager
+async def requesting(client: httpx.AsyncClient) -> AsyncIterator[JobRequests]:
+    """Compile requests run for the duration of the block."""
+    requests, stop = JobRequests(client), asyncio.Event()
+    task = asyncio.create_task(requests.run(stop))
+    try:
+        yield requests
+    finally:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def _log_checks(
     stack: Stack, client: httpx.AsyncClient, acknowledged: list[str]
 ) -> tuple[int, bool, bool]:
@@ -138,9 +150,7 @@ async def redis_restarted_empty_under_load(
     ):
         first = await jobs.registered_model(client)
         assert await log.until_terminal([first], _PATIENCE), "the first compile never ended"
-        requests, stop = JobRequests(client), asyncio.Event()
-        requesting = asyncio.create_task(requests.run(stop))
-        async with writing(url, stack.admin_headers(), writes):
+        async with requesting(client) as requests, writing(url, stack.admin_headers(), writes):
             await until(lambda: len(writes.acknowledged) >= writes_between, "writes")
             await until(lambda: len(requests.job_ids) >= 3, "job requests")
             await asyncio.to_thread(stack.redis.kill)
@@ -156,15 +166,13 @@ async def redis_restarted_empty_under_load(
             down_jobs = requests.sent - jobs_before
             jobs_after = requests.sent
             await until(lambda: requests.sent >= jobs_after + 3, "job requests")
-        stop.set()
-        await requesting
         job_ids = [first, *requests.job_ids]
-        await log.until_terminal(job_ids, _PATIENCE)
+        finished = await log.until_terminal(job_ids, _PATIENCE)
         took = time.monotonic() - answered_at
         outcomes = await log.outcomes()
         requeued = await log.requeued()
         statuses = writes.statuses + requests.statuses
-        found = await jobs.settled_views(client, job_ids, statuses)
+        found = await jobs.final_views(client, job_ids, statuses, finished=finished)
         lost, gap_free, chain_ok = await _log_checks(stack, client, writes.acknowledged)
     ends = [outcomes.get(job, []) for job in job_ids]
     return RedisOutageOutcome(
