@@ -74,7 +74,13 @@ class DatabaseOutageOutcome:
     # the API process that started is the one still answering
     same_api_process: bool
     errors_logged: int
+    # warnings naming Redis, which never went away: an outage blamed on the wrong store
+    redis_blamed: int
     statuses: Counter[int] = field(default_factory=Counter)
+
+
+def _warns(line: str) -> bool:
+    return line.startswith(("WARNING", "ERROR", "CRITICAL"))
 
 
 async def until(condition: Callable[[], bool], what: str, seconds: float = _PATIENCE) -> None:
@@ -258,5 +264,6 @@ async def database_restarted_under_load(
         ready_after=ready_after,
         same_api_process=api.popen.poll() is None and api.pid == pid,
         errors_logged=jobs.errors_logged(api),
+        redis_blamed=sum(1 for line in list(api.output) if _warns(line) and "Redis" in line),
         statuses=writes.statuses,
     )

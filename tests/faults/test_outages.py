@@ -49,3 +49,4 @@ async def test_postgres_restarted_mid_load_is_a_503_then_the_same_api_writes_aga
     assert outcome.chain_ok
     assert outcome.same_api_process
     assert outcome.errors_logged == 0  # an outage is a warning, not a bug's traceback
+    assert outcome.redis_blamed == 0
