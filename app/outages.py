@@ -46,6 +46,15 @@ REDIS_OUTAGES: tuple[type[Exception], ...] = (
 UNNAMED_OUTAGES: tuple[type[Exception], ...] = (ConnectionError, TimeoutError)
 OUTAGES = (*DATABASE_OUTAGES, *REDIS_OUTAGES, *UNNAMED_OUTAGES)
 
+# asyncpg's words for a connection the server closed or tore, when no connection error comes
+# with them: a transaction's exit (or the next query) on a connection whose end was read
+# ("... the underlying connection is closed"), or a query on one that read the server's
+# unrequested FATAL (shutdown, terminate) but not yet its end (MagicStack/asyncpg#1069)
+_LOST_CONNECTION: tuple[tuple[type[Exception], str], ...] = (
+    (pg.InterfaceError, "connection is closed"),
+    (pg.InternalClientError, "another operation"),
+    (pg.InternalClientError, "protocol is in an unexpected state"),
+)
 # errors of those families that mean a misconfiguration, which waiting will not cure
 _NOT_OUTAGES: tuple[type[Exception], ...] = (redis_errors.AuthenticationError, ssl.SSLError)
 # links of an exception's chain (cause, context) looked at
@@ -57,13 +66,17 @@ def _named(error: BaseException) -> str | None:
         return None
     if isinstance(error, StoreUnavailable):
         return error.store
-    if isinstance(error, DATABASE_OUTAGES):
+    if isinstance(error, DATABASE_OUTAGES) or _lost_connection(error):
         return DATABASE
     if isinstance(error, REDIS_OUTAGES):
         return REDIS
     if isinstance(error, UNNAMED_OUTAGES):
         return SOME_STORE
     return None
+
+
+def _lost_connection(error: BaseException) -> bool:
+    return any(isinstance(error, kind) and words in str(error) for kind, words in _LOST_CONNECTION)
 
 
 def unavailable_store(error: BaseException) -> str | None:

@@ -25,6 +25,7 @@ import asyncpg
 import numpy as np
 import numpy.typing as npt
 
+from app.outages import report_failure
 from app.scoring.announce import Announcer, served_keys
 from app.scoring.explain import ArtifactRefused, Explanations
 from app.scoring.features import FeatureSchema, FeatureValue
@@ -189,8 +190,8 @@ class Scorer:
             await subscription.wait(self.config.poll_seconds)
             try:
                 await self.refresh()
-            except Exception:
-                _log.exception("scorer refresh failed; the current routes stay")
+            except Exception as error:  # the current routes stay
+                report_failure(_log, "scorer refresh", error)
 
     async def refresh(self) -> None:
         """Catch up with the log; rebuild and swap the routes of models that changed."""

@@ -24,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.outages import DATABASE, REDIS, report_failure, unavailable_store
 from app.settings import Settings
 from app.store.events import EventStore
 from app.store.projector import lock_checkpoint
@@ -141,21 +142,22 @@ class Dispatcher:
     async def run(self, wait: Callable[[float], Awaitable[None]]) -> None:
         """Relay each time `wait(seconds)` returns (the log grew); back off while Redis is down."""
         backoff = 0.25
-        away = False
+        away: str | None = None
         while True:
             try:
                 await self.relay()
                 if away:
-                    _log.warning("job dispatch resumed: Redis answers again")
-                backoff, away = 0.25, False
+                    _log.warning("job dispatch resumed: %s answers again", away)
+                backoff, away = 0.25, None
                 timeout = 5.0
             except (RedisError, OSError) as error:
                 if not away:
-                    _log.warning("job dispatch waits for Redis (%s)", error)
-                away = True
+                    # a database that cannot be connected to raises an OSError too
+                    away = DATABASE if unavailable_store(error) == DATABASE else REDIS
+                    _log.warning("job dispatch waits for %s (%s)", away, error)
                 timeout = backoff
                 backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
-            except Exception:
-                _log.exception("job dispatch failed")
+            except Exception as error:  # the database away, or a bug
+                report_failure(_log, "job dispatch", error)
                 timeout = 5.0
             await wait(timeout)

@@ -6,6 +6,9 @@ append; it waits for the views to include it (read-your-writes) before returning
 
 from __future__ import annotations
 
+import asyncio
+import random
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -23,7 +26,14 @@ from domain.model import evolve
 from domain.policy import DEFAULT_POLICIES, GateResult, Policy
 from domain.state import ModelState
 
-_RETRIES = 3
+# A conflict means another append to the stream landed: deciding again on the fresh state is
+# the right answer, and one of each round of concurrent commands wins, so N commands sent at
+# once on one model need up to N rounds. Retrying stops only past this long (or at once for
+# commands that must not be re-decided: a rollback, an If-Match).
+_CONFLICT_PATIENCE_SECONDS = 10.0
+# concurrent appends share one group commit: a random pause lets the losers of a round reach
+# different batches instead of colliding again together
+_CONFLICT_PAUSE_SECONDS = 0.02
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -264,7 +274,8 @@ class Governance:
     ) -> Outcome:
         if idem is not None and (earlier := await self._store.replayed(idem)) is not None:
             return await self._finish(earlier)
-        for attempt in range(_RETRIES if retry else 1):
+        patience = time.monotonic() + (_CONFLICT_PATIENCE_SECONDS if retry else 0.0)
+        while True:
             state, version = await self.model(name)
             if expected_version is not None and expected_version != version:
                 raise ConcurrencyConflict(
@@ -295,11 +306,11 @@ class Governance:
                     event_ids=None if event_ids is None else event_ids(len(events)),
                 )
             except ConcurrencyConflict:
-                if attempt + 1 >= (_RETRIES if retry else 1):
+                if time.monotonic() >= patience:
                     raise
+                await asyncio.sleep(random.uniform(0.0, _CONFLICT_PAUSE_SECONDS))  # noqa: S311
                 continue
             return await self._finish(result)
-        raise AssertionError("unreachable")
 
     async def _finish(self, result: AppendResult) -> Outcome:
         await self._projector.catch_up_to(result.last_position)

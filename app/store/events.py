@@ -18,6 +18,7 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
+from app.outages import is_outage
 from app.store import codec
 from app.store.codec import RecordedEvent, StoredEvent
 from domain.errors import ConcurrencyConflict, IdempotencyKeyReused
@@ -250,8 +251,11 @@ class EventStore:
                     await self._pool.execute(
                         "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(position)
                     )
-                except (asyncpg.PostgresError, OSError):
-                    _log.warning("could not notify subscribers of position %d", position)
+                except Exception as error:  # a lost wake-up only delays subscribers: they poll
+                    if isinstance(error, asyncpg.PostgresError | OSError) or is_outage(error):
+                        _log.warning("could not notify subscribers of position %d", position)
+                    else:
+                        _log.exception("could not notify subscribers of position %d", position)
         finally:
             self._notifier = None
 

@@ -121,6 +121,20 @@ class Postgres:
             family = [pid, *children_of(pid)]
             kill_all(family)
             wait_until(lambda: not any(alive(p) for p in family), "PostgreSQL to die")
+            self._clear_locks()
+
+    def _clear_locks(self) -> None:
+        """Remove the lock files of a dead postmaster, as its reaping would make them stale.
+
+        Where nothing reaps orphans (PID 1 of some containers), the killed postmaster stays a
+        zombie: its pid still "exists", so PostgreSQL (and pgserver) would take the server for
+        running and never start again. Once its pid is gone a start overwrites these files.
+        """
+        for lock in [self.pgdata / "postmaster.pid", *self.pgdata.glob(".s.PGSQL.*.lock")]:
+            lock.unlink(missing_ok=True)
+        if self._socket_dir is not None:
+            for lock in self._socket_dir.glob(".s.PGSQL.*.lock"):
+                lock.unlink(missing_ok=True)
 
 
 class Redis:
