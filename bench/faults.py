@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common
-from tests.faults import bundles, hostile, integrity, revocation, scenarios
+from tests.faults import bundles, hostile, integrity, jobs, outages, revocation, scenarios
 from tests.faults.stack import Stack, private_stack
 
 
@@ -99,8 +99,62 @@ def _revocation(outcome: revocation.RevocationOutcome) -> tuple[str, bool]:
     return text, outcome.revoked_max < 1.0
 
 
+def _jobs(outcome: jobs.JobsOutcome) -> tuple[str, bool]:
+    held = outcome.terminal == outcome.accepted == outcome.requested
+    held = held and outcome.duplicated == 0 and outcome.never_finished == 0
+    text = (
+        f"{outcome.requested} jobs requested, {outcome.terminal} terminal, "
+        f"{outcome.duplicated} duplicated, {outcome.never_finished} never finished; "
+        f"{outcome.interrupted} attempts cut by the kill, {outcome.rerun} rerun; all terminal "
+        f"{outcome.seconds_to_terminal:.1f} s after the kill (arq's claim of the dead worker)"
+    )
+    return text, held
+
+
+def _redis(outcome: outages.RedisOutageOutcome) -> tuple[str, bool]:
+    held = outcome.lost == 0 and outcome.gap_free and outcome.chain_ok
+    held = held and outcome.jobs_duplicated == 0 and outcome.jobs_never_finished == 0
+    held = held and 500 not in outcome.statuses
+    text = (
+        f"{outcome.acknowledged} writes acknowledged ({outcome.acknowledged_while_down} while "
+        f"Redis was down), {outcome.lost} lost; {outcome.jobs_requested} jobs "
+        f"({outcome.jobs_requested_while_down} requested while down), "
+        f"{outcome.jobs_terminal} terminal, {outcome.jobs_duplicated} duplicated; all "
+        f"terminal {outcome.seconds_to_terminal:.1f} s after Redis answered"
+    )
+    return text, held
+
+
+def _database(outcome: outages.DatabaseOutageOutcome) -> tuple[str, bool]:
+    held = outcome.lost == 0 and outcome.errors == 0 and outcome.gap_free
+    held = held and outcome.chain_ok and outcome.same_api_process
+    text = (
+        f"{outcome.refused} writes answered 503, {outcome.errors} 500; first write "
+        f"{outcome.seconds_to_first_write:.2f} s and /ready 200 {outcome.seconds_to_ready:.2f} s "
+        f"after the start command; {outcome.acknowledged} acknowledged, {outcome.lost} lost; "
+        "same API process"
+    )
+    return text, held
+
+
+async def _postgres_stopped(stack: Stack) -> outages.DatabaseOutageOutcome:
+    return await outages.database_restarted_under_load(stack, "stop")
+
+
+async def _postgres_killed(stack: Stack) -> outages.DatabaseOutageOutcome:
+    return await outages.database_restarted_under_load(stack, "kill")
+
+
 SCENARIOS: list[tuple[str, Callable[[Stack], Awaitable[Any]], Describe]] = [
     ("kill -9 of the API x2 under 8 writers", scenarios.kill9_api_under_load, _kill9),
+    ("kill -9 of a worker, 9 compiles on one model", jobs.jobs_under_worker_kill9, _jobs),
+    (
+        "Redis kill -9, restarted empty, under load",
+        outages.redis_restarted_empty_under_load,
+        _redis,
+    ),
+    ("PostgreSQL stopped and restarted under load", _postgres_stopped, _database),
+    ("PostgreSQL kill -9 (crash) and restart under load", _postgres_killed, _database),
     ("a superuser tampers with a signed log", _tampering, _tampered),
     ("export bundles truncated, edited, reordered", bundles.damaged_bundles, _bundles),
     ("hostile requests to a real server", hostile.hostile_bodies, _hostile),
