@@ -197,7 +197,17 @@ def main() -> None:
     held = sum(r.held for r in rows)
     print(f"\n{held} of {len(rows)} promises held")
     if options.json:
-        options.json.write_text(json.dumps([asdict(r) for r in rows], indent=2, default=str))
+        plain = [_plain(asdict(r)) for r in rows]
+        options.json.write_text(json.dumps(plain, indent=2, default=str))
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: counters keyed by tuples get string keys."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 if __name__ == "__main__":
