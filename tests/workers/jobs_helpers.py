@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -51,3 +55,31 @@ async def wait_for(predicate: Any, seconds: float = 60.0, every: float = 0.1) ->
         if time.monotonic() > deadline:
             raise TimeoutError("condition not reached in time")
         await asyncio.sleep(every)
+
+
+CLI = str(Path(sys.executable).parent / "model-ledger")
+
+
+def process_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a `model-ledger` process on the test's stores and queue."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_LEDGER_")}
+    env.update(
+        MODEL_LEDGER_HOME=str(settings.home),
+        MODEL_LEDGER_DATABASE_URL=str(settings.database_url),
+        MODEL_LEDGER_REDIS_URL=str(settings.redis_url),
+        MODEL_LEDGER_QUEUE_NAME=settings.queue_name,
+        **extra,
+    )
+    return env
+
+
+def worker_process(settings: Settings, **extra: str) -> subprocess.Popen[bytes]:
+    """`model-ledger worker` in a session of its own, so a kill of the session takes its
+    process-pool children too."""
+    return subprocess.Popen(
+        [CLI, "worker"],
+        env=process_env(settings, **extra),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )

@@ -6,11 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import msgspec
@@ -29,11 +26,16 @@ from domain.tokens import IssueToken
 from tests.conftest import TokenFactory, running
 from tests.faults.harness import Redis, scratch
 from tests.http.governance_helpers import create_model, register_version
-from tests.workers.jobs_helpers import job_status, run_worker, stream_types, wait_for
+from tests.workers.jobs_helpers import (
+    job_status,
+    run_worker,
+    stream_types,
+    wait_for,
+    worker_process,
+)
 
 pytestmark = pytest.mark.processes
 
-CLI = str(Path(sys.executable).parent / "model-ledger")
 # the killed worker's own limit: arq keeps the job marked in progress for about this + 15 s
 KILLED_WORKER_TIMEOUT = 4
 
@@ -41,25 +43,6 @@ KILLED_WORKER_TIMEOUT = 4
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return msgspec.structs.replace(settings, dispatch_jobs=True, job_timeout_seconds=120.0)
-
-
-def _worker_process(settings: Settings) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_LEDGER_")}
-    env.update(
-        MODEL_LEDGER_HOME=str(settings.home),
-        MODEL_LEDGER_DATABASE_URL=str(settings.database_url),
-        MODEL_LEDGER_REDIS_URL=str(settings.redis_url),
-        MODEL_LEDGER_QUEUE_NAME=settings.queue_name,
-        MODEL_LEDGER_JOB_TIMEOUT_SECONDS=str(KILLED_WORKER_TIMEOUT),
-    )
-    # a session of its own, so the kill takes its process-pool children too
-    return subprocess.Popen(
-        [CLI, "worker"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
 
 
 async def test_a_worker_killed_mid_job_leaves_it_to_another_that_records_it_once(
@@ -71,7 +54,7 @@ async def test_a_worker_killed_mid_job_leaves_it_to_another_that_records_it_once
     job_id = created.json()["compile_job_id"]
     await resources.dispatcher.relay()
 
-    worker = _worker_process(settings)
+    worker = worker_process(settings, MODEL_LEDGER_JOB_TIMEOUT_SECONDS=str(KILLED_WORKER_TIMEOUT))
     try:
 
         async def started() -> bool:

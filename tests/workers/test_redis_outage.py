@@ -11,7 +11,6 @@ import collections
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -28,12 +27,11 @@ from domain import events as ev
 from domain.decide import model_stream
 from tests.conftest import TokenFactory
 from tests.http.governance_helpers import create_model, register_version
-from tests.workers.jobs_helpers import wait_for
+from tests.workers.jobs_helpers import CLI, process_env, wait_for
 from tests.workers.private_redis import PrivateRedis
 
 pytestmark = pytest.mark.processes
 
-CLI = str(Path(sys.executable).parent / "model-ledger")
 MODEL = "outage"
 # the far future: a job queued with this score waits in Redis and no worker takes it
 _NEVER = 4_000_000_000_000
@@ -64,12 +62,8 @@ class WorkerProcess:
     """`model-ledger worker`, or `model-ledger serve --worker`, on the test's stores."""
 
     def __init__(self, command: list[str], settings: Settings, log: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_LEDGER_")}
-        env.update(
-            MODEL_LEDGER_HOME=str(settings.home),
-            MODEL_LEDGER_DATABASE_URL=str(settings.database_url),
-            MODEL_LEDGER_REDIS_URL=str(settings.redis_url),
-            MODEL_LEDGER_QUEUE_NAME=settings.queue_name,
+        env = process_env(
+            settings,
             MODEL_LEDGER_JOB_TIMEOUT_SECONDS="120",
             MODEL_LEDGER_JOB_SWEEP_INTERVAL_SECONDS="0.5",
             MODEL_LEDGER_CHECKPOINT_INTERVAL_SECONDS="3600",

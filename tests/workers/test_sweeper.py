@@ -6,9 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import msgspec
@@ -19,7 +16,13 @@ from app.resources import Resources
 from app.services.sweeper import ACTOR
 from app.settings import Settings
 from tests.conftest import TokenFactory
-from tests.workers.jobs_helpers import job_status, run_worker, stream_types, wait_for
+from tests.workers.jobs_helpers import (
+    job_status,
+    run_worker,
+    stream_types,
+    wait_for,
+    worker_process,
+)
 from tests.workers.sweep_helpers import (
     compile_job,
     forget,
@@ -30,8 +33,6 @@ from tests.workers.sweep_helpers import (
 )
 
 pytestmark = pytest.mark.processes
-
-CLI = str(Path(sys.executable).parent / "model-ledger")
 
 
 @pytest.fixture
@@ -95,33 +96,15 @@ async def test_a_run_arq_gave_up_on_is_requeued_past_its_kept_result(
     assert await outcomes(resources, "cut-short") == 1
 
 
-def _worker_process(settings: Settings) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_LEDGER_")}
-    env.update(
-        MODEL_LEDGER_HOME=str(settings.home),
-        MODEL_LEDGER_DATABASE_URL=str(settings.database_url),
-        MODEL_LEDGER_REDIS_URL=str(settings.redis_url),
-        MODEL_LEDGER_QUEUE_NAME=settings.queue_name,
-        MODEL_LEDGER_JOB_TIMEOUT_SECONDS="120",
-        MODEL_LEDGER_DISPATCH_JOBS="false",
-    )
-    # a session of its own, so the kill takes its process-pool children too
-    return subprocess.Popen(
-        [CLI, "worker"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-
 async def test_a_job_left_running_by_a_killed_worker_and_forgotten_by_redis_runs_again(
     settings: Settings, client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
 ) -> None:
     ci = await auth("ci")
     job_id = await compile_job(client, ci, "orphan")
     await resources.dispatcher.relay()
-    worker = _worker_process(settings)
+    worker = worker_process(
+        settings, MODEL_LEDGER_JOB_TIMEOUT_SECONDS="120", MODEL_LEDGER_DISPATCH_JOBS="false"
+    )
     try:
 
         async def started() -> bool:
