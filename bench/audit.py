@@ -77,7 +77,7 @@ from app.store.events import EventStore
 from bench import common
 from bench.append import RAW_SCAN, READ_LIMIT, scan
 from domain import commands as cmd
-from domain import decide, deploy
+from domain import decide, handle
 from domain import events as ev
 from domain.decide import model_stream, policy_stream
 from domain.errors import DomainError
@@ -608,16 +608,17 @@ def _redecided(
     event, meta, at = recorded.event, recorded.meta, recorded.recorded_at
     tier = state.risk_tier if state is not None else "low"
     policy, policy_version = policies.of(tier)
-    expected: list[ev.Event] | None = None
+    facts = cmd.Facts(now=at, policy=policy, policy_version=policy_version)
+    command: cmd.Command | None = None
     match event:
         case ev.ModelRegistered():
-            expected = decide.register_model(cmd.RegisterModel(**_fields(event)), state)
+            command = cmd.RegisterModel(**_fields(event))
         case ev.ModelUpdated():
-            fields = _fields(event)
-            fields.pop("name")
-            expected = decide.update_model(event.name, cmd.UpdateModel(**fields), state)
+            command = cmd.UpdateModel(**_fields(event))
         case ev.VersionRegistered():
             command = cmd.RegisterVersion(
+                name=event.name,
+                compile_job_id="-",
                 artifact_sha256=event.artifact_sha256,
                 artifact_size=event.artifact_size,
                 format=event.format,
@@ -627,27 +628,22 @@ def _redecided(
                 lineage=event.lineage,
                 num_trees=event.num_trees,
             )
-            expected = decide.register_version(state, event.name, command, job_id="-")[:1]
         case ev.JobRequested() | ev.VersionCompiled() | ev.ComplianceChecked():
             # jobs and their results: only a version that exists can have them
             decide.require_version(decide.require_model(event.name, state), event.version or 0)
         case ev.VersionApproved() | ev.VersionRejected():
             if event.approver != meta.actor:
                 raise DomainError(f"{meta.actor} recorded a decision of {event.approver}")
-            decision = "approve" if isinstance(event, ev.VersionApproved) else "reject"
-            expected = decide.decide_approval(
-                state,
-                event.name,
-                event.version,
-                cmd.Decide(decision=decision, comment=event.comment),
+            command = cmd.DecideVersion(
+                name=event.name,
+                version=event.version,
                 approver=meta.actor,
-                policy=policy,
-                policy_version=policy_version,
-                now=at,
+                decision="approve" if isinstance(event, ev.VersionApproved) else "reject",
+                comment=event.comment,
             )
         case ev.ApprovalRevoked():
-            expected = decide.revoke_approval(
-                state, event.name, event.version, approver=meta.actor, reason=event.reason
+            command = cmd.RevokeDecision(
+                name=event.name, version=event.version, approver=meta.actor, reason=event.reason
             )
         case ev.DeploymentChanged(action="promotion"):
             change = cmd.Promote(
@@ -656,26 +652,26 @@ def _redecided(
                 strategy=event.strategy,
                 traffic_percent=event.traffic_percent,
             )
-            expected = deploy.promote(
-                state, event.name, [change], policy=policy, policy_version=0, now=at
-            )
+            command = cmd.ChangeDeployments(name=event.name, changes=[change])
         case ev.DeploymentChanged(action="rollback"):
-            back = cmd.Rollback(environment=event.environment, reason=event.reason)
-            expected = deploy.rollback(state, event.name, back)
+            command = cmd.Rollback(
+                name=event.name, environment=event.environment, reason=event.reason
+            )
         case ev.DeploymentChanged(action="demotion"):
-            alert = alerts[meta.causation_id or ""]
-            assert state is not None
-            expected = deploy.drift_action(state, alert, policy)
+            command = cmd.RespondToDrift(name=event.name, alert=alerts[meta.causation_id or ""])
         case ev.VersionRetired():
-            expected = decide.retire(state, event.name, event.version, event.reason)
+            command = cmd.RetireVersion(name=event.name, version=event.version, reason=event.reason)
         case ev.DriftDetected():
             # the command's fields only: the event also records the job that measured it
             fields = {k: getattr(event, k) for k in cmd.RaiseDriftAlert.__struct_fields__}
-            expected = decide.raise_drift_alert(state, event.name, cmd.RaiseDriftAlert(**fields))
+            command = cmd.RaiseDriftAlert(**fields)
             alerts[str(recorded.event_id)] = event
         case _:
             raise DomainError(f"unexpected {ev.event_type(event)} in a model stream")
-    if expected is not None:
+    if command is not None:
+        expected = handle.decide(command, state, facts)
+        if isinstance(command, cmd.RegisterVersion):
+            expected = expected[:1]  # the compile request is checked as a job event
         keys = ("version", "champion", "challenger", "strategy", "environment", "action")
         if len(expected) != 1 or any(
             getattr(expected[0], k, None) != getattr(event, k, None) for k in keys

@@ -128,17 +128,17 @@ async def compile_job(resources: Resources, name: str, model: bytes) -> tuple[fl
     """(end-to-end seconds, the job's own recorded seconds) of registering and compiling."""
     stored = await resources.artifacts.put_bytes(model)
     if (await resources.governance.model(name))[0] is None:
-        await resources.governance.register_model(
-            cmd.RegisterModel(name=name, risk_tier="low"), META, None
-        )
+        await resources.governance.handle(cmd.RegisterModel(name=name, risk_tier="low"), META)
     command = cmd.RegisterVersion(
+        name=name,
+        compile_job_id=str(uuid.uuid4()),
         artifact_sha256=stored.sha256,
         artifact_size=stored.size,
         format="lightgbm",
         model_feature_names=[f"x{i}" for i in range(30)],
     )
     start = time.perf_counter()
-    outcome = await resources.governance.register_version(name, command, META, None)
+    outcome = await resources.governance.handle(command, META)
     request = next(e.event for e in outcome.events if isinstance(e.event, ev.JobRequested))
     while True:
         await resources.projector.catch_up()

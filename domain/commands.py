@@ -1,12 +1,28 @@
-"""Commands: what callers ask for, in the imperative. Deciders turn them into events."""
+"""Commands: what callers ask for, in the imperative. Deciders turn them into events.
+
+Every command names its target (the model, the version), so one handler can read the
+target's stream, fold it and decide (`domain.handle`). What a decision needs beyond the
+stream (the policy in force, the time) comes in as `Facts`, resolved before deciding.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import msgspec
 
-from domain.events import Lineage, ModelFormat, RiskTier, Severity, Strategy
+from domain import events as ev
+from domain.events import JobKind, Lineage, ModelFormat, RiskTier, Severity, Strategy
+from domain.policy import Policy
+
+
+class Facts(msgspec.Struct, frozen=True, kw_only=True):
+    """What a decision reads besides the stream: the time, the model tier's policy in force."""
+
+    now: datetime
+    policy: Policy
+    policy_version: int = 0
 
 
 class RegisterModel(msgspec.Struct, frozen=True, kw_only=True):
@@ -19,6 +35,7 @@ class RegisterModel(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class UpdateModel(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
     description: str | None = None
     owner: str | None = None
     tags: list[str] | None = None
@@ -26,6 +43,10 @@ class UpdateModel(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RegisterVersion(msgspec.Struct, frozen=True, kw_only=True):
+    """A new version; `compile_job_id` names the compile job it requests (ids are inputs)."""
+
+    name: str
+    compile_job_id: str
     artifact_sha256: str
     artifact_size: int
     format: ModelFormat
@@ -35,26 +56,54 @@ class RegisterVersion(msgspec.Struct, frozen=True, kw_only=True):
     metrics: dict[str, float] = msgspec.field(default_factory=dict)
     params: dict[str, Any] = msgspec.field(default_factory=dict)
     lineage: Lineage = msgspec.field(default_factory=Lineage)
+    compile_params: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class Decide(msgspec.Struct, frozen=True, kw_only=True):
+class DecideVersion(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    version: int
+    approver: str
     decision: str
     comment: str = ""
 
 
+class RevokeDecision(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    version: int
+    approver: str
+    reason: str
+
+
+class RetireVersion(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    version: int
+    reason: str
+
+
 class Promote(msgspec.Struct, frozen=True, kw_only=True):
+    """One serving pointer to move (a part of `ChangeDeployments`)."""
+
     version: int
     environment: str
     strategy: Strategy = "full"
     traffic_percent: float | None = None
 
 
+class ChangeDeployments(msgspec.Struct, frozen=True, kw_only=True):
+    """Move several serving pointers of a model at once, all or none."""
+
+    name: str
+    changes: list[Promote]
+
+
 class Rollback(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
     environment: str
     reason: str
 
 
 class RaiseDriftAlert(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
     version: int
     statistic: str
     value: float
@@ -62,3 +111,97 @@ class RaiseDriftAlert(msgspec.Struct, frozen=True, kw_only=True):
     severity: Severity
     feature: str | None = None
     environment: str | None = None
+
+
+class RespondToDrift(msgspec.Struct, frozen=True, kw_only=True):
+    """Do what the policy says about a recorded alert (caused by it)."""
+
+    name: str
+    alert: ev.DriftDetected
+
+
+class SetPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    tier: str
+    policy: Policy
+
+
+class RequestJob(msgspec.Struct, frozen=True, kw_only=True):
+    """Ask for a job on a model (and a version, for the kinds that need one)."""
+
+    name: str
+    job_id: str
+    kind: JobKind
+    version: int | None = None
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+# What a job computed, handed back by the worker as plain data; `RecordJobOutcome` decides
+# what of it is recorded.
+
+
+class Compiled(msgspec.Struct, frozen=True, kw_only=True):
+    library: ev.VersionCompiled
+
+
+class ComplianceReported(msgspec.Struct, frozen=True, kw_only=True):
+    check: ev.ComplianceChecked
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class DriftReported(msgspec.Struct, frozen=True, kw_only=True):
+    check: ev.DriftChecked
+    alerts: list[ev.DriftDetected]
+
+
+class BanditReported(msgspec.Struct, frozen=True, kw_only=True):
+    update: ev.BanditUpdated
+    conclusion: ev.ExperimentConcluded | None = None
+
+
+class Trained(msgspec.Struct, frozen=True, kw_only=True):
+    version: RegisterVersion
+
+
+JobOutcome = Compiled | ComplianceReported | DriftReported | BanditReported | Trained
+
+
+class StartAttempt(msgspec.Struct, frozen=True, kw_only=True):
+    job: ev.JobRequested
+    attempt: int
+    worker: str
+
+
+class FailAttempt(msgspec.Struct, frozen=True, kw_only=True):
+    """An attempt failed; `final` when no retry follows."""
+
+    job: ev.JobRequested
+    attempt: int
+    error: str
+    final: bool
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class RecordJobOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    job: ev.JobRequested
+    attempt: int
+    seconds: float
+    outcome: JobOutcome
+
+
+ModelCommand = (
+    RegisterModel
+    | UpdateModel
+    | RegisterVersion
+    | DecideVersion
+    | RevokeDecision
+    | RetireVersion
+    | ChangeDeployments
+    | Rollback
+    | RaiseDriftAlert
+    | RespondToDrift
+    | RequestJob
+    | StartAttempt
+    | FailAttempt
+    | RecordJobOutcome
+)
+Command = ModelCommand | SetPolicy

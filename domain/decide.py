@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from domain import commands as cmd
 from domain import events as ev
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from domain.gates import current_reports, valid_approvers
-from domain.policy import Policy
 from domain.state import ModelState, VersionState
 from domain.subjects import same_subject
 
@@ -45,19 +44,20 @@ def register_model(command: cmd.RegisterModel, state: ModelState | None) -> list
     return [ev.ModelRegistered(**_fields(command))]
 
 
-def update_model(name: str, command: cmd.UpdateModel, state: ModelState | None) -> list[ev.Event]:
+def update_model(command: cmd.UpdateModel, state: ModelState | None) -> list[ev.Event]:
     """Change descriptive fields; nothing if nothing changes."""
-    model = require_model(name, state)
+    model = require_model(command.name, state)
     changes = {
-        k: v for k, v in _fields(command).items() if v is not None and v != getattr(model, k)
+        k: v
+        for k, v in _fields(command).items()
+        if k != "name" and v is not None and v != getattr(model, k)
     }
-    return [ev.ModelUpdated(name=name, **changes)] if changes else []
+    return [ev.ModelUpdated(name=command.name, **changes)] if changes else []
 
 
-def register_version(
-    state: ModelState | None, name: str, command: cmd.RegisterVersion, *, job_id: str
-) -> list[ev.Event]:
+def register_version(command: cmd.RegisterVersion, state: ModelState | None) -> list[ev.Event]:
     """A new immutable version, and the compile job it needs."""
+    name = command.name
     model = require_model(name, state)
     names = command.feature_names or command.model_feature_names
     if command.feature_names is not None and len(names) != len(command.model_feature_names):
@@ -80,22 +80,22 @@ def register_version(
             lineage=command.lineage,
             num_trees=command.num_trees,
         ),
-        ev.JobRequested(job_id=job_id, kind="compile", name=name, version=version),
+        ev.JobRequested(
+            job_id=command.compile_job_id,
+            kind="compile",
+            name=name,
+            version=version,
+            params=dict(command.compile_params),
+        ),
     ]
 
 
 def decide_approval(
-    state: ModelState | None,
-    name: str,
-    number: int,
-    command: cmd.Decide,
-    *,
-    approver: str,
-    policy: Policy,
-    policy_version: int,
-    now: datetime,
+    command: cmd.DecideVersion, state: ModelState | None, facts: cmd.Facts
 ) -> list[ev.Event]:
     """Approve or reject a version: four-eyes, bound to the digests it has now."""
+    name, number, approver = command.name, command.version, command.approver
+    policy, policy_version, now = facts.policy, facts.policy_version, facts.now
     model = require_model(name, state)
     version = require_version(model, number)
     if any(same_subject(approver, s) for s in [version.registered_by, *version.requested_by]):
@@ -133,14 +133,13 @@ def decide_approval(
     ]
 
 
-def revoke_approval(
-    state: ModelState | None, name: str, number: int, *, approver: str, reason: str
-) -> list[ev.Event]:
+def revoke_approval(command: cmd.RevokeDecision, state: ModelState | None) -> list[ev.Event]:
     """Withdraw one's own standing decisions on a version.
 
     One event per spelling the approver's decisions were recorded under (subjects compare
     case-insensitively; older events may differ in case), so each names a recorded approver.
     """
+    name, number, approver = command.name, command.version, command.approver
     version = require_version(require_model(name, state), number)
     standing = {
         d.approver: None
@@ -150,13 +149,14 @@ def revoke_approval(
     if not standing:
         raise Conflict(f"{approver} has no standing decision on version {number}")
     return [
-        ev.ApprovalRevoked(name=name, version=number, approver=spelling, reason=reason)
+        ev.ApprovalRevoked(name=name, version=number, approver=spelling, reason=command.reason)
         for spelling in standing
     ]
 
 
-def retire(state: ModelState | None, name: str, number: int, reason: str) -> list[ev.Event]:
+def retire(command: cmd.RetireVersion, state: ModelState | None) -> list[ev.Event]:
     """Retire a version that serves nowhere."""
+    name, number = command.name, command.version
     model = require_model(name, state)
     version = require_version(model, number)
     if version.retired_at is not None:
@@ -166,24 +166,22 @@ def retire(state: ModelState | None, name: str, number: int, reason: str) -> lis
     ]
     if serving:
         raise Conflict(f"version {number} still serves in {', '.join(sorted(serving))}")
-    return [ev.VersionRetired(name=name, version=number, reason=reason)]
+    return [ev.VersionRetired(name=name, version=number, reason=command.reason)]
 
 
-def raise_drift_alert(
-    state: ModelState | None, name: str, command: cmd.RaiseDriftAlert
-) -> list[ev.Event]:
+def raise_drift_alert(command: cmd.RaiseDriftAlert, state: ModelState | None) -> list[ev.Event]:
     """Record drift bound to the version that served the window."""
-    require_version(require_model(name, state), command.version)
-    return [ev.DriftDetected(name=name, **_fields(command))]
+    require_version(require_model(command.name, state), command.version)
+    return [ev.DriftDetected(**_fields(command))]
 
 
-def set_policy(tier: str, policy: Policy) -> list[ev.Event]:
+def set_policy(command: cmd.SetPolicy) -> list[ev.Event]:
     """A new policy version for a tier."""
-    if policy.required_approvals < 1:
+    if command.policy.required_approvals < 1:
         raise InvalidInput("required_approvals must be at least 1", field="required_approvals")
-    if tier not in ("low", "medium", "high"):
-        raise NotFound(f"no risk tier {tier!r}")
-    return [ev.PolicySet(risk_tier=tier, policy=policy)]  # type: ignore[arg-type]
+    if command.tier not in ("low", "medium", "high"):
+        raise NotFound(f"no risk tier {command.tier!r}")
+    return [ev.PolicySet(risk_tier=command.tier, policy=command.policy)]  # type: ignore[arg-type]
 
 
 def require_model(name: str, state: ModelState | None) -> ModelState:

@@ -40,16 +40,10 @@ def plan_promotions(
 
 
 def promote(
-    state: ModelState | None,
-    name: str,
-    changes: list[cmd.Promote],
-    *,
-    policy: Policy,
-    policy_version: int,
-    now: datetime,
+    command: cmd.ChangeDeployments, state: ModelState | None, facts: cmd.Facts
 ) -> list[ev.Event]:
     """Move serving pointers, all or none; 409 listing every unmet gate."""
-    plan = plan_promotions(state, name, changes, policy=policy, now=now)
+    plan = plan_promotions(state, command.name, command.changes, policy=facts.policy, now=facts.now)
     unmet = [
         {"name": gate.name, "detail": gate.detail, "environment": change.environment}
         for change, gates in plan
@@ -62,11 +56,14 @@ def promote(
             unmet_gates=unmet,
         )
     assert state is not None
-    return [_deployment_change(state, change, gates, policy_version) for change, gates in plan]
+    return [
+        _deployment_change(state, change, gates, facts.policy_version) for change, gates in plan
+    ]
 
 
-def rollback(state: ModelState | None, name: str, command: cmd.Rollback) -> list[ev.Event]:
+def rollback(command: cmd.Rollback, state: ModelState | None) -> list[ev.Event]:
     """Return an environment to its last good champion."""
+    name = command.name
     model = require_model(name, state)
     slot = model.deployments.get(command.environment)
     if slot is None or slot.champion is None:

@@ -10,12 +10,9 @@ import re
 import uuid
 from typing import Any
 
-import msgspec
-
 from domain import commands as cmd
 from domain import events as ev
 from domain.decide import register_version, require_model, require_version
-from domain.deploy import drift_action
 from domain.errors import Conflict, InvalidInput
 from domain.policy import Policy
 from domain.state import ModelState
@@ -24,15 +21,6 @@ _NAMESPACE = uuid.UUID("5b0f8a52-7f7e-4c2b-9d43-1f6f3c1d2e7a")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NEEDS_VERSION = ("compile", "compliance")
 _NEEDS_DATASET = ("train", "compliance")
-_SEVERITY = {"info": 0, "warning": 1, "critical": 2}
-
-
-class RequestJob(msgspec.Struct, frozen=True, kw_only=True):
-    """Ask for a job on a model (and a version, for the kinds that need one)."""
-
-    kind: ev.JobKind
-    version: int | None = None
-    params: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 def result_ids(job_id: str, purpose: str, count: int) -> list[uuid.UUID]:
@@ -45,10 +33,9 @@ def child_job_id(job_id: str, kind: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{job_id}/{kind}"))
 
 
-def request_job(
-    state: ModelState | None, name: str, command: RequestJob, *, job_id: str
-) -> list[ev.Event]:
+def request_job(command: cmd.RequestJob, state: ModelState | None) -> list[ev.Event]:
     """A job request, checked against what the model holds now."""
+    name, job_id = command.name, command.job_id
     model = require_model(name, state)
     params = dict(command.params)
     if command.kind == "train" and command.version is not None:
@@ -95,134 +82,120 @@ def _require_dataset(params: dict[str, Any]) -> None:
         raise InvalidInput("params.target must name the label column", field="params.target")
 
 
-def started(job: ev.JobRequested, attempt: int, worker: str) -> list[ev.Event]:
+def started(command: cmd.StartAttempt) -> list[ev.Event]:
     """An attempt began."""
+    job = command.job
     return [
         ev.JobStarted(
-            job_id=job.job_id, kind=job.kind, name=job.name, attempt=attempt, worker=worker
+            job_id=job.job_id,
+            kind=job.kind,
+            name=job.name,
+            attempt=command.attempt,
+            worker=command.worker,
         )
     ]
 
 
-def failed(
-    job: ev.JobRequested,
-    attempt: int,
-    error: str,
-    *,
-    final: bool,
-    details: dict[str, Any] | None = None,
-) -> list[ev.Event]:
-    """An attempt failed; `final` when no retry follows."""
+def failed(command: cmd.FailAttempt) -> list[ev.Event]:
+    """An attempt failed; final when no retry follows."""
+    job = command.job
     return [
         ev.JobFailed(
             job_id=job.job_id,
             kind=job.kind,
             name=job.name,
-            attempt=attempt,
-            error=error,
-            final=final,
-            details=details or {},
+            attempt=command.attempt,
+            error=command.error,
+            final=command.final,
+            details=dict(command.details),
         )
     ]
 
 
-def succeeded(
-    job: ev.JobRequested, attempt: int, seconds: float, result: dict[str, Any]
-) -> ev.JobSucceeded:
-    """The closing event of a job whose domain events are appended with it."""
+def record_outcome(
+    command: cmd.RecordJobOutcome, state: ModelState | None, facts: cmd.Facts
+) -> list[ev.Event]:
+    """What a job's outcome records: its domain events and the job's close."""
+    job = command.job
+    model = require_model(job.name, state)
+    match command.outcome:
+        case cmd.Compiled(library=library):
+            require_version(model, library.version)
+            return _compiled(command, library, facts.policy)
+        case cmd.ComplianceReported(check=check, details=details):
+            require_version(model, check.version)
+            result = {"passed": check.passed, "report_sha256": check.report_sha256, **details}
+            return [check, _succeeded(command, result)]
+        case cmd.DriftReported(check=check, alerts=alerts):
+            require_version(model, check.version)
+            result = {
+                "severity": check.severity,
+                "alerts": len(alerts),
+                "report_sha256": check.report_sha256,
+            }
+            return [check, *alerts, _succeeded(command, result)]
+        case cmd.BanditReported(update=update, conclusion=conclusion):
+            return _bandit_updated(command, model, update, conclusion)
+        case cmd.Trained(version=version):
+            return _trained(command, state, version)
+
+
+def outcome_ids(
+    command: cmd.StartAttempt | cmd.FailAttempt | cmd.RecordJobOutcome, count: int
+) -> list[uuid.UUID]:
+    """The ids of what a job records: a second attempt at recording it is a replay."""
+    match command:
+        case cmd.StartAttempt(attempt=attempt):
+            purpose = f"attempt-{attempt}-started"
+        case cmd.FailAttempt(attempt=attempt, final=False):
+            purpose = f"attempt-{attempt}-failed"
+        case _:
+            purpose = "result"
+    return result_ids(command.job.job_id, purpose, count)
+
+
+def _succeeded(command: cmd.RecordJobOutcome, result: dict[str, Any]) -> ev.JobSucceeded:
+    job = command.job
     return ev.JobSucceeded(
         job_id=job.job_id,
         kind=job.kind,
         name=job.name,
-        attempt=attempt,
-        seconds=seconds,
+        attempt=command.attempt,
+        seconds=command.seconds,
         result=result,
     )
 
 
-def compiled(
-    state: ModelState | None,
-    job: ev.JobRequested,
-    outcome: ev.VersionCompiled,
-    *,
-    policy: Policy,
-    attempt: int,
-    seconds: float,
+def _compiled(
+    command: cmd.RecordJobOutcome, library: ev.VersionCompiled, policy: Policy
 ) -> list[ev.Event]:
     """A certified library makes the version `compiled`; one out of tolerance fails the job."""
-    require_version(require_model(job.name, state), outcome.version)
     summary = {
-        "library_sha256": outcome.library_sha256,
-        "max_abs_diff": outcome.max_abs_diff,
-        "rows_checked": outcome.rows_checked,
+        "library_sha256": library.library_sha256,
+        "max_abs_diff": library.max_abs_diff,
+        "rows_checked": library.rows_checked,
         "tolerance": policy.max_parity_abs_diff,
     }
-    if not outcome.max_abs_diff <= policy.max_parity_abs_diff:  # NaN fails too
+    if not library.max_abs_diff <= policy.max_parity_abs_diff:  # NaN fails too
         error = (
-            f"parity: the compiled library differs from the model by {outcome.max_abs_diff:g} "
-            f"> {policy.max_parity_abs_diff:g} on {outcome.rows_checked} rows"
+            f"parity: the compiled library differs from the model by {library.max_abs_diff:g} "
+            f"> {policy.max_parity_abs_diff:g} on {library.rows_checked} rows"
         )
-        return failed(job, attempt, error, final=True, details=summary)
-    return [outcome, succeeded(job, attempt, seconds, summary)]
+        return failed(
+            cmd.FailAttempt(
+                job=command.job, attempt=command.attempt, error=error, final=True, details=summary
+            )
+        )
+    return [library, _succeeded(command, summary)]
 
 
-def compliance_checked(
-    state: ModelState | None,
-    job: ev.JobRequested,
-    outcome: ev.ComplianceChecked,
-    *,
-    attempt: int,
-    seconds: float,
-    details: dict[str, Any] | None = None,
-) -> list[ev.Event]:
-    """The fairness check and its verdict (a failed check is a result, not a failed job)."""
-    require_version(require_model(job.name, state), outcome.version)
-    result = {"passed": outcome.passed, "report_sha256": outcome.report_sha256, **(details or {})}
-    return [outcome, succeeded(job, attempt, seconds, result)]
-
-
-def drift_checked(
-    state: ModelState | None,
-    job: ev.JobRequested,
-    check: ev.DriftChecked,
-    alerts: list[ev.DriftDetected],
-    *,
-    attempt: int,
-    seconds: float,
-) -> list[ev.Event]:
-    """The check, an alert per feature at warning or worse, and the job's close."""
-    require_version(require_model(job.name, state), check.version)
-    result = {
-        "severity": check.severity,
-        "alerts": len(alerts),
-        "report_sha256": check.report_sha256,
-    }
-    return [check, *alerts, succeeded(job, attempt, seconds, result)]
-
-
-def worst_alert(alerts: list[ev.DriftDetected]) -> ev.DriftDetected | None:
-    """The alert the policy acts on: the most severe, first of equals."""
-    return max(alerts, key=lambda a: _SEVERITY[a.severity], default=None)
-
-
-def drift_response(
-    state: ModelState | None, name: str, alert: ev.DriftDetected, policy: Policy
-) -> list[ev.Event]:
-    """What the policy does about a job's worst alert (appended with the alert as cause)."""
-    return drift_action(require_model(name, state), alert, policy)
-
-
-def bandit_updated(
-    state: ModelState | None,
-    job: ev.JobRequested,
+def _bandit_updated(
+    command: cmd.RecordJobOutcome,
+    model: ModelState,
     update: ev.BanditUpdated,
     conclusion: ev.ExperimentConcluded | None,
-    *,
-    attempt: int,
-    seconds: float,
 ) -> list[ev.Event]:
     """New posteriors and allocation, the conclusion when one was reached, and the close."""
-    model = require_model(job.name, state)
     slot = model.deployments.get(update.environment)
     if slot is None or slot.strategy != "bandit":
         raise Conflict(f"the bandit experiment in {update.environment} has ended")
@@ -232,28 +205,19 @@ def bandit_updated(
         "winner": conclusion.winner if conclusion is not None else None,
     }
     tail = [conclusion] if conclusion is not None else []
-    return [update, *tail, succeeded(job, attempt, seconds, result)]
+    return [update, *tail, _succeeded(command, result)]
 
 
-def trained(
-    state: ModelState | None,
-    job: ev.JobRequested,
-    command: cmd.RegisterVersion,
-    *,
-    compile_params: dict[str, Any],
-    attempt: int,
-    seconds: float,
+def _trained(
+    command: cmd.RecordJobOutcome, state: ModelState | None, version: cmd.RegisterVersion
 ) -> list[ev.Event]:
     """The trained version with its lineage, its compile request, and the job's close."""
-    compile_job = child_job_id(job.job_id, "compile")
-    registered, request = register_version(state, job.name, command, job_id=compile_job)
+    registered, request = register_version(version, state)
     assert isinstance(registered, ev.VersionRegistered)
-    assert isinstance(request, ev.JobRequested)
-    events = [registered, msgspec.structs.replace(request, params=dict(compile_params))]
     result = {
         "version": registered.version,
         "artifact_sha256": registered.artifact_sha256,
-        "compile_job_id": compile_job,
+        "compile_job_id": version.compile_job_id,
         "metrics": dict(registered.metrics),
     }
-    return [*events, succeeded(job, attempt, seconds, result)]
+    return [registered, request, _succeeded(command, result)]

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 import msgspec
 
 from domain import events as ev
+from domain.commands import FailAttempt
 from domain.jobs import failed, result_ids
 
 
@@ -164,7 +165,9 @@ def _requeued(job: JobProgress, reason: str) -> ev.JobRequeued:
 
 def _failed(job: JobProgress, error: str) -> list[ev.Event]:
     details = {"requeues": job.requeues, "swept": True}
-    return failed(job.job, job.attempts, error, final=True, details=details)
+    return failed(
+        FailAttempt(job=job.job, attempt=job.attempts, error=error, final=True, details=details)
+    )
 
 
 def _seconds(now: datetime, since: datetime) -> float:

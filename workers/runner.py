@@ -1,6 +1,8 @@
 """Running one attempt of a job: record the start, compute, record the outcome exactly once.
 
-A job's outcome is appended under event ids derived from its job id (`domain.jobs.result_ids`),
+A job's computation hands back a plain outcome (`domain.commands.JobOutcome`); the runner
+turns it, like the attempt's start and failures, into a command handled by the one command
+path (`app.services.commands`). Its events get ids fixed by the job (`domain.jobs.outcome_ids`),
 so a second attempt (a worker killed after appending, a duplicate delivery) finds it recorded
 and stops. Attempts are counted in the log, not by arq: a delivery is attempt n + 1 when n
 attempts started, however often Redis lost or repeated it. Errors the job cannot fix by
@@ -14,10 +16,8 @@ the ones arq drops.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import random
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -29,18 +29,13 @@ from arq import Retry
 
 from app.resources import Resources
 from app.services.jobs import RequestedJob
+from domain import commands as cmd
 from domain import events as ev
-from domain import jobs
 from domain.errors import ConcurrencyConflict, DomainError, NotFound
-from domain.events import Event
-from domain.state import ModelState
 from domain.sweep import backoff_seconds, progress
 from workers.pool import ProcessPool
 
 _log = logging.getLogger("model_ledger.jobs")
-
-# what a kind's computation hands back: the decider of its outcome, given the seconds it took
-Decider = Callable[[ModelState | None, float], list[Event]]
 
 
 class JobInputError(Exception):
@@ -57,9 +52,9 @@ class Context(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int
 
 
-Kind = Callable[[Context], Awaitable[Decider]]
+Kind = Callable[[Context], Awaitable[cmd.JobOutcome]]
 # after the outcome: follow-ups caused by it (a drift alert's rollback); idempotent
-FollowUp = Callable[[Context, RequestedJob], Awaitable[None]]
+FollowUp = Callable[[Context], Awaitable[None]]
 
 
 # conflicts mean other appends to the stream succeed; past this long of them, arq retries
@@ -97,29 +92,31 @@ class JobRunner:
             attempt=attempt,
         )
         if standing.finished:
-            await self._follow_up(ctx, requested)
+            await self._follow_up(ctx)
             return "already recorded"
         max_tries = self._res.settings.job_max_tries
         if attempt > max_tries:
             error = f"gave up after {max_tries} attempts: the worker running it was lost"
             await self._record(
-                ctx, "result", lambda _s: jobs.failed(job, max_tries, error, final=True)
+                cmd.FailAttempt(job=job, attempt=max_tries, error=error, final=True), ctx.meta
             )
             return "gave up"
-        await self._record(
-            ctx, f"attempt-{attempt}-started", lambda _s: jobs.started(job, attempt, self._worker)
-        )
+        start = cmd.StartAttempt(job=job, attempt=attempt, worker=self._worker)
+        await self._record(start, ctx.meta)
         outcome = await self._attempt(ctx, max_tries)
-        await self._follow_up(ctx, requested)
+        await self._follow_up(ctx)
         return outcome
 
     async def _attempt(self, ctx: Context, max_tries: int) -> str:
         job, attempt = ctx.job, ctx.attempt
         start = time.perf_counter()
         try:
-            decider = await self._kind(job.kind)(ctx)
+            outcome = await self._kind(job.kind)(ctx)
             seconds = round(time.perf_counter() - start, 3)
-            await self._record(ctx, "result", lambda state: decider(state, seconds))
+            await self._record(
+                cmd.RecordJobOutcome(job=job, attempt=attempt, seconds=seconds, outcome=outcome),
+                ctx.meta,
+            )
         except ConcurrencyConflict:
             raise  # not the job's fault: it runs again (see run_job)
         except (DomainError, JobInputError) as error:
@@ -141,38 +138,18 @@ class JobRunner:
         return kind
 
     async def _fail(self, ctx: Context, error: str, *, final: bool) -> None:
-        job, attempt = ctx.job, ctx.attempt
-        purpose = "result" if final else f"attempt-{attempt}-failed"
-        await self._record(ctx, purpose, lambda _s: jobs.failed(job, attempt, error, final=final))
+        await self._record(
+            cmd.FailAttempt(job=ctx.job, attempt=ctx.attempt, error=error, final=final), ctx.meta
+        )
 
-    async def _follow_up(self, ctx: Context, requested: RequestedJob) -> None:
+    async def _follow_up(self, ctx: Context) -> None:
         follow_up = self._follow_ups.get(ctx.job.kind)
         if follow_up is not None:
-            await follow_up(ctx, requested)
+            await follow_up(ctx)
 
-    async def _record(
-        self, ctx: Context, purpose: str, decider: Callable[[ModelState | None], list[Event]]
-    ) -> None:
-        """Append under the job's fixed ids; on a conflict re-read the stream and decide again."""
-        job_id = ctx.job.job_id
-        patience = time.monotonic() + _CONFLICT_PATIENCE_SECONDS
-        while True:
-            try:
-                await self._res.governance.record(
-                    ctx.job.name,
-                    decider,
-                    ctx.meta,
-                    event_ids=lambda count: jobs.result_ids(job_id, purpose, count),
-                )
-            except ConcurrencyConflict:
-                if time.monotonic() > patience:
-                    raise
-                _log.info("job %s: its model's stream moved; deciding %s again", job_id, purpose)
-                # jobs of one model append together (one group commit): a random pause lets
-                # the losers of a round land in different batches instead of colliding again
-                await asyncio.sleep(random.uniform(0.0, 0.05))  # noqa: S311 - not security
-            else:
-                return
+    async def _record(self, command: cmd.Command, meta: ev.EventMeta) -> None:
+        """Append what the job decided, re-deciding on the fresh stream after a conflict."""
+        await self._res.governance.handle(command, meta, patience=_CONFLICT_PATIENCE_SECONDS)
 
 
 def _on_behalf(requested: RequestedJob) -> ev.EventMeta:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import msgspec
@@ -14,7 +15,7 @@ from app.http.schemas import Input
 from app.resources import Resources
 from app.services.jobs import JobView
 from domain import events as ev
-from domain.jobs import RequestJob
+from domain.commands import RequestJob
 
 
 class JobCreate(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -50,9 +51,15 @@ class JobController(Controller):
         self, data: JSONBody[JobCreate], request: Request[Any, Any, Any], state: State
     ) -> JobAccepted:
         """Request a job; it runs once a worker takes it (also if Redis is down right now)."""
-        command = RequestJob(kind=data.kind, version=data.version, params=dict(data.params))
+        command = RequestJob(
+            name=data.model,
+            job_id=str(uuid.uuid4()),
+            kind=data.kind,
+            version=data.version,
+            params=dict(data.params),
+        )
         outcome = await _res(state).jobs.request(
-            data.model, command, event_meta(request), idempotency(request, data)
+            command, event_meta(request), idempotency(request, data)
         )
         recorded = outcome.events[0]
         assert isinstance(recorded.event, ev.JobRequested)

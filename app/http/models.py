@@ -33,8 +33,8 @@ from app.http.schemas import (
     RollbackCreate,
 )
 from app.resources import Resources
-from app.services.governance import Outcome
 from app.services.views import ModelView, VersionView, render_model, render_version
+from app.store.codec import RecordedEvent
 from domain import commands as cmd
 from domain import events as ev
 from domain.decide import model_stream, require_version
@@ -49,7 +49,7 @@ def _res(state: State) -> Resources:
     return resources
 
 
-def _deployments(outcome: Outcome) -> list[DeploymentOut]:
+def _deployments(events: list[RecordedEvent]) -> list[DeploymentOut]:
     return [
         DeploymentOut(
             environment=e.event.environment,
@@ -63,7 +63,7 @@ def _deployments(outcome: Outcome) -> list[DeploymentOut]:
             gates=[GateOut(name=g.name, passed=g.passed, detail=g.detail) for g in e.event.gates],
             position=e.position,
         )
-        for e in outcome.events
+        for e in events
         if isinstance(e.event, ev.DeploymentChanged)
     ]
 
@@ -114,9 +114,7 @@ class ModelController(Controller):
         """Register a model name with its risk tier; 409 if the name exists."""
         res = _res(state)
         command = cmd.RegisterModel(**{f: getattr(data, f) for f in data.__struct_fields__})
-        await res.governance.register_model(
-            command, event_meta(request), idempotency(request, data)
-        )
+        await res.governance.handle(command, event_meta(request), idempotency(request, data))
         model, policies = await res.registry.model_state(data.name)
         return render_model(model, policies, res.clock())
 
@@ -148,10 +146,9 @@ class ModelController(Controller):
     ) -> ModelView:
         """Change description, owner, tags or sensitive features."""
         res = _res(state)
-        command = cmd.UpdateModel(**{f: getattr(data, f) for f in data.__struct_fields__})
-        await res.governance.update_model(
-            name, command, event_meta(request), idempotency(request, data)
-        )
+        fields = {f: getattr(data, f) for f in data.__struct_fields__}
+        command = cmd.UpdateModel(name=name, **fields)
+        await res.governance.handle(command, event_meta(request), idempotency(request, data))
         model, policies = await res.registry.model_state(name)
         return render_model(model, policies, res.clock())
 
@@ -179,13 +176,15 @@ class ModelController(Controller):
         state: State,
     ) -> DecisionOut:
         """Approve or reject a version (four-eyes; bound to its current digests)."""
-        outcome = await _res(state).governance.decide_version(
-            name,
-            version,
-            cmd.Decide(decision=data.decision, comment=data.comment),
-            event_meta(request),
-            idempotency(request, data),
+        meta = event_meta(request)
+        command = cmd.DecideVersion(
+            name=name,
+            version=version,
+            approver=meta.actor,
+            decision=data.decision,
+            comment=data.comment,
         )
+        outcome = await _res(state).governance.handle(command, meta, idempotency(request, data))
         recorded = outcome.events[0]
         event = recorded.event
         assert isinstance(event, (ev.VersionApproved, ev.VersionRejected))
@@ -213,12 +212,12 @@ class ModelController(Controller):
         state: State,
     ) -> RetirementOut:
         """Withdraw the caller's own standing decision on a version."""
-        outcome = await _res(state).governance.revoke_decision(
-            name, version, data.reason, event_meta(request), idempotency(request, data)
+        meta = event_meta(request)
+        command = cmd.RevokeDecision(
+            name=name, version=version, approver=meta.actor, reason=data.reason
         )
-        return RetirementOut(
-            version=version, reason=data.reason, position=outcome.events[0].position
-        )
+        outcome = await _res(state).governance.handle(command, meta, idempotency(request, data))
+        return RetirementOut(version=version, reason=data.reason, position=outcome.position)
 
     @post(
         "/{name:str}/versions/{version:int}/retirement",
@@ -234,12 +233,11 @@ class ModelController(Controller):
         state: State,
     ) -> RetirementOut:
         """Retire a version that serves nowhere."""
-        outcome = await _res(state).governance.retire(
-            name, version, data.reason, event_meta(request), idempotency(request, data)
+        command = cmd.RetireVersion(name=name, version=version, reason=data.reason)
+        outcome = await _res(state).governance.handle(
+            command, event_meta(request), idempotency(request, data)
         )
-        return RetirementOut(
-            version=version, reason=data.reason, position=outcome.events[0].position
-        )
+        return RetirementOut(version=version, reason=data.reason, position=outcome.position)
 
     @post(
         "/{name:str}/promotions",
@@ -255,14 +253,13 @@ class ModelController(Controller):
         changes = _changes([data])
         if data.dry_run:
             return Response(await _plan(res, name, changes), status_code=200)
-        outcome = await res.governance.promote(
-            name,
-            changes,
+        outcome = await res.governance.handle(
+            cmd.ChangeDeployments(name=name, changes=changes),
             event_meta(request),
             idempotency(request, data),
             expected_version=_if_match(request),
         )
-        return Response(_deployments(outcome)[0], status_code=201)
+        return Response(_deployments(outcome.events)[0], status_code=201)
 
     @post(
         "/{name:str}/deployment-changes",
@@ -278,27 +275,25 @@ class ModelController(Controller):
         changes = _changes(data.changes)
         if data.dry_run:
             return Response(await _plan(res, name, changes), status_code=200)
-        outcome = await res.governance.promote(
-            name,
-            changes,
+        outcome = await res.governance.handle(
+            cmd.ChangeDeployments(name=name, changes=changes),
             event_meta(request),
             idempotency(request, data),
             expected_version=_if_match(request),
         )
-        return Response(DeploymentsOut(deployments=_deployments(outcome)), status_code=201)
+        return Response(DeploymentsOut(deployments=_deployments(outcome.events)), status_code=201)
 
     @post("/{name:str}/rollbacks", operation_id="rollback", guards=[WRITERS])
     async def rollback(
         self, name: FromPath[str], data: JSONBody[RollbackCreate], request: Req, state: State
     ) -> DeploymentOut:
         """Return an environment to its previous good champion."""
-        outcome = await _res(state).governance.rollback(
-            name,
-            cmd.Rollback(environment=data.environment, reason=data.reason),
+        outcome = await _res(state).governance.handle(
+            cmd.Rollback(name=name, environment=data.environment, reason=data.reason),
             event_meta(request),
             idempotency(request, data),
         )
-        return _deployments(outcome)[0]
+        return _deployments(outcome.events)[0]
 
     @post("/{name:str}/drift-alerts", operation_id="raiseDriftAlert", guards=[WRITERS])
     async def drift_alert(
@@ -306,9 +301,10 @@ class ModelController(Controller):
     ) -> DriftAlertOut:
         """Record drift on the version that served; policy may act on it."""
         res = _res(state)
-        command = cmd.RaiseDriftAlert(**{f: getattr(data, f) for f in data.__struct_fields__})
+        fields = {f: getattr(data, f) for f in data.__struct_fields__}
+        command = cmd.RaiseDriftAlert(name=name, **fields)
         outcome = await res.governance.raise_drift_alert(
-            name, command, event_meta(request), idempotency(request, data)
+            command, event_meta(request), idempotency(request, data)
         )
         alert = outcome.events[0]
         actions = [
@@ -319,7 +315,7 @@ class ModelController(Controller):
         return DriftAlertOut(
             **{f: getattr(data, f) for f in data.__struct_fields__},
             position=alert.position,
-            actions=_deployments(Outcome(result=outcome.result, events=actions)),
+            actions=_deployments(actions),
         )
 
     @get(

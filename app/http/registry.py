@@ -15,6 +15,7 @@ from app.http.problems import also_answers, never_answers
 from app.resources import Resources
 from app.services.dossier import Dossier, build_dossier, dossier_markdown
 from app.services.registry import Instant, RegistryView, diff, keyed
+from domain import commands as cmd
 from domain.decide import model_stream
 from domain.policy import Policy, PolicyBook
 
@@ -134,7 +135,7 @@ class PolicyController(Controller):
     ) -> PolicyOut:
         """Set a tier's policy: a new version, recorded (and audited) as an event."""
         resources: Resources = state.resources
-        outcome = await resources.governance.set_policy(
-            tier, data, event_meta(request), idempotency(request, data)
+        outcome = await resources.governance.handle(
+            cmd.SetPolicy(tier=tier, policy=data), event_meta(request), idempotency(request, data)
         )
-        return PolicyOut(risk_tier=tier, version=outcome.result.stream_version, policy=data)
+        return PolicyOut(risk_tier=tier, version=outcome.stream_version, policy=data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -93,6 +94,8 @@ class UploadController(Controller):
             dataset_sha256=metadata.lineage.dataset_sha256,
         )
         command = cmd.RegisterVersion(
+            name=name,
+            compile_job_id=str(uuid.uuid4()),
             artifact_sha256=stored.sha256,
             artifact_size=stored.size,
             format=metadata.format,
@@ -103,8 +106,7 @@ class UploadController(Controller):
             params=metadata.params,
             lineage=lineage,
         )
-        outcome = await resources.governance.register_version(
-            name,
+        outcome = await resources.governance.handle(
             command,
             event_meta(request),
             idempotency(request, {"artifact": stored.sha256, "metadata": metadata}),
@@ -116,7 +118,7 @@ class UploadController(Controller):
             artifact_sha256=registered.artifact_sha256,
             state="registered",
             compile_job_id=job.job_id if isinstance(job, ev.JobRequested) else None,
-            position=outcome.events[0].position,
+            position=outcome.position,
         )
 
     @get("/v1/models/{name:str}/versions", operation_id="listVersions")

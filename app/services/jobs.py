@@ -15,7 +15,7 @@ from app.store.artifacts import ArtifactStore
 from app.store.codec import RecordedEvent
 from app.store.events import EventStore, Idempotency
 from domain import events as ev
-from domain import jobs
+from domain.commands import RequestJob
 from domain.decide import model_stream
 from domain.errors import InvalidInput, NotFound
 from domain.sweep import JobEvent
@@ -72,16 +72,13 @@ class Jobs:
         self._artifacts = artifacts
 
     async def request(
-        self, name: str, command: jobs.RequestJob, meta: ev.EventMeta, idem: Idempotency | None
+        self, command: RequestJob, meta: ev.EventMeta, idem: Idempotency | None
     ) -> Outcome:
         """Append a job request; the dispatcher relays it to the workers."""
         digest = command.params.get("dataset_sha256")
         if isinstance(digest, str) and len(digest) == 64 and not self._artifacts.exists(digest):
             raise InvalidInput(f"no uploaded dataset {digest}", field="params.dataset_sha256")
-        job_id = str(uuid.uuid4())
-        return await self._governance.decide_on_model(
-            name, lambda s: jobs.request_job(s, name, command, job_id=job_id), meta, idem
-        )
+        return await self._governance.handle(command, meta, idem)
 
     async def view(self, job_id: str) -> JobView:
         """The job's status, or NotFound."""

@@ -29,6 +29,12 @@ NOTIFY_CHANNEL = "ml_events"
 _log = logging.getLogger("model_ledger.store")
 
 _APPEND_SQL = "SELECT * FROM ml_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+# a lateral join per stream, so each is read by the (stream, version) index whatever its length
+_TAILS_SQL = (
+    f"SELECT e.* FROM unnest($1::text[], $2::bigint[]) AS t(stream, after) "  # noqa: S608
+    f"CROSS JOIN LATERAL (SELECT {codec.COLUMNS} FROM events "
+    "WHERE stream = t.stream AND version > t.after ORDER BY version) AS e"
+)
 
 
 class Idempotency(msgspec.Struct, frozen=True):
@@ -272,6 +278,14 @@ class EventStore:
             after_version,
         )
         return codec.recorded_page(rows)
+
+    async def read_tails(self, after: dict[str, int]) -> dict[str, list[RecordedEvent]]:
+        """Each stream's events past a version, in one round trip (streams with none omitted)."""
+        rows = await self._pool.fetch(_TAILS_SQL, list(after), list(after.values()))
+        tails: dict[str, list[RecordedEvent]] = {}
+        for event in codec.recorded_page(rows):
+            tails.setdefault(event.stream, []).append(event)
+        return tails
 
     async def read_all(
         self,

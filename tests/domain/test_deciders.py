@@ -8,16 +8,22 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from domain import commands as cmd
-from domain import decide, deploy
+from domain import decide
 from domain import events as ev
 from domain.errors import Conflict, InvalidInput, NotFound
 from domain.gates import lifecycle_state
+from domain.handle import decide as when_command
 from domain.model import evolve
 from domain.policy import DEFAULT_POLICIES, Policy, Threshold
 from domain.state import EventContext, ModelState
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NAME = "fraud"
+
+
+def facts(policy: Policy | None = None, policy_version: int = 0) -> cmd.Facts:
+    """What a decision reads besides the stream: the time and the policy in force."""
+    return cmd.Facts(now=T0, policy=policy or Policy(), policy_version=policy_version)
 
 
 def given(*history: tuple[ev.Event, str]) -> ModelState | None:
@@ -67,16 +73,8 @@ def approved(
     number: int, approver: str, state: ModelState | None, *, days: int = 30
 ) -> tuple[ev.Event, str]:
     assert state is not None
-    events = decide.decide_approval(
-        state,
-        NAME,
-        number,
-        cmd.Decide(decision="approve"),
-        approver=approver,
-        policy=Policy(approval_expiry_days=days),
-        policy_version=0,
-        now=T0,
-    )
+    command = cmd.DecideVersion(name=NAME, version=number, approver=approver, decision="approve")
+    events = when_command(command, state, facts(Policy(approval_expiry_days=days)))
     return events[0], approver
 
 
@@ -95,27 +93,28 @@ def when(fn: Callable[[], Sequence[ev.Event]]) -> Sequence[ev.Event]:
 def test_registering_a_model_twice_is_a_conflict() -> None:
     state = given(registered())
     with pytest.raises(Conflict):
-        decide.register_model(cmd.RegisterModel(name=NAME, risk_tier="low"), state)
+        when_command(cmd.RegisterModel(name=NAME, risk_tier="low"), state, facts())
 
 
 def test_model_names_are_checked() -> None:
     with pytest.raises(InvalidInput):
-        decide.register_model(cmd.RegisterModel(name="Bad Name", risk_tier="low"), None)
+        when_command(cmd.RegisterModel(name="Bad Name", risk_tier="low"), None, facts())
 
 
 def test_a_version_gets_the_next_number_and_requests_its_compile() -> None:
     state = given(registered(), version(1))
     events = when(
-        lambda: decide.register_version(
-            state,
-            NAME,
+        lambda: when_command(
             cmd.RegisterVersion(
+                name=NAME,
+                compile_job_id="job-1",
                 artifact_sha256="e" * 64,
                 artifact_size=5,
                 format="lightgbm",
                 model_feature_names=["x"],
             ),
-            job_id="job-1",
+            state,
+            facts(),
         )
     )
     assert isinstance(events[0], ev.VersionRegistered) and events[0].version == 2
@@ -124,17 +123,18 @@ def test_a_version_gets_the_next_number_and_requests_its_compile() -> None:
 
 def test_feature_names_must_match_the_model_width() -> None:
     with pytest.raises(InvalidInput, match="2 names"):
-        decide.register_version(
-            given(registered()),
-            NAME,
+        when_command(
             cmd.RegisterVersion(
+                name=NAME,
+                compile_job_id="j",
                 artifact_sha256="e" * 64,
                 artifact_size=5,
                 format="lightgbm",
                 model_feature_names=["x"],
                 feature_names=["a", "b"],
             ),
-            job_id="j",
+            given(registered()),
+            facts(),
         )
 
 
@@ -186,13 +186,12 @@ def test_promotion_lists_every_unmet_gate() -> None:
     state = given(registered("medium"), version(1, auc=0.5))
     policy = Policy(metric_thresholds={"auc": Threshold(min=0.8)}, compliance_required=True)
     with pytest.raises(Conflict) as caught:
-        deploy.promote(
+        when_command(
+            cmd.ChangeDeployments(
+                name=NAME, changes=[cmd.Promote(version=1, environment="production")]
+            ),
             state,
-            NAME,
-            [cmd.Promote(version=1, environment="production")],
-            policy=policy,
-            policy_version=3,
-            now=T0,
+            facts(policy, 3),
         )
     names = [g["name"] for g in caught.value.extra["unmet_gates"]]
     assert names == ["compiled", "metric:auc", "compliance", "approvals"]
@@ -200,13 +199,10 @@ def test_promotion_lists_every_unmet_gate() -> None:
 
 def test_ungated_environments_need_only_a_compiled_active_version() -> None:
     state = given(registered(), version(1), compiled(1))
-    events = deploy.promote(
+    events = when_command(
+        cmd.ChangeDeployments(name=NAME, changes=[cmd.Promote(version=1, environment="staging")]),
         state,
-        NAME,
-        [cmd.Promote(version=1, environment="staging")],
-        policy=DEFAULT_POLICIES["low"],
-        policy_version=0,
-        now=T0,
+        facts(DEFAULT_POLICIES["low"], 0),
     )
     assert isinstance(events[0], ev.DeploymentChanged) and events[0].champion == 1
 
@@ -215,16 +211,16 @@ def test_several_changes_are_decided_together() -> None:
     state = given(
         registered(), version(1), compiled(1), version(2), compiled(2), deployed(1, "staging")
     )
-    events = deploy.promote(
+    events = when_command(
+        cmd.ChangeDeployments(
+            name=NAME,
+            changes=[
+                cmd.Promote(version=2, environment="staging", strategy="canary", traffic_percent=5),
+                cmd.Promote(version=1, environment="qa"),
+            ],
+        ),
         state,
-        NAME,
-        [
-            cmd.Promote(version=2, environment="staging", strategy="canary", traffic_percent=5),
-            cmd.Promote(version=1, environment="qa"),
-        ],
-        policy=Policy(gated_environments=[]),
-        policy_version=0,
-        now=T0,
+        facts(Policy(gated_environments=[]), 0),
     )
     assert [(e.environment, e.champion, e.challenger) for e in events] == [
         ("staging", 1, 2),
@@ -235,23 +231,27 @@ def test_several_changes_are_decided_together() -> None:
 def test_a_canary_needs_a_champion_and_a_percentage() -> None:
     state = given(registered(), version(1), compiled(1))
     with pytest.raises(Conflict, match="needs a champion"):
-        deploy.promote(
+        when_command(
+            cmd.ChangeDeployments(
+                name=NAME,
+                changes=[
+                    cmd.Promote(version=1, environment="qa", strategy="canary", traffic_percent=5)
+                ],
+            ),
             state,
-            NAME,
-            [cmd.Promote(version=1, environment="qa", strategy="canary", traffic_percent=5)],
-            policy=Policy(),
-            policy_version=0,
-            now=T0,
+            facts(Policy(), 0),
         )
     with pytest.raises(InvalidInput):
-        deploy.promote(
+        when_command(
+            cmd.ChangeDeployments(
+                name=NAME, changes=[cmd.Promote(version=1, environment="qa", strategy="canary")]
+            ),
             state,
-            NAME,
-            [cmd.Promote(version=1, environment="qa", strategy="canary")],
-            policy=Policy(),
-            policy_version=0,
-            now=T0,
+            facts(Policy(), 0),
         )
+
+
+ROLLBACK = cmd.Rollback(name=NAME, environment="production", reason="bad")
 
 
 def test_rollback_walks_back_through_good_champions() -> None:
@@ -260,20 +260,20 @@ def test_rollback_walks_back_through_good_champions() -> None:
         *(item for n in (1, 2, 3) for item in (version(n), compiled(n), deployed(n))),
     ]
     state = given(*history)
-    first = deploy.rollback(state, NAME, cmd.Rollback(environment="production", reason="bad"))
+    first = when_command(ROLLBACK, state, facts())
     assert first[0].champion == 2  # type: ignore[attr-defined]
     state = given(*history, (first[0], "pipeline"))
-    second = deploy.rollback(state, NAME, cmd.Rollback(environment="production", reason="bad"))
+    second = when_command(ROLLBACK, state, facts())
     assert second[0].champion == 1  # type: ignore[attr-defined]
     state = given(*history, (first[0], "pipeline"), (second[0], "pipeline"))
     with pytest.raises(Conflict, match="no earlier good champion"):
-        deploy.rollback(state, NAME, cmd.Rollback(environment="production", reason="bad"))
+        when_command(ROLLBACK, state, facts())
 
 
 def test_a_serving_version_cannot_be_retired() -> None:
     state = given(registered(), version(1), compiled(1), deployed(1))
     with pytest.raises(Conflict, match="still serves"):
-        decide.retire(state, NAME, 1, "old")
+        when_command(cmd.RetireVersion(name=NAME, version=1, reason="old"), state, facts())
 
 
 def test_critical_drift_on_a_canary_demotes_it() -> None:
@@ -302,13 +302,16 @@ def test_critical_drift_on_a_canary_demotes_it() -> None:
         name=NAME, version=2, statistic="psi", value=0.5, threshold=0.2, severity="critical"
     )
     assert state is not None
-    actions = deploy.drift_action(state, alert, Policy())
+    respond = cmd.RespondToDrift(name=NAME, alert=alert)
+    actions = when_command(respond, state, facts())
     assert [(a.action, a.champion, a.challenger) for a in actions] == [("demotion", 1, None)]  # type: ignore[attr-defined]
-    assert deploy.drift_action(state, alert, Policy(critical_drift_on_canary="none")) == []
+    assert when_command(respond, state, facts(Policy(critical_drift_on_canary="none"))) == []
 
 
 def test_unknown_model_and_version_are_not_found() -> None:
     with pytest.raises(NotFound):
-        decide.retire(None, NAME, 1, "x")
+        when_command(cmd.RetireVersion(name=NAME, version=1, reason="x"), None, facts())
     with pytest.raises(NotFound):
-        decide.retire(given(registered()), NAME, 7, "x")
+        when_command(
+            cmd.RetireVersion(name=NAME, version=7, reason="x"), given(registered()), facts()
+        )

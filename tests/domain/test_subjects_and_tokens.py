@@ -95,7 +95,9 @@ def test_the_registrant_in_another_case_may_not_approve() -> None:
 
 def test_revoking_reaches_decisions_recorded_in_another_case() -> None:
     state = given(registered("high"), version(1), compiled(1), old_approval("Approver-User"))
-    events = decide.revoke_approval(state, NAME, 1, approver="approver-user", reason="oops")
+    events = decide.revoke_approval(
+        cmd.RevokeDecision(name=NAME, version=1, approver="approver-user", reason="oops"), state
+    )
     # named as recorded, so the fold (and the flat approvals view) match it exactly
     assert events == [
         ev.ApprovalRevoked(name=NAME, version=1, approver="Approver-User", reason="oops")
@@ -109,20 +111,18 @@ def test_revoking_reaches_decisions_recorded_in_another_case() -> None:
     )
     assert after is not None and valid_approvers(after.versions[1], T0) == []
     with pytest.raises(Conflict):
-        decide.revoke_approval(after, NAME, 1, approver="APPROVER-USER", reason="again")
+        decide.revoke_approval(
+            cmd.RevokeDecision(name=NAME, version=1, approver="APPROVER-USER", reason="again"),
+            after,
+        )
 
 
 def test_a_rejection_by_the_other_spelling_is_the_same_person_deciding() -> None:
     state = given(registered(), version(1), compiled(1), old_approval("Approver-User"))
     rejected = decide.decide_approval(
+        cmd.DecideVersion(name=NAME, version=1, approver="approver-user", decision="reject"),
         state,
-        NAME,
-        1,
-        cmd.Decide(decision="reject"),
-        approver="approver-user",
-        policy=Policy(),
-        policy_version=0,
-        now=T0,
+        cmd.Facts(now=T0, policy=Policy()),
     )
     assert isinstance(rejected[0], ev.VersionRejected)
 

@@ -72,12 +72,9 @@ async def test_one_approver_in_two_cases_is_one_of_the_two_high_risk_needs(
     number = await ready_version(client, resources, ci, "hr", tier="high")
     await record_compliance(resources, "hr", number, passed=True)
     # an approval an older server recorded under the mixed-case subject of an old token
-    await resources.governance.decide_version(
-        "hr",
-        number,
-        cmd.Decide(decision="approve"),
+    await resources.governance.handle(
+        cmd.DecideVersion(name="hr", version=number, approver="Approver-User", decision="approve"),
         ev.EventMeta(actor="Approver-User", role="approver"),
-        None,
     )
     url = f"/v1/models/hr/versions/{number}/approvals"
     old = await _old_token(resources, "Approver-User", "approver")
@@ -125,12 +122,9 @@ async def test_an_approval_recorded_in_another_case_is_withdrawn_by_its_approver
     client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
 ) -> None:
     number = await ready_version(client, resources, await auth("ci", "pipeline"), "m")
-    await resources.governance.decide_version(
-        "m",
-        number,
-        cmd.Decide(decision="approve"),
+    await resources.governance.handle(
+        cmd.DecideVersion(name="m", version=number, approver="Approver-User", decision="approve"),
         ev.EventMeta(actor="Approver-User", role="approver"),
-        None,
     )
     url = f"/v1/models/m/versions/{number}"
     assert (await client.get(url, headers=await auth("auditor"))).json()["state"] == "approved"

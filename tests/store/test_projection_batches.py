@@ -30,35 +30,42 @@ APPROVERS = [ev.EventMeta(actor=name, role="approver") for name in ("bob", "caro
 async def _story(resources: Resources, name: str) -> None:
     """Versions, approvals and a revocation, promotions, drift, retirement, a policy change."""
     gov = resources.governance
-    await gov.register_model(cmd.RegisterModel(name=name, risk_tier="low"), CI, None)
+    await gov.handle(cmd.RegisterModel(name=name, risk_tier="low"), CI)
     for number in (1, 2, 3):
         version = cmd.RegisterVersion(
+            name=name,
+            compile_job_id=str(uuid.uuid4()),
             artifact_sha256=uuid.uuid4().hex * 2,
             artifact_size=1,
             format="lightgbm",
             model_feature_names=["a", "b"],
             metrics={"auc": 0.9},
         )
-        await gov.register_version(name, version, CI, None)
+        await gov.handle(version, CI)
         compiled = ev.VersionCompiled(
             name=name, version=number, library_sha256="b" * 64, max_abs_diff=0.0, rows_checked=1
         )
         await resources.store.append(model_stream(name), [compiled], meta=CI, expected_version=None)
         for approver in APPROVERS:
-            await gov.decide_version(name, number, cmd.Decide(decision="approve"), approver, None)
+            await gov.handle(approve(name, number, approver), approver)
         with contextlib.suppress(DomainError):
-            await gov.promote(name, [cmd.Promote(version=number, environment="staging")], CI, None)
-    await gov.revoke_decision(name, 2, "wrong run", APPROVERS[0], None)
-    await gov.decide_version(name, 2, cmd.Decide(decision="approve"), APPROVERS[0], None)
-    await gov.set_policy(
-        "low", Policy(required_approvals=2), ev.EventMeta(actor="root", role="admin"), None
-    )
+            change = cmd.Promote(version=number, environment="staging")
+            await gov.handle(cmd.ChangeDeployments(name=name, changes=[change]), CI)
+    bob = APPROVERS[0]
+    await gov.handle(cmd.RevokeDecision(name=name, version=2, approver="bob", reason="x"), bob)
+    await gov.handle(approve(name, 2, bob), bob)
+    policy = cmd.SetPolicy(tier="low", policy=Policy(required_approvals=2))
+    await gov.handle(policy, ev.EventMeta(actor="root", role="admin"))
     alert = cmd.RaiseDriftAlert(
-        version=3, statistic="psi", value=0.5, threshold=0.2, severity="critical"
+        name=name, version=3, statistic="psi", value=0.5, threshold=0.2, severity="critical"
     )
-    await gov.raise_drift_alert(name, alert, CI, None)
+    await gov.raise_drift_alert(alert, CI, None)
     with contextlib.suppress(DomainError):
-        await gov.retire(name, 1, "old", CI, None)
+        await gov.handle(cmd.RetireVersion(name=name, version=1, reason="old"), CI)
+
+
+def approve(name: str, number: int, approver: ev.EventMeta) -> cmd.DecideVersion:
+    return cmd.DecideVersion(name=name, version=number, approver=approver.actor, decision="approve")
 
 
 async def _job_outcomes(resources: Resources, name: str) -> None:
@@ -72,16 +79,28 @@ async def _job_outcomes(resources: Resources, name: str) -> None:
     one, two, three = requests[1], requests[2], requests[3]
     stray = ev.JobStarted(job_id="never-requested", kind="compile", name=name, attempt=1)
     outcomes: list[ev.Event] = [
-        *jobs.started(one, 1, "w1"),
-        *jobs.failed(one, 1, "boom", final=False),
-        *jobs.started(two, 1, "w1"),
-        *jobs.started(one, 2, "w2"),
-        jobs.succeeded(one, 2, 1.5, {"library_sha256": "b" * 64}),
-        *jobs.failed(two, 1, "bad input", final=True, details={"column": "x"}),
-        *jobs.started(two, 3, "w3"),  # a late delivery never reopens a finished job
+        *jobs.started(cmd.StartAttempt(job=one, attempt=1, worker="w1")),
+        *jobs.failed(cmd.FailAttempt(job=one, attempt=1, error="boom", final=False)),
+        *jobs.started(cmd.StartAttempt(job=two, attempt=1, worker="w1")),
+        *jobs.started(cmd.StartAttempt(job=one, attempt=2, worker="w2")),
+        ev.JobSucceeded(
+            job_id=one.job_id,
+            kind=one.kind,
+            name=name,
+            attempt=2,
+            seconds=1.5,
+            result={"library_sha256": "b" * 64},
+        ),
+        *jobs.failed(
+            cmd.FailAttempt(
+                job=two, attempt=1, error="bad input", final=True, details={"column": "x"}
+            )
+        ),
+        # a late delivery never reopens a finished job
+        *jobs.started(cmd.StartAttempt(job=two, attempt=3, worker="w3")),
         msgspec.structs.replace(three, params={"again": True}),  # a second request: no change
         stray,
-        *jobs.started(three, 1, "w1"),
+        *jobs.started(cmd.StartAttempt(job=three, attempt=1, worker="w1")),
     ]
     for event in outcomes:
         await store.append(model_stream(name), [event], meta=worker, expected_version=None)

@@ -39,13 +39,15 @@ async def run(resources: Resources, name: str, action: tuple[Any, ...]) -> None:
     kind = action[0]
     if kind == "version":
         command = cmd.RegisterVersion(
+            name=name,
+            compile_job_id=str(uuid.uuid4()),
             artifact_sha256=uuid.uuid4().hex * 2,
             artifact_size=1,
             format="lightgbm",
             model_feature_names=["a", "b"],
             metrics={"auc": 0.8 + action[1] / 10},
         )
-        await gov.register_version(name, command, meta, None)
+        await gov.handle(command, meta)
     elif kind == "compile":
         await resources.store.append(
             model_stream(name),
@@ -62,32 +64,36 @@ async def run(resources: Resources, name: str, action: tuple[Any, ...]) -> None:
             expected_version=None,
         )
     elif kind == "approve":
-        await gov.decide_version(
-            name, action[1], cmd.Decide(decision="approve"), META[action[2]], None
+        approver = META[action[2]]
+        decision = cmd.DecideVersion(
+            name=name, version=action[1], approver=approver.actor, decision="approve"
         )
+        await gov.handle(decision, approver)
     elif kind == "promote":
-        await gov.promote(name, [cmd.Promote(version=action[1], environment=action[2])], meta, None)
+        change = cmd.Promote(version=action[1], environment=action[2])
+        await gov.handle(cmd.ChangeDeployments(name=name, changes=[change]), meta)
     elif kind == "canary":
         change = cmd.Promote(
             version=action[1], environment="staging", strategy="canary", traffic_percent=20
         )
-        await gov.promote(name, [change], meta, None)
+        await gov.handle(cmd.ChangeDeployments(name=name, changes=[change]), meta)
     elif kind == "rollback":
-        await gov.rollback(name, cmd.Rollback(environment=action[1], reason="r"), meta, None)
+        await gov.handle(cmd.Rollback(name=name, environment=action[1], reason="r"), meta)
     elif kind == "retire":
-        await gov.retire(name, action[1], "old", meta, None)
+        await gov.handle(cmd.RetireVersion(name=name, version=action[1], reason="old"), meta)
     elif kind == "drift":
         alert = cmd.RaiseDriftAlert(
-            version=action[1], statistic="psi", value=0.5, threshold=0.2, severity="critical"
+            name=name,
+            version=action[1],
+            statistic="psi",
+            value=0.5,
+            threshold=0.2,
+            severity="critical",
         )
-        await gov.raise_drift_alert(name, alert, meta, None)
+        await gov.raise_drift_alert(alert, meta, None)
     elif kind == "policy":
-        await gov.set_policy(
-            "low",
-            Policy(required_approvals=action[1]),
-            ev.EventMeta(actor="root", role="admin"),
-            None,
-        )
+        policy = cmd.SetPolicy(tier="low", policy=Policy(required_approvals=action[1]))
+        await gov.handle(policy, ev.EventMeta(actor="root", role="admin"))
 
 
 @settings(
@@ -98,8 +104,8 @@ async def test_registry_as_of_equals_the_view_at_that_time(
     resources: Resources, steps: list[tuple[Any, ...]]
 ) -> None:
     name = f"m-{uuid.uuid4().hex[:8]}"
-    await resources.governance.register_model(
-        cmd.RegisterModel(name=name, risk_tier="low"), META["pipeline"], None
+    await resources.governance.handle(
+        cmd.RegisterModel(name=name, risk_tier="low"), META["pipeline"]
     )
     seen: list[tuple[int, Any]] = []
     for action in steps:

@@ -17,15 +17,14 @@ import pytest
 from app.resources import Resources
 from app.settings import Settings
 from app.store.events import EventStore
+from domain import commands as cmd
 from domain import events as ev
-from domain import jobs
 from domain.decide import model_stream
-from domain.state import ModelState
 from tests.conftest import TokenFactory
 from tests.http.governance_helpers import create_model, register_version
 from tests.workers.jobs_helpers import job_status, run_worker
 from workers.pool import ProcessPool
-from workers.runner import Context, Decider, JobRunner
+from workers.runner import Context, JobRunner
 
 pytestmark = pytest.mark.processes
 
@@ -110,26 +109,43 @@ async def test_a_result_that_meets_conflicts_again_and_again_is_decided_again_un
     job_id = created.json()["compile_job_id"]
     position = (await resources.jobs.view(job_id)).requested_position
     mover = await asyncio.to_thread(StreamMover, str(settings.database_url))
-    decisions: list[int] = []
+    computed = asyncio.Event()
+    reads = 0
+    read_tails = resources.store.read_tails
 
-    async def busy_kind(ctx: Context) -> Decider:
-        def decide(state: ModelState | None, seconds: float) -> list[ev.Event]:
-            decisions.append(len(decisions) + 1)
-            if len(decisions) <= 7:  # more than the handler's own retries, twice over
-                mover.move("moving", f"edit {len(decisions)}")
-            return [jobs.succeeded(ctx.job, ctx.attempt, seconds, {"decisions": len(decisions)})]
+    async def read_then_move(after: dict[str, int]) -> Any:
+        # another process appends to the stream between each of seven reads and the append
+        # that follows it: each of those appends conflicts and is decided again
+        nonlocal reads
+        tails = await read_tails(after)
+        if computed.is_set() and reads < 7:
+            reads += 1
+            await asyncio.to_thread(mover.move, "moving", f"edit {reads}")
+        return tails
 
-        return decide
+    async def busy_kind(ctx: Context) -> cmd.Compiled:
+        computed.set()
+        library = ev.VersionCompiled(
+            name="moving",
+            version=1,
+            library_sha256="b" * 64,
+            max_abs_diff=0.0,
+            rows_checked=1,
+            job_id=ctx.job.job_id,
+        )
+        return cmd.Compiled(library=library)
 
     runner = JobRunner(resources, ProcessPool(1), {"compile": busy_kind})
+    resources.store.read_tails = read_then_move  # type: ignore[method-assign]
     try:
         assert await runner.run(job_id, position) == "succeeded"
     finally:
+        resources.store.read_tails = read_tails  # type: ignore[method-assign]
         await asyncio.to_thread(mover.close)
-    assert len(decisions) == 8  # seven conflicts, each decided again on the fresh stream
+    assert reads == 7  # seven conflicts, each decided again on the fresh stream
     recorded = await resources.store.read_stream(model_stream("moving"))
     succeeded = [r.event for r in recorded if isinstance(r.event, ev.JobSucceeded)]
-    assert [s.result["decisions"] for s in succeeded] == [8]
+    assert len(succeeded) == 1
     assert sum(isinstance(r.event, ev.ModelUpdated) for r in recorded) == 7
     status = await job_status(client, ci, resources, job_id)
     assert (status["status"], status["attempts"]) == ("succeeded", 1)

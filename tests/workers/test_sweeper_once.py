@@ -12,6 +12,7 @@ import pytest
 from app.resources import Resources, open_resources
 from app.services.sweeper import ACTOR
 from app.settings import Settings
+from domain import commands as cmd
 from domain import events as ev
 from domain import jobs
 from domain.decide import model_stream
@@ -43,11 +44,9 @@ async def test_the_last_attempt_overdue_is_failed_by_the_sweeper_and_nothing_lan
     requested = await resources.jobs.view(job_id)
     request = (await resources.jobs.requested(job_id, requested.requested_position)).request
     # a worker that recorded its start and was never heard of again
-    await resources.governance.record(
-        "vanished",
-        lambda _s: jobs.started(request, 1, "ghost:1"),
+    await resources.governance.handle(
+        cmd.StartAttempt(job=request, attempt=1, worker="ghost:1"),
         ev.EventMeta(actor="ci", role="ci"),
-        event_ids=lambda n: jobs.result_ids(job_id, "attempt-1-started", n),
     )
     assert await resources.sweeper.sweep() == 0  # on time yet
 

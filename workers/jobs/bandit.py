@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import uuid
 
+from domain import commands as cmd
 from domain import events as ev
-from domain import jobs
 from domain.errors import Conflict
 from workers.jobs import inputs
 from workers.ml.bandit import BanditDecision, update
-from workers.runner import Context, Decider
+from workers.runner import Context
 
 _REWARDS = (
     "SELECT version, count(*) AS n, coalesce(sum(reward), 0) AS total FROM feedback "
@@ -40,7 +40,7 @@ def update_in_child(
     )
 
 
-async def run(ctx: Context) -> Decider:
+async def run(ctx: Context) -> cmd.BanditReported:
     """Aggregate the experiment's rewards and decide the update (and any conclusion)."""
     job = ctx.job
     found = await inputs.subject(ctx)
@@ -100,6 +100,4 @@ async def run(ctx: Context) -> Decider:
             p_value=decision.p_value,
             job_id=job.job_id,
         )
-    return lambda state, seconds: jobs.bandit_updated(
-        state, job, updated, conclusion, attempt=ctx.attempt, seconds=seconds
-    )
+    return cmd.BanditReported(update=updated, conclusion=conclusion)

@@ -17,8 +17,8 @@ import msgspec
 import numpy as np
 
 from app.scoring.library import ABI_VERSION
+from domain import commands as cmd
 from domain import events as ev
-from domain import jobs
 from domain.decide import require_model, require_version
 from workers.ml import forest
 from workers.ml.compile import (
@@ -29,7 +29,7 @@ from workers.ml.compile import (
     CompileOutcome,
     compile_model,
 )
-from workers.runner import Context, Decider, JobInputError
+from workers.runner import Context, JobInputError
 
 
 class _Cached(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,7 +50,7 @@ def compile_in_child(
     return compile_model(Path(artifact), fmt, Path(workdir), holdout=rows, tolerance=tolerance)
 
 
-async def run(ctx: Context) -> Decider:
+async def run(ctx: Context) -> cmd.Compiled:
     """Compile the job's version (or reuse a certified library of the same artifact)."""
     res, job = ctx.resources, ctx.job
     state, _ = await res.governance.model(job.name)
@@ -80,9 +80,7 @@ async def run(ctx: Context) -> Decider:
         compile_seconds=cached.compile_seconds,
         job_id=job.job_id,
     )
-    return lambda s, seconds: jobs.compiled(
-        s, job, compiled, policy=policy, attempt=ctx.attempt, seconds=seconds
-    )
+    return cmd.Compiled(library=compiled)
 
 
 async def _compile(

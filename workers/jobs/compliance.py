@@ -13,13 +13,13 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from domain import commands as cmd
 from domain import events as ev
-from domain import jobs
 from workers.jobs import inputs
 from workers.ml import tabular
 from workers.ml.compliance import ComplianceReport, check_compliance
 from workers.ml.native import load_native
-from workers.runner import Context, Decider, JobInputError
+from workers.runner import Context, JobInputError
 
 
 class ComplianceTask(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,7 +52,7 @@ def compliance_in_child(task: ComplianceTask) -> ComplianceReport:
     return check_compliance(truth, scores, groups, threshold=task.threshold, **task.limits)
 
 
-async def run(ctx: Context) -> Decider:
+async def run(ctx: Context) -> cmd.ComplianceReported:
     """Check the version's fairness on the dataset the request names."""
     job = ctx.job
     found = await inputs.subject(ctx)
@@ -92,9 +92,7 @@ async def run(ctx: Context) -> Decider:
     )
 
     details = {"failures": report.failures, "markdown_sha256": markdown_sha256}
-    return lambda state, seconds: jobs.compliance_checked(
-        state, job, checked, attempt=ctx.attempt, seconds=seconds, details=details
-    )
+    return cmd.ComplianceReported(check=checked, details=details)
 
 
 def _names(value: object) -> list[str]:

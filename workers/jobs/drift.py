@@ -13,15 +13,14 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from app.services.jobs import RequestedJob
+from domain import commands as cmd
 from domain import events as ev
-from domain import jobs
 from domain.decide import model_stream
 from domain.policy import DriftThresholds
 from workers.jobs import inputs
 from workers.ml import tabular
 from workers.ml.drift import DriftReport, check_drift
-from workers.runner import Context, Decider, JobInputError
+from workers.runner import Context, JobInputError
 
 # fewer sampled inputs than this say little about a distribution
 MIN_WINDOW_ROWS = 50
@@ -45,7 +44,7 @@ def _columns(window: dict[str, list[float | None]]) -> dict[str, object]:
     }
 
 
-async def run(ctx: Context) -> Decider:
+async def run(ctx: Context) -> cmd.DriftReported:
     """Compare the window with the reference and decide the check and its alerts."""
     job = ctx.job
     found = await inputs.subject(ctx)
@@ -101,9 +100,7 @@ async def run(ctx: Context) -> Decider:
         )
         for name, feature in report.alerts()
     ]
-    return lambda state, seconds: jobs.drift_checked(
-        state, job, check, alerts, attempt=ctx.attempt, seconds=seconds
-    )
+    return cmd.DriftReported(check=check, alerts=alerts)
 
 
 async def _logged_window(
@@ -145,7 +142,7 @@ def _served(ctx: Context, found: inputs.Subject, environment: str) -> int | None
     return slot.challenger if slot.challenger is not None else slot.champion
 
 
-async def respond(ctx: Context, requested: RequestedJob) -> None:
+async def respond(ctx: Context) -> None:
     """The policy's action on the job's worst critical alert, caused by that alert."""
     recorded = await ctx.resources.store.read_stream(model_stream(ctx.job.name))
     critical = [
@@ -159,12 +156,7 @@ async def respond(ctx: Context, requested: RequestedJob) -> None:
         return
     alert = critical[0]
     assert isinstance(alert.event, ev.DriftDetected)
-    found = await inputs.subject(ctx)
     meta = msgspec.structs.replace(ctx.meta, causation_id=str(alert.event_id))
-    event = alert.event
-    await ctx.resources.governance.record(
-        ctx.job.name,
-        lambda state: jobs.drift_response(state, ctx.job.name, event, found.policy),
-        meta,
-        event_ids=lambda count: jobs.result_ids(requested.request.job_id, "response", count),
+    await ctx.resources.governance.handle(
+        cmd.RespondToDrift(name=ctx.job.name, alert=alert.event), meta
     )

@@ -4,11 +4,12 @@ prediction log gets a drift job, requested like any other (an event, relayed to 
 from __future__ import annotations
 
 import logging
+import uuid
 
 from app.resources import Resources
 from domain import events as ev
+from domain.commands import RequestJob
 from domain.errors import DomainError
-from domain.jobs import RequestJob
 
 _log = logging.getLogger("model_ledger.jobs")
 
@@ -35,10 +36,14 @@ async def schedule_drift_checks(resources: Resources) -> int:
     requested = 0
     for row in due:
         command = RequestJob(
-            kind="drift", version=row["version"], params={"environment": row["environment"]}
+            name=row["name"],
+            job_id=str(uuid.uuid4()),
+            kind="drift",
+            version=row["version"],
+            params={"environment": row["environment"]},
         )
         try:
-            await resources.jobs.request(row["name"], command, SCHEDULER, None)
+            await resources.jobs.request(command, SCHEDULER, None)
         except DomainError as error:  # e.g. the version was retired since
             _log.info("drift check of %s v%s skipped: %s", row["name"], row["version"], error)
             continue

@@ -11,7 +11,7 @@ from domain import events as ev
 from domain import jobs
 from workers.jobs import inputs
 from workers.ml.train import TrainOutcome, train
-from workers.runner import Context, Decider, JobInputError
+from workers.runner import Context, JobInputError
 
 
 def train_in_child(
@@ -21,7 +21,7 @@ def train_in_child(
     return train(Path(dataset), target, params, kind=trainer, seed=seed)  # type: ignore[arg-type]
 
 
-async def run(ctx: Context) -> Decider:
+async def run(ctx: Context) -> cmd.Trained:
     """Train, store the model, its reference profile and holdout, then decide the version."""
     job, settings = ctx.job, ctx.resources.settings
     await inputs.subject(ctx)  # the model must exist before minutes of training
@@ -36,6 +36,8 @@ async def run(ctx: Context) -> Decider:
     profile = await inputs.put(ctx, outcome.profile)
     holdout = await inputs.put_matrix(ctx, outcome.holdout)
     command = cmd.RegisterVersion(
+        name=job.name,
+        compile_job_id=jobs.child_job_id(job.job_id, "compile"),
         artifact_sha256=artifact.sha256,
         artifact_size=artifact.size,
         format=outcome.format,
@@ -49,15 +51,9 @@ async def run(ctx: Context) -> Decider:
             target=target,
             profile_sha256=profile,
         ),
-    )
-    return lambda state, seconds: jobs.trained(
-        state,
-        job,
-        command,
         compile_params={"holdout_sha256": holdout},
-        attempt=ctx.attempt,
-        seconds=seconds,
     )
+    return cmd.Trained(version=command)
 
 
 def _options(params: dict[str, Any]) -> tuple[str, int, dict[str, Any]]:

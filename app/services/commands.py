@@ -1,0 +1,195 @@
+"""The one command path: read the target stream, fold it, decide, append.
+
+Every change, from an HTTP request or from a job's outcome, is a domain command handled
+here. What the decision reads besides the stream (the policy of the model's tier, the time)
+is resolved first, so deciders stay pure and synchronous. A command that changes nothing is
+an explicit outcome (no events); one that lost a race to another append is decided again on
+the fresh stream, unless the caller decided against the state it saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+import msgspec
+
+from app.services.folds import Folds, fold_model, fold_policy
+from app.store.codec import RecordedEvent
+from app.store.events import AppendResult, EventStore, Idempotency
+from app.store.projector import Projector
+from domain import commands as cmd
+from domain import handle
+from domain.decide import policy_stream
+from domain.errors import ConcurrencyConflict
+from domain.events import Event, EventMeta
+from domain.policy import DEFAULT_POLICIES, Policy
+from domain.state import ModelState
+
+# A conflict means another append to the stream landed: deciding again on the fresh state is
+# the right answer, and one of each round of concurrent commands wins, so N commands sent at
+# once on one model need up to N rounds. Retrying stops past the caller's patience.
+DEFAULT_PATIENCE_SECONDS = 10.0
+# concurrent appends share one group commit: a random pause lets the losers of a round reach
+# different batches instead of colliding again together
+_CONFLICT_PAUSE_SECONDS = 0.02
+# decided against what the caller saw: a changed stream is the caller's to judge again
+_DECIDED_ONCE = (cmd.RegisterModel, cmd.ChangeDeployments, cmd.Rollback)
+# a new policy version does not depend on the earlier ones: appended whatever the stream holds
+_APPENDED_ANYWAY = (cmd.SetPolicy,)
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What a command appended (or, replayed, had appended the first time); no events when
+    nothing changed."""
+
+    events: list[RecordedEvent]
+    stream_version: int
+    replayed: bool = False
+
+    @property
+    def position(self) -> int:
+        """Where the command's first event landed (what a response reports)."""
+        return self.events[0].position
+
+
+class Commands:
+    """Handles commands; keeps each stream's fold between them (`app.services.folds`)."""
+
+    def __init__(
+        self, store: EventStore, projector: Projector, clock: Callable[[], datetime]
+    ) -> None:
+        self._store = store
+        self._projector = projector
+        self._clock = clock
+        self._models: Folds[ModelState] = Folds(fold_model)
+        self._policies: Folds[Policy] = Folds(fold_policy)
+
+    async def handle(
+        self,
+        command: cmd.Command,
+        meta: EventMeta,
+        idem: Idempotency | None = None,
+        *,
+        expected_version: int | None = None,
+        patience: float = DEFAULT_PATIENCE_SECONDS,
+    ) -> Outcome:
+        """Decide the command on its stream and append what it decided.
+
+        With `expected_version` (the version the caller saw), any change since is a
+        ConcurrencyConflict, as is a lost race for a command decided once.
+        """
+        if idem is not None and (earlier := await self._store.replayed(idem)) is not None:
+            return await self._finish(earlier, None)
+        once = expected_version is not None or isinstance(command, _DECIDED_ONCE)
+        deadline = time.monotonic() + (0.0 if once else patience)
+        while True:
+            events, version = await self._decide(command, expected_version)
+            if not events:
+                return Outcome(events=[], stream_version=version)
+            try:
+                return await self._append(command, events, version, meta, idem)
+            except ConcurrencyConflict:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(random.uniform(0.0, _CONFLICT_PAUSE_SECONDS))  # noqa: S311
+
+    async def _decide(
+        self, command: cmd.Command, expected_version: int | None
+    ) -> tuple[list[Event], int]:
+        stream = handle.stream_of(command)
+        policy = await self._read(stream, handle.reads_policy(command))
+        # nothing awaits from here to the decision: the folded state is current for it
+        state, version = self._models.get(stream)
+        if isinstance(command, cmd.SetPolicy):
+            state, version = None, self._policies.version(stream)
+        if expected_version is not None and expected_version != version:
+            raise ConcurrencyConflict(
+                f"{stream} changed since version {expected_version} (now {version})",
+                stream=stream,
+                expected_version=expected_version,
+                actual_version=version,
+            )
+        facts = cmd.Facts(now=self._clock(), policy=policy[0], policy_version=policy[1])
+        return handle.decide(command, state, facts), version
+
+    async def _read(self, stream: str, reads_policy: bool) -> tuple[Policy, int]:
+        """Bring the stream's fold (and its tier's policy) up to date: one round trip when
+        the stream is known; the policy in force and its version."""
+        model = self._models.peek(stream)
+        if reads_policy and model is None:
+            await self._catch_up({stream: self._models.version(stream)})
+            model = self._models.peek(stream)
+        tier = model.risk_tier if reads_policy and model is not None else None
+        tails = {stream: self._folds(stream).version(stream)}
+        if tier is not None:
+            tails[policy_stream(tier)] = self._policies.version(policy_stream(tier))
+        await self._catch_up(tails)
+        if tier is None:
+            return DEFAULT_POLICIES["low"], 0
+        policy, version = self._policies.get(policy_stream(tier))
+        return (policy, version) if policy is not None else (DEFAULT_POLICIES[tier], 0)
+
+    async def _catch_up(self, after: dict[str, int]) -> None:
+        while after:
+            tails = await self._store.read_tails(after)
+            behind = {}
+            for stream in after:
+                folds = self._folds(stream)
+                if not folds.advance(stream, tails.get(stream, [])):
+                    behind[stream] = folds.version(stream)
+            after = behind
+
+    def _folds(self, stream: str) -> Folds[ModelState] | Folds[Policy]:
+        return self._policies if stream.startswith(policy_stream("")) else self._models
+
+    async def _append(
+        self,
+        command: cmd.Command,
+        events: list[Event],
+        version: int,
+        meta: EventMeta,
+        idem: Idempotency | None,
+    ) -> Outcome:
+        stream = handle.stream_of(command)
+        ids = handle.event_ids(command, len(events)) or [uuid.uuid4() for _ in events]
+        expected = None if isinstance(command, _APPENDED_ANYWAY) else version
+        result = await self._store.append(
+            stream, events, meta=meta, expected_version=expected, idempotency=idem, event_ids=ids
+        )
+        recorded = None if result.replayed else _recorded(result, events, ids, meta)
+        if recorded is not None:
+            self._folds(stream).advance(stream, recorded)
+        return await self._finish(result, recorded)
+
+    async def _finish(self, result: AppendResult, recorded: list[RecordedEvent] | None) -> Outcome:
+        await self._projector.catch_up_to(result.last_position)
+        if recorded is None:  # a replay: the events are those of the first time
+            count = result.last_position - result.first_position + 1
+            recorded = await self._store.read_all(result.first_position - 1, count)
+        return Outcome(
+            events=recorded, stream_version=result.stream_version, replayed=result.replayed
+        )
+
+
+def _recorded(
+    result: AppendResult, events: list[Event], ids: list[uuid.UUID], meta: EventMeta
+) -> list[RecordedEvent]:
+    """The events as the append recorded them (no need to read them back)."""
+    first_version = result.stream_version - len(events) + 1
+    return [
+        RecordedEvent(
+            position=result.first_position + i,
+            stream=result.stream,
+            version=first_version + i,
+            event_id=ids[i],
+            recorded_at=result.recorded_at,
+            event=event,  # type: ignore[arg-type] # a decided event is one of AnyEvent
+            meta=meta,
+        )
+        for i, event in enumerate(events)
+    ]
