@@ -1,5 +1,9 @@
 """The governance projection's flat tables: a run of events' rows, one statement per table.
 
+A table's row is a Struct whose fields are the table's columns in `app.store.schema`'s
+order (tested), so the statements' column lists and casts come from the table and its
+row, never written out again.
+
 Upserts keep one row per key, with what row-by-row statements would have left: the inserted
 columns of the first row and the updated columns of the last. Append-only tables are
 written with COPY.
@@ -7,126 +11,177 @@ written with COPY.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Collection
+from datetime import datetime
+from typing import ClassVar
 
 import asyncpg
 import msgspec
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
+from app.store import schema
 from app.store.codec import RecordedEvent
 from domain import events as ev
 from domain.state import ModelState, VersionState
 
 _policy_encoder = msgspec.json.Encoder()
+_astuple = msgspec.structs.astuple
 
-_VERSION_COLUMNS = [
-    "name",
-    "version",
-    "format",
-    "artifact_sha256",
-    "library_sha256",
-    "registered_at",
-    "registered_by",
-    "retired_at",
-    "position",
-]
-_VERSION_CONFLICT = (
-    "ON CONFLICT (name, version) DO UPDATE SET library_sha256 = excluded.library_sha256, "
-    "retired_at = excluded.retired_at, position = excluded.position"
+
+class Row(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A row of `table`: one field per column, in the table's order."""
+
+    table: ClassVar[sa.Table]
+    # the columns an upsert overwrites on a key already present; empty: append-only
+    updated: ClassVar[tuple[str, ...]] = ()
+
+
+class VersionRow(Row, frozen=True, kw_only=True, gc=False):
+    table = schema.versions
+    updated = ("library_sha256", "retired_at", "position")
+
+    name: str
+    version: int
+    format: str
+    artifact_sha256: str
+    library_sha256: str | None
+    registered_at: datetime
+    registered_by: str
+    retired_at: datetime | None
+    position: int
+
+
+class DeploymentRow(Row, frozen=True, kw_only=True, gc=False):
+    table = schema.deployments
+    updated = ("champion", "challenger", "strategy", "traffic_percent", "updated_at", "position")
+
+    name: str
+    environment: str
+    champion: int | None
+    challenger: int | None
+    strategy: str
+    traffic_percent: float | None
+    updated_at: datetime
+    position: int
+
+
+class PolicyRow(Row, frozen=True, kw_only=True, gc=False):
+    table = schema.policies
+    updated = ("version", "policy", "position")
+
+    risk_tier: str
+    version: int
+    policy: str  # JSON text
+    position: int
+
+
+class HistoryRow(Row, frozen=True, kw_only=True, gc=False):
+    table = schema.deployment_history
+
+    position: int
+    name: str
+    environment: str
+    action: str
+    version: int
+    champion: int | None
+    challenger: int | None
+    strategy: str
+    traffic_percent: float | None
+    actor: str
+    reason: str
+    recorded_at: datetime
+
+
+class ApprovalRow(Row, frozen=True, kw_only=True, gc=False):
+    table = schema.approvals
+
+    position: int
+    name: str
+    version: int
+    approver: str
+    decision: str
+    comment: str
+    policy_version: int
+    expires_at: datetime | None
+    recorded_at: datetime
+    revoked_reason: str | None = None
+
+
+class DriftRow(Row, frozen=True, kw_only=True, gc=False):
+    table = schema.drift_alerts
+
+    position: int
+    name: str
+    version: int
+    statistic: str
+    value: float
+    threshold: float
+    severity: str
+    feature: str | None
+    environment: str | None
+    recorded_at: datetime
+
+
+ROW_TYPES: tuple[type[Row], ...] = (
+    VersionRow,
+    DeploymentRow,
+    PolicyRow,
+    HistoryRow,
+    ApprovalRow,
+    DriftRow,
 )
-_UPSERT_VERSIONS = (
-    f"INSERT INTO versions ({', '.join(_VERSION_COLUMNS)}) "  # noqa: S608 - fixed
-    "SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], "
-    f"$6::timestamptz[], $7::text[], $8::timestamptz[], $9::bigint[]) {_VERSION_CONFLICT}"
-)
+
+
+def _conflict(row: type[Row]) -> str:
+    keys = ", ".join(c.name for c in row.table.primary_key.columns)
+    sets = ", ".join(f"{c} = excluded.{c}" for c in row.updated)
+    return f"ON CONFLICT ({keys}) DO UPDATE SET {sets}"
+
+
+def _unnest_upsert(row: type[Row]) -> str:
+    """An upsert of one array per column, cast to the column's type."""
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    casts = ", ".join(
+        f"${i}::{row.table.columns[f].type.compile(dialect=dialect)}[]"
+        for i, f in enumerate(row.__struct_fields__, start=1)
+    )
+    return (
+        f"INSERT INTO {row.table.name} ({', '.join(row.__struct_fields__)}) "  # noqa: S608 - fixed
+        f"SELECT * FROM unnest({casts}) {_conflict(row)}"
+    )
+
+
+_UPSERTS = {row: _unnest_upsert(row) for row in ROW_TYPES if row.updated}
 # Past this many rows an upsert goes through a temporary table filled by COPY: the
 # server parses arrays for `unnest` at about half the speed.
 _COPY_ABOVE = 1_000
 
-_UPSERT_DEPLOYMENTS = (
-    "INSERT INTO deployments (name, environment, champion, challenger, strategy, "
-    "traffic_percent, updated_at, position) "
-    "SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], "
-    "$6::float8[], $7::timestamptz[], $8::bigint[]) "
-    "ON CONFLICT (name, environment) DO UPDATE SET champion = excluded.champion, "
-    "challenger = excluded.challenger, strategy = excluded.strategy, "
-    "traffic_percent = excluded.traffic_percent, updated_at = excluded.updated_at, "
-    "position = excluded.position"
-)
-_UPSERT_POLICIES = (
-    "INSERT INTO policies (risk_tier, version, policy, position) "
-    "SELECT * FROM unnest($1::text[], $2::int[], $3::json[], $4::bigint[]) "
-    "ON CONFLICT (risk_tier) DO UPDATE SET version = excluded.version, "
-    "policy = excluded.policy, position = excluded.position"
-)
 _REVOKE = (
     "UPDATE approvals SET revoked_reason = $4 WHERE name = $1 AND version = $2 "
     "AND approver = $3 AND revoked_reason IS NULL"
 )
-_HISTORY_COLUMNS = [
-    "position",
-    "name",
-    "environment",
-    "action",
-    "version",
-    "champion",
-    "challenger",
-    "strategy",
-    "traffic_percent",
-    "actor",
-    "reason",
-    "recorded_at",
-]
-_APPROVAL_COLUMNS = [
-    "position",
-    "name",
-    "version",
-    "approver",
-    "decision",
-    "comment",
-    "policy_version",
-    "expires_at",
-    "recorded_at",
-    "revoked_reason",
-]
-_DRIFT_COLUMNS = [
-    "position",
-    "name",
-    "version",
-    "statistic",
-    "value",
-    "threshold",
-    "severity",
-    "feature",
-    "environment",
-    "recorded_at",
-]
-_APPROVAL_REVOKED_REASON = len(_APPROVAL_COLUMNS) - 1
 
 
 class AppendedRows:
     """What a run of events adds: history, approvals, revocations, drift alerts, policies."""
 
     def __init__(self) -> None:
-        self.history: list[tuple[Any, ...]] = []
-        self.approvals: list[list[Any]] = []
-        self.revocations: list[tuple[str, int, str, str]] = []
-        self.drift: list[tuple[Any, ...]] = []
-        self.policies: dict[str, tuple[Any, ...]] = {}
+        self.history: list[HistoryRow] = []
+        self.approvals: list[ApprovalRow] = []
+        self.revocations: list[tuple[str, int, str, str]] = []  # $1-$4 of the UPDATE
+        self.drift: list[DriftRow] = []
+        self.policies: dict[str, PolicyRow] = {}
 
     async def write(self, conn: asyncpg.Connection) -> None:
         """One statement per table: COPY for the append-only ones."""
         if self.policies:
-            await conn.execute(_UPSERT_POLICIES, *_columns(self.policies.values(), 4))
+            await _upsert(conn, PolicyRow, self.policies.values())
         if self.revocations:
             await conn.executemany(_REVOKE, self.revocations)
-        for table, rows, columns in (
-            ("deployment_history", self.history, _HISTORY_COLUMNS),
-            ("approvals", self.approvals, _APPROVAL_COLUMNS),
-            ("drift_alerts", self.drift, _DRIFT_COLUMNS),
-        ):
-            if rows:
-                await conn.copy_records_to_table(table, records=rows, columns=columns)
+        await _copy(conn, HistoryRow, self.history)
+        await _copy(conn, ApprovalRow, self.approvals)
+        await _copy(conn, DriftRow, self.drift)
 
 
 class FlatRows:
@@ -140,7 +195,7 @@ class FlatRows:
         # each version an event touched: its state when first touched (the inserted
         # columns), its state now (the updated ones) and the position of the last event
         self.versions: dict[tuple[str, int], tuple[VersionState, VersionState, int]] = {}
-        self.deployments: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self.deployments: dict[tuple[str, str], DeploymentRow] = {}
         self.appended = AppendedRows()
 
     def take_appended(self) -> AppendedRows:
@@ -150,149 +205,167 @@ class FlatRows:
 
     def policy(self, recorded: RecordedEvent, event: ev.PolicySet) -> None:
         """The policies row a policy event leaves."""
-        self.appended.policies[event.risk_tier] = (
-            event.risk_tier,
-            recorded.version,
-            _policy_encoder.encode(event.policy).decode(),
-            recorded.position,
+        self.appended.policies[event.risk_tier] = PolicyRow(
+            risk_tier=event.risk_tier,
+            version=recorded.version,
+            policy=_policy_encoder.encode(event.policy).decode(),
+            position=recorded.position,
         )
 
     def add(self, recorded: RecordedEvent, state: ModelState) -> None:
         """The rows one model event (already folded into `state`) changes."""
-        event, at, position = recorded.event, recorded.recorded_at, recorded.position
-        kind = type(event)  # event classes are final: an exact type is an isinstance
+        event = recorded.event
+        # any event naming a version moves its row's position; a job request changes nothing
         number = getattr(event, "version", None)
-        if type(number) is int and kind is not ev.JobRequested:
-            version = state.versions.get(number)
-            if version is not None:  # its row is built when written, from its last state
-                key = (state.name, number)
-                first = self.versions.get(key)
-                self.versions[key] = (version if first is None else first[0], version, position)
-        if kind is ev.DeploymentChanged:
-            assert isinstance(event, ev.DeploymentChanged)
-            slot = state.deployments[event.environment]
-            self.deployments[(state.name, event.environment)] = (
-                state.name,
-                event.environment,
-                slot.champion,
-                slot.challenger,
-                slot.strategy,
-                slot.traffic_percent,
-                at,
-                position,
-            )
-            self.appended.history.append(
-                (
-                    position,
-                    state.name,
-                    event.environment,
-                    event.action,
-                    event.version,
-                    event.champion,
-                    event.challenger,
-                    event.strategy,
-                    event.traffic_percent,
-                    recorded.meta.actor,
-                    event.reason,
-                    at,
-                )
-            )
-        elif kind is ev.VersionApproved or kind is ev.VersionRejected:
-            assert isinstance(event, (ev.VersionApproved, ev.VersionRejected))
-            self.appended.approvals.append(
-                [
-                    position,
-                    state.name,
-                    event.version,
-                    event.approver,
-                    "approve" if isinstance(event, ev.VersionApproved) else "reject",
-                    event.comment,
-                    event.policy_version,
-                    getattr(event, "expires_at", None),
-                    at,
-                    None,
-                ]
-            )
-        elif kind is ev.ApprovalRevoked:
-            assert isinstance(event, ev.ApprovalRevoked)
-            self._revoke(state.name, event)
-        elif kind is ev.DriftDetected:
-            assert isinstance(event, ev.DriftDetected)
-            self.appended.drift.append(
-                (
-                    position,
-                    state.name,
-                    event.version,
-                    event.statistic,
-                    event.value,
-                    event.threshold,
-                    event.severity,
-                    event.feature,
-                    event.environment,
-                    at,
-                )
-            )
+        if type(number) is int and type(event) is not ev.JobRequested:
+            self._touch_version(state, number, recorded.position)
+        # cases by frequency in a governance log: most events match none
+        match event:
+            case ev.DeploymentChanged():
+                self._deployment_changed(recorded, event, state)
+            case ev.DriftDetected():
+                self._drift_detected(recorded, event, state.name)
+            case ev.VersionApproved():
+                self._decided(recorded, event, state.name, "approve", event.expires_at)
+            case ev.VersionRejected():
+                self._decided(recorded, event, state.name, "reject", None)
+            case ev.ApprovalRevoked():
+                self._approval_revoked(event, state.name)
 
-    def _revoke(self, name: str, event: ev.ApprovalRevoked) -> None:
+    def _touch_version(self, state: ModelState, number: int, position: int) -> None:
+        version = state.versions.get(number)
+        if version is not None:  # its row is built when written, from its last state
+            key = (state.name, number)
+            first = self.versions.get(key)
+            self.versions[key] = (version if first is None else first[0], version, position)
+
+    def _deployment_changed(
+        self, recorded: RecordedEvent, event: ev.DeploymentChanged, state: ModelState
+    ) -> None:
+        slot = state.deployments[event.environment]
+        self.deployments[(state.name, event.environment)] = DeploymentRow(
+            name=state.name,
+            environment=event.environment,
+            champion=slot.champion,
+            challenger=slot.challenger,
+            strategy=slot.strategy,
+            traffic_percent=slot.traffic_percent,
+            updated_at=recorded.recorded_at,
+            position=recorded.position,
+        )
+        self.appended.history.append(
+            HistoryRow(
+                position=recorded.position,
+                name=state.name,
+                environment=event.environment,
+                action=event.action,
+                version=event.version,
+                champion=event.champion,
+                challenger=event.challenger,
+                strategy=event.strategy,
+                traffic_percent=event.traffic_percent,
+                actor=recorded.meta.actor,
+                reason=event.reason,
+                recorded_at=recorded.recorded_at,
+            )
+        )
+
+    def _drift_detected(self, recorded: RecordedEvent, event: ev.DriftDetected, name: str) -> None:
+        self.appended.drift.append(
+            DriftRow(
+                position=recorded.position,
+                name=name,
+                version=event.version,
+                statistic=event.statistic,
+                value=event.value,
+                threshold=event.threshold,
+                severity=event.severity,
+                feature=event.feature,
+                environment=event.environment,
+                recorded_at=recorded.recorded_at,
+            )
+        )
+
+    def _decided(
+        self,
+        recorded: RecordedEvent,
+        event: ev.VersionApproved | ev.VersionRejected,
+        name: str,
+        decision: str,
+        expires_at: datetime | None,
+    ) -> None:
+        self.appended.approvals.append(
+            ApprovalRow(
+                position=recorded.position,
+                name=name,
+                version=event.version,
+                approver=event.approver,
+                decision=decision,
+                comment=event.comment,
+                policy_version=event.policy_version,
+                expires_at=expires_at,
+                recorded_at=recorded.recorded_at,
+            )
+        )
+
+    def _approval_revoked(self, event: ev.ApprovalRevoked, name: str) -> None:
         # rows handed over already are updated in the database, after they land
         self.appended.revocations.append((name, event.version, event.approver, event.reason))
-        for row in self.appended.approvals:
-            if row[1:4] == [name, event.version, event.approver] and row[-1] is None:
-                row[_APPROVAL_REVOKED_REASON] = event.reason
+        approvals = self.appended.approvals
+        for i, row in enumerate(approvals):
+            if (
+                row.revoked_reason is None
+                and row.approver == event.approver
+                and row.version == event.version
+                and row.name == name
+            ):
+                approvals[i] = msgspec.structs.replace(row, revoked_reason=event.reason)
 
     async def write_upserted(self, conn: asyncpg.Connection) -> None:
         """Write the versions and deployments rows gathered so far."""
         if self.versions:
             rows = [_version_row(name, *entry) for (name, _), entry in self.versions.items()]
-            if len(rows) > _COPY_ABOVE:
-                await _upsert_copied(conn, "versions", _VERSION_COLUMNS, rows, _VERSION_CONFLICT)
-            else:
-                await conn.execute(_UPSERT_VERSIONS, *_columns(rows, 9))
+            await _upsert(conn, VersionRow, rows)
         if self.deployments:
-            await conn.execute(_UPSERT_DEPLOYMENTS, *_columns(self.deployments.values(), 8))
+            await _upsert(conn, DeploymentRow, self.deployments.values())
         self.versions.clear()
         self.deployments.clear()
 
 
-async def _upsert_copied(
-    conn: asyncpg.Connection,
-    table: str,
-    columns: list[str],
-    rows: list[tuple[Any, ...]],
-    conflict: str,
+def _version_row(name: str, first: VersionState, last: VersionState, position: int) -> VersionRow:
+    return VersionRow(
+        name=name,
+        version=first.version,
+        format=first.format,
+        artifact_sha256=first.artifact_sha256,
+        library_sha256=last.compiled.library_sha256 if last.compiled else None,
+        registered_at=first.registered_at,
+        registered_by=first.registered_by,
+        retired_at=last.retired_at,
+        position=position,
+    )
+
+
+async def _copy(
+    conn: asyncpg.Connection, row: type[Row], rows: Collection[Row], into: str | None = None
 ) -> None:
-    """Upsert many rows: COPY them into a temporary table, insert from there."""
-    staged = f"{table}_staged"
+    if rows:
+        await conn.copy_records_to_table(
+            into or row.table.name, records=map(_astuple, rows), columns=row.__struct_fields__
+        )
+
+
+async def _upsert(conn: asyncpg.Connection, row: type[Row], rows: Collection[Row]) -> None:
+    """One statement for many rows: arrays for `unnest`, or COPY into a staging table."""
+    if len(rows) <= _COPY_ABOVE:
+        # one list per column
+        await conn.execute(_UPSERTS[row], *zip(*map(_astuple, rows), strict=True))
+        return
+    table, staged = row.table.name, f"{row.table.name}_staged"
+    listed = ", ".join(row.__struct_fields__)
     await conn.execute(f"CREATE TEMP TABLE {staged} (LIKE {table}) ON COMMIT DROP")
-    await conn.copy_records_to_table(staged, records=rows, columns=columns)
-    listed = ", ".join(columns)
+    await _copy(conn, row, rows, into=staged)
     await conn.execute(
-        f"INSERT INTO {table} ({listed}) SELECT {listed} FROM {staged} {conflict}"  # noqa: S608
+        f"INSERT INTO {table} ({listed}) SELECT {listed} FROM {staged} {_conflict(row)}"  # noqa: S608
     )
     await conn.execute(f"DROP TABLE {staged}")
-
-
-def _version_row(
-    name: str, first: VersionState, last: VersionState, position: int
-) -> tuple[Any, ...]:
-    library = last.compiled.library_sha256 if last.compiled else None
-    return (
-        name,
-        first.version,
-        first.format,
-        first.artifact_sha256,
-        library,
-        first.registered_at,
-        first.registered_by,
-        last.retired_at,
-        position,
-    )
-
-
-def _columns(rows: Iterable[Sequence[Any]], width: int) -> list[list[Any]]:
-    """Rows as one list per column, for `unnest`."""
-    columns: list[list[Any]] = [[] for _ in range(width)]
-    for row in rows:
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
-    return columns
