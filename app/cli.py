@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import click
 import msgspec
 
-from app.settings import Settings
+from app.settings import Settings, read_secret
 
 if TYPE_CHECKING:
     from app.embedded import EmbeddedStack
@@ -231,18 +231,51 @@ def db() -> None:
     default=None,
     help="set the application role's password [MODEL_LEDGER_DB_APP_PASSWORD]",
 )
-def db_roles(apply: bool, owner_password: str | None, app_password: str | None) -> None:
+@click.option(
+    "--owner-password-file",
+    envvar="MODEL_LEDGER_DB_OWNER_PASSWORD_FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="read the owner role's password from a file [MODEL_LEDGER_DB_OWNER_PASSWORD_FILE]",
+)
+@click.option(
+    "--app-password-file",
+    envvar="MODEL_LEDGER_DB_APP_PASSWORD_FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="read the application role's password from a file [MODEL_LEDGER_DB_APP_PASSWORD_FILE]",
+)
+def db_roles(
+    apply: bool,
+    owner_password: str | None,
+    app_password: str | None,
+    owner_password_file: Path | None,
+    app_password_file: Path | None,
+) -> None:
     """Print (or apply) the SQL a superuser runs once: the owner and application roles,
     and what the owner needs in this database to migrate it."""
     from app.store.roles import setup_statements  # noqa: PLC0415
 
-    statements = setup_statements(owner_password=owner_password, app_password=app_password)
+    statements = setup_statements(
+        owner_password=_password(owner_password, owner_password_file, "owner"),
+        app_password=_password(app_password, app_password_file, "app"),
+    )
     if not apply:
         click.echo("".join(f"{statement};\n" for statement in statements), nl=False)
         return
     with _migrator(Settings.from_env()) as url:
         asyncio.run(_apply(url, statements))
     click.echo("roles model_ledger_owner and model_ledger_app are set up")
+
+
+def _password(given: str | None, file: Path | None, role: str) -> str | None:
+    """A role's password: given, or read from a file (a compose secret); not both."""
+    if file is None:
+        return given
+    if given is not None:
+        raise click.UsageError(f"--{role}-password and --{role}-password-file: choose one")
+    try:
+        return read_secret(file)
+    except ValueError as error:
+        raise click.UsageError(f"--{role}-password-file: {error}") from None
 
 
 async def _apply(database_url: str, statements: list[str]) -> None:
