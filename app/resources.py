@@ -25,7 +25,9 @@ from app.settings import Settings
 from app.store.artifacts import ArtifactStore
 from app.store.checkpoints import Checkpointer, load_or_create_key, private_raw
 from app.store.events import EventStore
+from app.store.inline import InlineProjections
 from app.store.projections import all_projections
+from app.store.projections.governance import GovernanceProjection
 from app.store.projector import Projector
 from app.store.roles import RoleCheck, warning
 from app.store.witness import Witness
@@ -98,9 +100,14 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     try:
         database_role = RoleCheck(pool)
         await check_database_role(settings, database_role)
-        store = EventStore(pool, batch_max_events=settings.append_batch_max_events, notify=True)
+        # the governance views commands read back are written with the events (app/store/inline)
+        inline = InlineProjections([GovernanceProjection(settings.model_snapshot_every)])
+        store = EventStore(
+            pool, batch_max_events=settings.append_batch_max_events, notify=True, inline=inline
+        )
         signing_key = load_or_create_key(settings.signing_key_file)
         projector = Projector(store, all_projections(snapshot_every=settings.model_snapshot_every))
+        inline.on_projected(projector.projected)
         governance = Governance(store, projector, _now)
         artifacts = ArtifactStore(settings.home / "artifacts")
         registry = Registry(store, _now)

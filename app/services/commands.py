@@ -26,7 +26,7 @@ from domain import commands as cmd
 from domain import handle
 from domain.decide import policy_stream
 from domain.errors import ConcurrencyConflict
-from domain.events import Event, EventMeta
+from domain.events import Event, EventMeta, event_type
 from domain.policy import DEFAULT_POLICIES, Policy
 from domain.state import ModelState
 
@@ -84,7 +84,7 @@ class Commands:
         ConcurrencyConflict, as is a lost race for a command decided once.
         """
         if idem is not None and (earlier := await self._store.replayed(idem)) is not None:
-            return await self._finish(earlier, None)
+            return await self._finish(earlier)
         once = expected_version is not None or isinstance(command, _DECIDED_ONCE)
         deadline = time.monotonic() + (0.0 if once else patience)
         while True:
@@ -161,35 +161,20 @@ class Commands:
         result = await self._store.append(
             stream, events, meta=meta, expected_version=expected, idempotency=idem, event_ids=ids
         )
-        recorded = None if result.replayed else _recorded(result, events, ids, meta)
-        if recorded is not None:
-            self._folds(stream).advance(stream, recorded)
-        return await self._finish(result, recorded)
+        if not result.replayed:
+            self._folds(stream).advance(stream, result.events)
+        return await self._finish(result)
 
-    async def _finish(self, result: AppendResult, recorded: list[RecordedEvent] | None) -> Outcome:
-        await self._projector.catch_up_to(result.last_position)
-        if recorded is None:  # a replay: the events are those of the first time
+    async def _finish(self, result: AppendResult) -> Outcome:
+        """Once the views a reader may look at next hold the events (read-your-writes)."""
+        if result.replayed:  # the events are those of the first time
+            await self._projector.catch_up_to(result.last_position)
             count = result.last_position - result.first_position + 1
             recorded = await self._store.read_all(result.first_position - 1, count)
+        else:
+            recorded = result.events
+            types = {event_type(e.event) for e in recorded}
+            await self._projector.catch_up_to(result.last_position, sorted(types))
         return Outcome(
             events=recorded, stream_version=result.stream_version, replayed=result.replayed
         )
-
-
-def _recorded(
-    result: AppendResult, events: list[Event], ids: list[uuid.UUID], meta: EventMeta
-) -> list[RecordedEvent]:
-    """The events as the append recorded them (no need to read them back)."""
-    first_version = result.stream_version - len(events) + 1
-    return [
-        RecordedEvent(
-            position=result.first_position + i,
-            stream=result.stream,
-            version=first_version + i,
-            event_id=ids[i],
-            recorded_at=result.recorded_at,
-            event=event,  # type: ignore[arg-type] # a decided event is one of AnyEvent
-            meta=meta,
-        )
-        for i, event in enumerate(events)
-    ]

@@ -21,6 +21,7 @@ import msgspec
 from app.outages import is_outage
 from app.store import codec
 from app.store.codec import RecordedEvent, StoredEvent
+from app.store.inline import InlineProjections
 from domain.errors import ConcurrencyConflict, IdempotencyKeyReused
 from domain.events import Event, EventMeta, event_type
 
@@ -46,7 +47,8 @@ class Idempotency(msgspec.Struct, frozen=True):
 
 
 class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
-    """Where an append landed. `replayed` when an earlier identical append is returned."""
+    """Where an append landed, and the events as recorded (none when `replayed`: an earlier
+    identical append is returned)."""
 
     stream: str
     first_position: int
@@ -54,6 +56,7 @@ class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
     stream_version: int
     recorded_at: datetime
     replayed: bool = False
+    events: list[RecordedEvent] = msgspec.field(default_factory=list)
 
 
 class _Request(msgspec.Struct, kw_only=True):
@@ -64,6 +67,8 @@ class _Request(msgspec.Struct, kw_only=True):
     types: list[str]
     data: list[str]
     meta: str
+    events: Sequence[Event]
+    meta_struct: EventMeta
     future: asyncio.Future[AppendResult]
 
 
@@ -71,9 +76,15 @@ class EventStore:
     """Append to and read from the log over an asyncpg pool."""
 
     def __init__(
-        self, pool: asyncpg.Pool, *, batch_max_events: int = 1_000, notify: bool = False
+        self,
+        pool: asyncpg.Pool,
+        *,
+        batch_max_events: int = 1_000,
+        notify: bool = False,
+        inline: InlineProjections | None = None,
     ) -> None:
         self._pool = pool
+        self._inline = inline
         self._batch_max_events = batch_max_events
         self._pending: list[_Request] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -115,6 +126,8 @@ class EventStore:
             types=[event_type(e) for e in events],
             data=[codec.encode_event(e) for e in events],
             meta=codec.encode_meta(meta),
+            events=events,
+            meta_struct=meta,
             future=asyncio.get_running_loop().create_future(),
         )
         self._pending.append(request)
@@ -165,8 +178,22 @@ class EventStore:
         return batch
 
     async def _write(self, batch: list[_Request]) -> None:
+        projected: list[str] = []
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(_APPEND_SQL, *_batch_arguments(batch))
+            if self._inline is None:
+                rows = await conn.fetch(_APPEND_SQL, *_batch_arguments(batch))
+                recorded = {row["o_req"]: _recorded(batch, row) for row in rows}
+            else:
+                async with conn.transaction():
+                    rows = await conn.fetch(_APPEND_SQL, *_batch_arguments(batch))
+                    recorded = {row["o_req"]: _recorded(batch, row) for row in rows}
+                    appended = sorted(
+                        (e for events in recorded.values() for e in events),
+                        key=lambda e: e.position,
+                    )
+                    projected = await self._inline.apply(conn, appended)
+                if projected:
+                    self._inline.committed(projected, appended[-1].position)
         replays: list[tuple[_Request, int, int]] = []
         for row in rows:
             request = batch[row["o_req"]]
@@ -179,6 +206,7 @@ class EventStore:
                         last_position=row["o_last"],
                         stream_version=row["o_version"],
                         recorded_at=row["o_recorded_at"],
+                        events=recorded[row["o_req"]],
                     )
                 )
                 self._advance_head(row["o_last"])
@@ -327,6 +355,26 @@ class EventStore:
         if row is None:
             return 0, bytes(32)
         return int(row["position"]), bytes(row["hash"])
+
+
+def _recorded(batch: list[_Request], row: asyncpg.Record) -> list[RecordedEvent]:
+    """A request's events as the append recorded them (none unless it appended)."""
+    if row["o_status"] != "ok":
+        return []
+    request = batch[row["o_req"]]
+    first_version = row["o_version"] - len(request.events) + 1
+    return [
+        RecordedEvent(
+            position=row["o_first"] + i,
+            stream=request.stream,
+            version=first_version + i,
+            event_id=request.event_ids[i],
+            recorded_at=row["o_recorded_at"],
+            event=event,
+            meta=request.meta_struct,
+        )
+        for i, event in enumerate(request.events)
+    ]
 
 
 def _read_all_query(

@@ -81,19 +81,44 @@ class Projector:
         self._projections = list(projections)
         self._lock = asyncio.Lock()
         self._caught_up_to = 0
+        # how far each projection is known to have applied the log (by this projector, or
+        # inline by this process's appends)
+        self._reached = {p.name: 0 for p in projections}
 
     @property
     def projections(self) -> list[Projection]:
         return list(self._projections)
 
-    async def catch_up_to(self, position: int) -> None:
-        """Return once every projection has applied the log up to `position`."""
-        if self._caught_up_to >= position:
+    def projected(self, name: str, position: int) -> None:
+        """Projection `name` has applied the log up to `position` (an inline append says so)."""
+        if name in self._reached:
+            self._reached[name] = max(self._reached[name], position)
+
+    async def catch_up_to(self, position: int, types: Sequence[str] | None = None) -> None:
+        """Return once every projection has applied the log up to `position`; with `types`
+        (those of the events just appended), only the projections that read one of them."""
+        behind = self._behind(position, types)
+        if not behind:
             return
         async with self._lock:
-            if self._caught_up_to >= position:
-                return
-            await self._catch_up()
+            behind = self._behind(position, types)
+            if len(behind) == len(self._projections):
+                await self._catch_up()
+            elif behind:
+                head, _ = await self._store.head()
+                await self._advance_each(behind, head)
+                for projection in behind:
+                    self.projected(projection.name, head)
+
+    def _behind(self, position: int, types: Sequence[str] | None) -> list[Projection]:
+        if self._caught_up_to >= position:
+            return []
+        return [
+            p
+            for p in self._projections
+            if self._reached[p.name] < position
+            and (types is None or not set(types).isdisjoint(p.types))
+        ]
 
     async def catch_up(self) -> int:
         """Apply everything committed so far; returns the position reached."""
@@ -107,15 +132,20 @@ class Projector:
         # cycles, and what other tasks of the process make meanwhile is collected after.
         long_run = head - self._caught_up_to > _PAGE
         with paused_gc() if long_run else contextlib.nullcontext():
-            # together they hold a connection each and borrow one to read ahead; a pool
-            # without that many runs them one by one
-            if self._store.pool.get_max_size() > len(self._projections):
-                await self._advance(self._projections, head)
-            else:
-                for projection in self._projections:
-                    await self._advance([projection], head)
+            await self._advance_each(self._projections, head)
         self._caught_up_to = max(self._caught_up_to, head)
+        for projection in self._projections:
+            self.projected(projection.name, head)
         return head
+
+    async def _advance_each(self, projections: Sequence[Projection], head: int) -> None:
+        # together they hold a connection each and borrow one to read ahead; a pool
+        # without that many runs them one by one
+        if self._store.pool.get_max_size() > len(projections):
+            await self._advance(projections, head)
+        else:
+            for projection in projections:
+                await self._advance([projection], head)
 
     async def _advance(self, projections: Sequence[Projection], head: int) -> None:
         """Bring `projections` to `head`, reading each page once for all of them."""
@@ -174,6 +204,7 @@ class Projector:
                         projection.name,
                     )
             self._caught_up_to = 0
+            self._reached = dict.fromkeys(self._reached, 0)
             return await self._catch_up()
 
 
