@@ -78,7 +78,7 @@ class _Child:
         """LightGBM's reading of `path`; a crash or an overrun is told as a refusal."""
         assert self.process.stdin is not None
         try:
-            self.process.stdin.write(frame(Request(path=str(path))))
+            self.process.stdin.write(frame(Request(path=str(path.absolute()))))
             self.process.stdin.flush()
             answer = self._receive(time.monotonic() + seconds)
         except BrokenPipeError:
