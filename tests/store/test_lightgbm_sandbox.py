@@ -123,6 +123,14 @@ def test_an_overrun_is_refused_and_its_child_replaced(models: dict[int, Path], s
         assert sandbox.pids() != [hung]
 
 
+def test_the_memory_limit_holds(models: dict[int, Path]) -> None:
+    # set below what the child already uses: Python carries on in the memory it has, while
+    # LightGBM's first allocation for the file fails
+    with LightGBMSandbox(1, memory_bytes=1 << 20) as sandbox:
+        reply = sandbox.probe(models[1])
+    assert reply.error == "reading it needs more memory than the 1 MiB allowed"
+
+
 def test_concurrent_callers_all_get_their_own_answer(
     sandbox: LightGBMSandbox, models: dict[int, Path], damaged: Path
 ) -> None:
