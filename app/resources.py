@@ -18,6 +18,7 @@ from app.services.authenticator import Authenticator
 from app.services.dispatch import Dispatcher, queue_connection
 from app.services.governance import Governance
 from app.services.jobs import Jobs
+from app.services.lightgbm_sandbox import LightGBMSandbox
 from app.services.registry import Registry
 from app.services.sweeper import Sweeper
 from app.services.tokens import TokenMinter
@@ -58,6 +59,8 @@ class Resources:
     scoring: Scoring
     # what the database role could do to the log (reported by /ready)
     database_role: RoleCheck
+    # reads uploaded LightGBM models out of this process
+    sandbox: LightGBMSandbox
 
 
 async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
@@ -97,6 +100,12 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     )
     # connects on first use: a Redis that is down must not stop the API (jobs wait in the log)
     redis = queue_connection(settings.redis_url, settings.queue_name)
+    # its processes start with the first LightGBM upload: most processes opening resources
+    # (workers, scorers, commands) never check one
+    sandbox = LightGBMSandbox(
+        settings.lightgbm_sandbox_processes,
+        memory_bytes=settings.lightgbm_sandbox_memory_mb << 20,
+    )
     try:
         database_role = RoleCheck(pool)
         await check_database_role(settings, database_role)
@@ -146,7 +155,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             clock=_now,
             scoring=scoring,
             database_role=database_role,
+            sandbox=sandbox,
         )
     finally:
+        sandbox.close()
         await redis.aclose(close_connection_pool=True)
         await pool.close()

@@ -87,7 +87,9 @@ class UploadController(Controller):
         stored = await resources.artifacts.put_stream(
             _chunks(_file(data, "artifact")), max_bytes=resources.settings.max_upload_bytes
         )
-        info = await asyncio.to_thread(inspect_model, stored.path, metadata.format)
+        info = await asyncio.to_thread(
+            inspect_model, stored.path, metadata.format, resources.sandbox
+        )
         lineage = ev.Lineage(
             git_commit=metadata.lineage.git_commit,
             ci_run_url=metadata.lineage.ci_run_url,

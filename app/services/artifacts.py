@@ -10,11 +10,8 @@ import, and the API imports this module at startup although only uploads need th
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import subprocess
-import sys
 import zipfile
 from collections import Counter
 from collections.abc import Callable
@@ -24,6 +21,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
+from app.services.lightgbm_sandbox import LightGBMSandbox
 from domain.errors import InvalidInput
 
 MODEL_FORMATS = ("lightgbm", "xgboost-json", "sklearn-skops")
@@ -53,10 +51,13 @@ class DatasetInfo(msgspec.Struct, frozen=True, kw_only=True):
     columns: list[str]
 
 
-def inspect_model(path: Path, fmt: str) -> ModelInfo:
-    """Check a model file of format `fmt` and describe it; InvalidInput saying why not."""
+def inspect_model(path: Path, fmt: str, sandbox: LightGBMSandbox | None = None) -> ModelInfo:
+    """Check a model file of format `fmt` and describe it; InvalidInput saying why not.
+
+    LightGBM files are read in `sandbox`; without one, in a sandbox started for this file.
+    """
     if fmt == "lightgbm":
-        return _lightgbm(path)
+        return _lightgbm(path, sandbox)
     if fmt == "xgboost-json":
         return _xgboost(path)
     if fmt == "sklearn-skops":
@@ -87,25 +88,6 @@ def _call(what: str, action: Callable[[], _T]) -> _T:
         raise InvalidInput(f"{what}: {reason}") from error
 
 
-# LightGBM's parser aborts, segfaults or spins on corrupted files (measured: truncations and
-# stray bytes do all three), so it reads uploads in a child process, through its C API
-# directly: `import lightgbm` alone takes seconds (it imports scikit-learn).
-_LGB_PROBE = """
-import ctypes, json, sys
-lib, c_int = ctypes.CDLL(sys.argv[1]), ctypes.c_int
-lib.LGBM_GetLastError.restype = ctypes.c_char_p
-handle, iterations, trees, features = ctypes.c_void_p(), c_int(), c_int(), c_int()
-if lib.LGBM_BoosterCreateFromModelfile(
-        sys.argv[2].encode(), ctypes.byref(iterations), ctypes.byref(handle)):
-    print(json.dumps({"error": lib.LGBM_GetLastError().decode("utf-8", "replace")}))
-    sys.exit(0)
-# what lightgbm.Booster(model_file=...) reads next
-size, buffer = ctypes.c_int64(), ctypes.create_string_buffer(1 << 16)
-lib.LGBM_BoosterGetLoadedParam(handle, ctypes.c_int64(len(buffer)), ctypes.byref(size), buffer)
-lib.LGBM_BoosterNumberOfTotalModel(handle, ctypes.byref(trees))
-lib.LGBM_BoosterGetNumFeature(handle, ctypes.byref(features))
-print(json.dumps({"trees": trees.value, "features": features.value}))
-"""
 _END_TREES, _PARAMETERS, _END_PARAMETERS = (
     b"\nend of trees",
     b"\nparameters:",
@@ -115,15 +97,10 @@ _END_TREES, _PARAMETERS, _END_PARAMETERS = (
 _TEXT_BYTES = bytes([9, 10, 13, *range(32, 127), *range(128, 256)])
 
 
-class _Probe(msgspec.Struct, frozen=True):
-    error: str | None = None
-    trees: int = 0
-    features: int = 0
-
-
-def _lightgbm(path: Path) -> ModelInfo:
+def _lightgbm(path: Path, sandbox: LightGBMSandbox | None) -> ModelInfo:
     header = _lightgbm_header(path)
-    trees, features = _lightgbm_probe(path)
+    # LightGBM's parser crashes and spins on hostile files: it reads them in the sandbox
+    trees, features = _lightgbm_probe(path, sandbox)
     import treelite  # noqa: PLC0415 - see module docstring
 
     load = treelite.frontend.load_lightgbm_model
@@ -165,34 +142,14 @@ def _lightgbm_header(path: Path) -> dict[str, str]:
         return {key: value for key, sep, value in pairs if sep}
 
 
-def _lightgbm_probe(path: Path) -> tuple[int, int]:
-    spec = importlib.util.find_spec("lightgbm")
-    folders = [
-        Path(folder) / "lib" for folder in ((spec and spec.submodule_search_locations) or [])
-    ]
-    libraries = [f for d in folders for f in d.glob("lib_lightgbm.*") if f.suffix != ".a"]
-    if not libraries:
-        raise RuntimeError("LightGBM's native library is not installed")
-    timeout = 30 + path.stat().st_size / (1 << 20)  # a second per MiB is far more than it needs
-    try:
-        done = subprocess.run(  # noqa: S603 - our interpreter, a fixed script, our own paths
-            [sys.executable, "-I", "-c", _LGB_PROBE, str(libraries[0]), str(path)],
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as error:
-        raise InvalidInput(
-            f"{_LGB}: LightGBM did not finish reading it in {timeout:.0f} s"
-        ) from error
-    if done.returncode != 0:
-        how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit {done.returncode}"
-        raise InvalidInput(f"{_LGB}: LightGBM crashed reading it ({how}); truncated or corrupted")
-    lines = [line for line in done.stdout.splitlines() if line.startswith(b"{")]
-    probe = msgspec.json.decode(lines[-1], type=_Probe) if lines else _Probe(error="no answer")
-    if probe.error is not None:
-        raise InvalidInput(f"{_LGB}: {probe.error}")
-    return probe.trees, probe.features
+def _lightgbm_probe(path: Path, sandbox: LightGBMSandbox | None) -> tuple[int, int]:
+    if sandbox is None:
+        with LightGBMSandbox(1) as once:
+            return _lightgbm_probe(path, once)
+    reply = sandbox.probe(path)
+    if reply.error is not None:
+        raise InvalidInput(f"{_LGB}: {reply.error}")
+    return reply.trees, reply.features
 
 
 class _XGBObjective(msgspec.Struct):

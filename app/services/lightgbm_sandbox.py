@@ -1,0 +1,269 @@
+"""A warm sandbox for LightGBM: long-lived child processes read uploaded model files.
+
+LightGBM's parser aborts, segfaults or spins on corrupted files (measured: truncations and
+stray bytes do all three), so it never reads an upload in the server's process. A fresh
+interpreter per file cost ~30 ms of start-up for a ~1 ms read; these children start once,
+load the library once, and read one file at a time under a memory limit and a deadline. A
+child that crashes, overruns or refuses a file is stopped, and the next file gets a new one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+
+import msgspec
+
+from app.services import lightgbm_child
+from app.services.lightgbm_child import Ready, Reply, Request, frame
+
+_HEADER_SIZE = 4
+# the first start imports msgspec and loads a 5 MB library on a possibly busy machine
+_START_SECONDS = 60.0
+
+
+class SandboxClosed(RuntimeError):
+    """The sandbox was closed (the server is stopping) before it could read the file."""
+
+
+class _Child:
+    """One sandbox process and its two pipes."""
+
+    def __init__(self, library: Path, memory_bytes: int) -> None:
+        self.process = subprocess.Popen(  # noqa: S603 - our interpreter, our script, our paths
+            [
+                sys.executable,
+                "-I",
+                lightgbm_child.__file__,
+                str(library),
+                str(memory_bytes),
+                str(os.getpid()),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # LightGBM's complaints about hostile files
+            # one thread: address space per thread would make the memory limit depend on
+            # the number of cores, and a check needs no parallelism
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        try:
+            ready = self._receive(time.monotonic() + _START_SECONDS)
+        except TimeoutError as error:
+            self.stop()
+            raise RuntimeError(
+                f"the LightGBM sandbox did not start in {_START_SECONDS:.0f} s"
+            ) from error
+        if ready is None:
+            how = self._exit()
+            self.stop()
+            raise RuntimeError(f"the LightGBM sandbox did not start ({how})")
+        msgspec.msgpack.decode(ready, type=Ready)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def ask(self, path: Path, seconds: float) -> Reply:
+        """LightGBM's reading of `path`; a crash or an overrun is told as a refusal."""
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(frame(Request(path=str(path.absolute()))))
+            self.process.stdin.flush()
+            answer = self._receive(time.monotonic() + seconds)
+        except BrokenPipeError:
+            answer = None
+        except TimeoutError:
+            self.stop()
+            return Reply(error=f"LightGBM did not finish reading it in {seconds:.0f} s")
+        if answer is None:
+            return Reply(
+                error=f"LightGBM crashed reading it ({self._exit()}); truncated or corrupted"
+            )
+        return msgspec.msgpack.decode(answer, type=Reply)
+
+    def kill(self) -> None:
+        """SIGKILL (it holds nothing worth a graceful end); safe from any thread."""
+        self.process.kill()
+
+    def stop(self) -> None:
+        """Kill, reap, close the pipes: only by the thread that holds this child."""
+        self.process.kill()
+        self.process.wait()
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
+
+    def _receive(self, deadline: float) -> bytes | None:
+        """The next frame's payload; None when the child's stdout ends (it died)."""
+        header = self._read_exactly(_HEADER_SIZE, deadline)
+        if header is None:
+            return None
+        return self._read_exactly(int.from_bytes(header, "big"), deadline)
+
+    def _read_exactly(self, size: int, deadline: float) -> bytes | None:
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        # poll, not select: a busy server's descriptors go past select's limit of 1024
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        data = bytearray()
+        while len(data) < size:
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(left * 1000):
+                raise TimeoutError
+            chunk = os.read(fd, size - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        return bytes(data)
+
+    def _exit(self) -> str:
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # its stdout closed, yet it lives: end it
+            self.stop()
+            code = self.process.wait()
+        return f"signal {-code}" if code < 0 else f"exit {code}"
+
+
+def _library() -> Path:
+    spec = importlib.util.find_spec("lightgbm")
+    folders = [
+        Path(folder) / "lib" for folder in ((spec and spec.submodule_search_locations) or [])
+    ]
+    libraries = [f for d in folders for f in d.glob("lib_lightgbm.*") if f.suffix != ".a"]
+    if not libraries:
+        raise RuntimeError("LightGBM's native library is not installed")
+    return libraries[0]
+
+
+class LightGBMSandbox:
+    """Up to `processes` children reading LightGBM model files, started on first need.
+
+    Thread-safe and blocking: its callers are threads (uploads check models through
+    `asyncio.to_thread`), and a caller waits for a free child. A file may take `seconds`, and
+    a second more per MiB; a child may use `memory_bytes` of address space.
+    """
+
+    def __init__(
+        self, processes: int = 2, *, memory_bytes: int = 4 << 30, seconds: float = 30.0
+    ) -> None:
+        self._memory_bytes, self._seconds = memory_bytes, seconds
+        # each of the `processes` slots is unstarted, idle or held by a caller; idle children
+        # are taken last in, first out, so a warm one is reused and a second starts only
+        # when two files overlap
+        self._changed = threading.Condition()
+        self._unstarted = processes
+        self._idle: list[_Child] = []
+        self._children: set[_Child] = set()
+        self._closed = False
+        # PR_SET_PDEATHSIG fires when the thread that started a child ends, not the process:
+        # children start on this one thread, which lives as long as the sandbox (the calling
+        # threads are asyncio's, which come and go)
+        self._starter = ThreadPoolExecutor(1, thread_name_prefix="lightgbm-sandbox")
+
+    def probe(self, path: Path) -> Reply:
+        """What LightGBM reads in `path`, or why it cannot (crashes and overruns included)."""
+        # a second per MiB is far more than it needs
+        seconds = self._seconds + path.stat().st_size / (1 << 20)
+        child = self._take()
+        try:
+            reply = child.ask(path, seconds)
+        except BaseException:
+            self._give_back(child, keep=False)
+            raise
+        # a child that refused a file is not trusted with the next: LightGBM's error paths
+        # are where a leak or damaged state would hide
+        self._give_back(child, keep=reply.error is None)
+        if self._closed:  # its child may have been killed under it: no verdict on the file
+            raise SandboxClosed("the LightGBM sandbox is closed")
+        if reply.error == "std::bad_alloc":  # the address-space limit, as LightGBM says it
+            limit = self._memory_bytes >> 20
+            return Reply(error=f"reading it needs more memory than the {limit} MiB allowed")
+        return reply
+
+    def pids(self) -> list[int]:
+        """Process ids of the running children."""
+        with self._changed:
+            return sorted(child.pid for child in self._children)
+
+    def close(self) -> None:
+        """Stop every child, idle or busy; later probes raise SandboxClosed."""
+        with self._changed:
+            self._closed = True
+            children, idle, self._idle = list(self._children), self._idle, []
+            self._changed.notify_all()
+        for child in children:
+            child.kill()  # a busy child's caller reaps it, seeing no answer come
+        for child in idle:
+            self._forget(child)
+        self._starter.shutdown(wait=False)  # a child starting now is stopped by its caller
+
+    def __enter__(self) -> LightGBMSandbox:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _take(self) -> _Child:
+        with self._changed:
+            while not (self._closed or self._idle or self._unstarted):
+                self._changed.wait()
+            if self._closed:
+                raise SandboxClosed("the LightGBM sandbox is closed")
+            child = self._idle.pop() if self._idle else None
+            if child is None:
+                self._unstarted -= 1
+        if child is not None and child.alive():
+            return child
+        if child is not None:  # killed while idle (from outside): not this file's doing
+            self._forget(child)
+        try:
+            return self._start()
+        except BaseException:
+            self._release()
+            raise
+
+    def _start(self) -> _Child:
+        child = self._starter.submit(_Child, _library(), self._memory_bytes).result()
+        with self._changed:
+            if not self._closed:
+                self._children.add(child)
+                return child
+        child.stop()
+        raise SandboxClosed("the LightGBM sandbox is closed")
+
+    def _give_back(self, child: _Child, *, keep: bool) -> None:
+        with self._changed:
+            if keep and not self._closed:
+                self._idle.append(child)
+                self._changed.notify()
+                return
+        self._forget(child)
+        self._release()
+
+    def _release(self) -> None:
+        with self._changed:
+            self._unstarted += 1
+            self._changed.notify()
+
+    def _forget(self, child: _Child) -> None:
+        with self._changed:
+            self._children.discard(child)
+        child.stop()

@@ -1,0 +1,198 @@
+"""The LightGBM sandbox: warm children that read model files, replaced after a crash or overrun.
+
+A FIFO stands in for a file that hangs LightGBM: opening it blocks until a writer comes, so the
+child is stuck in the library as surely as on a file its parser spins on, and the test can tell
+when it got there (its own open for writing returns).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import lightgbm
+import numpy as np
+import pytest
+
+from app.services.artifacts import inspect_model
+from app.services.lightgbm_sandbox import LightGBMSandbox, SandboxClosed
+from domain.errors import InvalidInput
+from tests.procs import alive, in_group, kill_group, survivors
+
+TREES = (1, 2, 3, 5, 8)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """Model files of a LightGBM classifier over three features, by number of trees."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 3))
+    y = (x[:, 0] - x[:, 2] > 0).astype(int)
+    params = {"objective": "binary", "num_leaves": 4, "min_data_in_leaf": 5, "verbose": -1}
+    booster = lightgbm.train(params, lightgbm.Dataset(x, y), num_boost_round=max(TREES))
+    folder = tmp_path_factory.mktemp("sandbox")
+    for trees in TREES:
+        booster.save_model(folder / f"{trees}.txt", num_iteration=trees)
+    return {trees: folder / f"{trees}.txt" for trees in TREES}
+
+
+@pytest.fixture
+def damaged(models: dict[int, Path], tmp_path: Path) -> Path:
+    """Printable damage that passes the cheap checks and makes LightGBM abort."""
+    path = tmp_path / "damaged.txt"
+    path.write_bytes(models[3].read_bytes().replace(b"Tree=1", b"Tree-1", 1))
+    return path
+
+
+@pytest.fixture
+def stuck(tmp_path: Path) -> Path:
+    path = tmp_path / "stuck.txt"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.fixture
+def sandbox() -> Iterator[LightGBMSandbox]:
+    with LightGBMSandbox(2, seconds=60) as opened:
+        yield opened
+
+
+@contextlib.contextmanager
+def writing(fifo: Path, seconds: float = 60.0) -> Iterator[None]:
+    """Hold `fifo` open for writing, from when a reader (a child, in LightGBM) has opened it."""
+    with ThreadPoolExecutor(1) as thread:
+        opening = thread.submit(os.open, fifo, os.O_WRONLY)
+        try:
+            fd = opening.result(timeout=seconds)
+        except TimeoutError:
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # lets the open return
+            os.close(opening.result())
+            raise
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def read(sandbox: LightGBMSandbox, path: Path) -> tuple[int, int]:
+    reply = sandbox.probe(path)
+    assert reply.error is None, reply.error
+    return reply.trees, reply.features
+
+
+def test_the_child_stays_warm_across_files(
+    sandbox: LightGBMSandbox, models: dict[int, Path]
+) -> None:
+    assert sandbox.pids() == []  # nothing starts before the first file
+    assert read(sandbox, models[2]) == (2, 3)
+    first = sandbox.pids()
+    assert read(sandbox, models[5]) == (5, 3)
+    assert read(sandbox, models[2]) == (2, 3)
+    assert len(first) == 1 and sandbox.pids() == first
+
+
+def test_a_crash_is_refused_and_the_next_file_gets_a_new_child(
+    sandbox: LightGBMSandbox, models: dict[int, Path], damaged: Path
+) -> None:
+    read(sandbox, models[1])
+    [before] = sandbox.pids()
+    reply = sandbox.probe(damaged)
+    assert reply.error is not None and "LightGBM crashed reading it" in reply.error
+    assert sandbox.pids() == [] and not alive(before)
+    assert read(sandbox, models[8]) == (8, 3)
+    assert sandbox.pids() != [before]
+    # through the public check, the same refusal as before the sandbox
+    with pytest.raises(InvalidInput, match="not a LightGBM text model: LightGBM crashed"):
+        inspect_model(damaged, "lightgbm", sandbox)
+    assert inspect_model(models[3], "lightgbm", sandbox).num_trees == 3
+
+
+def test_an_overrun_is_refused_and_its_child_replaced(models: dict[int, Path], stuck: Path) -> None:
+    with LightGBMSandbox(1, seconds=1) as sandbox:
+        read(sandbox, models[1])
+        [hung] = sandbox.pids()
+        reply = sandbox.probe(stuck)
+        assert reply.error == "LightGBM did not finish reading it in 1 s"
+        assert not alive(hung)
+        assert read(sandbox, models[2]) == (2, 3)
+        assert sandbox.pids() != [hung]
+
+
+def test_the_memory_limit_holds(models: dict[int, Path]) -> None:
+    # set below what the child already uses: Python carries on in the memory it has, while
+    # LightGBM's first allocation for the file fails
+    with LightGBMSandbox(1, memory_bytes=1 << 20) as sandbox:
+        reply = sandbox.probe(models[1])
+    assert reply.error == "reading it needs more memory than the 1 MiB allowed"
+
+
+def test_concurrent_callers_all_get_their_own_answer(
+    sandbox: LightGBMSandbox, models: dict[int, Path], damaged: Path
+) -> None:
+    files = [*models.values(), damaged] * 6
+    with ThreadPoolExecutor(8) as threads:
+        replies = list(threads.map(sandbox.probe, files))
+    for path, reply in zip(files, replies, strict=True):
+        if path == damaged:
+            assert reply.error is not None and "crashed" in reply.error
+        else:
+            assert (reply.error, reply.trees) == (None, int(path.stem))
+    assert 1 <= len(sandbox.pids()) <= 2
+
+
+def test_closing_stops_idle_and_busy_children(
+    sandbox: LightGBMSandbox, models: dict[int, Path], stuck: Path
+) -> None:
+    with ThreadPoolExecutor(1) as thread:
+        busy = thread.submit(sandbox.probe, stuck)
+        with writing(stuck):  # a child has opened the file: it is busy
+            assert read(sandbox, models[2]) == (2, 3)  # so a second child started, now idle
+            children = sandbox.pids()
+            sandbox.close()
+            with pytest.raises(SandboxClosed):
+                busy.result(timeout=60)
+    assert len(children) == 2
+    assert not any(alive(pid) for pid in children)
+    assert sandbox.pids() == []
+    with pytest.raises(SandboxClosed):
+        sandbox.probe(models[1])
+
+
+# a server that has a sandbox busy on a file that hangs it, then waits to be killed
+SERVER = """
+import sys
+from pathlib import Path
+from app.services.lightgbm_sandbox import LightGBMSandbox
+
+sandbox = LightGBMSandbox(2)
+sandbox.probe(Path(sys.argv[1]))
+print(*sandbox.pids(), flush=True)
+sandbox.probe(Path(sys.argv[2]))
+"""
+
+
+@pytest.mark.processes
+def test_a_killed_server_leaves_no_sandbox_child(models: dict[int, Path], stuck: Path) -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(models[1]), str(stuck)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: everything it started is in it
+    )
+    try:
+        assert server.stdout is not None
+        [child] = map(int, server.stdout.readline().split())
+        with writing(stuck):  # the child is inside LightGBM: stdin's end would not stop it
+            assert child in {p.pid for p in in_group(server.pid)}
+            server.kill()
+            server.wait()
+            assert survivors(server.pid) == []
+    finally:
+        kill_group(server.pid)
+        if server.stdout is not None:
+            server.stdout.close()
