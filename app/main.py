@@ -17,6 +17,7 @@ from litestar.types import ControllerRouterHandler
 from app.http.audit import AuditController
 from app.http.auth import PUBLIC_PATHS, BearerTokenMiddleware, refuse_nul
 from app.http.bodies import BodyRequest
+from app.http.deps import DEPENDENCIES
 from app.http.forms import parse_multipart
 from app.http.health import HealthController, health
 from app.http.jobs import JobController
@@ -151,6 +152,7 @@ def assemble(
         plugins=[ProblemDocs(PUBLIC_PATHS)],
         request_max_body_size=settings.max_body_bytes,
         request_class=BodyRequest,
+        dependencies=DEPENDENCIES,
     )
 
 

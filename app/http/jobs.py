@@ -7,13 +7,12 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from app.http.auth import event_meta, idempotency, requires
 from app.http.schemas import Input
-from app.resources import Resources
-from app.services.jobs import JobView
+from app.services.jobs import Jobs, JobView
 from domain import events as ev
 from domain.commands import RequestJob
 
@@ -35,11 +34,6 @@ class JobAccepted(msgspec.Struct, frozen=True, kw_only=True):
     position: int
 
 
-def _res(state: State) -> Resources:
-    resources: Resources = state.resources
-    return resources
-
-
 class JobController(Controller):
     """Background jobs, requested as events and run by the workers."""
 
@@ -48,7 +42,10 @@ class JobController(Controller):
 
     @post("/", operation_id="requestJob", status_code=202, guards=[requires("admin", "ci")])
     async def request_job(
-        self, data: JSONBody[JobCreate], request: Request[Any, Any, Any], state: State
+        self,
+        data: JSONBody[JobCreate],
+        request: Request[Any, Any, Any],
+        jobs: NamedDependency[Jobs],
     ) -> JobAccepted:
         """Request a job; it runs once a worker takes it (also if Redis is down right now)."""
         command = RequestJob(
@@ -58,14 +55,10 @@ class JobController(Controller):
             version=data.version,
             params=dict(data.params),
         )
-        outcome = await _res(state).jobs.request(
-            command, event_meta(request), idempotency(request, data)
-        )
-        recorded = outcome.events[0]
-        assert isinstance(recorded.event, ev.JobRequested)
-        return JobAccepted(job_id=recorded.event.job_id, position=recorded.position)
+        outcome = await jobs.request(command, event_meta(request), idempotency(request, data))
+        return JobAccepted(job_id=command.job_id, position=outcome.position)
 
     @get("/{job_id:str}", operation_id="getJob")
-    async def get_job(self, job_id: FromPath[str], state: State) -> JobView:
+    async def get_job(self, job_id: FromPath[str], jobs: NamedDependency[Jobs]) -> JobView:
         """A job's status, attempts, result or error."""
-        return await _res(state).jobs.view(job_id)
+        return await jobs.view(job_id)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, patch, post
-from litestar.datastructures import ResponseHeader, State
+from litestar.datastructures import ResponseHeader
+from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 
@@ -32,21 +34,16 @@ from app.http.schemas import (
     RevocationCreate,
     RollbackCreate,
 )
-from app.resources import Resources
+from app.services.governance import Governance
+from app.services.registry import Registry
 from app.services.views import ModelView, VersionView, render_model, render_version
 from app.store.codec import RecordedEvent
 from domain import commands as cmd
 from domain import events as ev
-from domain.decide import model_stream, require_version
 from domain.errors import InvalidInput, NotFound
 
 Req = Request[Any, Any, Any]
 WRITERS = requires("admin", "ci")
-
-
-def _res(state: State) -> Resources:
-    resources: Resources = state.resources
-    return resources
 
 
 def _deployments(events: list[RecordedEvent]) -> list[DeploymentOut]:
@@ -110,18 +107,24 @@ class ModelController(Controller):
     tags = ["models"]
 
     @post(operation_id="createModel", guards=[WRITERS], opt=never_answers(404))
-    async def create(self, data: JSONBody[ModelCreate], request: Req, state: State) -> ModelView:
+    async def create(
+        self,
+        data: JSONBody[ModelCreate],
+        request: Req,
+        governance: NamedDependency[Governance],
+        registry: NamedDependency[Registry],
+        now: NamedDependency[datetime],
+    ) -> ModelView:
         """Register a model name with its risk tier; 409 if the name exists."""
-        res = _res(state)
         command = cmd.RegisterModel(**{f: getattr(data, f) for f in data.__struct_fields__})
-        await res.governance.handle(command, event_meta(request), idempotency(request, data))
-        model, policies = await res.registry.model_state(data.name)
-        return render_model(model, policies, res.clock())
+        await governance.handle(command, event_meta(request), idempotency(request, data))
+        model, policies = await registry.model_state(data.name)
+        return render_model(model, policies, now)
 
     @get(operation_id="listModels")
-    async def list_models(self, state: State) -> dict[str, list[ModelView]]:
+    async def list_models(self, registry: NamedDependency[Registry]) -> dict[str, list[ModelView]]:
         """Every model with its versions and deployments per environment."""
-        view = await _res(state).registry.view(None)
+        view = await registry.view(None)
         return {"models": view.models}
 
     @get(
@@ -133,34 +136,46 @@ class ModelController(Controller):
             )
         ],
     )
-    async def get_model(self, name: FromPath[str], state: State) -> Response[ModelView]:
+    async def get_model(
+        self,
+        name: FromPath[str],
+        registry: NamedDependency[Registry],
+        now: NamedDependency[datetime],
+    ) -> Response[ModelView]:
         """One model with its versions summary and deployments; ETag for If-Match."""
-        res = _res(state)
-        model, policies = await res.registry.model_state(name)
-        view = render_model(model, policies, res.clock())
+        model, policies = await registry.model_state(name)
+        view = render_model(model, policies, now)
         return Response(view, headers={"ETag": f'"{view.stream_version}"'})
 
     @patch("/{name:str}", operation_id="updateModel", guards=[WRITERS])
     async def update(
-        self, name: FromPath[str], data: JSONBody[ModelPatch], request: Req, state: State
+        self,
+        name: FromPath[str],
+        data: JSONBody[ModelPatch],
+        request: Req,
+        *,
+        governance: NamedDependency[Governance],
+        registry: NamedDependency[Registry],
+        now: NamedDependency[datetime],
     ) -> ModelView:
         """Change description, owner, tags or sensitive features."""
-        res = _res(state)
         fields = {f: getattr(data, f) for f in data.__struct_fields__}
         command = cmd.UpdateModel(name=name, **fields)
-        await res.governance.handle(command, event_meta(request), idempotency(request, data))
-        model, policies = await res.registry.model_state(name)
-        return render_model(model, policies, res.clock())
+        await governance.handle(command, event_meta(request), idempotency(request, data))
+        model, policies = await registry.model_state(name)
+        return render_model(model, policies, now)
 
     @get("/{name:str}/versions/{version:int}", operation_id="getVersion")
     async def get_version(
-        self, name: FromPath[str], version: FromPath[int], state: State
+        self,
+        name: FromPath[str],
+        version: FromPath[int],
+        registry: NamedDependency[Registry],
+        now: NamedDependency[datetime],
     ) -> VersionView:
         """One version: state, digests, compiled certificate, approvals, gates, deployments."""
-        res = _res(state)
-        model, policies = await res.registry.model_state(name)
-        found = require_version(model, version)
-        return render_version(model, found, policies, res.clock(), gates=True)
+        model, found, policies = await registry.version(name, version)
+        return render_version(model, found, policies, now, gates=True)
 
     @post(
         "/{name:str}/versions/{version:int}/approvals",
@@ -173,7 +188,7 @@ class ModelController(Controller):
         version: FromPath[int],
         data: JSONBody[DecisionCreate],
         request: Req,
-        state: State,
+        governance: NamedDependency[Governance],
     ) -> DecisionOut:
         """Approve or reject a version (four-eyes; bound to its current digests)."""
         meta = event_meta(request)
@@ -184,7 +199,7 @@ class ModelController(Controller):
             decision=data.decision,
             comment=data.comment,
         )
-        outcome = await _res(state).governance.handle(command, meta, idempotency(request, data))
+        outcome = await governance.handle(command, meta, idempotency(request, data))
         recorded = outcome.events[0]
         event = recorded.event
         assert isinstance(event, (ev.VersionApproved, ev.VersionRejected))
@@ -209,14 +224,14 @@ class ModelController(Controller):
         version: FromPath[int],
         data: JSONBody[RevocationCreate],
         request: Req,
-        state: State,
+        governance: NamedDependency[Governance],
     ) -> RetirementOut:
         """Withdraw the caller's own standing decision on a version."""
         meta = event_meta(request)
         command = cmd.RevokeDecision(
             name=name, version=version, approver=meta.actor, reason=data.reason
         )
-        outcome = await _res(state).governance.handle(command, meta, idempotency(request, data))
+        outcome = await governance.handle(command, meta, idempotency(request, data))
         return RetirementOut(version=version, reason=data.reason, position=outcome.position)
 
     @post(
@@ -230,13 +245,11 @@ class ModelController(Controller):
         version: FromPath[int],
         data: JSONBody[RetirementCreate],
         request: Req,
-        state: State,
+        governance: NamedDependency[Governance],
     ) -> RetirementOut:
         """Retire a version that serves nowhere."""
         command = cmd.RetireVersion(name=name, version=version, reason=data.reason)
-        outcome = await _res(state).governance.handle(
-            command, event_meta(request), idempotency(request, data)
-        )
+        outcome = await governance.handle(command, event_meta(request), idempotency(request, data))
         return RetirementOut(version=version, reason=data.reason, position=outcome.position)
 
     @post(
@@ -246,14 +259,17 @@ class ModelController(Controller):
         responses=_dry_runnable(DeploymentOut, "the deployment change, recorded"),
     )
     async def promote(
-        self, name: FromPath[str], data: JSONBody[PromotionCreate], request: Req, state: State
+        self,
+        name: FromPath[str],
+        data: JSONBody[PromotionCreate],
+        request: Req,
+        governance: NamedDependency[Governance],
     ) -> Response[PromotionPlan | DeploymentOut]:
         """Promote a version; `dry_run` returns the gates and appends nothing."""
-        res = _res(state)
         changes = _changes([data])
         if data.dry_run:
-            return Response(await _plan(res, name, changes), status_code=200)
-        outcome = await res.governance.handle(
+            return Response(await _plan(governance, name, changes), status_code=200)
+        outcome = await governance.handle(
             cmd.ChangeDeployments(name=name, changes=changes),
             event_meta(request),
             idempotency(request, data),
@@ -268,14 +284,17 @@ class ModelController(Controller):
         responses=_dry_runnable(DeploymentsOut, "the deployment changes, recorded together"),
     )
     async def change_deployments(
-        self, name: FromPath[str], data: JSONBody[ChangesCreate], request: Req, state: State
+        self,
+        name: FromPath[str],
+        data: JSONBody[ChangesCreate],
+        request: Req,
+        governance: NamedDependency[Governance],
     ) -> Response[PromotionPlan | DeploymentsOut]:
         """Several pointer changes, all or none, in one append."""
-        res = _res(state)
         changes = _changes(data.changes)
         if data.dry_run:
-            return Response(await _plan(res, name, changes), status_code=200)
-        outcome = await res.governance.handle(
+            return Response(await _plan(governance, name, changes), status_code=200)
+        outcome = await governance.handle(
             cmd.ChangeDeployments(name=name, changes=changes),
             event_meta(request),
             idempotency(request, data),
@@ -285,10 +304,14 @@ class ModelController(Controller):
 
     @post("/{name:str}/rollbacks", operation_id="rollback", guards=[WRITERS])
     async def rollback(
-        self, name: FromPath[str], data: JSONBody[RollbackCreate], request: Req, state: State
+        self,
+        name: FromPath[str],
+        data: JSONBody[RollbackCreate],
+        request: Req,
+        governance: NamedDependency[Governance],
     ) -> DeploymentOut:
         """Return an environment to its previous good champion."""
-        outcome = await _res(state).governance.handle(
+        outcome = await governance.handle(
             cmd.Rollback(name=name, environment=data.environment, reason=data.reason),
             event_meta(request),
             idempotency(request, data),
@@ -297,25 +320,24 @@ class ModelController(Controller):
 
     @post("/{name:str}/drift-alerts", operation_id="raiseDriftAlert", guards=[WRITERS])
     async def drift_alert(
-        self, name: FromPath[str], data: JSONBody[DriftAlertCreate], request: Req, state: State
+        self,
+        name: FromPath[str],
+        data: JSONBody[DriftAlertCreate],
+        request: Req,
+        governance: NamedDependency[Governance],
+        registry: NamedDependency[Registry],
     ) -> DriftAlertOut:
         """Record drift on the version that served; policy may act on it."""
-        res = _res(state)
         fields = {f: getattr(data, f) for f in data.__struct_fields__}
         command = cmd.RaiseDriftAlert(name=name, **fields)
-        outcome = await res.governance.raise_drift_alert(
+        outcome = await governance.raise_drift_alert(
             command, event_meta(request), idempotency(request, data)
         )
         alert = outcome.events[0]
-        actions = [
-            e
-            for e in await res.store.read_all(alert.position, 100, stream=model_stream(name))
-            if e.meta.causation_id == str(alert.event_id)
-        ]
         return DriftAlertOut(
-            **{f: getattr(data, f) for f in data.__struct_fields__},
+            **fields,
             position=alert.position,
-            actions=_deployments(actions),
+            actions=_deployments(await registry.caused_by(name, alert)),
         )
 
     @get(
@@ -326,20 +348,20 @@ class ModelController(Controller):
     async def history(
         self,
         name: FromPath[str],
-        state: State,
+        registry: NamedDependency[Registry],
         as_of: Annotated[
             str | None, QueryParameter(description="position or RFC 3339 time")
         ] = None,
         event_type: Annotated[str | None, QueryParameter(name="type")] = None,
     ) -> HistoryOut:
         """A model's events in order, as stored, up to an instant."""
-        position, events = await _res(state).registry.history(name, as_of, event_type)
+        position, events = await registry.history(name, as_of, event_type)
         # the events come as the JSON array of their items, passed through unparsed
         return HistoryOut(model=name, as_of_position=position, events=msgspec.Raw(events))  # type: ignore[arg-type]
 
 
-async def _plan(res: Resources, name: FromPath[str], changes: list[cmd.Promote]) -> PromotionPlan:
-    gates = await res.governance.plan(name, changes)
+async def _plan(governance: Governance, name: str, changes: list[cmd.Promote]) -> PromotionPlan:
+    gates = await governance.plan(name, changes)
     if not gates:
         raise NotFound(f"no model named {name!r}")
     return PromotionPlan(

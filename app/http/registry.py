@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, get, put
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Response
 
@@ -14,7 +15,8 @@ from app.http.auth import event_meta, idempotency, requires
 from app.http.problems import also_answers, never_answers
 from app.resources import Resources
 from app.services.dossier import Dossier, build_dossier, dossier_markdown
-from app.services.registry import Instant, RegistryView, diff, keyed
+from app.services.governance import Governance
+from app.services.registry import Instant, Registry, RegistryView, diff, keyed
 from domain import commands as cmd
 from domain.decide import model_stream
 from domain.policy import Policy, PolicyBook
@@ -50,12 +52,11 @@ class RegistryController(Controller):
 
     @get("/v1/registry", operation_id="registry", opt=also_answers(404))
     async def registry(
-        self, state: State, as_of: AsOf = None, model: Models = None
+        self, registry: NamedDependency[Registry], as_of: AsOf = None, model: Models = None
     ) -> RegistryView:
         """The whole registry, or some of its models, as it was at `as_of` (a replay of the
         log up to then)."""
-        resources: Resources = state.resources
-        return await resources.registry.view(as_of, model)
+        return await registry.view(as_of, model)
 
     @get("/v1/registry/diff", operation_id="registryDiff", opt=also_answers(404))
     async def registry_diff(
@@ -108,10 +109,11 @@ class PolicyController(Controller):
     tags = ["policies"]
 
     @get(operation_id="listPolicies")
-    async def list_policies(self, state: State) -> dict[str, list[PolicyOut]]:
+    async def list_policies(
+        self, registry: NamedDependency[Registry]
+    ) -> dict[str, list[PolicyOut]]:
         """The policy in force for each risk tier and its version (0: built-in default)."""
-        resources: Resources = state.resources
-        book: PolicyBook = await resources.registry.policies()
+        book: PolicyBook = await registry.policies()
         return {
             "policies": [
                 PolicyOut(risk_tier=tier, version=book.of(tier)[1], policy=book.of(tier)[0])
@@ -131,11 +133,10 @@ class PolicyController(Controller):
         tier: FromPath[str],
         data: JSONBody[Policy],
         request: Request[Any, Any, Any],
-        state: State,
+        governance: NamedDependency[Governance],
     ) -> PolicyOut:
         """Set a tier's policy: a new version, recorded (and audited) as an event."""
-        resources: Resources = state.resources
-        outcome = await resources.governance.handle(
+        outcome = await governance.handle(
             cmd.SetPolicy(tier=tier, policy=data), event_meta(request), idempotency(request, data)
         )
         return PolicyOut(risk_tier=tier, version=outcome.stream_version, policy=data)

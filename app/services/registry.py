@@ -11,15 +11,15 @@ import msgspec
 
 from app.services.views import ModelView, render_model
 from app.store import codec
-from app.store.codec import context_of
+from app.store.codec import RecordedEvent, context_of
 from app.store.events import EventStore
 from app.store.projections.governance import decode_state
 from app.store.projector import paused_gc
-from domain.decide import model_stream
+from domain.decide import model_stream, require_version
 from domain.errors import InvalidInput, NotFound
 from domain.policy import Policy, PolicyBook
 from domain.registry import REGISTRY_TAGS, RegistryState, apply
-from domain.state import ModelState
+from domain.state import ModelState, VersionState
 
 # as-of replays: the streams of this many models per query
 _REPLAY_MODELS = 100
@@ -199,6 +199,16 @@ class Registry:
         if row is None:
             raise NotFound(f"no model named {name!r}")
         return decode_state(row["state"]), await self.policies()
+
+    async def version(self, name: str, number: int) -> tuple[ModelState, VersionState, PolicyBook]:
+        """One version with its model's current state, or NotFound."""
+        model, policies = await self.model_state(name)
+        return model, require_version(model, number), policies
+
+    async def caused_by(self, name: str, cause: RecordedEvent) -> list[RecordedEvent]:
+        """The events of a model's stream recorded because of `cause` (a policy's actions)."""
+        following = await self._store.read_all(cause.position, 100, stream=model_stream(name))
+        return [e for e in following if e.meta.causation_id == str(cause.event_id)]
 
     async def history(
         self, name: str, as_of: str | None, event_type: str | None
