@@ -28,7 +28,6 @@ from app.store.checkpoints import Checkpointer, load_or_create_key, private_raw
 from app.store.events import EventStore
 from app.store.inline import InlineProjections
 from app.store.projections import all_projections
-from app.store.projections.governance import GovernanceProjection
 from app.store.projector import Projector
 from app.store.roles import RoleCheck, warning
 from app.store.witness import Witness
@@ -109,8 +108,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     try:
         database_role = RoleCheck(pool)
         await check_database_role(settings, database_role)
-        # the governance views commands read back are written with the events (app/store/inline)
-        inline = InlineProjections([GovernanceProjection(settings.model_snapshot_every)])
+        # every view is written with its events (app/store/inline): a reader in any process
+        # sees an append's effects once it committed; the projector catches up what was not
+        inline = InlineProjections(all_projections(snapshot_every=settings.model_snapshot_every))
         store = EventStore(
             pool, batch_max_events=settings.append_batch_max_events, notify=True, inline=inline
         )

@@ -15,53 +15,32 @@ is left to it, and callers wait for that projector as before.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
 
 import asyncpg
 
 from app.store import codec
 from app.store.codec import RecordedEvent
+from app.store.projection import Buffering, Projection
 from domain.events import event_type
 
 # more than this many events behind: the asynchronous projector catches the view up
 _GAP_EVENTS = 1_000
 
-_LOCK = "SELECT position FROM projection_checkpoints WHERE name = $1 FOR UPDATE SKIP LOCKED"
+# the checkpoints the asynchronous projector does not hold right now (it is left the others)
+_LOCK = (
+    "SELECT name, position FROM projection_checkpoints WHERE name = ANY($1) FOR UPDATE SKIP LOCKED"
+)
 _GAP = (
     f"SELECT {codec.COLUMNS} FROM events "  # noqa: S608 - fixed columns
     "WHERE position > $1 AND position < $2 AND type = ANY($3) ORDER BY position LIMIT $4"
 )
-_MOVE = "UPDATE projection_checkpoints SET position = $2 WHERE name = $1"
-
-
-class InlineProjection(Protocol):
-    """A projection that can apply a batch inside the caller's transaction."""
-
-    @property
-    def name(self) -> str:
-        """Keys the projection's checkpoint."""
-
-    @property
-    def types(self) -> Sequence[str]:
-        """The event types it reads."""
-
-    def begin(self) -> None:
-        """A transaction starts."""
-
-    async def apply(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
-        """Apply events in position order."""
-
-    async def flush(self, conn: asyncpg.Connection) -> None:
-        """Write what `apply` left pending."""
-
-    async def settle(self) -> None:
-        """Wait for writes in flight on the connection."""
+_MOVE = "UPDATE projection_checkpoints SET position = $2 WHERE name = ANY($1)"
 
 
 class InlineProjections:
     """Applies projections inside append transactions; reports how far each has reached."""
 
-    def __init__(self, projections: Sequence[InlineProjection]) -> None:
+    def __init__(self, projections: Sequence[Projection]) -> None:
         self._projections = list(projections)
         self._types = {p.name: frozenset(p.types) for p in projections}
         self._listeners: list[Callable[[str, int], None]] = []
@@ -79,8 +58,20 @@ class InlineProjections:
         the names of the projections that did (the others are left behind)."""
         if not appended:
             return []
-        # one after another: they share the transaction's connection
-        return [p.name for p in self._projections if await self._project(conn, p, appended)]
+        first, last = appended[0].position, appended[-1].position
+        starts = dict(await conn.fetch(_LOCK, self.names))
+        done = []
+        for projection in self._projections:  # one after another: they share the connection
+            start = starts.get(projection.name)
+            if (
+                start is not None
+                and start < first
+                and await self._project(conn, projection, start, appended)
+            ):
+                done.append(projection.name)
+        if done:
+            await conn.execute(_MOVE, done, last)
+        return done
 
     def committed(self, names: list[str], position: int) -> None:
         """The transaction that projected up to `position` committed."""
@@ -89,12 +80,15 @@ class InlineProjections:
                 listener(name, position)
 
     async def _project(
-        self, conn: asyncpg.Connection, projection: InlineProjection, appended: list[RecordedEvent]
+        self,
+        conn: asyncpg.Connection,
+        projection: Projection,
+        start: int,
+        appended: list[RecordedEvent],
     ) -> bool:
-        start: int | None = await conn.fetchval(_LOCK, projection.name)
-        first, last = appended[0].position, appended[-1].position
-        if start is None or start >= first:
-            return False  # held by the asynchronous projector, or not set up yet
+        """Apply the events of the projection's types after `start` up to the batch's end;
+        False when they are too many to project here (the gap is left to the projector)."""
+        first = appended[0].position
         types = self._types[projection.name]
         events: list[RecordedEvent] = []
         if start < first - 1:
@@ -103,12 +97,15 @@ class InlineProjections:
                 return False
             events = codec.recorded_page(rows)
         events += [e for e in appended if event_type(e.event) in types]
-        projection.begin()
-        try:
-            if events:
+        if not events:
+            return True  # nothing of its types: its checkpoint just moves past the batch
+        if isinstance(projection, Buffering):
+            projection.begin()
+            try:
                 await projection.apply(conn, events)
-            await projection.flush(conn)
-        finally:
-            await projection.settle()
-        await conn.execute(_MOVE, projection.name, last)
+                await projection.flush(conn)
+            finally:
+                await projection.settle()
+        else:
+            await projection.apply(conn, events)
         return True

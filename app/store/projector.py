@@ -22,54 +22,27 @@ import contextlib
 import functools
 import gc
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Protocol, runtime_checkable
 
 import asyncpg
 
 from app.store import codec
 from app.store.codec import RecordedEvent
 from app.store.events import EventStore
+from app.store.projection import Buffering, Projection
 
 _PAGE = 5_000
 _TRANSACTION_EVENTS = 1_000_000
 
 
-class Projection(Protocol):
-    """A view of the log: which event types it reads, how it applies and resets them."""
-
-    @property
-    def name(self) -> str:
-        """Stable name; keys the projection's checkpoint."""
-
-    @property
-    def types(self) -> Sequence[str]:
-        """The event types it reads."""
-
-    @property
-    def tables(self) -> Sequence[str]:
-        """The tables it owns (emptied by a rebuild)."""
-
-    async def apply(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
-        """Apply events (in position order) inside the caller's transaction."""
-
-
-@runtime_checkable
-class Buffering(Protocol):
-    """A projection that keeps work between the pages of one transaction."""
-
-    def begin(self) -> None:
-        """A transaction starts: forget what an unfinished one left pending."""
-
-    async def flush(self, conn: asyncpg.Connection) -> None:
-        """Write what `apply` left pending; called once before each commit."""
-
-    async def settle(self) -> None:
-        """Wait for writes `apply` left in flight on the connection (also when failing)."""
-
-
 _PAGE_SQL = (
     f"SELECT {codec.COLUMNS} FROM events "  # noqa: S608 - fixed fragments
     "WHERE position > $1 AND position <= $2 AND type = ANY($3) ORDER BY position LIMIT $4"
+)
+
+
+_POSITIONS_SQL = (
+    "SELECT (SELECT max(position) FROM events) AS head, min(position) AS reached, "
+    "count(*) AS checkpoints FROM projection_checkpoints WHERE name = ANY($1)"
 )
 
 
@@ -126,7 +99,12 @@ class Projector:
             return await self._catch_up()
 
     async def _catch_up(self) -> int:
-        head, _ = await self._store.head()
+        head, reached = await self._positions()
+        if reached is not None and reached >= head:  # every view was written inline
+            self._caught_up_to = max(self._caught_up_to, head)
+            for projection in self._projections:
+                self.projected(projection.name, head)
+            return head
         # A catch-up of more than a page (a rebuild, a start after downtime) runs with the
         # cyclic GC paused throughout, awaits included: the projector makes no reference
         # cycles, and what other tasks of the process make meanwhile is collected after.
@@ -137,6 +115,13 @@ class Projector:
         for projection in self._projections:
             self.projected(projection.name, head)
         return head
+
+    async def _positions(self) -> tuple[int, int | None]:
+        """The log's head and the position every projection has reached (None while one has
+        no checkpoint yet), in one read."""
+        row = await self._store.pool.fetchrow(_POSITIONS_SQL, [p.name for p in self._projections])
+        complete = row["checkpoints"] == len(self._projections)
+        return int(row["head"] or 0), int(row["reached"]) if complete else None
 
     async def _advance_each(self, projections: Sequence[Projection], head: int) -> None:
         # together they hold a connection each and borrow one to read ahead; a pool

@@ -37,13 +37,24 @@ async def _described(pool: asyncpg.Pool, name: str) -> str | None:
 
 async def test_a_command_commits_its_view_rows_with_its_events(resources: Resources) -> None:
     await resources.projector.catch_up()
-    jobs_before = await _checkpoint(resources.pool, "jobs")
     outcome = await resources.governance.handle(cmd.RegisterModel(name="inl", risk_tier="low"), CI)
-    # the view's checkpoint moved in the append's transaction, and no catch-up ran: the jobs
-    # view, which reads no model.registered event, was not even looked at
-    assert await _checkpoint(resources.pool) == outcome.position
+    # every view's checkpoint moved in the append's transaction, each up to the append
+    for view in ("governance", "jobs", "tokens"):
+        assert await _checkpoint(resources.pool, view) == outcome.position, view
     assert await _described(resources.pool, "inl") == "inl"
-    assert await _checkpoint(resources.pool, "jobs") == jobs_before < outcome.position
+
+
+async def test_a_job_request_is_in_the_jobs_view_when_it_commits(resources: Resources) -> None:
+    await resources.projector.catch_up()
+    await resources.governance.handle(cmd.RegisterModel(name="jv", risk_tier="low"), CI)
+    plain = EventStore(resources.pool)  # reads the view as another process would
+    request = ev.JobRequested(job_id="j-inline", kind="drift", name="jv", version=None)
+    result = await resources.store.append(
+        model_stream("jv"), [request], meta=CI, expected_version=None
+    )
+    status = await plain.pool.fetchval("SELECT status FROM jobs WHERE job_id = 'j-inline'")
+    assert status == "requested"
+    assert await _checkpoint(resources.pool, "jobs") == result.last_position
 
 
 async def test_an_append_does_not_wait_for_a_projector_holding_the_view(

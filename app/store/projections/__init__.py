@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from app.store.projection import Projection
 from app.store.projections.governance import GovernanceProjection
 from app.store.projections.jobs import JobsProjection
 from app.store.projections.tokens import TokensProjection
-from app.store.projector import Projection
 
 
 def all_projections(*, snapshot_every: int = 250) -> list[Projection]:
