@@ -19,7 +19,8 @@ How the targets are made:
   appended to the store in batches, each exactly the `model.updated` the PATCH handler writes
   (same data fields, same meta: actor and role of the CI token, nothing else), checked
   against the API-written ones; `--history-api` writes them all through PATCH instead (one
-  client: concurrent PATCHes of one model only conflict and retry).
+  client: concurrent PATCHes of one model only conflict and retry). The first PATCH after
+  the history is written falls in the warm-up: W3 is a warm server's figure.
 - versions: LightGBM binary models (31 leaves, 30 features) trained here on synthetic data,
   each upload a distinct file (the seed in its parameters section differs), each registered
   on a model of its own. Approvals need a certified build, so a `model-ledger worker` runs
