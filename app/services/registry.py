@@ -80,6 +80,13 @@ class RegistryView(msgspec.Struct, frozen=True, kw_only=True):
     models: list[ModelView]
 
 
+_MODEL_AND_POLICIES = (
+    "SELECT (SELECT state FROM model_states WHERE name = $1) AS state, "
+    "(SELECT coalesce(json_agg(json_build_array(risk_tier, version, policy)), '[]') "
+    "FROM policies)::text AS policies"
+)
+
+
 class Registry:
     """Reads of the registry, now or as of any past instant."""
 
@@ -192,13 +199,14 @@ class Registry:
         return RegistryView(as_of=instant, models=models)
 
     async def model_state(self, name: str) -> tuple[ModelState, PolicyBook]:
-        """One model's current state, or NotFound."""
-        row = await self._store.pool.fetchrow(
-            "SELECT state FROM model_states WHERE name = $1", name
-        )
-        if row is None:
+        """One model's current state with the policies in force (one read), or NotFound."""
+        row = await self._store.pool.fetchrow(_MODEL_AND_POLICIES, name)
+        if row["state"] is None:
             raise NotFound(f"no model named {name!r}")
-        return decode_state(row["state"]), await self.policies()
+        book = PolicyBook()
+        for tier, version, policy in msgspec.json.decode(row["policies"]):
+            book.set(tier, msgspec.convert(policy, Policy), version)
+        return decode_state(row["state"]), book
 
     async def version(self, name: str, number: int) -> tuple[ModelState, VersionState, PolicyBook]:
         """One version with its model's current state, or NotFound."""
