@@ -176,7 +176,7 @@ class Checkpointer:
                 if checkpoint is not None and self._witness is not None:
                     await asyncio.to_thread(self._witness.write_file, checkpoint_json(checkpoint))
             finally:
-                await conn.execute("SELECT pg_advisory_unlock($1)", SIGN_LOCK)
+                await _unlock(conn)
         if checkpoint is not None and self._witness is not None:
             self._witness.post(checkpoint_json(checkpoint))
         return checkpoint
@@ -322,3 +322,13 @@ async def newest_checkpoint(store: EventStore) -> Checkpoint | None:
         "ORDER BY sequence DESC LIMIT 1"
     )
     return None if row is None else _from_row(row)
+
+
+async def _unlock(conn: asyncpg.Connection) -> None:
+    """Release the signing lock; a connection that cannot say so is closed, and the lock with
+    it (pooled connections are not reset on release)."""
+    try:
+        await conn.execute("SELECT pg_advisory_unlock($1)", SIGN_LOCK)
+    except BaseException:
+        conn.terminate()
+        raise

@@ -160,15 +160,12 @@ class GovernanceProjection:
         self._snapshots: list[tuple[str, int, int, bytes]] = []  # (name, version, position, state)
         self._rows = FlatRows()
         self._writing: asyncio.Task[None] | None = None  # the last page's rows, in flight
-        self._lz4: bool | None = None  # whether the server can compress with lz4
-        self._compression_chosen = False  # in this transaction
 
     def begin(self) -> None:
         """A transaction starts: whatever an unfinished one left is dropped."""
         assert self._writing is None, "the projector settles writes before a rollback"
         self._forget()
         self._rows = FlatRows()
-        self._compression_chosen = False
 
     def _forget(self) -> None:
         self._states.clear()
@@ -210,7 +207,6 @@ class GovernanceProjection:
     ) -> None:
         await rows.write(conn)
         if snapshots:
-            await self._choose_compression(conn)
             await conn.copy_records_to_table(
                 "model_snapshots",
                 records=snapshots,
@@ -246,7 +242,6 @@ class GovernanceProjection:
         await self.settle()
         await self._rows.write_upserted(conn)
         states = [self._states[n] for n in sorted(self._dirty)]
-        await self._choose_compression(conn)
         await _save_states(conn, states, [self._encoder.encode(state) for state in states])
         self._forget()
 
@@ -258,20 +253,6 @@ class GovernanceProjection:
         rows = await conn.fetch("SELECT name, state FROM model_states WHERE name = ANY($1)", unread)
         self._states.update((r["name"], decode_state(r["state"])) for r in rows)
         self._looked_up.update(unread)
-
-    async def _choose_compression(self, conn: asyncpg.Connection) -> None:
-        # States are large and rewritten by every transaction and snapshot: lz4 compresses
-        # them about 5x faster than PostgreSQL's default pglz, to the same size.
-        if self._compression_chosen:
-            return
-        if self._lz4 is None:
-            self._lz4 = await conn.fetchval(
-                "SELECT 'lz4' = ANY(enumvals) FROM pg_settings "
-                "WHERE name = 'default_toast_compression'"
-            )
-        if self._lz4:
-            await conn.execute("SET LOCAL default_toast_compression = lz4")
-        self._compression_chosen = True
 
 
 async def _save_states(
