@@ -216,20 +216,24 @@ async def test_the_servers_outlive_the_process_that_started_them_while_another_u
     assert _survivors(processes) == []
 
 
+# it waits to be killed: until then its stdin stays open (and ends with the test's process)
 _USE_AND_WAIT = """
-import sys, time
+import sys
 from pathlib import Path
 from app.embedded import EmbeddedStack
 EmbeddedStack(Path(sys.argv[1])).start()
 print("started", flush=True)
-time.sleep(600)
+sys.stdin.read()
 """
 
 
 def _killed_user(home: Path) -> list[psutil.Process]:
     """The servers a process started on `home` before it was killed (SIGKILL)."""
     user = subprocess.Popen(
-        [sys.executable, "-c", _USE_AND_WAIT, str(home)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _USE_AND_WAIT, str(home)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert user.stdout is not None and user.stdout.readline() == "started\n"
@@ -237,7 +241,8 @@ def _killed_user(home: Path) -> list[psutil.Process]:
     finally:
         user.kill()  # no exit hook runs: the servers stay up
         user.wait()
-        assert user.stdout is not None
+        assert user.stdin is not None and user.stdout is not None
+        user.stdin.close()
         user.stdout.close()
 
 

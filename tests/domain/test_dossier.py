@@ -2,248 +2,34 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 import pytest
 
 from app.services.dossier import Dossier, build_dossier, dossier_markdown
-from app.store.codec import RecordedEvent
-from domain import events as ev
 from domain.errors import NotFound
-from domain.model import evolve
-from domain.policy import GateResult, Policy, PolicyBook, Threshold
-from domain.state import EventContext, ModelState
-
-NAME = "credit-risk"
-T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
-NOW = T0 + timedelta(days=10)
-ART1, ART2 = "a1" * 32, "a2" * 32
-LIB1, LIB2 = "11" * 32, "22" * 32
-REP1 = "r1" * 32
-
-# (event, actor, role) in log order; positions and times are assigned by `fold`
-Step = tuple[ev.AnyEvent, str, str]
-
-
-def approve(approver: str, version: int = 1) -> Step:
-    return (
-        ev.VersionApproved(
-            name=NAME,
-            version=version,
-            approver=approver,
-            comment=f"ok by {approver}",
-            policy_version=0,
-            artifact_sha256=ART1,
-            library_sha256=LIB1,
-            report_sha256s=[REP1],
-            expires_at=T0 + timedelta(days=90),
-        ),
-        approver,
-        "approver",
-    )
-
-
-def history() -> list[Step]:
-    passed = [GateResult(name="approvals", passed=True, detail="2 of 2 required approvals")]
-    return [
-        (
-            ev.ModelRegistered(
-                name=NAME,
-                risk_tier="high",
-                description="Scores loans | consumer credit",
-                owner="risk-team",
-                tags=["credit", "tabular"],
-                sensitive_features=["age", "sex"],
-            ),
-            "admin",
-            "admin",
-        ),
-        (
-            ev.VersionRegistered(
-                name=NAME,
-                version=1,
-                artifact_sha256=ART1,
-                artifact_size=12_345,
-                format="lightgbm",
-                feature_names=["income", "age", "debt"],
-                metrics={"auc": 0.91, "logloss": 0.31},
-                params={"num_leaves": 31, "objective": "binary"},
-                lineage=ev.Lineage(
-                    git_commit="abc123",
-                    ci_run_url="https://ci.example/run/7",
-                    dataset_sha256="d5" * 32,
-                ),
-                num_trees=100,
-            ),
-            "ci-bot",
-            "ci",
-        ),
-        (
-            ev.VersionCompiled(
-                name=NAME,
-                version=1,
-                library_sha256=LIB1,
-                max_abs_diff=0.0,
-                rows_checked=1000,
-                compiler="gcc",
-                flags=["-O3"],
-                compile_seconds=2.5,
-            ),
-            "worker",
-            "ci",
-        ),
-        (
-            ev.ComplianceChecked(
-                name=NAME,
-                version=1,
-                passed=True,
-                report_sha256=REP1,
-                policy_version=0,
-                metrics={"demographic_parity_difference": 0.03},
-            ),
-            "worker",
-            "ci",
-        ),
-        approve("alice"),
-        approve("bob"),
-        (
-            ev.ApprovalRevoked(name=NAME, version=1, approver="bob", reason="needs | review"),
-            "bob",
-            "approver",
-        ),
-        approve("carol"),
-        (
-            ev.DeploymentChanged(
-                name=NAME,
-                environment="production",
-                action="promotion",
-                version=1,
-                champion=1,
-                gates=passed,
-            ),
-            "ci-bot",
-            "ci",
-        ),
-        (
-            ev.VersionRegistered(
-                name=NAME,
-                version=2,
-                artifact_sha256=ART2,
-                artifact_size=23_456,
-                format="lightgbm",
-                feature_names=["income", "age", "debt"],
-                metrics={"auc": 0.93},
-            ),
-            "ci-bot",
-            "ci",
-        ),
-        (
-            ev.VersionCompiled(
-                name=NAME, version=2, library_sha256=LIB2, max_abs_diff=0.0, rows_checked=1000
-            ),
-            "worker",
-            "ci",
-        ),
-        (
-            ev.DeploymentChanged(
-                name=NAME,
-                environment="staging",
-                action="promotion",
-                version=2,
-                champion=2,
-            ),
-            "ci-bot",
-            "ci",
-        ),
-        (
-            ev.DeploymentChanged(
-                name=NAME,
-                environment="production",
-                action="promotion",
-                version=2,
-                champion=1,
-                challenger=2,
-                strategy="canary",
-                traffic_percent=10.0,
-                gates=passed,
-            ),
-            "ci-bot",
-            "ci",
-        ),
-        (
-            ev.DriftDetected(
-                name=NAME,
-                version=1,
-                statistic="psi",
-                value=0.31,
-                threshold=0.2,
-                severity="warning",
-                feature="income",
-                environment="production",
-            ),
-            "worker",
-            "ci",
-        ),
-        (
-            ev.DriftDetected(
-                name=NAME, version=2, statistic="ks", value=0.5, threshold=0.1, severity="critical"
-            ),
-            "worker",
-            "ci",
-        ),
-    ]
-
-
-def fold(steps: list[Step]) -> tuple[ModelState, list[RecordedEvent]]:
-    """Fold the steps into a model state, and record them as the log would."""
-    state: ModelState | None = None
-    recorded = []
-    for i, (event, actor, role) in enumerate(steps, start=1):
-        at = T0 + timedelta(hours=i)
-        state = evolve(
-            state,
-            event,
-            EventContext(
-                position=100 + i, recorded_at=at, actor=actor, role=role, stream_version=i
-            ),
-        )
-        recorded.append(
-            RecordedEvent(
-                position=100 + i,
-                stream=f"model-{NAME}",
-                version=i,
-                event_id=uuid.uuid4(),
-                recorded_at=at,
-                event=event,
-                meta=ev.EventMeta(actor=actor, role=role),
-            )
-        )
-    assert state is not None
-    return state, recorded
-
-
-def policies() -> PolicyBook:
-    book = PolicyBook()
-    book.set(
-        "high",
-        Policy(
-            required_approvals=2,
-            compliance_required=True,
-            approval_expiry_days=90,
-            metric_thresholds={"auc": Threshold(min=0.8)},
-        ),
-        3,
-    )
-    return book
+from tests.domain.dossier_givens import (
+    ART1,
+    LIB1,
+    NAME,
+    NOW,
+    REP1,
+    T0,
+    Step,
+    fold,
+    given_a_registered_version,
+    given_version_1_in_production_and_2_in_canary,
+    given_version_2_replaced_version_1_in_production,
+    high_risk_policies,
+)
 
 
 def dossier(steps: list[Step], number: int, now: datetime = NOW) -> Dossier:
     state, recorded = fold(steps)
     return build_dossier(
-        state, number, policies(), recorded, now=now, as_of_position=recorded[-1].position
+        state, number, high_risk_policies(), recorded, now=now, as_of_position=recorded[-1].position
     )
 
 
@@ -252,7 +38,9 @@ def as_json(d: Dossier) -> Any:
 
 
 def test_dossier_json_of_the_production_version() -> None:
-    data = as_json(dossier(history(), 1))
+    steps = given_version_1_in_production_and_2_in_canary()
+
+    data = as_json(dossier(steps, 1))
 
     assert data["model"] == {
         "name": NAME,
@@ -320,7 +108,9 @@ def test_dossier_json_of_the_production_version() -> None:
 
 
 def test_dossier_of_the_canary_version() -> None:
-    d = dossier(history(), 2)
+    steps = given_version_1_in_production_and_2_in_canary()
+
+    d = dossier(steps, 2)
 
     assert d.version.state == "compiled"
     assert d.compliance is None
@@ -340,13 +130,7 @@ def test_dossier_of_the_canary_version() -> None:
 
 
 def test_history_includes_the_change_that_replaced_the_version() -> None:
-    demote = ev.DeploymentChanged(
-        name=NAME, environment="production", action="demotion", version=2, champion=1
-    )
-    replace = ev.DeploymentChanged(
-        name=NAME, environment="production", action="promotion", version=2, champion=2
-    )
-    steps = [*history(), (demote, "worker", "ci"), (replace, "ci-bot", "ci")]
+    steps = given_version_2_replaced_version_1_in_production()
 
     v1, v2 = dossier(steps, 1), dossier(steps, 2)
 
@@ -362,7 +146,9 @@ def test_history_includes_the_change_that_replaced_the_version() -> None:
 
 
 def test_expired_approvals_no_longer_count() -> None:
-    d = dossier(history(), 1, now=T0 + timedelta(days=91))
+    steps = given_version_1_in_production_and_2_in_canary()
+
+    d = dossier(steps, 1, now=T0 + timedelta(days=91))
 
     assert d.version.state == "validated"
     assert [a.counts for a in d.approvals] == [False, False, False]
@@ -370,13 +156,16 @@ def test_expired_approvals_no_longer_count() -> None:
 
 
 def test_unknown_version_is_not_found() -> None:
-    state, recorded = fold(history())
+    state, recorded = fold(given_version_1_in_production_and_2_in_canary())
+
     with pytest.raises(NotFound):
-        build_dossier(state, 9, policies(), recorded, now=NOW, as_of_position=1)
+        build_dossier(state, 9, high_risk_policies(), recorded, now=NOW, as_of_position=1)
 
 
 def test_markdown_model_card() -> None:
-    md = dossier_markdown(dossier(history(), 1))
+    steps = given_version_1_in_production_and_2_in_canary()
+
+    md = dossier_markdown(dossier(steps, 1))
 
     assert md.startswith(f"# Model card: {NAME} version 1\n")
     assert "| State | approved |" in md
@@ -400,7 +189,8 @@ def test_markdown_model_card() -> None:
 
 
 def test_markdown_empty_sections_say_none() -> None:
-    steps = history()[:2]  # registered only: no build, no compliance, no decisions
+    steps = given_a_registered_version()
+
     d = dossier(steps, 1)
     md = dossier_markdown(d)
 

@@ -11,15 +11,16 @@ from tests.procs import in_group, kill_group, survivors
 
 pytestmark = pytest.mark.processes
 
-# a parent whose pool has run one call (so its child and the resource tracker exist)
+# a parent whose pool has run one call (so its child and the resource tracker exist); it
+# waits to be killed: until then its stdin stays open (and ends with the test's process)
 PARENT = """
-import asyncio, os, time
+import asyncio, os, sys
 from workers.pool import ProcessPool
 
 async def main():
     pool = ProcessPool(1)
     print(await pool.run(60, os.getpid), flush=True)
-    time.sleep(600)
+    sys.stdin.read()
 
 if __name__ == "__main__":
     asyncio.run(main())
@@ -29,6 +30,7 @@ if __name__ == "__main__":
 def test_a_killed_parent_leaves_neither_pool_child_nor_resource_tracker() -> None:
     parent = subprocess.Popen(
         [sys.executable, "-c", PARENT],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group: everything it started is in it
@@ -45,5 +47,6 @@ def test_a_killed_parent_leaves_neither_pool_child_nor_resource_tracker() -> Non
         assert survivors(parent.pid) == []
     finally:
         kill_group(parent.pid)
-        if parent.stdout is not None:
-            parent.stdout.close()
+        for pipe in (parent.stdin, parent.stdout):
+            if pipe is not None:
+                pipe.close()
