@@ -130,15 +130,15 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         settings.lightgbm_sandbox_processes,
         memory_bytes=settings.lightgbm_sandbox_memory_mb << 20,
     )
+    # every view is written with its events (app/store/inline): a reader in any process sees
+    # an append's effects once it committed; the projector catches up what was not
+    inline = InlineProjections(all_projections(snapshot_every=settings.model_snapshot_every))
+    store = EventStore(
+        pool, batch_max_events=settings.append_batch_max_events, notify=True, inline=inline
+    )
     try:
         database_role = RoleCheck(pool)
         await check_database_role(settings, database_role)
-        # every view is written with its events (app/store/inline): a reader in any process
-        # sees an append's effects once it committed; the projector catches up what was not
-        inline = InlineProjections(all_projections(snapshot_every=settings.model_snapshot_every))
-        store = EventStore(
-            pool, batch_max_events=settings.append_batch_max_events, notify=True, inline=inline
-        )
         signing_key = load_or_create_key(settings.signing_key_file)
         projector = Projector(store, all_projections(snapshot_every=settings.model_snapshot_every))
         inline.on_projected(projector.projected)
@@ -184,5 +184,6 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         )
     finally:
         sandbox.close()
+        await store.drain()  # the last append's wake-up goes out before the pool closes
         await redis.aclose(close_connection_pool=True)
         await pool.close()

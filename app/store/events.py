@@ -293,6 +293,11 @@ class EventStore:
         finally:
             self._notifier = None
 
+    async def drain(self) -> None:
+        """Wait for the wake-up of the last append to be sent (before the pool closes)."""
+        if self._notifier is not None:
+            await asyncio.gather(self._notifier, return_exceptions=True)
+
     def on_append(self, listener: Callable[[int], None]) -> None:
         """Call `listener(head position)` after every committed batch of this process."""
         self._listeners.append(listener)
