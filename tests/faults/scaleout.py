@@ -87,6 +87,8 @@ class ScaleOutcome:
     # answers naming the old version from requests sent once a scorer had switched
     stale_after_switch: int
     scored: int
+    # scoring requests the surviving scorer failed to answer at all
+    survivor_unreachable: int
     verify_ok: bool
     api_verify_ok: bool
     errors_logged: int
@@ -359,6 +361,7 @@ async def scale_out_under_kill9(stack: Stack, writes_per_phase: int = 40) -> Sca
         rollback_seconds=rollback_seconds,
         stale_after_switch=stale,
         scored=scores.statuses[200],
+        survivor_unreachable=scores.transport_errors[1],
         verify_ok=verify_ok,
         api_verify_ok=api_verify_ok,
         errors_logged=errors_logged(*survivors),

@@ -31,6 +31,7 @@ async def test_two_of_each_process_survive_kill9_under_load(stack: Stack) -> Non
     assert max(result.promotion_seconds + result.rollback_seconds) < CONVERGENCE_BOUND_SECONDS
     assert result.stale_after_switch == 0
     assert result.scored > 0
+    assert result.survivor_unreachable == 0
     assert result.verify_ok
     assert result.api_verify_ok
     assert result.errors_logged == 0
