@@ -47,6 +47,13 @@ _CUT_SHORT = (
     "AND NOT EXISTS (SELECT 1 FROM events e WHERE e.type IN ('job.succeeded', 'job.failed') "
     "AND e.data->>'job_id' = s.data->>'job_id' AND e.data->>'attempt' = s.data->>'attempt')"
 )
+# the worker of the latest attempt that nothing ended yet
+_RUNNING = (
+    "SELECT s.data->>'worker' AS worker FROM events s WHERE s.type = 'job.started' "
+    "AND NOT EXISTS (SELECT 1 FROM events e WHERE e.type IN ('job.succeeded', 'job.failed') "
+    "AND e.data->>'job_id' = s.data->>'job_id' AND e.data->>'attempt' = s.data->>'attempt') "
+    "ORDER BY s.position DESC LIMIT 1"
+)
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,11 @@ class LogReader:
     async def started(self) -> list[tuple[str, str]]:
         """(job id, worker) of every attempt started, in log order."""
         return [(row["job_id"], row["worker"]) for row in await self._conn.fetch(_STARTED)]
+
+    async def running(self) -> str | None:
+        """The worker of the latest attempt still running, if any."""
+        worker: str | None = await self._conn.fetchval(_RUNNING)
+        return worker
 
     async def requeued(self) -> int:
         """How many times the sweeper handed a job to the queue again."""

@@ -66,6 +66,13 @@ async def register_version(
     client: httpx.AsyncClient, headers: dict[str, str], name: str, seed: int
 ) -> int:
     """Upload a small LightGBM model as a new version (the server requests its compile)."""
+    return int(str((await registration(client, headers, name, seed))["version"]))
+
+
+async def registration(
+    client: httpx.AsyncClient, headers: dict[str, str], name: str, seed: int
+) -> dict[str, object]:
+    """`register_version`'s whole answer: the version, its compile job id, its position."""
     metadata = {
         "format": "lightgbm",
         "metrics": {"auc": 0.9 + seed / 100},
@@ -75,10 +82,9 @@ async def register_version(
         "artifact": ("model.txt", lightgbm_model_bytes(seed), "text/plain"),
         "metadata": (None, json.dumps(metadata), "application/json"),
     }
-    body = await _created(
+    return await _created(
         await client.post(f"/v1/models/{name}/versions", files=files, headers=headers)
     )
-    return int(str(body["version"]))
 
 
 async def until_compiled(
