@@ -290,6 +290,7 @@ def report(figures: dict[str, Any]) -> str:
     sizes = figures["sizes"]
     idle = cpu["writing_pct"]["api_idle"]
     verdict = "PASS" if idle < IDLE_GOAL_PCT else "MISS"
+    cpu_title = f"S2 CPU, % of one core, {sizes['cpu_seconds']:g} s windows"
     lines = [
         "Scale-out: one fresh database and Redis; two `serve --no-worker`, a worker and two "
         "scorers, and the bench's clients, all on this machine",
@@ -305,9 +306,9 @@ def report(figures: dict[str, Any]) -> str:
         f"{sizes['write_seconds']:g} s / {sizes['score_seconds']:g} s; non-200 scores: "
         f"{scores['failures']})",
         "",
-        f"    S2 CPU, % of one core, {sizes['cpu_seconds']:g} s windows{'quiet':>10}{'writing':>9}",
+        f"    {cpu_title:44}{'quiet':>9}{'writing':>9}",
         *(
-            f"    {label:46}{cpu['quiet_pct'][key]:>10.2f}{cpu['writing_pct'][key]:>9.2f}"
+            f"    {label:44}{cpu['quiet_pct'][key]:>9.2f}{cpu['writing_pct'][key]:>9.2f}"
             for key, label in CPU_ROWS.items()
         ),
         f"    writing: {cpu['events_per_s']} events/s reached ({cpu['creates_per_s']} creates/s"
