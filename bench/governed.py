@@ -104,6 +104,7 @@ class Stack:
     pool: asyncpg.Pool
     source: str  # where PostgreSQL came from
     redis_source: str
+    pid: int  # the server's
 
 
 @contextlib.asynccontextmanager
@@ -152,7 +153,7 @@ async def stack() -> AsyncIterator[Stack]:
             server = Process(["serve", "--no-worker", "--port", "0"], env)
             try:
                 url = await asyncio.to_thread(server.listening)
-                yield Stack(url, Path(home), env, pool, source, redis_source)
+                yield Stack(url, Path(home), env, pool, source, redis_source, server.pid)
             except BaseException:
                 print(f"the server's output:\n{server.text()[-4000:]}", file=sys.stderr)
                 raise

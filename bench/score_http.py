@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -227,10 +227,12 @@ def _latencies(ops: dict[str, Callable[[int], object]], count: int) -> dict[str,
     return samples
 
 
-async def _rate(port: int, requests: list[bytes], seconds: float) -> tuple[float, int]:
-    """Requests/s of CONCURRENCY connections sending back to back, and non-200 answers."""
+async def rate_of(ports: Sequence[int], requests: list[bytes], seconds: float) -> tuple[float, int]:
+    """Requests/s of CONCURRENCY connections sending back to back (spread evenly over
+    `ports`), and non-200 answers."""
 
     async def connection(offset: int, deadline: float) -> tuple[int, int]:
+        port = ports[offset % len(ports)]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         done = failed = 0
@@ -256,7 +258,7 @@ async def _rate(port: int, requests: list[bytes], seconds: float) -> tuple[float
     return sum(c[0] for c in counts) / elapsed, sum(c[1] for c in counts)
 
 
-def _wait_scoring(port: int, request: bytes, timeout: float = 60.0) -> None:
+def wait_scoring(port: int, request: bytes, timeout: float = 60.0) -> None:
     """Until the server scores with the promoted version (its views follow the log)."""
     client, deadline = RawClient(port), time.monotonic() + timeout
     while not client.send(request).startswith(b"HTTP/1.1 200"):
@@ -336,7 +338,7 @@ def _measure(
     requests = score_requests(rows, token)
     n = len(requests)
     for server in servers:
-        _wait_scoring(server.port, requests[0])
+        wait_scoring(server.port, requests[0])
     checked = _parity(servers[0].port, requests[:200], rows[:200], booster)
     clients = {s.name: RawClient(s.port) for s in servers}
     http = httpx.Client(base_url=servers[0].url, headers={"Authorization": f"Bearer {token}"})
@@ -358,7 +360,7 @@ def _measure(
         order = servers if round_ % 2 == 0 else servers[::-1]
         for server in order:
             for route, reqs in (("score", requests), ("health", [HEALTH])):
-                rate, failed = common.run(_rate(server.port, reqs, seconds))
+                rate, failed = common.run(rate_of([server.port], reqs, seconds))
                 rates.setdefault(f"{server.name}_{route}", []).append(rate)
                 figures["failures"] += failed
     figures["c16_rps"] = {k: round(common.median(v)) for k, v in rates.items()}
