@@ -43,7 +43,12 @@ from domain.policy import Policy, PolicyBook
 from domain.state import ModelState, VersionState
 
 _log = logging.getLogger("model_ledger.scoring")
-_CHANGED = "SELECT name, state FROM model_states WHERE position > $1"
+# models changed since, that serve somewhere or did (those deployed nowhere have no route: most
+# of what changes, and decoding their states on every refresh was most of an idle scorer's work)
+_CHANGED = (
+    "SELECT name, state FROM model_states m WHERE position > $1 "
+    "AND (EXISTS (SELECT 1 FROM deployments d WHERE d.name = m.name) OR name = ANY($2))"
+)
 # batches at least this big are scored in a thread (the library releases the GIL)
 _THREAD_ROWS = 2_000
 
@@ -197,7 +202,7 @@ class Scorer:
         """Catch up with the log; rebuild and swap the routes of models that changed."""
         async with self._refreshing:
             head = await self._projector.catch_up()
-            rows = await self._pool.fetch(_CHANGED, self._seen)
+            rows = await self._pool.fetch(_CHANGED, self._seen, list(self._states))
             book = await self._policies()
             changed = {row["name"] for row in rows}
             self._states.update((row["name"], decode_state(row["state"])) for row in rows)

@@ -42,6 +42,13 @@ ARQ_CLAIM_MARGIN_SECONDS = 10.0
 
 _log = logging.getLogger("model_ledger.dispatch")
 
+# whether a request follows the checkpoint: one probe of the (type, position) index, however
+# far behind the checkpoint is (it moves only when something was relayed)
+_ANY_REQUEST = (
+    "SELECT EXISTS (SELECT 1 FROM events WHERE type IN ('job.requested', 'job.requeued') "
+    "AND position > coalesce((SELECT position FROM projection_checkpoints WHERE name = $1), 0))"
+)
+
 
 class _Relayed(msgspec.Struct):
     job_id: str
@@ -89,6 +96,8 @@ class Dispatcher:
 
     async def relay(self) -> int:
         """Enqueue every request not yet relayed; returns how many were. Raises if Redis is down."""
+        if not await self._store.pool.fetchval(_ANY_REQUEST, CHECKPOINT):
+            return 0  # most appends request no job: no lock taken, nothing written
         head, _ = await self._store.head()
         relayed = 0
         while True:
