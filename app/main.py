@@ -71,7 +71,9 @@ async def _background(resources: Resources) -> AsyncIterator[None]:
     settings = resources.settings
     assert settings.database_url is not None
     await resources.projector.catch_up()
-    watcher = LogWatcher(resources.store, settings.database_url)
+    watcher = LogWatcher(
+        resources.store, settings.database_url, min_interval=settings.follow_interval_seconds
+    )
     await watcher.start()
     await resources.authenticator.sync()
     await resources.scoring.scorer.refresh()

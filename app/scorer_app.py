@@ -84,7 +84,11 @@ class ScorerReadinessController(Controller):
 @contextlib.asynccontextmanager
 async def _following(resources: Resources) -> AsyncIterator[None]:
     assert resources.settings.database_url is not None
-    watcher = LogWatcher(resources.store, resources.settings.database_url)
+    watcher = LogWatcher(
+        resources.store,
+        resources.settings.database_url,
+        min_interval=resources.settings.follow_interval_seconds,
+    )
     await watcher.start()
     await resources.authenticator.sync()
     await resources.scoring.scorer.refresh()

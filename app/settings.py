@@ -104,6 +104,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # at most auth_max_stale_seconds after its last successful read, then answers 503
     auth_poll_seconds: float = 0.25
     auth_max_stale_seconds: float = 300.0
+    # what follows the log (views, tokens, routes, job dispatch) wakes at most this often:
+    # appends meanwhile are taken together, so a replica's work is bounded by it, not by the
+    # rate others write at; it is also the most a change waits longer to be followed
+    follow_interval_seconds: float = 0.1
     db_pool_min: int = 2
     db_pool_max: int = 10
     log_level: str = "info"

@@ -66,7 +66,11 @@ def worker_settings(settings: Settings) -> type:
         ctx["runner"] = JobRunner(resources, pool, KINDS, FOLLOW_UPS)
         if settings.dispatch_jobs:
             assert settings.database_url is not None
-            watcher = LogWatcher(resources.store, settings.database_url)
+            watcher = LogWatcher(
+                resources.store,
+                settings.database_url,
+                min_interval=settings.follow_interval_seconds,
+            )
             await watcher.start()
             stack.push_async_callback(watcher.stop)
             task = asyncio.create_task(resources.dispatcher.run(watcher.subscribe().wait))

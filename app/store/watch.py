@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from typing import Any
 
 import asyncpg
@@ -15,10 +17,18 @@ _log = logging.getLogger("model_ledger.store")
 
 
 class Subscription:
-    """One follower's wake-up: set when the log grew, cleared when the follower wakes."""
+    """One follower's wake-up: set when the log grew, cleared when the follower wakes.
 
-    def __init__(self) -> None:
+    A follower wakes at most once per `min_interval` seconds: appends arriving meanwhile are
+    taken together. What a wake-up costs (a few reads) is paid per wake-up, not per append,
+    so an idle replica's work is bounded however fast others write; what follows an append
+    (a scorer's switch, a job's dispatch, a revocation) waits at most that much longer.
+    """
+
+    def __init__(self, min_interval: float = 0.0) -> None:
         self._grew = asyncio.Event()
+        self._min_interval = min_interval
+        self._woke = -math.inf
 
     def notify(self) -> None:
         """The log grew."""
@@ -31,7 +41,11 @@ class Subscription:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(at_most_seconds):
                 await self._grew.wait()
+        early = self._woke + self._min_interval - time.monotonic()
+        if early > 0:
+            await asyncio.sleep(early)  # pacing: appends meanwhile join this wake-up
         self._grew.clear()
+        self._woke = time.monotonic()
 
 
 class LogWatcher:
@@ -43,11 +57,17 @@ class LogWatcher:
     """
 
     def __init__(
-        self, store: EventStore, database_url: str, *, reconnect_seconds: float = 0.5
+        self,
+        store: EventStore,
+        database_url: str,
+        *,
+        reconnect_seconds: float = 0.5,
+        min_interval: float = 0.0,
     ) -> None:
         self._store = store
         self._database_url = database_url
         self._reconnect_seconds = reconnect_seconds
+        self._min_interval = min_interval
         self._subscriptions: list[Subscription] = []
         self._default = self.subscribe()
         self._connection: asyncpg.Connection | None = None
@@ -106,7 +126,7 @@ class LogWatcher:
 
     def subscribe(self) -> Subscription:
         """A wake-up of its own for one more follower."""
-        subscription = Subscription()
+        subscription = Subscription(self._min_interval)
         self._subscriptions.append(subscription)
         return subscription
 

@@ -20,6 +20,7 @@ from domain.events import EventMeta
 from domain.tokens import IssueToken
 from tests.conftest import running
 from tests.http.test_tokens_and_auth import assert_problem
+from tests.workers.jobs_helpers import wait_for
 
 META = EventMeta(actor="test-setup", role="admin")
 
@@ -108,4 +109,8 @@ async def test_a_stale_table_answers_503_problems(settings: Settings) -> None:
             assert (await client.get("/health")).status_code == 200
             metrics = (await client.get("/metrics")).text
             assert "model_ledger_auth_tokens_age_seconds" in metrics
-            assert "model_ledger_auth_tokens_live 1.0" in metrics
+
+            async def counted() -> bool:  # the table follows the log: the token's append
+                return "model_ledger_auth_tokens_live 1.0" in (await client.get("/metrics")).text
+
+            await wait_for(counted, seconds=10, every=0.02)
