@@ -48,13 +48,18 @@ async def _status(client: httpx.AsyncClient, path: str, token: str) -> int:
 
 
 async def _until(
-    client: httpx.AsyncClient, path: str, token: str, status: int, since: float
+    client: httpx.AsyncClient,
+    path: str,
+    token: str,
+    status: int,
+    since: float,
+    meanwhile: tuple[int, ...] = (200, 401),
 ) -> tuple[float, int]:
     """Seconds from `since` until `path` answers `status` for `token` (deadline 30 s), and
-    how many 200s were answered on the way."""
+    how many 200s were answered on the way (answers other than `meanwhile` fail)."""
     scored = 0
     while (answer := await _status(client, path, token)) != status:
-        assert answer in (200, 401), answer
+        assert answer in meanwhile, answer
         scored += answer == 200
         assert time.perf_counter() - since < 30, f"no {status} after 30 s"
     return time.perf_counter() - since, scored + (status == 200)
@@ -82,9 +87,9 @@ async def revocation_window(stack: Stack, trials: int = 5) -> RevocationOutcome:
         name = await deployed_model(client)
         path = f"/v1/score/{name}"
         async with httpx.AsyncClient(base_url=scorer.listening(), timeout=30) as remote:
-            # the scorer follows the deployment from the log
+            # the scorer follows the deployment from the log: no route (404) until it has
             admin_token = admin["Authorization"].removeprefix("Bearer ")
-            await _until(remote, path, admin_token, 200, time.perf_counter())
+            await _until(remote, path, admin_token, 200, time.perf_counter(), (401, 404))
             issued, revoked, scored = [], [], 0
             for trial in range(trials):
                 began = time.perf_counter()
