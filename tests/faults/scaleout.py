@@ -194,16 +194,21 @@ async def _versions(client: httpx.AsyncClient, name: str, acked: Acknowledged) -
         acked.job_ids.append(str(body["compile_job_id"]))
 
 
-async def _compiles(client: httpx.AsyncClient, name: str, acked: Acknowledged) -> None:
-    """Compiles of the model's first version requested at once."""
-    body = {"kind": "compile", "model": name, "version": 1}
-    answers = await asyncio.gather(
-        *(client.post("/v1/jobs", json=body) for _ in range(JOBS_PER_API))
+async def _compiles(
+    client: httpx.AsyncClient, name: str, acked: Acknowledged, first_seed: int
+) -> None:
+    """Versions of artifacts never compiled before registered at once: their compiles run for
+    real (one of an artifact compiled before ends at once, from the cache, and a kill meant
+    for a running attempt then lands after it)."""
+    bodies = await asyncio.gather(
+        *(
+            story.registration(client, dict(client.headers), name, first_seed + i)
+            for i in range(JOBS_PER_API)
+        )
     )
-    for answer in answers:
-        acked.statuses[answer.status_code] += 1
-        if answer.status_code == 202:
-            acked.job(answer.json()["position"], answer.json()["job_id"])
+    for body in bodies:
+        acked.at[int(str(body["position"]))] = ("version.registered", "version", body["version"])
+        acked.job_ids.append(str(body["compile_job_id"]))
 
 
 async def _change(
@@ -314,7 +319,9 @@ async def scale_out_under_kill9(stack: Stack, writes_per_phase: int = 40) -> Sca
                 list(fleet.scorer_urls), name, admin, second, promoted
             )
             # kill -9 mid-load: compiles just requested on both APIs, a worker running one
-            await asyncio.gather(*(_compiles(a, f"jobs-{n}", acked) for n, a in enumerate(apis)))
+            await asyncio.gather(
+                *(_compiles(a, f"jobs-{n}", acked, 10 + 10 * n) for n, a in enumerate(apis))
+            )
             victim, victim_name = await _running_worker(log, fleet.workers)
             for process in (victim, fleet.apis[0], fleet.scorers[0]):
                 await asyncio.to_thread(process.kill9)
