@@ -101,16 +101,17 @@ class Projector:
     async def _catch_up(self) -> int:
         head, reached = await self._positions()
         if reached is not None and reached >= head:  # every view was written inline
-            self._caught_up_to = max(self._caught_up_to, head)
-            for projection in self._projections:
-                self.projected(projection.name, head)
-            return head
+            return self._at(head)
         # A catch-up of more than a page (a rebuild, a start after downtime) runs with the
         # cyclic GC paused throughout, awaits included: the projector makes no reference
         # cycles, and what other tasks of the process make meanwhile is collected after.
         long_run = head - self._caught_up_to > _PAGE
         with paused_gc() if long_run else contextlib.nullcontext():
             await self._advance_each(self._projections, head)
+        return self._at(head)
+
+    def _at(self, head: int) -> int:
+        """Every projection has applied the log up to `head`."""
         self._caught_up_to = max(self._caught_up_to, head)
         for projection in self._projections:
             self.projected(projection.name, head)
