@@ -199,7 +199,8 @@ class EventStore:
             request = batch[row["o_req"]]
             status = row["o_status"]
             if status == "ok":
-                request.future.set_result(
+                _settle(
+                    request.future,
                     AppendResult(
                         stream=request.stream,
                         first_position=row["o_first"],
@@ -207,29 +208,32 @@ class EventStore:
                         stream_version=row["o_version"],
                         recorded_at=row["o_recorded_at"],
                         events=recorded[row["o_req"]],
-                    )
+                    ),
                 )
                 self._advance_head(row["o_last"])
             elif status == "conflict":
-                request.future.set_exception(
+                _settle(
+                    request.future,
                     ConcurrencyConflict(
                         f"stream {request.stream} is at version {row['o_version']}, "
                         f"expected {request.expected_version}",
                         stream=request.stream,
                         expected_version=request.expected_version,
                         actual_version=row["o_version"],
-                    )
+                    ),
                 )
             elif status == "mismatch":
-                request.future.set_exception(
+                _settle(
+                    request.future,
                     IdempotencyKeyReused(
                         "this Idempotency-Key was already used with a different request"
-                    )
+                    ),
                 )
             else:  # replayed or duplicate: the earlier append stands
                 replays.append((request, row["o_first"], row["o_last"]))
         for request, first, last in replays:
-            request.future.set_result(await self._result_at(request.stream, first, last))
+            if not request.future.done():
+                _settle(request.future, await self._result_at(request.stream, first, last))
         await self._wake()
 
     async def replayed(self, idempotency: Idempotency) -> AppendResult | None:
@@ -412,6 +416,17 @@ def _read_all_query(
         f"ORDER BY {order} LIMIT ${len(params)}"
     )
     return (sql, *params)
+
+
+def _settle(future: asyncio.Future[AppendResult], outcome: AppendResult | Exception) -> None:
+    """Hand a request its outcome, unless its caller stopped waiting (a cancelled task): the
+    batch's other requests still get theirs."""
+    if future.done():
+        return
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 def _batch_arguments(batch: list[_Request]) -> tuple[list[object], ...]:

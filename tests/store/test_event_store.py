@@ -107,6 +107,21 @@ async def test_concurrent_appends_share_transactions(store: EventStore) -> None:
     assert len({e.recorded_at for e in events}) < 50
 
 
+async def test_a_caller_that_stops_waiting_does_not_cost_its_batch_mates_their_results(
+    store: EventStore,
+) -> None:
+    heads: list[int] = []
+    store.on_append(heads.append)
+    gone = asyncio.create_task(store.append("s-gone", [issued(1)], meta=META, expected_version=0))
+    stays = asyncio.create_task(store.append("s-stays", [issued(2)], meta=META, expected_version=0))
+    await asyncio.sleep(0)  # both requests are queued for the same batch
+    gone.cancel()  # as a job's timeout does, while the batch is in flight
+    result = await stays
+    assert not result.replayed and [e.event for e in result.events] == [issued(2)]
+    assert gone.cancelled()
+    assert heads and heads[-1] == (await store.read_all(limit=10))[-1].position
+
+
 async def test_idempotent_append_returns_the_first_result_and_appends_once(
     store: EventStore,
 ) -> None:
