@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -24,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import pytest
+import pytest_timeout
 from litestar import Litestar
 
 from app.main import create_app
@@ -38,6 +41,29 @@ from domain.tokens import IssueToken
 RUN_ID = uuid.uuid4().hex[:8]
 # an app that does not shut down within this fails its test, with every task's stack
 _SHUTDOWN_SECONDS = 30
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: pytest_timeout.Settings) -> bool | None:
+    """A test past its timeout (pyproject's `timeout`) fails, rather than hanging the run, and
+    says where it waited: the stack of every asyncio task as well as of every thread."""
+    if settings.method != "signal":
+        return None
+
+    def on_timeout(signum: int, frame: object) -> None:
+        with contextlib.suppress(RuntimeError):  # no loop running: the threads' stacks suffice
+            for task in asyncio.all_tasks(asyncio.get_running_loop()):
+                task.print_stack(file=sys.stderr)
+        pytest_timeout.timeout_sigalrm(item, settings)
+
+    def cancel() -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+    item.cancel_timeout = cancel  # type: ignore[attr-defined]  # what pytest-timeout cancels
+    signal.signal(signal.SIGALRM, on_timeout)
+    signal.setitimer(signal.ITIMER_REAL, settings.timeout)
+    return True
 
 
 def with_database(url: str, name: str) -> str:

@@ -357,3 +357,27 @@ def test_the_embedded_stores_are_an_extra_that_a_clone_gets_by_default() -> None
     # one list of packages: the group is the extra
     assert _PYPROJECT["dependency-groups"]["embedded"] == ["model-ledger[embedded]"]
     assert {"dev", "embedded"} <= set(_PYPROJECT["tool"]["uv"]["default-groups"])
+
+
+def test_a_hanging_test_fails_with_the_stack_of_the_task_that_waits(tmp_path: Path) -> None:
+    (tmp_path / "test_hang.py").write_text(
+        "import asyncio\n\n"
+        "async def test_waits_forever():\n"
+        "    await asyncio.Event().wait()\n\n"
+        "async def test_runs_after():\n"
+        "    assert True\n"
+    )
+    options = ["-c", str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path), "-o", "timeout=2"]
+    plugins = ["-p", "tests.conftest", "-p", "no:randomly", "-p", "no:cacheprovider"]
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", str(tmp_path), *options, *plugins],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "1 failed, 1 passed" in run.stdout, run.stdout
+    assert "Timeout (>2.0s)" in run.stdout
+    assert "in test_waits_forever" in run.stdout  # the waiting task's own line
