@@ -170,13 +170,18 @@ class Checkpointer:
         async with self._store.pool.acquire() as conn:
             # a session lock, held past the insert until the witness file has the line, so
             # processes sharing a data folder write it in sequence order
-            await conn.execute("SELECT pg_advisory_lock($1)", SIGN_LOCK)
             try:
+                await conn.execute("SELECT pg_advisory_lock($1)", SIGN_LOCK)
                 checkpoint = await self._sign(conn)
                 if checkpoint is not None and self._witness is not None:
                     await asyncio.to_thread(self._witness.write_file, checkpoint_json(checkpoint))
-            finally:
-                await _unlock(conn)
+                await conn.execute("SELECT pg_advisory_unlock($1)", SIGN_LOCK)
+            except BaseException:
+                # Whatever stopped it (a failure, a cancelled task: possibly just as the server
+                # granted the lock), the session may hold the lock, and pooled connections are
+                # not reset on release: the connection is closed, and the lock with it.
+                conn.terminate()
+                raise
         if checkpoint is not None and self._witness is not None:
             self._witness.post(checkpoint_json(checkpoint))
         return checkpoint
@@ -322,13 +327,3 @@ async def newest_checkpoint(store: EventStore) -> Checkpoint | None:
         "ORDER BY sequence DESC LIMIT 1"
     )
     return None if row is None else _from_row(row)
-
-
-async def _unlock(conn: asyncpg.Connection) -> None:
-    """Release the signing lock; a connection that cannot say so is closed, and the lock with
-    it (pooled connections are not reset on release)."""
-    try:
-        await conn.execute("SELECT pg_advisory_unlock($1)", SIGN_LOCK)
-    except BaseException:
-        conn.terminate()
-        raise

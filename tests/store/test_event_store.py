@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+import asyncpg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from app.resources import create_pool
 from app.services.audit import verify_log
-from app.store.checkpoints import Checkpointer
+from app.store.checkpoints import SIGN_LOCK, Checkpointer
 from app.store.events import EventStore, Idempotency
 from domain.errors import ConcurrencyConflict, IdempotencyKeyReused
 from domain.events import EventMeta, TokenIssued, TokenRevoked
@@ -244,3 +245,45 @@ async def test_checkpoints_sign_the_head_only_when_it_moved(store: EventStore) -
     assert await checkpointer.sign_head() is None
     report = await verify_log(store, key.public_key())
     assert report.ok and report.latest_checkpoint == 1
+
+
+async def test_a_signer_stopped_as_it_got_the_lock_does_not_keep_it(
+    store: EventStore, database_url: str
+) -> None:
+    checkpointer = Checkpointer(store, Ed25519PrivateKey.generate())
+    await store.append("s-1", [issued(1)], meta=META, expected_version=0)
+    holder = await asyncpg.connect(database_url)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", SIGN_LOCK)
+        signing = asyncio.create_task(checkpointer.sign_head())
+        await wait_until(lambda: lock_sessions(holder, granted=False), equals=1)
+        # the server grants the waiting signer the lock as this returns; its task is stopped
+        # before it reads the answer (as at a shutdown, or a job's timeout)
+        await holder.execute("SELECT pg_advisory_unlock($1)", SIGN_LOCK)
+        signing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await signing
+        await wait_until(lambda: lock_sessions(holder, granted=True), equals=0)
+    finally:
+        await holder.close()
+    async with asyncio.timeout(30):
+        assert (await checkpointer.sign_head()) is not None
+
+
+async def lock_sessions(conn: asyncpg.Connection, *, granted: bool) -> int:
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 "
+        "AND granted = $2 AND database = (SELECT oid FROM pg_database WHERE datname = "
+        "current_database())",
+        SIGN_LOCK,
+        granted,
+    )
+    return count
+
+
+async def wait_until(
+    probe: Callable[[], Awaitable[int]], *, equals: int, seconds: float = 30.0
+) -> None:
+    async with asyncio.timeout(seconds):
+        while await probe() != equals:  # noqa: ASYNC110 - the server's lock table, polled
+            await asyncio.sleep(0.01)
