@@ -11,8 +11,10 @@ sweeper requeued is relayed the same way, once arq's memory of an earlier run is
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import msgspec
 from arq.connections import ArqRedis
@@ -63,21 +65,35 @@ def arq_job_timeout(settings: Settings) -> float:
     return settings.job_timeout_seconds + max(5.0, settings.job_timeout_seconds / 10)
 
 
+# probes after 10 s of silence, every 5 s; 3 unanswered probes close the connection
+_KEEPALIVE: dict[str, Any] = {
+    "socket_keepalive": True,
+    "socket_keepalive_options": {
+        socket.TCP_KEEPIDLE: 10,
+        socket.TCP_KEEPINTVL: 5,
+        socket.TCP_KEEPCNT: 3,
+    },
+}
+
+
 def queue_connection(redis_url: str, queue_name: str) -> ArqRedis:
     """A Redis client for the queue that outlives Redis restarts.
 
     It connects on first use (a Redis that is down must not stop a process: jobs wait in the
     log). A dead connection is replaced on the next command; a command that meets a refused or
-    reset connection is retried a few times with backoff; reads time out instead of waiting
-    forever on a peer that vanished without closing (a half-open TCP connection); idle
-    connections are checked before reuse.
+    reset connection is retried a few times with backoff; a peer that vanished without closing
+    (a half-open TCP connection) is found by the kernel's keepalive probes within about 25 s,
+    and its reads fail; idle connections are checked before reuse.
+
+    No `socket_timeout`: with one, redis-py 5 sends each command under `asyncio.wait_for`,
+    which on Python 3.11 swallows a cancellation that arrives as the send completes. A task
+    stopped then ran on (a sweeper outlived its worker's shutdown, which waited for it).
     """
-    # TCP only: a unix socket (the embedded Redis) has no keepalive
-    tcp = {} if redis_url.startswith("unix:") else {"socket_keepalive": True}
+    # TCP only: a unix socket (the embedded Redis) has no keepalive, and no half-open peers
+    tcp = {} if redis_url.startswith("unix:") else _KEEPALIVE
     pool = ConnectionPool.from_url(
         redis_url,
         socket_connect_timeout=2.0,
-        socket_timeout=30.0,
         health_check_interval=15,
         retry=Retry(ExponentialBackoff(cap=0.25, base=0.05), 2),
         retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
