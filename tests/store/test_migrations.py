@@ -6,6 +6,7 @@ a change to the schema module without a migration leaves a difference, which fai
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -163,3 +164,18 @@ def test_every_sql_file_is_run_by_its_revision() -> None:
         revision = file.parent.name
         assert f'"{file.stem}"' in sources[revision], file
         assert sql_files.read(revision, file.stem)
+
+
+def test_released_sql_files_are_never_edited() -> None:
+    """Each migration must go on producing what it did on the databases it already ran on:
+    a change to a function is a new revision's file (`sql/NNNN/append.sql`), never an edit.
+    A new revision's files are added to `sql/SHA256SUMS` (`sha256sum */*.sql`) with it."""
+    listed = dict(
+        reversed(line.split("  ", 1))
+        for line in (sql_files.SQL_FOLDER / "SHA256SUMS").read_text().splitlines()
+    )
+    found = {
+        str(path.relative_to(sql_files.SQL_FOLDER)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(sql_files.SQL_FOLDER.glob("*/*.sql"))
+    }
+    assert found == listed
