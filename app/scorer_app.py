@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import click
 import msgspec
 from litestar import Controller, Litestar, get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.exceptions import ServiceUnavailableException
 
 from app.http.health import head_if_answering, health
@@ -22,8 +22,10 @@ from app.http.problems import problem_response
 from app.http.score import scoring_routes
 from app.main import assemble, openapi_config
 from app.resources import Resources
+from app.scoring.scorer import Scorer
 from app.serve import configure_logging, uvicorn_server
-from app.services.authenticator import TokensStale
+from app.services.authenticator import Authenticator, TokensStale
+from app.services.probes import Probes
 from app.settings import Settings
 from app.store.watch import LogWatcher
 
@@ -53,22 +55,25 @@ class ScorerReadinessController(Controller):
             )
         },
     )
-    async def ready(self, state: State) -> ScorerReadiness:
+    async def ready(
+        self,
+        scorer: NamedDependency[Scorer],
+        probes: NamedDependency[Probes],
+        authenticator: NamedDependency[Authenticator],
+    ) -> ScorerReadiness:
         """It can score: routes loaded, and tokens read from the database recently enough
         (it keeps scoring while the database is away, within that bound)."""
-        resources: Resources = state.resources
-        scorer = resources.scoring.scorer
         if not scorer.ready:
             raise ServiceUnavailableException("not ready: routes not loaded yet")
         database = "ok"
         try:
-            head = await head_if_answering(resources)
+            head = await head_if_answering(probes)
         except ServiceUnavailableException:
             try:
-                resources.authenticator.check_fresh()
+                authenticator.check_fresh()
             except TokensStale as error:
                 raise ServiceUnavailableException(f"not ready: {error}") from error
-            database, head = "unavailable", resources.authenticator.position
+            database, head = "unavailable", authenticator.position
         routes = scorer.routes().values()
         served = sum(1 for route in routes if not isinstance(route, str))
         return ScorerReadiness(

@@ -35,6 +35,22 @@ def test_dependency_rule_holds() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# middleware runs outside Litestar's dependency injection: it reads the resources itself
+_READ_RESOURCES = {"deps.py", "auth.py", "score_fast.py"}
+
+
+def test_controllers_are_given_services_not_the_resources() -> None:
+    """Route handlers take their services as `Provide`d parameters (`app/http/deps.py`)."""
+    reading = [
+        path.name
+        for path in sorted((ROOT / "app" / "http").glob("*.py"))
+        if path.name not in _READ_RESOURCES and ".resources" in path.read_text()
+    ]
+    assert reading == []
+    scorer_app = (ROOT / "app" / "scorer_app.py").read_text()
+    assert "state.resources" not in scorer_app
+
+
 def test_committed_openapi_matches_the_app() -> None:
     committed = (ROOT / "openapi" / "openapi.json").read_bytes()
     assert committed == openapi_document(), (

@@ -6,13 +6,12 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
 from app.http.auth import requires
 from app.http.schemas import EventOut, EventPage
-from app.resources import Resources
-from app.services.audit import Head, VerifyReport, verify_log
+from app.services.audit import AuditLog, Head, VerifyReport
 from app.store.codec import StoredEvent
 
 
@@ -41,7 +40,7 @@ class AuditController(Controller):
     @get("/v1/events", operation_id="listEvents")
     async def events(
         self,
-        state: State,
+        audit: NamedDependency[AuditLog],
         after: Annotated[
             int, QueryParameter(ge=0, description="return events after this position")
         ] = 0,
@@ -52,10 +51,7 @@ class AuditController(Controller):
         ] = None,
     ) -> EventPage:
         """Events after a global position, in order; `next` is the cursor for the next page."""
-        resources: Resources = state.resources
-        rows = await resources.store.read_stored(
-            after, limit, types=[event_type] if event_type else None, stream=stream
-        )
+        rows = await audit.events(after, limit, event_type=event_type, stream=stream)
         return EventPage(
             events=[event_out(row) for row in rows],
             next=rows[-1].position if rows else after,
@@ -64,7 +60,7 @@ class AuditController(Controller):
     @get("/v1/audit/verify", operation_id="verifyLog")
     async def verify(
         self,
-        state: State,
+        audit: NamedDependency[AuditLog],
         expect_head: Annotated[
             str | None,
             QueryParameter(
@@ -78,10 +74,4 @@ class AuditController(Controller):
     ) -> VerifyReport:
         """Recompute the hash chain, check every signed checkpoint and the checkpoint chain,
         and compare with the witness file and an expected head."""
-        resources: Resources = state.resources
-        return await verify_log(
-            resources.store,
-            resources.signing_key.public_key(),
-            witness_file=resources.settings.witness_file,
-            expect_head=None if expect_head is None else Head.parse(expect_head),
-        )
+        return await audit.verify(None if expect_head is None else Head.parse(expect_head))

@@ -8,9 +8,16 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from app.resources import Resources
+from app.scoring.feedback import Rewards
+from app.scoring.scorer import Scorer
+from app.services.audit import AuditLog
+from app.services.authenticator import Authenticator
 from app.services.governance import Governance
 from app.services.jobs import Jobs
+from app.services.probes import Probes
 from app.services.registry import Registry
+from app.services.tokens import Tokens
+from app.services.uploads import Uploads
 
 
 def _resources(state: State) -> Resources:
@@ -38,9 +45,56 @@ def provide_now(state: State) -> datetime:
     return _resources(state).clock()
 
 
+def provide_tokens(state: State) -> Tokens:
+    """Issuing, listing and revoking tokens."""
+    res = _resources(state)
+    return Tokens(res.store, res.projector, res.minter, res.authenticator)
+
+
+def provide_authenticator(state: State) -> Authenticator:
+    """The token table: who a token is, and whether it is fresh."""
+    return _resources(state).authenticator
+
+
+def provide_audit(state: State) -> AuditLog:
+    """The log as stored, and its verification."""
+    res = _resources(state)
+    return AuditLog(res.store, res.signing_key.public_key(), res.settings.witness_file)
+
+
+def provide_uploads(state: State) -> Uploads:
+    """Artifacts and datasets, stored and checked."""
+    res = _resources(state)
+    return Uploads(res.artifacts, res.sandbox, res.settings.max_upload_bytes)
+
+
+def provide_probes(state: State) -> Probes:
+    """What readiness asks of the stores."""
+    res = _resources(state)
+    return Probes(res.store, res.redis, res.database_role)
+
+
+def provide_scorer(state: State) -> Scorer:
+    """Scoring with the deployed versions' compiled libraries."""
+    return _resources(state).scoring.scorer
+
+
+def provide_rewards(state: State) -> Rewards:
+    """Rewards for predictions."""
+    res = _resources(state)
+    return Rewards(res.pool, res.scoring.predictions, res.clock)
+
+
 DEPENDENCIES = {
     "governance": Provide(provide_governance, sync_to_thread=False),
     "registry": Provide(provide_registry, sync_to_thread=False),
     "jobs": Provide(provide_jobs, sync_to_thread=False),
     "now": Provide(provide_now, sync_to_thread=False),
+    "tokens": Provide(provide_tokens, sync_to_thread=False),
+    "authenticator": Provide(provide_authenticator, sync_to_thread=False),
+    "audit": Provide(provide_audit, sync_to_thread=False),
+    "uploads": Provide(provide_uploads, sync_to_thread=False),
+    "probes": Provide(provide_probes, sync_to_thread=False),
+    "scorer": Provide(provide_scorer, sync_to_thread=False),
+    "rewards": Provide(provide_rewards, sync_to_thread=False),
 }

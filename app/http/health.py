@@ -7,13 +7,13 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from litestar import Controller, get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.exceptions import ServiceUnavailableException
 
 from app.http.problems import RETRY_AFTER_SECONDS, never_answers, problem_response
 from app.http.schemas import DatabaseRole, Health, Readiness
 from app.outages import DATABASE, REDIS, unavailable_store
-from app.resources import Resources
+from app.services.probes import Probes
 
 _log = logging.getLogger("model_ledger.http")
 
@@ -33,14 +33,14 @@ def health() -> Health:
 
 
 async def head_if_answering(
-    resources: Resources, *also: tuple[str, Callable[[], Awaitable[object]]]
+    probes: Probes, *also: tuple[str, Callable[[], Awaitable[object]]]
 ) -> int:
     """The log's head position once the database (and each named probe of `also`) answered
     in time, else 503 naming the store in plain words; the error itself goes to the log."""
     store = DATABASE
     try:
         async with asyncio.timeout(_READY_TIMEOUT):
-            head, _ = await resources.store.head()
+            head = await probes.head()
             for store, probe in also:  # noqa: B007 - `store` names the probe that failed
                 await probe()
     except Exception as error:
@@ -63,15 +63,11 @@ class HealthController(Controller):
         operation_id="ready",
         responses={503: problem_response("a store does not answer")},
     )
-    async def ready(self, state: State) -> Readiness:
+    async def ready(self, probes: NamedDependency[Probes]) -> Readiness:
         """The database and Redis answer; `database_role`: could the server alter the log?"""
-        resources: Resources = state.resources
-        roles = resources.database_role
         # inspected at startup; again here (under the timeout) if that failed
-        head = await head_if_answering(
-            resources, (REDIS, resources.redis.ping), (DATABASE, roles.report)
-        )
-        role = await roles.report()
+        head = await head_if_answering(probes, (REDIS, probes.redis), (DATABASE, probes.role))
+        role = await probes.role()
         return Readiness(
             status="ok",
             database="ok",

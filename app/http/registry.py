@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get, put
-from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Response
 
 from app.http.auth import event_meta, idempotency, requires
 from app.http.problems import also_answers, never_answers
-from app.resources import Resources
-from app.services.dossier import Dossier, build_dossier, dossier_markdown
+from app.services.dossier import Dossier, dossier_markdown
 from app.services.governance import Governance
 from app.services.registry import Instant, Registry, RegistryView, diff, keyed
 from domain import commands as cmd
-from domain.decide import model_stream
 from domain.policy import Policy, PolicyBook
 
 AsOf = Annotated[
@@ -61,7 +59,7 @@ class RegistryController(Controller):
     @get("/v1/registry/diff", operation_id="registryDiff", opt=also_answers(404))
     async def registry_diff(
         self,
-        state: State,
+        registry: NamedDependency[Registry],
         from_: Annotated[str, QueryParameter(name="from", description="position or time")],
         to: Annotated[
             str | None, QueryParameter(description="position or time; default now")
@@ -69,9 +67,8 @@ class RegistryController(Controller):
         model: Models = None,
     ) -> RegistryDiff:
         """What changed in the registry (or in some of its models) between two instants."""
-        resources: Resources = state.resources
-        before = await resources.registry.view(from_, model)
-        after = await resources.registry.view(to, model)
+        before = await registry.view(from_, model)
+        after = await registry.view(to, model)
         return RegistryDiff(
             from_=before.as_of, to=after.as_of, changes=diff(keyed(before), keyed(after))
         )
@@ -87,16 +84,11 @@ class RegistryController(Controller):
         name: FromPath[str],
         version: FromPath[int],
         request: Request[Any, Any, Any],
-        state: State,
+        registry: NamedDependency[Registry],
+        now: NamedDependency[datetime],
     ) -> Response[Dossier | str]:
         """The model card of a version; `Accept: text/markdown` for Markdown."""
-        resources: Resources = state.resources
-        model, policies = await resources.registry.model_state(name)
-        events = await resources.store.read_stream(model_stream(name))
-        head, _ = await resources.store.head()
-        card = build_dossier(
-            model, version, policies, events, now=resources.clock(), as_of_position=head
-        )
+        card = await registry.dossier(name, version, now)
         if "text/markdown" in request.headers.get("accept", ""):
             return Response(dossier_markdown(card), media_type="text/markdown")
         return Response(card)

@@ -16,8 +16,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Router, post
-from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ServiceUnavailableException, ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.params import FromPath, JSONBody, QueryParameter
@@ -28,9 +27,8 @@ from app.http.bodies import decode_json
 from app.http.problems import never_answers, problem_response
 from app.http.schemas import Input
 from app.http.score_fast import ScoreFastPath
-from app.resources import Resources
-from app.scoring.feedback import record_feedback
-from app.scoring.scorer import RouteUnavailable, Scored
+from app.scoring.feedback import Rewards
+from app.scoring.scorer import RouteUnavailable, Scored, Scorer
 from app.settings import Settings
 
 Req = Request[Any, Any, Any]
@@ -128,6 +126,7 @@ class ScoreController(Controller):
         self,
         name: FromPath[str],
         request: Req,
+        scorer: NamedDependency[Scorer],
         environment: Annotated[
             str, QueryParameter(description="the deployment to score with")
         ] = "production",
@@ -143,9 +142,8 @@ class ScoreController(Controller):
                 f"Validation failed for POST {request.url.path}",
                 extra=[{"message": str(error), "source": "body"}],
             ) from error
-        resources: Resources = request.app.state.resources
         try:
-            scored = await resources.scoring.scorer.score(
+            scored = await scorer.score(
                 name, environment, body.rows, body.features, explain=explain
             )
         except RouteUnavailable as error:
@@ -165,16 +163,11 @@ class FeedbackController(Controller):
         status_code=202,
         responses={503: problem_response("the database is unavailable (scoring goes on)")},
     )
-    async def feedback(self, data: JSONBody[FeedbackIn], state: State) -> FeedbackOut:
+    async def feedback(
+        self, data: JSONBody[FeedbackIn], rewards: NamedDependency[Rewards]
+    ) -> FeedbackOut:
         """Record a prediction's reward in [0, 1]; 404 unknown id, 409 already rewarded."""
-        resources: Resources = state.resources
-        recorded = await record_feedback(
-            resources.pool,
-            resources.scoring.predictions,
-            data.prediction_id,
-            data.reward,
-            resources.clock(),
-        )
+        recorded = await rewards.record(data.prediction_id, data.reward)
         return FeedbackOut(
             prediction_id=recorded.prediction_id,
             name=recorded.name,

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
 from litestar.params import FromPath, JSONBody, QueryParameter
 
@@ -20,8 +20,7 @@ from app.http.schemas import (
     TokenRevoke,
     TokenRevokedOut,
 )
-from app.resources import Resources
-from app.services import tokens
+from app.services.tokens import Tokens
 from domain.events import Role
 from domain.tokens import IssueToken
 
@@ -37,13 +36,11 @@ class TokenController(Controller):
 
     # a fresh random stream: no conflict; the body names nothing that must exist
     @post(operation_id="createToken", opt=never_answers(404, 409))
-    async def create(self, data: JSONBody[TokenCreate], request: Req, state: State) -> TokenCreated:
+    async def create(
+        self, data: JSONBody[TokenCreate], request: Req, tokens: NamedDependency[Tokens]
+    ) -> TokenCreated:
         """Issue a token for a subject and role; the token is shown only in this response."""
-        resources: Resources = state.resources
         issued = await tokens.issue(
-            resources.store,
-            resources.projector,
-            resources.minter,
             IssueToken(subject=data.subject, role=data.role),
             meta=event_meta(request),
             idempotency=idempotency(request, data),
@@ -59,15 +56,14 @@ class TokenController(Controller):
     @get(operation_id="listTokens")
     async def list_all(
         self,
-        state: State,
+        tokens: NamedDependency[Tokens],
         subject: Annotated[
             str | None, QueryParameter(description="only this subject's (case-insensitive)")
         ] = None,
         role: Annotated[Role | None, QueryParameter(description="only tokens of this role")] = None,
     ) -> TokenList:
         """Every token issued, revoked ones included, in issuing order; never the secret."""
-        resources: Resources = state.resources
-        found = await tokens.list_tokens(resources.store, subject=subject, role=role)
+        found = await tokens.listed(subject=subject, role=role)
         return TokenList(tokens=[TokenOut(**msgspec.structs.asdict(t)) for t in found])
 
     @delete("/{token_id:str}", operation_id="revokeToken", status_code=200)
@@ -75,7 +71,7 @@ class TokenController(Controller):
         self,
         token_id: FromPath[str],
         request: Req,
-        state: State,
+        tokens: NamedDependency[Tokens],
         data: JSONBody[TokenRevoke | None] = None,
         reason: Annotated[
             str | None, QueryParameter(description="why; a JSON body `{reason}` also works")
@@ -86,11 +82,7 @@ class TokenController(Controller):
         if data is not None and reason is not None:
             raise ValidationException("give the reason in the body or in the query, not both")
         payload = data or TokenRevoke(reason=reason or "")
-        resources: Resources = state.resources
         revocation = await tokens.revoke(
-            resources.store,
-            resources.projector,
-            resources.authenticator,
             token_id,
             reason=payload.reason,
             meta=event_meta(request),

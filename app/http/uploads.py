@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.datastructures import State, UploadFile
+from litestar.datastructures import UploadFile
+from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath
 
@@ -17,8 +18,9 @@ from app.http.auth import event_meta, idempotency, requires
 from app.http.bodies import decode_any_json
 from app.http.problems import never_answers
 from app.http.schemas import VersionCreated, VersionMetadata
-from app.resources import Resources
-from app.services.artifacts import inspect_dataset, inspect_model
+from app.services.governance import Governance
+from app.services.registry import Registry
+from app.services.uploads import Uploads
 from app.services.views import VersionView, render_model
 from domain import commands as cmd
 from domain import events as ev
@@ -48,11 +50,6 @@ def _file(data: dict[str, Any], part: str) -> UploadFile:
     return upload
 
 
-def _resources(state: State) -> Resources:
-    resources: Resources = state.resources
-    return resources
-
-
 class UploadController(Controller):
     """Versions (listed, and registered with their artifact) and dataset uploads.
 
@@ -67,10 +64,16 @@ class UploadController(Controller):
         guards=[requires("admin", "ci")],
     )
     async def register_version(
-        self, name: FromPath[str], data: Multipart, request: Request[Any, Any, Any], state: State
+        self,
+        name: FromPath[str],
+        data: Multipart,
+        request: Request[Any, Any, Any],
+        *,
+        uploads: NamedDependency[Uploads],
+        registry: NamedDependency[Registry],
+        governance: NamedDependency[Governance],
     ) -> VersionCreated:
         """Register a version: part `artifact` (the model file), part `metadata` (JSON)."""
-        resources: Resources = state.resources
         raw = data.get("metadata")
         if raw is None:
             raise InvalidInput("multipart part 'metadata' (JSON) is required", field="metadata")
@@ -83,13 +86,8 @@ class UploadController(Controller):
             metadata = msgspec.json.decode(encoded, type=VersionMetadata)
         except msgspec.ValidationError as error:
             raise InvalidInput(f"metadata: {error}", field="metadata") from error
-        await resources.registry.model_state(name)  # 404 before storing anything
-        stored = await resources.artifacts.put_stream(
-            _chunks(_file(data, "artifact")), max_bytes=resources.settings.max_upload_bytes
-        )
-        info = await asyncio.to_thread(
-            inspect_model, stored.path, metadata.format, resources.sandbox
-        )
+        await registry.model_state(name)  # 404 before storing anything
+        stored, info = await uploads.model(_chunks(_file(data, "artifact")), metadata.format)
         lineage = ev.Lineage(
             git_commit=metadata.lineage.git_commit,
             ci_run_url=metadata.lineage.ci_run_url,
@@ -108,7 +106,7 @@ class UploadController(Controller):
             params=metadata.params,
             lineage=lineage,
         )
-        outcome = await resources.governance.handle(
+        outcome = await governance.handle(
             command,
             event_meta(request),
             idempotency(request, {"artifact": stored.sha256, "metadata": metadata}),
@@ -125,12 +123,14 @@ class UploadController(Controller):
 
     @get("/v1/models/{name:str}/versions", operation_id="listVersions")
     async def list_versions(
-        self, name: FromPath[str], state: State
+        self,
+        name: FromPath[str],
+        registry: NamedDependency[Registry],
+        now: NamedDependency[datetime],
     ) -> dict[str, list[VersionView]]:
         """Every version of a model."""
-        res = _resources(state)
-        model, policies = await res.registry.model_state(name)
-        return {"versions": render_model(model, policies, res.clock()).versions}
+        model, policies = await registry.model_state(name)
+        return {"versions": render_model(model, policies, now).versions}
 
     @post(
         "/v1/datasets",
@@ -138,13 +138,11 @@ class UploadController(Controller):
         guards=[requires("admin", "ci")],
         opt=never_answers(404, 409),  # stores a file by digest; appends no event
     )
-    async def upload_dataset(self, data: Multipart, state: State) -> DatasetOut:
+    async def upload_dataset(
+        self, data: Multipart, uploads: NamedDependency[Uploads]
+    ) -> DatasetOut:
         """Upload a CSV or Parquet dataset (part `file`), stored by its sha256."""
-        resources: Resources = state.resources
-        stored = await resources.artifacts.put_stream(
-            _chunks(_file(data, "file")), max_bytes=resources.settings.max_upload_bytes
-        )
-        info = await asyncio.to_thread(inspect_dataset, stored.path)
+        stored, info = await uploads.dataset(_chunks(_file(data, "file")))
         return DatasetOut(
             sha256=stored.sha256,
             rows=info.rows,

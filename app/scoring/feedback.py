@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 
 import asyncpg
@@ -31,6 +32,19 @@ class Feedback(msgspec.Struct, frozen=True, kw_only=True):
     version: int
     reward: float
     recorded_at: datetime
+
+
+class Rewards:
+    """Records rewards for predictions, for the feedback route."""
+
+    def __init__(self, pool: asyncpg.Pool, log: PredictionLog, clock: Callable[[], datetime]):
+        self._pool = pool
+        self._log = log
+        self._clock = clock
+
+    async def record(self, prediction_id: uuid.UUID, reward: float) -> Feedback:
+        """Record a prediction's reward now (see `record_feedback`)."""
+        return await record_feedback(self._pool, self._log, prediction_id, reward, self._clock())
 
 
 async def record_feedback(

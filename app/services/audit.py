@@ -334,3 +334,30 @@ async def verify_log(
         audit.feed(batch)
         after = batch[-1].position
     return audit.finish(public_key)
+
+
+class AuditLog:
+    """The log as stored, and its verification, for the auditor's routes."""
+
+    def __init__(
+        self, store: EventStore, public_key: Ed25519PublicKey, witness_file: Path | None
+    ) -> None:
+        self._store = store
+        self._public_key = public_key
+        self._witness_file = witness_file
+
+    async def events(
+        self, after: int, limit: int, *, event_type: str | None, stream: str | None
+    ) -> list[StoredEvent]:
+        """Events after a global position, in order, optionally of one type or stream."""
+        types = [event_type] if event_type else None
+        return await self._store.read_stored(after, limit, types=types, stream=stream)
+
+    async def verify(self, expect_head: Head | None) -> VerifyReport:
+        """The whole log verified (see `verify_log`)."""
+        return await verify_log(
+            self._store,
+            self._public_key,
+            witness_file=self._witness_file,
+            expect_head=expect_head,
+        )

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from app.services.dossier import Dossier, build_dossier
 from app.services.views import ModelView, render_model
 from app.store import codec
 from app.store.codec import RecordedEvent, context_of
@@ -212,6 +213,13 @@ class Registry:
         """One version with its model's current state, or NotFound."""
         model, policies = await self.model_state(name)
         return model, require_version(model, number), policies
+
+    async def dossier(self, name: str, number: int, now: datetime) -> Dossier:
+        """The model card of a version, as of the log's head."""
+        model, policies = await self.model_state(name)
+        events = await self._store.read_stream(model_stream(name))
+        head, _ = await self._store.head()
+        return build_dossier(model, number, policies, events, now=now, as_of_position=head)
 
     async def caused_by(self, name: str, cause: RecordedEvent) -> list[RecordedEvent]:
         """The events of a model's stream recorded because of `cause` (a policy's actions)."""

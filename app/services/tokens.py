@@ -200,3 +200,45 @@ async def list_tokens(
         if (wanted is None or subject_key(row["subject"]) == wanted)
         and (role is None or row["role"] == role)
     ]
+
+
+class Tokens:
+    """Issuing, listing and revoking tokens, for the token routes."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        projector: Projector,
+        minter: TokenMinter,
+        authenticator: Authenticator,
+    ) -> None:
+        self._store = store
+        self._projector = projector
+        self._minter = minter
+        self._authenticator = authenticator
+
+    async def issue(
+        self, command: IssueToken, *, meta: EventMeta, idempotency: Idempotency | None
+    ) -> IssuedToken:
+        """Issue a token (see `issue`)."""
+        return await issue(
+            self._store, self._projector, self._minter, command, meta=meta, idempotency=idempotency
+        )
+
+    async def listed(self, *, subject: str | None, role: str | None) -> list[TokenInfo]:
+        """Every token ever issued, optionally of one subject or role (see `list_tokens`)."""
+        return await list_tokens(self._store, subject=subject, role=role)
+
+    async def revoke(
+        self, token_id: str, *, reason: str, meta: EventMeta, idempotency: Idempotency | None
+    ) -> Revocation:
+        """Revoke a token (see `revoke`)."""
+        return await revoke(
+            self._store,
+            self._projector,
+            self._authenticator,
+            token_id,
+            reason=reason,
+            meta=meta,
+            idempotency=idempotency,
+        )

@@ -9,6 +9,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.store.migrate import AUTOGENERATE
 from app.store.roles import OWNER_ROLE
 from app.store.schema import metadata
 
@@ -45,7 +46,8 @@ def _act_as_owner(connection: Connection) -> None:
 def _run(connection: Connection) -> None:
     connection.execute(sa.text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
     _act_as_owner(connection)
-    context.configure(connection=connection, target_metadata=metadata)
+    # new revisions are generated from the schema module: `scripts/new-migration`
+    context.configure(connection=connection, target_metadata=metadata, **AUTOGENERATE)
     with context.begin_transaction():
         context.run_migrations()
 

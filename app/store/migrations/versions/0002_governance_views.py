@@ -10,6 +10,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql as pg
 
+from app.store import sql_files
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -132,17 +134,7 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer, nullable=False),
         sa.Column("policy", pg.JSON, nullable=False),
     )
-    op.execute(
-        """
-DO $$
-BEGIN
-  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'model_ledger_app') THEN
-    GRANT SELECT, INSERT, UPDATE, DELETE ON model_states, versions, deployments,
-      deployment_history, approvals, drift_alerts, policies, registry_snapshots,
-      snapshot_models, snapshot_policies TO model_ledger_app;
-  END IF;
-END $$"""
-    )
+    sql_files.run(revision, "grants")
 
 
 def downgrade() -> None:

@@ -10,6 +10,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql as pg
 
+from app.store import sql_files
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
@@ -38,15 +40,7 @@ def upgrade() -> None:
         sa.Column("position", sa.BigInteger, nullable=False),
         sa.Index("jobs_name_idx", "name", "requested_position"),
     )
-    op.execute(
-        """
-DO $$
-BEGIN
-  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'model_ledger_app') THEN
-    GRANT SELECT, INSERT, UPDATE, DELETE ON jobs TO model_ledger_app;
-  END IF;
-END $$"""
-    )
+    sql_files.run(revision, "grants")
 
 
 def downgrade() -> None:

@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql as pg
 
+from app.store import sql_files
+
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
@@ -45,15 +47,7 @@ def upgrade() -> None:
         sa.Column("recorded_at", ts, nullable=False),
         sa.Index("feedback_arm_idx", "name", "environment", "version"),
     )
-    op.execute(
-        """
-DO $$
-BEGIN
-  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'model_ledger_app') THEN
-    GRANT SELECT, INSERT, UPDATE, DELETE ON predictions, feedback TO model_ledger_app;
-  END IF;
-END $$"""
-    )
+    sql_files.run(revision, "grants")
 
 
 def downgrade() -> None:

@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql as pg
 
+from app.store import sql_files
+
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
@@ -35,18 +37,7 @@ def upgrade() -> None:
         sa.Column("position", sa.BigInteger, nullable=False),
         sa.Column("state", pg.BYTEA, nullable=False),
     )
-    op.execute(
-        """
-DO $$
-BEGIN
-  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'model_ledger_app') THEN
-    GRANT SELECT, INSERT, UPDATE, DELETE ON model_snapshots TO model_ledger_app;
-    -- a rebuild empties the views with TRUNCATE: no dead rows for its inserts to skip
-    GRANT TRUNCATE ON tokens, model_states, versions, deployments, deployment_history,
-      approvals, drift_alerts, policies, model_snapshots, jobs TO model_ledger_app;
-  END IF;
-END $$"""
-    )
+    sql_files.run(revision, "grants")
 
 
 def downgrade() -> None:

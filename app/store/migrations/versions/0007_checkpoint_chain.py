@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql as pg
 
+from app.store import sql_files
+
 revision = "0007"
 down_revision = "0006"
 branch_labels = None
@@ -33,17 +35,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # a chained checkpoint's signature covers its sequence: without the column it could
-    # no longer be verified, and the rows cannot be deleted (the table is append-only)
-    op.execute(
-        """
-DO $$
-BEGIN
-  IF EXISTS (SELECT 1 FROM checkpoints WHERE sequence IS NOT NULL) THEN
-    RAISE EXCEPTION 'chained checkpoints exist: they cannot be kept by revision 0006';
-  END IF;
-END $$"""
-    )
+    sql_files.run(revision, "downgrade")  # refused while chained checkpoints exist
     op.drop_constraint("checkpoints_chained_or_legacy", "checkpoints")
     op.drop_constraint("checkpoints_sequence_key", "checkpoints")
     op.drop_column("checkpoints", "prev_checkpoint_hash")
