@@ -10,10 +10,11 @@ the fresh stream, unless the caller decided against the state it saw.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 
 import msgspec
@@ -30,6 +31,7 @@ from domain.events import Event, EventMeta, event_type
 from domain.policy import DEFAULT_POLICIES, Policy
 from domain.state import ModelState
 
+_log = logging.getLogger("model_ledger.commands")
 # A conflict means another append to the stream landed: deciding again on the fresh state is
 # the right answer, and one of each round of concurrent commands wins, so N commands sent at
 # once on one model need up to N rounds. Retrying stops past the caller's patience.
@@ -68,6 +70,20 @@ class Commands:
         self._clock = clock
         self._models: Folds[ModelState] = Folds(fold_model)
         self._policies: Folds[Policy] = Folds(fold_policy)
+        self._followers: list[tuple[frozenset[str], Callable[[], Awaitable[None]]]] = []
+
+    def follow_before_answering(
+        self, types: Iterable[str], follow: Callable[[], Awaitable[None]]
+    ) -> Callable[[], None]:
+        """Have `follow()` take in an outcome holding events of `types` before it returns;
+        returns what undoes that.
+
+        This process's scorer registers its refresh here: a command that moved a deployment
+        returns only once this process routes by it (read-your-writes for routing).
+        """
+        entry = (frozenset(types), follow)
+        self._followers.append(entry)
+        return lambda: self._followers.remove(entry)
 
     async def handle(
         self,
@@ -173,8 +189,16 @@ class Commands:
             recorded = await self._store.read_all(result.first_position - 1, count)
         else:
             recorded = result.events
-            types = {event_type(e.event) for e in recorded}
-            await self._projector.catch_up_to(result.last_position, sorted(types))
+            await self._projector.catch_up_to(
+                result.last_position, sorted({event_type(e.event) for e in recorded})
+            )
+        types = {event_type(e.event) for e in recorded}
+        for wanted, follow in self._followers:
+            if wanted & types:
+                try:
+                    await follow()
+                except Exception:  # recorded all the same: the follower catches up later
+                    _log.exception("following an append before answering failed")
         return Outcome(
             events=recorded, stream_version=result.stream_version, replayed=result.replayed
         )
