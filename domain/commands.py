@@ -135,8 +135,18 @@ class RespondToDrift(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SetPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """A tier's whole policy."""
+
     tier: str
     policy: Policy
+
+
+class AmendPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """Change some fields of a tier's policy (each given field replaced whole); the fields
+    not given keep the tier's current values. Decided on the policy in force (`Facts`)."""
+
+    tier: str
+    changes: dict[str, Any]
 
 
 class RequestJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -218,4 +228,4 @@ ModelCommand = (
     | FailAttempt
     | RecordJobOutcome
 )
-Command = ModelCommand | SetPolicy
+Command = ModelCommand | SetPolicy | AmendPolicy

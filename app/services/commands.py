@@ -118,10 +118,11 @@ class Commands:
         self, command: cmd.Command, expected_version: int | None
     ) -> tuple[list[Event], int]:
         stream = handle.stream_of(command)
-        policy = await self._read(stream, handle.reads_policy(command))
+        amended = command.tier if isinstance(command, cmd.AmendPolicy) else None
+        policy = await self._read(stream, handle.reads_policy(command), amended)
         # nothing awaits from here to the decision: the folded state is current for it
         state, version = self._models.get(stream)
-        if isinstance(command, cmd.SetPolicy):
+        if isinstance(command, (cmd.SetPolicy, cmd.AmendPolicy)):
             state, version = None, self._policies.version(stream)
         if expected_version is not None and expected_version != version:
             raise ConcurrencyConflict(
@@ -133,14 +134,17 @@ class Commands:
         facts = cmd.Facts(now=self._clock(), policy=policy[0], policy_version=policy[1])
         return handle.decide(command, state, facts), version
 
-    async def _read(self, stream: str, reads_policy: bool) -> tuple[Policy, int]:
-        """Bring the stream's fold (and its tier's policy) up to date: one round trip when
-        the stream is known; the policy in force and its version."""
-        model = self._models.peek(stream)
-        if reads_policy and model is None:
+    async def _read(
+        self, stream: str, reads_policy: bool, tier: str | None = None
+    ) -> tuple[Policy, int]:
+        """Bring the stream's fold (and its tier's policy, or `tier`'s) up to date: one
+        round trip when the stream is known; the policy in force and its version."""
+        model = self._models.peek(stream) if tier is None else None
+        if reads_policy and model is None and tier is None:
             await self._catch_up({stream: self._models.version(stream)})
             model = self._models.peek(stream)
-        tier = model.risk_tier if reads_policy and model is not None else None
+        if tier is None:
+            tier = model.risk_tier if reads_policy and model is not None else None
         tails = {stream: self._folds(stream).version(stream)}
         if tier is not None:
             tails[policy_stream(tier)] = self._policies.version(policy_stream(tier))
@@ -148,7 +152,10 @@ class Commands:
         if tier is None:
             return DEFAULT_POLICIES["low"], 0
         policy, version = self._policies.get(policy_stream(tier))
-        return (policy, version) if policy is not None else (DEFAULT_POLICIES[tier], 0)
+        # an unknown tier has no policy: its decider says so
+        return (
+            (policy, version) if policy is not None else (DEFAULT_POLICIES.get(tier, Policy()), 0)
+        )
 
     async def _catch_up(self, after: dict[str, int]) -> None:
         while after:
