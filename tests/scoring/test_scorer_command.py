@@ -149,9 +149,11 @@ async def test_another_scorer_switches_within_a_bounded_time(
             return int(answer.json()["version"])
 
         async def serving_first() -> bool:
-            return (await remote.get("/health")).status_code == 200 and (
-                await version_scored()
-            ) == 1
+            # until it follows the token issued here, and the deployment, it may refuse
+            answer = await remote.post(
+                "/v1/score/fraud?environment=staging", json=row, headers=headers
+            )
+            return answer.status_code == 200 and answer.json()["version"] == 1
 
         await _until(serving_first, "the scorer to serve version 1")
         for target in (2, 3, 1) * 4:
