@@ -125,6 +125,12 @@ def settle_experiment(
     assert slot.champion is not None
     gates: list[GateResult] = []
     champion, why = winner, ""
+    odds = conclusion.probability_to_beat
+    won = (
+        f"champion {winner} won (the challenger beats it with probability {odds:.4f})"
+        if winner == slot.champion
+        else f"version {winner} won (it beats champion {slot.champion} with probability {odds:.4f})"
+    )
     if winner != slot.champion:
         version = require_version(state, winner)
         gates = evaluate_gates(state, version, environment, facts.policy, facts.now)
@@ -138,11 +144,7 @@ def settle_experiment(
         action="conclusion",
         version=winner,
         champion=champion,
-        reason=(
-            f"bandit experiment concluded: version {winner} won "
-            f"(probability to beat the champion {conclusion.probability_to_beat:.4f}){why}; "
-            f"version {champion} serves all traffic"
-        ),
+        reason=f"bandit experiment concluded: {won}{why}; version {champion} serves all traffic",
         policy_version=facts.policy_version,
         gates=gates,
     )

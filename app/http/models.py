@@ -102,9 +102,13 @@ def _change(change: ChangeIn | PromotionCreate, index: int) -> cmd.DeploymentCha
                 "end_challenger ends what runs: it takes no version or traffic_percent",
                 field=f"{field}.version",
             )
+        if change.strategy != "full":
+            raise InvalidInput("end_challenger takes no strategy", field=f"{field}.strategy")
         return cmd.EndChallenger(environment=change.environment, reason=change.reason)
     if change.version is None:
         raise InvalidInput("promote needs the version to serve", field=f"{field}.version")
+    if isinstance(change, ChangeIn) and change.reason:
+        raise InvalidInput("reason is recorded for end_challenger only", field=f"{field}.reason")
     return cmd.Promote(
         version=change.version,
         environment=change.environment,

@@ -133,7 +133,9 @@ async def test_ending_a_challenger_is_checked(
     bodies = [
         {"action": "end_challenger", "environment": "staging"},  # no reason
         {"action": "end_challenger", "environment": "staging", "reason": "x", "version": 2},
+        {"action": "end_challenger", "environment": "staging", "reason": "x", "strategy": "canary"},
         {"action": "promote", "environment": "staging"},  # no version
+        {"action": "promote", "environment": "staging", "version": 3, "reason": "x"},
     ]
     for body in bodies:
         refused = await client.post(
