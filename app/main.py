@@ -29,6 +29,7 @@ from app.http.tokens import TokenController
 from app.http.uploads import UploadController
 from app.outages import report_failure
 from app.resources import Resources, open_resources
+from app.scoring.scorer import ROUTING_EVENTS
 from app.settings import Settings
 from app.store.watch import LogWatcher
 
@@ -77,6 +78,10 @@ async def _background(resources: Resources) -> AsyncIterator[None]:
     await watcher.start()
     await resources.authenticator.sync()
     await resources.scoring.scorer.refresh()
+    # a write that moves what serves answers once this process's scorer routes by it
+    unfollow = resources.governance.follow_before_answering(
+        ROUTING_EVENTS, resources.scoring.scorer.refresh
+    )
     tasks = [
         asyncio.create_task(resources.authenticator.follow(watcher.subscribe())),
         asyncio.create_task(
@@ -93,6 +98,7 @@ async def _background(resources: Resources) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        unfollow()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -89,14 +89,28 @@ class Promote(msgspec.Struct, frozen=True, kw_only=True):
     traffic_percent: float | None = None
 
 
+class EndChallenger(msgspec.Struct, frozen=True, kw_only=True):
+    """Stop the canary, shadow or bandit experiment of an environment (a part of
+    `ChangeDeployments`): its challenger takes no more traffic, the champion takes it all."""
+
+    environment: str
+    reason: str
+
+
+DeploymentChange = Promote | EndChallenger
+
+
 class ChangeDeployments(msgspec.Struct, frozen=True, kw_only=True):
     """Move several serving pointers of a model at once, all or none."""
 
     name: str
-    changes: list[Promote]
+    changes: list[DeploymentChange]
 
 
 class Rollback(msgspec.Struct, frozen=True, kw_only=True):
+    """Undo an environment's last move: end a running experiment, else return to the last
+    good champion."""
+
     name: str
     environment: str
     reason: str
@@ -121,8 +135,18 @@ class RespondToDrift(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SetPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """A tier's whole policy."""
+
     tier: str
     policy: Policy
+
+
+class AmendPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """Change some fields of a tier's policy (each given field replaced whole); the fields
+    not given keep the tier's current values. Decided on the policy in force (`Facts`)."""
+
+    tier: str
+    changes: dict[str, Any]
 
 
 class RequestJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -204,4 +228,4 @@ ModelCommand = (
     | FailAttempt
     | RecordJobOutcome
 )
-Command = ModelCommand | SetPolicy
+Command = ModelCommand | SetPolicy | AmendPolicy

@@ -6,10 +6,13 @@ import re
 from datetime import timedelta
 from typing import Any
 
+import msgspec
+
 from domain import commands as cmd
 from domain import events as ev
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from domain.gates import current_reports, valid_approvers
+from domain.policy import Policy
 from domain.state import ModelState, VersionState
 from domain.subjects import same_subject
 
@@ -182,6 +185,18 @@ def set_policy(command: cmd.SetPolicy) -> list[ev.Event]:
     if command.tier not in ("low", "medium", "high"):
         raise NotFound(f"no risk tier {command.tier!r}")
     return [ev.PolicySet(risk_tier=command.tier, policy=command.policy)]  # type: ignore[arg-type]
+
+
+def amend_policy(command: cmd.AmendPolicy, facts: cmd.Facts) -> list[ev.Event]:
+    """A new policy version: the one in force (`facts.policy`) with the given fields changed."""
+    if command.tier not in ("low", "medium", "high"):
+        raise NotFound(f"no risk tier {command.tier!r}")
+    merged = {**msgspec.to_builtins(facts.policy), **msgspec.to_builtins(command.changes)}
+    try:
+        policy = msgspec.convert(merged, Policy)
+    except msgspec.ValidationError as error:
+        raise InvalidInput(f"policy: {error}") from error
+    return set_policy(cmd.SetPolicy(tier=command.tier, policy=policy))
 
 
 def require_model(name: str, state: ModelState | None) -> ModelState:

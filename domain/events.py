@@ -19,7 +19,9 @@ RiskTier = Literal["low", "medium", "high"]
 Strategy = Literal["full", "canary", "shadow", "bandit"]
 Severity = Literal["info", "warning", "critical"]
 ModelFormat = Literal["lightgbm", "xgboost-json", "sklearn-skops"]
-DeploymentAction = Literal["promotion", "rollback", "demotion"]
+# demotion: a challenger ended (by a caller or by policy); conclusion: a bandit experiment
+# settled on its winner
+DeploymentAction = Literal["promotion", "rollback", "demotion", "conclusion"]
 JobKind = Literal["train", "compile", "compliance", "drift", "bandit"]
 
 

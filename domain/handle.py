@@ -22,13 +22,14 @@ _READS_POLICY = (
     cmd.ChangeDeployments,
     cmd.RespondToDrift,
     cmd.RecordJobOutcome,
+    cmd.AmendPolicy,
 )
 
 
 def stream_of(command: cmd.Command) -> str:
     """The stream a command is decided on and appended to."""
     match command:
-        case cmd.SetPolicy(tier=tier):
+        case cmd.SetPolicy(tier=tier) | cmd.AmendPolicy(tier=tier):
             return d.policy_stream(tier)
         case cmd.StartAttempt(job=job) | cmd.FailAttempt(job=job) | cmd.RecordJobOutcome(job=job):
             return d.model_stream(job.name)
@@ -37,7 +38,8 @@ def stream_of(command: cmd.Command) -> str:
 
 
 def reads_policy(command: cmd.Command) -> bool:
-    """Whether `decide` needs the policy of the model's tier in its facts."""
+    """Whether `decide` needs the policy of the model's tier (or, amending a policy, of the
+    tier amended) in its facts."""
     return isinstance(command, _READS_POLICY)
 
 
@@ -66,6 +68,8 @@ def decide(command: cmd.Command, state: ModelState | None, facts: cmd.Facts) -> 
             return deploy.drift_action(d.require_model(name, state), alert, facts.policy)
         case cmd.SetPolicy():
             return d.set_policy(command)
+        case cmd.AmendPolicy():
+            return d.amend_policy(command, facts)
         case cmd.RequestJob():
             return jobs.request_job(command, state)
         case cmd.StartAttempt():

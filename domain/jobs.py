@@ -13,6 +13,7 @@ from typing import Any
 from domain import commands as cmd
 from domain import events as ev
 from domain.decide import register_version, require_model, require_version
+from domain.deploy import settle_experiment
 from domain.errors import Conflict, InvalidInput
 from domain.policy import Policy
 from domain.state import ModelState
@@ -135,7 +136,7 @@ def record_outcome(
             }
             return [check, *alerts, _succeeded(command, result)]
         case cmd.BanditReported(update=update, conclusion=conclusion):
-            return _bandit_updated(command, model, update, conclusion)
+            return _bandit_updated(command, model, update, conclusion, facts)
         case cmd.Trained(version=version):
             return _trained(command, state, version)
 
@@ -194,17 +195,28 @@ def _bandit_updated(
     model: ModelState,
     update: ev.BanditUpdated,
     conclusion: ev.ExperimentConcluded | None,
+    facts: cmd.Facts,
 ) -> list[ev.Event]:
-    """New posteriors and allocation, the conclusion when one was reached, and the close."""
+    """New posteriors and allocation, and the job's close; a conclusion also settles the
+    deployment on the winner, so an experiment concludes once: after it, none runs."""
     slot = model.deployments.get(update.environment)
-    if slot is None or slot.strategy != "bandit":
+    if slot is None or slot.strategy != "bandit" or slot.challenger is None:
         raise Conflict(f"the bandit experiment in {update.environment} has ended")
+    arms = {slot.champion, slot.challenger}
+    stale = update.champion != slot.champion or {arm.version for arm in update.arms} != arms
+    if stale or (conclusion is not None and conclusion.winner not in arms):
+        raise Conflict(f"the bandit experiment in {update.environment} changed meanwhile")
+    tail: list[ev.Event] = []
+    champion = slot.champion
+    if conclusion is not None:
+        settled = settle_experiment(model, conclusion, facts)
+        tail, champion = [conclusion, settled], settled.champion
     result = {
         "probability_to_beat": update.probability_to_beat,
         "concluded": conclusion is not None,
         "winner": conclusion.winner if conclusion is not None else None,
+        "champion": champion,
     }
-    tail = [conclusion] if conclusion is not None else []
     return [update, *tail, _succeeded(command, result)]
 
 

@@ -154,8 +154,12 @@ def _revoked(state: ModelState, event: ev.ApprovalRevoked, _ctx: EventContext) -
 
 def _deployment(state: ModelState, event: ev.DeploymentChanged, ctx: EventContext) -> None:
     slot = state.deployments.setdefault(event.environment, Deployment())
-    if event.action == "rollback" and slot.champion is not None:
-        slot.rolled_back.append(slot.champion)
+    if event.action == "rollback":
+        # a rollback that keeps the champion ended the challenger: that is the bad version
+        if event.champion == slot.champion and slot.challenger is not None:
+            slot.rolled_back.append(slot.challenger)
+        elif slot.champion is not None:
+            slot.rolled_back.append(slot.champion)
     if event.champion is not None and event.champion != slot.champion:
         slot.champion_history.append(event.champion)
     if event.strategy != "bandit" or (event.champion, event.challenger) != (
@@ -167,6 +171,8 @@ def _deployment(state: ModelState, event: ev.DeploymentChanged, ctx: EventContex
     slot.challenger = event.challenger
     slot.strategy = event.strategy
     slot.traffic_percent = event.traffic_percent
+    slot.action = event.action
+    slot.reason = event.reason
     slot.updated_at = ctx.recorded_at
     slot.updated_by = ctx.actor
     slot.position = ctx.position

@@ -88,6 +88,9 @@ class Deployment(msgspec.Struct, gc=False, kw_only=True):
     challenger: int | None = None
     strategy: str = "full"
     traffic_percent: float | None = None
+    # the last change: what it did (promotion, demotion, rollback, conclusion) and why
+    action: str = ""
+    reason: str = ""
     updated_at: datetime | None = None
     updated_by: str | None = None
     position: int = 0

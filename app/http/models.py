@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -59,6 +60,7 @@ def _deployments(events: list[RecordedEvent]) -> list[DeploymentOut]:
             policy_version=e.event.policy_version,
             gates=[GateOut(name=g.name, passed=g.passed, detail=g.detail) for g in e.event.gates],
             position=e.position,
+            reason=e.event.reason,
         )
         for e in events
         if isinstance(e.event, ev.DeploymentChanged)
@@ -88,16 +90,31 @@ def _dry_runnable(done: type, description: str) -> dict[int, ResponseSpec]:
     }
 
 
-def _changes(changes: list[ChangeIn] | list[PromotionCreate]) -> list[cmd.Promote]:
-    return [
-        cmd.Promote(
-            version=c.version,
-            environment=c.environment,
-            strategy=c.strategy,
-            traffic_percent=c.traffic_percent,
-        )
-        for c in changes
-    ]
+def _changes(changes: Sequence[ChangeIn | PromotionCreate]) -> list[cmd.DeploymentChange]:
+    return [_change(c, i) for i, c in enumerate(changes)]
+
+
+def _change(change: ChangeIn | PromotionCreate, index: int) -> cmd.DeploymentChange:
+    field = f"changes[{index}]"
+    if isinstance(change, ChangeIn) and change.action == "end_challenger":
+        if change.version is not None or change.traffic_percent is not None:
+            raise InvalidInput(
+                "end_challenger ends what runs: it takes no version or traffic_percent",
+                field=f"{field}.version",
+            )
+        if change.strategy != "full":
+            raise InvalidInput("end_challenger takes no strategy", field=f"{field}.strategy")
+        return cmd.EndChallenger(environment=change.environment, reason=change.reason)
+    if change.version is None:
+        raise InvalidInput("promote needs the version to serve", field=f"{field}.version")
+    if isinstance(change, ChangeIn) and change.reason:
+        raise InvalidInput("reason is recorded for end_challenger only", field=f"{field}.reason")
+    return cmd.Promote(
+        version=change.version,
+        environment=change.environment,
+        strategy=change.strategy,
+        traffic_percent=change.traffic_percent,
+    )
 
 
 class ModelController(Controller):
@@ -290,7 +307,9 @@ class ModelController(Controller):
         request: Req,
         governance: NamedDependency[Governance],
     ) -> Response[PromotionPlan | DeploymentsOut]:
-        """Several pointer changes, all or none, in one append."""
+        """Several changes, all or none, in one append: promote a version, or end the
+        challenger of an environment (`end_challenger`, with a reason: stops a canary, shadow
+        or bandit experiment; the champion takes all traffic)."""
         changes = _changes(data.changes)
         if data.dry_run:
             return Response(await _plan(governance, name, changes), status_code=200)
@@ -310,7 +329,9 @@ class ModelController(Controller):
         request: Req,
         governance: NamedDependency[Governance],
     ) -> DeploymentOut:
-        """Return an environment to its previous good champion."""
+        """Undo an environment's last move in one call (the emergency stop): while a challenger
+        runs, end it (the champion takes all traffic); otherwise return to the previous good
+        champion."""
         outcome = await governance.handle(
             cmd.Rollback(name=name, environment=data.environment, reason=data.reason),
             event_meta(request),
@@ -360,7 +381,9 @@ class ModelController(Controller):
         return HistoryOut(model=name, as_of_position=position, events=msgspec.Raw(events))  # type: ignore[arg-type]
 
 
-async def _plan(governance: Governance, name: str, changes: list[cmd.Promote]) -> PromotionPlan:
+async def _plan(
+    governance: Governance, name: str, changes: list[cmd.DeploymentChange]
+) -> PromotionPlan:
     gates = await governance.plan(name, changes)
     if not gates:
         raise NotFound(f"no model named {name!r}")

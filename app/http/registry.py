@@ -10,13 +10,16 @@ from litestar import Controller, Request, get, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Response
+from msgspec import UNSET, UnsetType
 
 from app.http.auth import event_meta, idempotency, requires
-from app.http.problems import also_answers, never_answers
+from app.http.problems import also_answers
 from app.services.dossier import Dossier, dossier_markdown
 from app.services.governance import Governance
 from app.services.registry import Instant, Registry, RegistryView, diff, keyed
 from domain import commands as cmd
+from domain.errors import NotFound
+from domain.events import PolicySet
 from domain.policy import Policy, PolicyBook
 
 AsOf = Annotated[
@@ -41,6 +44,21 @@ class PolicyOut(msgspec.Struct, frozen=True, kw_only=True):
     risk_tier: str
     version: int
     policy: Policy
+
+
+# PUT /v1/policies/{tier}: every field of a policy, none required; those given replace the
+# tier's current values (each field whole), the others keep theirs
+PolicyChanges = msgspec.defstruct(
+    "PolicyChanges",
+    [(f.name, f.type | UnsetType, UNSET) for f in msgspec.structs.fields(Policy)],
+    kw_only=True,
+    frozen=True,
+    forbid_unknown_fields=True,
+)
+PolicyChanges.__doc__ = (
+    "Fields of a tier's policy to change; each given field replaces the current value whole, "
+    "fields left out keep the tier's current values."
+)
 
 
 class RegistryController(Controller):
@@ -113,22 +131,39 @@ class PolicyController(Controller):
             ]
         }
 
+    @get("/{tier:str}", operation_id="getPolicy")
+    async def get_policy(
+        self, tier: FromPath[str], registry: NamedDependency[Registry]
+    ) -> PolicyOut:
+        """The policy in force for one risk tier and its version (0: built-in default)."""
+        if tier not in ("low", "medium", "high"):
+            raise NotFound(f"no risk tier {tier!r}")
+        policy, version = (await registry.policies()).of(tier)
+        return PolicyOut(risk_tier=tier, version=version, policy=policy)
+
     @put(
         "/{tier:str}",
         operation_id="setPolicy",
         guards=[requires("admin")],
         status_code=200,
-        opt=never_answers(409),  # a policy version is appended whatever the stream holds
     )
     async def set_policy(
         self,
         tier: FromPath[str],
-        data: JSONBody[Policy],
+        data: JSONBody[PolicyChanges],  # type: ignore[valid-type]
         request: Request[Any, Any, Any],
         governance: NamedDependency[Governance],
     ) -> PolicyOut:
-        """Set a tier's policy: a new version, recorded (and audited) as an event."""
+        """Change a tier's policy: the fields given replace the tier's current values (each
+        field whole, e.g. all of `metric_thresholds`); the fields left out keep theirs. A new
+        version, recorded (and audited) as an event; 409 only if it keeps losing races."""
+        given = msgspec.structs.asdict(data)
+        changes = {field: value for field, value in given.items() if value is not UNSET}
         outcome = await governance.handle(
-            cmd.SetPolicy(tier=tier, policy=data), event_meta(request), idempotency(request, data)
+            cmd.AmendPolicy(tier=tier, changes=changes),
+            event_meta(request),
+            idempotency(request, data),
         )
-        return PolicyOut(risk_tier=tier, version=outcome.stream_version, policy=data)
+        recorded = outcome.events[0].event if outcome.events else None
+        assert isinstance(recorded, PolicySet)
+        return PolicyOut(risk_tier=tier, version=outcome.stream_version, policy=recorded.policy)

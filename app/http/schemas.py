@@ -224,10 +224,18 @@ class PromotionCreate(Input, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
 
 class ChangeIn(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    version: int
+    """One change: `promote` a version (as a promotion does), or `end_challenger`: stop the
+    canary, shadow or bandit experiment of the environment (the champion takes all traffic;
+    `reason` required, recorded with the change)."""
+
     environment: str
+    action: Literal["promote", "end_challenger"] = "promote"
+    # promote: the version to serve (required)
+    version: int | None = None
     strategy: Strategy = "full"
     traffic_percent: float | None = None
+    # end_challenger: why (required); recorded in the log with who asked
+    reason: str = ""
 
 
 class ChangesCreate(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -257,6 +265,8 @@ class DeploymentOut(msgspec.Struct, frozen=True, kw_only=True):
     policy_version: int
     gates: list[GateOut]
     position: int
+    # why, as recorded (a rollback's or an ended challenger's reason, a conclusion's result)
+    reason: str = ""
 
 
 class DeploymentsOut(msgspec.Struct, frozen=True, kw_only=True):

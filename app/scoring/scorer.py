@@ -49,6 +49,8 @@ _CHANGED = (
     "SELECT name, state FROM model_states m WHERE position > $1 "
     "AND (EXISTS (SELECT 1 FROM deployments d WHERE d.name = m.name) OR name = ANY($2))"
 )
+# the events that change what a scorer routes: deployments, bandit arms, policies
+ROUTING_EVENTS = ("deployment.changed", "bandit.updated", "policy.set")
 # batches at least this big are scored in a thread (the library releases the GIL)
 _THREAD_ROWS = 2_000
 

@@ -10,10 +10,11 @@ the fresh stream, unless the caller decided against the state it saw.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 
 import msgspec
@@ -30,6 +31,7 @@ from domain.events import Event, EventMeta, event_type
 from domain.policy import DEFAULT_POLICIES, Policy
 from domain.state import ModelState
 
+_log = logging.getLogger("model_ledger.commands")
 # A conflict means another append to the stream landed: deciding again on the fresh state is
 # the right answer, and one of each round of concurrent commands wins, so N commands sent at
 # once on one model need up to N rounds. Retrying stops past the caller's patience.
@@ -68,6 +70,20 @@ class Commands:
         self._clock = clock
         self._models: Folds[ModelState] = Folds(fold_model)
         self._policies: Folds[Policy] = Folds(fold_policy)
+        self._followers: list[tuple[frozenset[str], Callable[[], Awaitable[None]]]] = []
+
+    def follow_before_answering(
+        self, types: Iterable[str], follow: Callable[[], Awaitable[None]]
+    ) -> Callable[[], None]:
+        """Have `follow()` take in an outcome holding events of `types` before it returns;
+        returns what undoes that.
+
+        This process's scorer registers its refresh here: a command that moved a deployment
+        returns only once this process routes by it (read-your-writes for routing).
+        """
+        entry = (frozenset(types), follow)
+        self._followers.append(entry)
+        return lambda: self._followers.remove(entry)
 
     async def handle(
         self,
@@ -102,10 +118,11 @@ class Commands:
         self, command: cmd.Command, expected_version: int | None
     ) -> tuple[list[Event], int]:
         stream = handle.stream_of(command)
-        policy = await self._read(stream, handle.reads_policy(command))
+        amended = command.tier if isinstance(command, cmd.AmendPolicy) else None
+        policy = await self._read(stream, handle.reads_policy(command), amended)
         # nothing awaits from here to the decision: the folded state is current for it
         state, version = self._models.get(stream)
-        if isinstance(command, cmd.SetPolicy):
+        if isinstance(command, (cmd.SetPolicy, cmd.AmendPolicy)):
             state, version = None, self._policies.version(stream)
         if expected_version is not None and expected_version != version:
             raise ConcurrencyConflict(
@@ -117,14 +134,17 @@ class Commands:
         facts = cmd.Facts(now=self._clock(), policy=policy[0], policy_version=policy[1])
         return handle.decide(command, state, facts), version
 
-    async def _read(self, stream: str, reads_policy: bool) -> tuple[Policy, int]:
-        """Bring the stream's fold (and its tier's policy) up to date: one round trip when
-        the stream is known; the policy in force and its version."""
-        model = self._models.peek(stream)
-        if reads_policy and model is None:
+    async def _read(
+        self, stream: str, reads_policy: bool, tier: str | None = None
+    ) -> tuple[Policy, int]:
+        """Bring the stream's fold (and its tier's policy, or `tier`'s) up to date: one
+        round trip when the stream is known; the policy in force and its version."""
+        model = self._models.peek(stream) if tier is None else None
+        if reads_policy and model is None and tier is None:
             await self._catch_up({stream: self._models.version(stream)})
             model = self._models.peek(stream)
-        tier = model.risk_tier if reads_policy and model is not None else None
+        if tier is None:
+            tier = model.risk_tier if reads_policy and model is not None else None
         tails = {stream: self._folds(stream).version(stream)}
         if tier is not None:
             tails[policy_stream(tier)] = self._policies.version(policy_stream(tier))
@@ -132,7 +152,10 @@ class Commands:
         if tier is None:
             return DEFAULT_POLICIES["low"], 0
         policy, version = self._policies.get(policy_stream(tier))
-        return (policy, version) if policy is not None else (DEFAULT_POLICIES[tier], 0)
+        # an unknown tier has no policy: its decider says so
+        return (
+            (policy, version) if policy is not None else (DEFAULT_POLICIES.get(tier, Policy()), 0)
+        )
 
     async def _catch_up(self, after: dict[str, int]) -> None:
         while after:
@@ -173,8 +196,16 @@ class Commands:
             recorded = await self._store.read_all(result.first_position - 1, count)
         else:
             recorded = result.events
-            types = {event_type(e.event) for e in recorded}
-            await self._projector.catch_up_to(result.last_position, sorted(types))
+            await self._projector.catch_up_to(
+                result.last_position, sorted({event_type(e.event) for e in recorded})
+            )
+        types = {event_type(e.event) for e in recorded}
+        for wanted, follow in self._followers:
+            if wanted & types:
+                try:
+                    await follow()
+                except Exception:  # recorded all the same: the follower catches up later
+                    _log.exception("following an append before answering failed")
         return Outcome(
             events=recorded, stream_version=result.stream_version, replayed=result.replayed
         )

@@ -6,7 +6,7 @@ waits for the views to include it (read-your-writes) before returning.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 
 import msgspec
@@ -52,6 +52,13 @@ class Governance:
             command, meta, idem, expected_version=expected_version, patience=patience
         )
 
+    def follow_before_answering(
+        self, types: Iterable[str], follow: Callable[[], Awaitable[None]]
+    ) -> Callable[[], None]:
+        """Run `follow()` before a command that recorded events of `types` returns (until
+        the returned callable is called)."""
+        return self._commands.follow_before_answering(types, follow)
+
     async def raise_drift_alert(
         self, command: cmd.RaiseDriftAlert, meta: EventMeta, idem: Idempotency | None
     ) -> Outcome:
@@ -87,7 +94,7 @@ class Governance:
                 return event.event.policy, event.version
         return DEFAULT_POLICIES[tier], 0
 
-    async def plan(self, name: str, changes: list[cmd.Promote]) -> list[GateResult]:
+    async def plan(self, name: str, changes: list[cmd.DeploymentChange]) -> list[GateResult]:
         """The gates of a promotion, evaluated now, appending nothing (dry run)."""
         state, _ = await self.model(name)
         policy, _ = await self.policy(decide.require_model(name, state).risk_tier)

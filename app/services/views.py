@@ -71,6 +71,10 @@ class DeploymentView(msgspec.Struct, frozen=True, kw_only=True):
     traffic_percent: float | None
     updated_at: datetime | None
     updated_by: str | None
+    # the last change: promotion, demotion (a challenger ended), rollback or conclusion (a
+    # bandit experiment settled on its winner), and the reason recorded with it
+    action: str
+    reason: str
 
 
 class ModelView(msgspec.Struct, frozen=True, kw_only=True):
@@ -175,6 +179,8 @@ def render_model(model: ModelState, policies: PolicyBook, now: datetime) -> Mode
                 traffic_percent=slot.traffic_percent,
                 updated_at=slot.updated_at,
                 updated_by=slot.updated_by,
+                action=slot.action,
+                reason=slot.reason,
             )
             for env, slot in sorted(model.deployments.items())
         },

@@ -221,8 +221,21 @@ command = st.one_of(
             seconds=1.0,
             outcome=_bandit(champion, other, environment),
         ),
-        number,
-        number,
+        st.sampled_from([1, 1, 2]),
+        st.sampled_from([2, 2, 3]),
+        environment,
+    ),
+    # a bandit experiment of 2 beside 1 (what the bandit outcomes above mostly report on)
+    st.builds(
+        lambda e: cmd.ChangeDeployments(
+            name=NAME, changes=[cmd.Promote(version=2, environment=e, strategy="bandit")]
+        ),
+        environment,
+    ),
+    st.builds(
+        lambda e: cmd.ChangeDeployments(
+            name=NAME, changes=[cmd.EndChallenger(environment=e, reason="r")]
+        ),
         environment,
     ),
 )

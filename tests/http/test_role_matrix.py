@@ -177,6 +177,7 @@ READS: dict[tuple[str, str], Entry] = {
     ("GET", "/v1/registry"): Entry(EVERYONE, Call("/v1/registry")),
     ("GET", "/v1/registry/diff"): Entry(EVERYONE, Call("/v1/registry/diff", params={"from": "0"})),
     ("GET", "/v1/policies"): Entry(EVERYONE, Call("/v1/policies")),
+    ("GET", "/v1/policies/{tier:str}"): Entry(EVERYONE, Call("/v1/policies/low")),
     ("GET", "/v1/jobs/{job_id:str}"): Entry(EVERYONE, Call("/v1/jobs/{job}")),
 }
 

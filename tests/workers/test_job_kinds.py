@@ -178,15 +178,31 @@ async def _plenty_of_rewards_conclude_for_the_better_version(ledger: Ledger) -> 
     # when: the bandit job runs again
     second = await ledger.job(kind="bandit", params={"environment": "staging"})
     await ledger.run()
-    # then: version 2 is named the winner, and nothing is promoted
+    # then: version 2 is named the winner, and the deployment settles on it
     status = await job_status(ledger.client, ledger.ci, ledger.resources, second)
-    assert (status["result"]["concluded"], status["result"]["winner"]) == (True, 2)
+    result = status["result"]
+    assert (result["concluded"], result["winner"], result["champion"]) == (True, 2, 2)
     concluded = (await ledger.events(ev.ExperimentConcluded))[-1].event
     assert concluded.winner == 2 and concluded.probability_to_beat > 0.95
     assert concluded.p_value is not None and concluded.p_value < 0.01
     model = (await ledger.client.get("/v1/models/fraud", headers=ledger.ci)).json()
     slot = model["deployments"]["staging"]
-    assert slot["champion"] == 1  # concluding names the winner; promoting it is a decision
+    assert (slot["champion"], slot["challenger"], slot["strategy"]) == (2, None, "full")
+    assert slot["action"] == "conclusion" and "version 2 won" in slot["reason"]
+    await _no_update_concludes_again(ledger)
+
+
+async def _no_update_concludes_again(ledger: Ledger) -> None:
+    # when: more rewards, and bandit jobs asked for again
+    await given_feedback(ledger.resources, 2, [1.0] * 50)
+    refused = await ledger.client.post(
+        "/v1/jobs",
+        json={"model": "fraud", "kind": "bandit", "params": {"environment": "staging"}},
+        headers=ledger.ci,
+    )
+    # then: no experiment runs any more, and the one conclusion stays the only one
+    assert refused.status_code == 409, refused.text
+    assert len(await ledger.events(ev.ExperimentConcluded)) == 1
 
 
 async def test_a_bandit_job_without_an_experiment_is_refused(ledger: Ledger) -> None:

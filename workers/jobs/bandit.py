@@ -3,7 +3,8 @@
 Rewards come from `POST /v1/feedback` (table `feedback`, one row per prediction). The job
 records the posteriors and the new traffic allocation (`bandit.updated`, which the scorers
 route by), and names a winner once the policy's probability to beat the champion is reached
-(`experiment.concluded`); promoting the winner stays a decision for people or CI.
+(`experiment.concluded`); recording that also settles the deployment on the winner
+(`domain.deploy.settle_experiment`), so the experiment ends there.
 """
 
 from __future__ import annotations
