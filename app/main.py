@@ -18,6 +18,7 @@ from app.http.audit import AuditController
 from app.http.auth import PUBLIC_PATHS, BearerTokenMiddleware, refuse_nul
 from app.http.bodies import BodyRequest
 from app.http.deps import DEPENDENCIES
+from app.http.form_docs import MultipartDocs
 from app.http.forms import parse_multipart
 from app.http.health import HealthController, health
 from app.http.jobs import JobController
@@ -151,7 +152,7 @@ def assemble(
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=refuse_nul,
         openapi_config=openapi,
-        plugins=[ProblemDocs(PUBLIC_PATHS)],
+        plugins=[ProblemDocs(PUBLIC_PATHS), MultipartDocs()],
         request_max_body_size=settings.max_body_bytes,
         request_class=BodyRequest,
         dependencies=DEPENDENCIES,

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from app.services.views import ModelView, VersionView
 from domain.events import ModelFormat, RiskTier, Role, Severity, Strategy
 
 
@@ -294,3 +295,15 @@ class HistoryOut(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     as_of_position: int
     events: list[EventOut]
+
+
+class ModelList(msgspec.Struct, frozen=True, kw_only=True):
+    """Every model, each with its versions and deployments per environment."""
+
+    models: list[ModelView]
+
+
+class VersionList(msgspec.Struct, frozen=True, kw_only=True):
+    """Every version of a model, oldest first."""
+
+    versions: list[VersionView]

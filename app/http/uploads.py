@@ -15,17 +15,28 @@ from litestar.params import Body, FromPath
 
 from app.http.auth import event_meta, idempotency, requires
 from app.http.bodies import decode_any_json
+from app.http.form_docs import Parts
 from app.http.problems import never_answers
-from app.http.schemas import VersionCreated, VersionMetadata
+from app.http.schemas import VersionCreated, VersionList, VersionMetadata
 from app.resources import Resources
 from app.services.artifacts import inspect_dataset, inspect_model
-from app.services.views import VersionView, render_model
+from app.services.views import render_model
 from domain import commands as cmd
 from domain import events as ev
 from domain.errors import InvalidInput
 
 _CHUNK = 1 << 20
-Multipart = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)]
+_VERSION_PARTS = Parts(
+    files={"artifact": "the model file (LightGBM text, XGBoost JSON or a skops file)"},
+    json={"metadata": (VersionMetadata, "the version's format, features, metrics and lineage")},
+)
+_DATASET_PARTS = Parts(files={"file": "the dataset, CSV or Parquet"})
+VersionForm = Annotated[
+    dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART), _VERSION_PARTS
+]
+DatasetForm = Annotated[
+    dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART), _DATASET_PARTS
+]
 
 
 class DatasetOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -67,7 +78,7 @@ class UploadController(Controller):
         guards=[requires("admin", "ci")],
     )
     async def register_version(
-        self, name: FromPath[str], data: Multipart, request: Request[Any, Any, Any], state: State
+        self, name: FromPath[str], data: VersionForm, request: Request[Any, Any, Any], state: State
     ) -> VersionCreated:
         """Register a version: part `artifact` (the model file), part `metadata` (JSON)."""
         resources: Resources = state.resources
@@ -124,13 +135,11 @@ class UploadController(Controller):
         )
 
     @get("/v1/models/{name:str}/versions", operation_id="listVersions")
-    async def list_versions(
-        self, name: FromPath[str], state: State
-    ) -> dict[str, list[VersionView]]:
+    async def list_versions(self, name: FromPath[str], state: State) -> VersionList:
         """Every version of a model."""
         res = _resources(state)
         model, policies = await res.registry.model_state(name)
-        return {"versions": render_model(model, policies, res.clock()).versions}
+        return VersionList(versions=render_model(model, policies, res.clock()).versions)
 
     @post(
         "/v1/datasets",
@@ -138,7 +147,7 @@ class UploadController(Controller):
         guards=[requires("admin", "ci")],
         opt=never_answers(404, 409),  # stores a file by digest; appends no event
     )
-    async def upload_dataset(self, data: Multipart, state: State) -> DatasetOut:
+    async def upload_dataset(self, data: DatasetForm, state: State) -> DatasetOut:
         """Upload a CSV or Parquet dataset (part `file`), stored by its sha256."""
         resources: Resources = state.resources
         stored = await resources.artifacts.put_stream(
