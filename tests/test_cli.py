@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import asyncpg
@@ -149,3 +150,14 @@ def test_configured_stores_need_no_embedded_extra(
     without_embedded: None, cli_env: dict[str, str]
 ) -> None:
     assert "latest" in run(cli_env, "migrate")
+
+
+def test_version_is_the_installed_package_version() -> None:
+    assert run({}, "--version").strip() == f"model-ledger, version {version('model-ledger')}"
+
+
+@pytest.mark.parametrize("command", ["serve", "worker", "scorer"])
+def test_server_commands_take_a_log_level(command: str) -> None:
+    assert "--log-level [debug|info|warning|error]" in run({}, command, "--help")
+    refused = CliRunner().invoke(main, [command, "--log-level", "loud"])
+    assert refused.exit_code == 2 and "loud" in refused.output
