@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from litestar import Litestar, Router
+from litestar.logging import LoggingConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
@@ -152,6 +153,11 @@ def assemble(
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=refuse_nul,
         openapi_config=openapi,
+        # Litestar configures the root logger when the app is built, after the process set
+        # its level: the level the operator asked for (`--log-level`) is given again here
+        logging_config=LoggingConfig(
+            root={"handlers": ["queue_listener"], "level": settings.log_level.upper()}
+        ),
         plugins=[ProblemDocs(PUBLIC_PATHS), MultipartDocs()],
         request_max_body_size=settings.max_body_bytes,
         request_class=BodyRequest,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from importlib.metadata import version
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from app.cli import EMBEDDED_PACKAGES, main
+from app.main import create_app
+from app.settings import Settings
 
 
 @pytest.fixture
@@ -161,3 +164,16 @@ def test_server_commands_take_a_log_level(command: str) -> None:
     assert "--log-level [debug|info|warning|error]" in run({}, command, "--help")
     refused = CliRunner().invoke(main, [command, "--log-level", "loud"])
     assert refused.exit_code == 2 and "loud" in refused.output
+
+
+def test_the_app_keeps_the_log_level_asked_for() -> None:
+    """Litestar configures the root logger when the app is built: at INFO, whatever
+    `--log-level` had set, so `serve --log-level warning` still printed INFO lines."""
+    root = logging.getLogger()
+    before = root.level
+    try:
+        for level in ("warning", "debug"):
+            create_app(Settings(log_level=level))
+            assert root.level == logging.getLevelNamesMapping()[level.upper()]
+    finally:
+        root.setLevel(before)

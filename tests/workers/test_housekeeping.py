@@ -75,5 +75,21 @@ async def test_arq_housekeeping_lines_show_only_at_debug(
         configure_logging("debug")  # no filter left behind for other tests
     ran = [line for line in loud if "cron:sign_checkpoint" in line]
     assert ran, loud  # the startup checkpoint ran as a cron job, and said so at debug
-    assert not [line for line in quiet if "cron:" in line], quiet
+    assert not [line for line in quiet if "→ cron:" in line or "← cron:" in line], quiet
+    assert [line for line in quiet if line.startswith("Starting worker")], quiet
     assert [line for line in quiet if ":catch_up_projections()" in line], quiet
+
+
+def test_the_log_level_holds_when_logging_was_configured_before() -> None:
+    """pgserver installs a root handler before `serve` configures logging, and basicConfig
+    then ignored the level: `--log-level warning` still logged INFO."""
+    root = logging.getLogger()
+    assert root.handlers  # pytest's, as pgserver's would be
+    before = root.level
+    try:
+        configure_logging("warning")
+        assert root.getEffectiveLevel() == logging.WARNING
+        configure_logging("debug")
+        assert root.getEffectiveLevel() == logging.DEBUG
+    finally:
+        root.setLevel(before)
