@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -101,36 +101,63 @@ class _JobView(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
     details: dict[str, Any] | None = None
 
 
-class TrainJob(_JobView, frozen=True, kw_only=True, tag="train"):
-    """A training run; params: dataset_sha256, target, and optionally trainer (lightgbm |
-    sklearn), params (the trainer's), seed."""
+# what each kind's request may carry in `params` (the request is recorded as sent)
+TrainParams = Annotated[
+    dict[str, Any],
+    msgspec.Meta(
+        description="dataset_sha256, target; optionally trainer (lightgbm | sklearn), "
+        "params (the trainer's), seed"
+    ),
+]
+CompileParams = Annotated[
+    dict[str, Any], msgspec.Meta(description="optionally holdout_sha256 (parity rows)")
+]
+ComplianceParams = Annotated[
+    dict[str, Any],
+    msgspec.Meta(description="dataset_sha256, target; optionally sensitive_features, threshold"),
+]
+DriftParams = Annotated[
+    dict[str, Any],
+    msgspec.Meta(
+        description="environment; optionally dataset_sha256 (the window; else the "
+        "prediction log), window_rows"
+    ),
+]
+BanditParams = Annotated[dict[str, Any], msgspec.Meta(description="environment")]
 
+
+class TrainJob(_JobView, frozen=True, kw_only=True, tag="train"):
+    """A training run: the version it registered."""
+
+    params: TrainParams
     result: TrainResult | None = None
 
 
 class CompileJob(_JobView, frozen=True, kw_only=True, tag="compile"):
-    """A native build with its parity certificate; params: optionally holdout_sha256."""
+    """A native build: its parity certificate."""
 
+    params: CompileParams
     result: CompileResult | None = None
 
 
 class ComplianceJob(_JobView, frozen=True, kw_only=True, tag="compliance"):
-    """A fairness check; params: dataset_sha256, target, and optionally sensitive_features,
-    threshold."""
+    """A fairness check: whether it passed, and its report."""
 
+    params: ComplianceParams
     result: ComplianceResult | None = None
 
 
 class DriftJob(_JobView, frozen=True, kw_only=True, tag="drift"):
-    """A drift check; params: environment, and optionally dataset_sha256 (the window; else
-    the prediction log), window_rows."""
+    """A drift check: its severity, alerts and report."""
 
+    params: DriftParams
     result: DriftResult | None = None
 
 
 class BanditJob(_JobView, frozen=True, kw_only=True, tag="bandit"):
-    """A bandit update; params: environment."""
+    """A bandit update: the posteriors' verdict."""
 
+    params: BanditParams
     result: BanditResult | None = None
 
 

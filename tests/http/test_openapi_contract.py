@@ -17,6 +17,9 @@ import pytest
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
+from app.scorer_app import create_scorer_app
+from app.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED: dict[str, Any] = json.loads((ROOT / "openapi" / "openapi.json").read_text())
 
@@ -33,6 +36,11 @@ async def test_the_committed_and_the_live_document_are_valid_openapi_3_1(
     for name, document in (await _documents(client)).items():
         assert document["openapi"].startswith("3.1"), name
         validate(document)  # raises on the first violation
+
+
+def test_the_scorer_process_document_is_valid_openapi_3_1() -> None:
+    """`model-ledger scorer` serves a document of its own (score, feedback, operations)."""
+    validate(create_scorer_app(Settings()).openapi_schema.to_schema())
 
 
 def test_the_validator_refuses_a_header_without_a_schema() -> None:
