@@ -156,6 +156,7 @@ async def test_a_generated_client_drives_the_whole_story(
                 "get_version",
                 "list_models",
                 "model_history",
+                "upload_dataset",
             ],
             "jobs": ["get_job"],
             "scoring": ["score"],
@@ -193,7 +194,8 @@ async def test_a_generated_client_drives_the_whole_story(
 
 
 async def _story(api: dict[str, Any], admin: Any, ci: Any, approver: Any) -> None:
-    """create → upload → compile → approve → promote → score → history, all generated."""
+    """create → upload (a version, a dataset) → compile → approve → promote → score →
+    history, all generated."""
     m = importlib.import_module(f"{PACKAGE}.models")
     files = importlib.import_module(f"{PACKAGE}.types")
 
@@ -216,6 +218,16 @@ async def _story(api: dict[str, Any], admin: Any, ci: Any, approver: Any) -> Non
             lineage=m.LineageIn(git_commit="abc123"),
         ),
     )
+    csv = b"amount,age,label\n1.5,30,1\n0.2,41,0\n"
+    dataset = await api["upload_dataset"].asyncio(
+        client=ci,
+        body=m.UploadDatasetBody(
+            file=files.File(payload=io.BytesIO(csv), file_name="d.csv", mime_type="text/csv")
+        ),
+    )
+    assert isinstance(dataset, m.DatasetOut), dataset
+    assert (dataset.rows, dataset.columns) == (2, ["amount", "age", "label"])
+
     registered = await api["register_version"].asyncio_detailed("fraud", client=ci, body=body)
     assert registered.status_code == 201, registered.content
     assert isinstance(registered.parsed, m.VersionCreated)
