@@ -68,11 +68,14 @@ async def test_arq_housekeeping_lines_show_only_at_debug(
 ) -> None:
     """A quiet `serve` printed arq's cron lines every 15 s; requested jobs still show."""
     caplog.set_level(logging.DEBUG, logger="arq.worker")
+    root = logging.getLogger()
+    before = root.level
     try:
         quiet = await _arq_lines(settings, caplog, "info")
-        loud = await _arq_lines(settings, caplog, "debug")
+        loud = await _arq_lines(settings, caplog, "debug")  # which also drops the filter
     finally:
         configure_logging("debug")  # no filter left behind for other tests
+        root.setLevel(before)
     ran = [line for line in loud if "cron:sign_checkpoint" in line]
     assert ran, loud  # the startup checkpoint ran as a cron job, and said so at debug
     assert not [line for line in quiet if "→ cron:" in line or "← cron:" in line], quiet
