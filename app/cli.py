@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import click
 import msgspec
 
+from app.logs import LEVELS
 from app.settings import Settings, read_secret
 
 if TYPE_CHECKING:
@@ -81,7 +82,16 @@ def _migrate(settings: Settings) -> None:
         raise click.ClickException(str(error)) from error
 
 
+_LOG_LEVEL = click.option(
+    "--log-level",
+    type=click.Choice(LEVELS, case_sensitive=False),
+    default=None,
+    help="log level [MODEL_LEDGER_LOG_LEVEL, info]; arq's housekeeping lines show at debug",
+)
+
+
 @click.group()
+@click.version_option(package_name="model-ledger", prog_name="model-ledger")
 def main() -> None:
     """Model Ledger: event-sourced model governance, jobs and compiled scoring."""
 
@@ -100,13 +110,20 @@ def main() -> None:
     is_flag=True,
     help="run beside another serve on the same embedded stores (else that is refused)",
 )
-def serve(host: str | None, port: int | None, with_worker: bool | None, share_home: bool) -> None:
+@_LOG_LEVEL
+def serve(
+    host: str | None,
+    port: int | None,
+    with_worker: bool | None,
+    share_home: bool,
+    log_level: str | None,
+) -> None:
     """Run the API (with embedded PostgreSQL and Redis when none is configured)."""
     import uvloop  # noqa: PLC0415
 
     from app.serve import claim_home, listening_socket, run_server  # noqa: PLC0415
 
-    settings = Settings.from_env(host=host, port=port)
+    settings = Settings.from_env(host=host, port=port, log_level=log_level)
     if settings.embedded:
         _embedded_stack_class()  # fail before binding or claiming anything when not installed
     listener = listening_socket(settings.host, settings.port)
@@ -162,14 +179,15 @@ def demo(url: str | None, token: str | None, rows: int) -> None:
 @main.command()
 @click.option("--host", default=None, help="interface to bind [MODEL_LEDGER_HOST, 127.0.0.1]")
 @click.option("--port", type=int, default=None, help="port [MODEL_LEDGER_SCORER_PORT, 8001]")
-def scorer(host: str | None, port: int | None) -> None:
+@_LOG_LEVEL
+def scorer(host: str | None, port: int | None, log_level: str | None) -> None:
     """Run a scoring-only process that follows deployments (scales out apart from the API)."""
     import uvloop  # noqa: PLC0415
 
     from app.scorer_app import run_scorer  # noqa: PLC0415
     from app.serve import listening_socket  # noqa: PLC0415
 
-    settings = Settings.from_env(host=host, scorer_port=port)
+    settings = Settings.from_env(host=host, scorer_port=port, log_level=log_level)
     listener = listening_socket(settings.host, settings.scorer_port)
     settings = msgspec.structs.replace(settings, scorer_port=listener.getsockname()[1])
     with stores(settings, announce=True) as running:
@@ -180,11 +198,12 @@ def scorer(host: str | None, port: int | None) -> None:
 
 @main.command()
 @click.option("--check", is_flag=True, help="exit 0 if a worker is alive (health check)")
-def worker(check: bool) -> None:
+@_LOG_LEVEL
+def worker(check: bool, log_level: str | None) -> None:
     """Run an arq worker."""
     from workers.main import check_worker, run_worker  # noqa: PLC0415
 
-    with stores(Settings.from_env()) as running:
+    with stores(Settings.from_env(log_level=log_level)) as running:
         if check:
             sys.exit(check_worker(running))
         _migrate(running)

@@ -28,10 +28,11 @@ _log = logging.getLogger("model_ledger.http")
 _STATUS = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
 _PROBLEM = msgspec.json.encode(
     {
-        "type": "urn:model-ledger:problem:request-header-fields-too-large",
+        "type": "urn:model-ledger:problem:request_header_fields_too_large",
         "title": _STATUS.phrase,
         "status": _STATUS.value,
         "detail": f"the request line and headers exceed {MAX_REQUEST_HEAD_BYTES} bytes",
+        "code": "request_header_fields_too_large",
     }
 )
 _ANSWER = (

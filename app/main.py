@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from litestar import Litestar, Router
+from litestar.logging import LoggingConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
@@ -18,6 +19,7 @@ from app.http.audit import AuditController
 from app.http.auth import PUBLIC_PATHS, BearerTokenMiddleware, refuse_nul
 from app.http.bodies import BodyRequest
 from app.http.deps import DEPENDENCIES
+from app.http.form_docs import MultipartDocs
 from app.http.forms import parse_multipart
 from app.http.health import HealthController, health
 from app.http.jobs import JobController
@@ -157,7 +159,12 @@ def assemble(
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=refuse_nul,
         openapi_config=openapi,
-        plugins=[ProblemDocs(PUBLIC_PATHS)],
+        # Litestar configures the root logger when the app is built, after the process set
+        # its level: the level the operator asked for (`--log-level`) is given again here
+        logging_config=LoggingConfig(
+            root={"handlers": ["queue_listener"], "level": settings.log_level.upper()}
+        ),
+        plugins=[ProblemDocs(PUBLIC_PATHS), MultipartDocs()],
         request_max_body_size=settings.max_body_bytes,
         request_class=BodyRequest,
         dependencies=DEPENDENCIES,

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import errno
 import fcntl
-import logging
 import os
 import socket
 from pathlib import Path
@@ -16,6 +15,7 @@ import click
 import uvicorn
 from litestar.types import ASGIApp as ASGIApplication
 
+from app import logs
 from app.commands import ensure_admin_token
 from app.http_protocol import BoundedHeadProtocol
 from app.main import create_app
@@ -24,9 +24,7 @@ from app.settings import Settings
 
 def configure_logging(settings: Settings) -> None:
     """One log format for every server process."""
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure_logging(settings.log_level)
 
 
 def uvicorn_server(app: ASGIApplication, settings: Settings, port: int) -> uvicorn.Server:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import asyncpg
@@ -12,6 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from app.cli import EMBEDDED_PACKAGES, main
+from app.main import create_app
+from app.settings import Settings
 
 
 @pytest.fixture
@@ -149,3 +153,27 @@ def test_configured_stores_need_no_embedded_extra(
     without_embedded: None, cli_env: dict[str, str]
 ) -> None:
     assert "latest" in run(cli_env, "migrate")
+
+
+def test_version_is_the_installed_package_version() -> None:
+    assert run({}, "--version").strip() == f"model-ledger, version {version('model-ledger')}"
+
+
+@pytest.mark.parametrize("command", ["serve", "worker", "scorer"])
+def test_server_commands_take_a_log_level(command: str) -> None:
+    assert "--log-level [debug|info|warning|error]" in run({}, command, "--help")
+    refused = CliRunner().invoke(main, [command, "--log-level", "loud"])
+    assert refused.exit_code == 2 and "loud" in refused.output
+
+
+def test_the_app_keeps_the_log_level_asked_for() -> None:
+    """Litestar configures the root logger when the app is built: at INFO, whatever
+    `--log-level` had set, so `serve --log-level warning` still printed INFO lines."""
+    root = logging.getLogger()
+    before = root.level
+    try:
+        for level in ("warning", "debug"):
+            create_app(Settings(log_level=level))
+            assert root.level == logging.getLevelNamesMapping()[level.upper()]
+    finally:
+        root.setLevel(before)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from typing import Any, ClassVar
 
 from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import Worker, check_health
 
+from app.logs import configure_logging
 from app.resources import open_resources
 from app.services.dispatch import arq_job_timeout, queue_connection
 from app.settings import Settings
@@ -119,10 +119,8 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 def run_worker(settings: Settings) -> None:
     """Run a worker until interrupted."""
-    # the format `serve` logs in (arq's own lines included)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    # the format `serve` logs in (arq's own lines included), with the time
+    configure_logging(settings.log_level, timestamps=True)
     _worker(settings).run()
 
 

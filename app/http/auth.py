@@ -50,7 +50,9 @@ class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
         try:
             principal = await resources.authenticator.authenticate(token.strip())
         except TokensStale as error:
-            raise ServiceUnavailableException(str(error)) from error
+            raise ServiceUnavailableException(
+                str(error), extra={"code": "store_unavailable"}
+            ) from error
         if principal is None:
             raise NotAuthorizedException(
                 "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"}

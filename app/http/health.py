@@ -48,7 +48,9 @@ async def head_if_answering(
         outage = isinstance(error, TimeoutError) or unavailable_store(error) is not None
         _log.warning("not ready: %s: %r", store, error, exc_info=None if outage else error)
         raise ServiceUnavailableException(
-            f"not ready: {store} does not answer", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+            f"not ready: {store} does not answer",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            extra={"code": "store_unavailable"},
         ) from error
     return head
 

@@ -27,6 +27,7 @@ from app.http.schemas import (
     GateOut,
     HistoryOut,
     ModelCreate,
+    ModelList,
     ModelPatch,
     PromotionCreate,
     PromotionPlan,
@@ -139,17 +140,21 @@ class ModelController(Controller):
         return render_model(model, policies, now)
 
     @get(operation_id="listModels")
-    async def list_models(self, registry: NamedDependency[Registry]) -> dict[str, list[ModelView]]:
+    async def list_models(self, registry: NamedDependency[Registry]) -> ModelList:
         """Every model with its versions and deployments per environment."""
         view = await registry.view(None)
-        return {"models": view.models}
+        return ModelList(models=view.models)
 
     @get(
         "/{name:str}",
         operation_id="getModel",
         response_headers=[
+            # `value` is documentation only: it gives the header its schema (a string)
             ResponseHeader(
-                name="ETag", description="the model stream version", documentation_only=True
+                name="ETag",
+                value='"7"',
+                description='the model stream version, quoted (`"7"`); send it as `If-Match`',
+                documentation_only=True,
             )
         ],
     )

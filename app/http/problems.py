@@ -44,19 +44,30 @@ _STATUS: dict[type[errors.DomainError], int] = {
 }
 
 
+TYPE_PREFIX = "urn:model-ledger:problem:"
+# The code of a problem no domain error names: the status's own, in the domain's spelling
+# (snake case; 413 as the domain's `payload_too_large`, 500 without internals).
+_STATUS_CODES = {413: "payload_too_large", 500: "internal_error"}
+
+
+def status_code_name(status: int) -> str:
+    """The problem code of an HTTP status: `bad_request`, `method_not_allowed`, ..."""
+    found = _STATUS_CODES.get(status)
+    return found or HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+
+
 def problem(
     status: int, detail: str, *, code: str | None = None, **extra: Any
 ) -> Response[dict[str, Any]]:
-    """A problem-details response."""
-    phrase = HTTPStatus(status).phrase
+    """A problem-details response: `type` is the URN of its `code`, present on every one."""
+    code = code or status_code_name(status)
     body: dict[str, Any] = {
-        "type": f"urn:model-ledger:problem:{code or phrase.lower().replace(' ', '-')}",
-        "title": phrase,
+        "type": TYPE_PREFIX + code,
+        "title": HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
+        "code": code,
     }
-    if code:
-        body["code"] = code
     body.update(extra)
     return Response(body, status_code=status, media_type=MEDIA_TYPE)
 
@@ -80,7 +91,8 @@ def http_error(_: Request[Any, Any, Any], error: HTTPException) -> Response[dict
         extra.update(error.extra)
     elif error.extra:
         extra["errors"] = error.extra
-    response = problem(error.status_code, str(error.detail), **extra)
+    code = extra.pop("code", None)  # a route may name its problem (`store_unavailable`)
+    response = problem(error.status_code, str(error.detail), code=code, **extra)
     response.headers.update(error.headers or {})
     return response
 

@@ -61,6 +61,12 @@ PolicyChanges.__doc__ = (
 )
 
 
+class PolicyList(msgspec.Struct, frozen=True, kw_only=True):
+    """The policy in force for each risk tier."""
+
+    policies: list[PolicyOut]
+
+
 class RegistryController(Controller):
     """Registry snapshots and diffs (any role), dossiers (auditor, admin)."""
 
@@ -119,17 +125,15 @@ class PolicyController(Controller):
     tags = ["policies"]
 
     @get(operation_id="listPolicies")
-    async def list_policies(
-        self, registry: NamedDependency[Registry]
-    ) -> dict[str, list[PolicyOut]]:
+    async def list_policies(self, registry: NamedDependency[Registry]) -> PolicyList:
         """The policy in force for each risk tier and its version (0: built-in default)."""
         book: PolicyBook = await registry.policies()
-        return {
-            "policies": [
+        return PolicyList(
+            policies=[
                 PolicyOut(risk_tier=tier, version=book.of(tier)[1], policy=book.of(tier)[0])
                 for tier in ("low", "medium", "high")
             ]
-        }
+        )
 
     @get("/{tier:str}", operation_id="getPolicy")
     async def get_policy(

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from app.services.views import ModelView, VersionView
 from domain.events import ModelFormat, RiskTier, Role, Severity, Strategy
 
 
@@ -126,15 +127,16 @@ class UnmetGate(msgspec.Struct, frozen=True, kw_only=True):
 class Problem(msgspec.Struct, frozen=True, kw_only=True):
     """RFC 9457 problem details (`application/problem+json`) as `app.http.problems` emits them.
 
-    Members after `detail` are extensions, present only when they apply: `code` names the
-    domain error; the others are the error's own context.
+    `type` is `urn:model-ledger:problem:` followed by `code`, the problem's stable name (a
+    domain error such as `four_eyes`, or the status's own such as `bad_request`). The members
+    after `code` are extensions, present only when they apply: the error's own context.
     """
 
-    type: Annotated[str, msgspec.Meta(pattern=r"^urn:model-ledger:problem:[a-z0-9_-]+$")]
+    type: Annotated[str, msgspec.Meta(pattern=r"^urn:model-ledger:problem:[a-z0-9_]+$")]
     title: str
     status: Annotated[int, msgspec.Meta(ge=400, le=599)]
     detail: str
-    code: str | UnsetType = UNSET
+    code: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_]+$")]
     errors: list[ValidationMessage] | UnsetType = UNSET
     field: str | UnsetType = UNSET
     code_detail: str | UnsetType = UNSET
@@ -304,3 +306,15 @@ class HistoryOut(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     as_of_position: int
     events: list[EventOut]
+
+
+class ModelList(msgspec.Struct, frozen=True, kw_only=True):
+    """Every model, each with its versions and deployments per environment."""
+
+    models: list[ModelView]
+
+
+class VersionList(msgspec.Struct, frozen=True, kw_only=True):
+    """Every version of a model, oldest first."""
+
+    versions: list[VersionView]

@@ -16,18 +16,29 @@ from litestar.params import Body, FromPath
 
 from app.http.auth import event_meta, idempotency, requires
 from app.http.bodies import decode_any_json
+from app.http.form_docs import Parts
 from app.http.problems import never_answers
-from app.http.schemas import VersionCreated, VersionMetadata
+from app.http.schemas import VersionCreated, VersionList, VersionMetadata
 from app.services.governance import Governance
 from app.services.registry import Registry
 from app.services.uploads import Uploads
-from app.services.views import VersionView, render_model
+from app.services.views import render_model
 from domain import commands as cmd
 from domain import events as ev
 from domain.errors import InvalidInput
 
 _CHUNK = 1 << 20
-Multipart = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)]
+_VERSION_PARTS = Parts(
+    files={"artifact": "the model file (LightGBM text, XGBoost JSON or a skops file)"},
+    json={"metadata": (VersionMetadata, "the version's format, features, metrics and lineage")},
+)
+_DATASET_PARTS = Parts(files={"file": "the dataset, CSV or Parquet"})
+VersionForm = Annotated[
+    dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART), _VERSION_PARTS
+]
+DatasetForm = Annotated[
+    dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART), _DATASET_PARTS
+]
 
 
 class DatasetOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,7 +77,7 @@ class UploadController(Controller):
     async def register_version(
         self,
         name: FromPath[str],
-        data: Multipart,
+        data: VersionForm,
         request: Request[Any, Any, Any],
         *,
         uploads: NamedDependency[Uploads],
@@ -127,10 +138,10 @@ class UploadController(Controller):
         name: FromPath[str],
         registry: NamedDependency[Registry],
         now: NamedDependency[datetime],
-    ) -> dict[str, list[VersionView]]:
+    ) -> VersionList:
         """Every version of a model."""
         model, policies = await registry.model_state(name)
-        return {"versions": render_model(model, policies, now).versions}
+        return VersionList(versions=render_model(model, policies, now).versions)
 
     @post(
         "/v1/datasets",
@@ -139,7 +150,7 @@ class UploadController(Controller):
         opt=never_answers(404, 409),  # stores a file by digest; appends no event
     )
     async def upload_dataset(
-        self, data: Multipart, uploads: NamedDependency[Uploads]
+        self, data: DatasetForm, uploads: NamedDependency[Uploads]
     ) -> DatasetOut:
         """Upload a CSV or Parquet dataset (part `file`), stored by its sha256."""
         stored, info = await uploads.dataset(_chunks(_file(data, "file")))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -34,11 +34,59 @@ _JOB_COLUMNS = (
 )
 
 
-class JobView(msgspec.Struct, frozen=True, kw_only=True):
-    """A job's request, attempts and outcome, as the jobs view holds them (and the API shows)."""
+class CompileResult(msgspec.Struct, frozen=True, kw_only=True):
+    """A certified native build: its digest and how far it is from the model's own scores."""
+
+    library_sha256: str
+    max_abs_diff: float
+    rows_checked: int
+    # the policy's limit on `max_abs_diff` when it was certified
+    tolerance: float
+
+
+class ComplianceResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The fairness check: whether it passed, and its report (JSON and Markdown artifacts)."""
+
+    passed: bool
+    report_sha256: str
+    failures: list[str] = msgspec.field(default_factory=list)
+    markdown_sha256: str | None = None
+
+
+class DriftResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The drift check: its worst severity, how many alerts it raised, its report."""
+
+    severity: str
+    alerts: int
+    report_sha256: str
+
+
+class BanditResult(msgspec.Struct, frozen=True, kw_only=True):
+    """A bandit update: the challenger's probability to beat the champion, and the winner
+    once the experiment concluded."""
+
+    probability_to_beat: float
+    concluded: bool
+    winner: int | None = None
+
+
+class TrainResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The version a training run registered, and the compile job it requested."""
+
+    version: int
+    artifact_sha256: str
+    compile_job_id: str
+    metrics: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+class _JobView(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
+    """A job's request, attempts and outcome, as the jobs view holds them (and the API shows).
+
+    `params` are the request's as recorded; `result` is set once it succeeded, typed by kind;
+    `error` and `details` once an attempt failed.
+    """
 
     job_id: str
-    kind: str
     model: str
     version: int | None
     params: dict[str, Any]
@@ -49,9 +97,72 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     requested_position: int
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    result: dict[str, Any] | None = None
     error: str | None = None
     details: dict[str, Any] | None = None
+
+
+# what each kind's request may carry in `params` (the request is recorded as sent)
+TrainParams = Annotated[
+    dict[str, Any],
+    msgspec.Meta(
+        description="dataset_sha256, target; optionally trainer (lightgbm | sklearn), "
+        "params (the trainer's), seed"
+    ),
+]
+CompileParams = Annotated[
+    dict[str, Any], msgspec.Meta(description="optionally holdout_sha256 (parity rows)")
+]
+ComplianceParams = Annotated[
+    dict[str, Any],
+    msgspec.Meta(description="dataset_sha256, target; optionally sensitive_features, threshold"),
+]
+DriftParams = Annotated[
+    dict[str, Any],
+    msgspec.Meta(
+        description="environment; optionally dataset_sha256 (the window; else the "
+        "prediction log), window_rows"
+    ),
+]
+BanditParams = Annotated[dict[str, Any], msgspec.Meta(description="environment")]
+
+
+class TrainJob(_JobView, frozen=True, kw_only=True, tag="train"):
+    """A training run: the version it registered."""
+
+    params: TrainParams
+    result: TrainResult | None = None
+
+
+class CompileJob(_JobView, frozen=True, kw_only=True, tag="compile"):
+    """A native build: its parity certificate."""
+
+    params: CompileParams
+    result: CompileResult | None = None
+
+
+class ComplianceJob(_JobView, frozen=True, kw_only=True, tag="compliance"):
+    """A fairness check: whether it passed, and its report."""
+
+    params: ComplianceParams
+    result: ComplianceResult | None = None
+
+
+class DriftJob(_JobView, frozen=True, kw_only=True, tag="drift"):
+    """A drift check: its severity, alerts and report."""
+
+    params: DriftParams
+    result: DriftResult | None = None
+
+
+class BanditJob(_JobView, frozen=True, kw_only=True, tag="bandit"):
+    """A bandit update: the posteriors' verdict."""
+
+    params: BanditParams
+    result: BanditResult | None = None
+
+
+# tagged by `kind`: each kind's result has its own type
+JobView = TrainJob | CompileJob | ComplianceJob | DriftJob | BanditJob
 
 
 class RequestedJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,7 +203,8 @@ class Jobs:
         for column in ("params", "result", "details"):
             if fields[column] is not None:
                 fields[column] = msgspec.json.decode(fields[column])
-        return msgspec.convert(fields, JobView)
+        view: JobView = msgspec.convert(fields, JobView)
+        return view
 
     async def requested(self, job_id: str, position: int) -> RequestedJob:
         """The request at `position`, which must be this job's (the dispatcher says so)."""

@@ -24,7 +24,9 @@ import schemathesis
 
 from app.http.auth import PUBLIC_PATHS
 from app.http.bodies import MAX_JSON_DEPTH
+from app.http.problems import status_code_name
 from app.http.schemas import Problem
+from app.http_protocol import _PROBLEM as HEAD_TOO_LARGE
 from app.main import create_app  # also loads every module defining a domain error
 from app.resources import Resources
 from app.settings import Settings
@@ -165,6 +167,9 @@ def test_the_check_refuses_a_body_off_the_schema() -> None:
         {**good, "type": "about:blank"},
         {**good, "unmet_gates": [{"name": "approvals"}]},
         {**good, "code": None},
+        # every problem names its code, in one spelling (snake case, as `type` ends)
+        {k: v for k, v in good.items() if k != "code"},
+        {**good, "type": "urn:model-ledger:problem:not-found"},
     ]
     operation = SCHEMA["/v1/models/{name}"]["GET"]
     url = "http://ledger.test/v1/models/m"
@@ -172,6 +177,58 @@ def test_the_check_refuses_a_body_off_the_schema() -> None:
     for body in bad_bodies:
         refused = answer("GET", url, 404, json.dumps(body).encode())
         assert not operation.is_valid_response(refused), body
+
+
+def _problem_of(answer: httpx.Response) -> Problem:
+    """The body as a Problem (its patterns checked), whose `type` is the URN of its `code`."""
+    assert answer.headers["content-type"].startswith(PROBLEM), answer.headers
+    body = msgspec.json.decode(answer.content, type=Problem)
+    assert body.type == f"urn:model-ledger:problem:{body.code}", body
+    return body
+
+
+async def test_every_problem_has_a_code_spelled_like_the_domain_codes(
+    client: httpx.AsyncClient, auth: TokenFactory
+) -> None:
+    """Framework errors (a 405, a malformed body, an unknown route) were typed
+    `bad-request`, `method-not-allowed` without a `code`, beside the domain's `not_found`."""
+    ci = await auth("ci")
+    answers = {
+        "bad_request": await client.post("/v1/models", content=b"{", headers=ci),
+        "method_not_allowed": await client.delete("/v1/models", headers=ci),
+        "not_found": await client.get("/v1/nothing-here", headers=ci),
+        "unauthorized": await client.get("/v1/models"),
+        "forbidden": await client.post(
+            "/v1/tokens", json={"subject": "x", "role": "ci"}, headers=ci
+        ),
+        "invalid_input": await client.post(
+            "/v1/models", json={"name": "No!", "risk_tier": "low"}, headers=ci
+        ),
+    }
+    assert (await create_model(client, ci, "m")).status_code == 201
+    answers["conflict"] = await create_model(client, ci, "m")
+    for code, answer in answers.items():
+        assert _problem_of(answer).code == code, answer.text
+
+
+def test_the_431_written_before_any_route_is_a_problem_like_the_others() -> None:
+    answer = httpx.Response(431, headers={"content-type": PROBLEM}, content=HEAD_TOO_LARGE)
+    assert _problem_of(answer).code == "request_header_fields_too_large"
+
+
+def test_the_readme_lists_every_problem_code() -> None:
+    """The API section's list of problem types names every code the server answers with."""
+    readme = (ROOT / "README.md").read_text()
+    listed = set(re.findall(r"^\| `([a-z0-9_]+)` \|", readme, flags=re.MULTILINE))
+    kinds: list[type[errors.DomainError]] = [errors.DomainError]
+    codes = {"store_unavailable", "request_header_fields_too_large"}
+    while kinds:
+        kind = kinds.pop()
+        kinds.extend(kind.__subclasses__())
+        if kind is not errors.DomainError:
+            codes.add(kind.code)
+    codes |= {status_code_name(s) for s in (400, 401, 403, 404, 405, 413, 500, 503)}
+    assert codes <= listed, f"problem codes missing from the README: {sorted(codes - listed)}"
 
 
 def test_every_error_is_documented_as_problem_details() -> None:
