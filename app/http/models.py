@@ -23,6 +23,7 @@ from app.http.schemas import (
     DeploymentsOut,
     DriftAlertCreate,
     DriftAlertOut,
+    EvidenceBinding,
     GateOut,
     HistoryOut,
     ModelCreate,
@@ -41,6 +42,7 @@ from app.store.codec import RecordedEvent
 from domain import commands as cmd
 from domain import events as ev
 from domain.errors import InvalidInput, NotFound
+from domain.gates import missing_evidence
 
 Req = Request[Any, Any, Any]
 WRITERS = requires("admin", "ci")
@@ -188,9 +190,12 @@ class ModelController(Controller):
         version: FromPath[int],
         data: JSONBody[DecisionCreate],
         request: Req,
+        *,
         governance: NamedDependency[Governance],
+        registry: NamedDependency[Registry],
     ) -> DecisionOut:
-        """Approve or reject a version (four-eyes; bound to its current digests)."""
+        """Approve or reject a version (four-eyes; bound to its current digests, and warned
+        of required evidence still missing, which would lapse it once recorded)."""
         meta = event_meta(request)
         command = cmd.DecideVersion(
             name=name,
@@ -203,6 +208,15 @@ class ModelController(Controller):
         recorded = outcome.events[0]
         event = recorded.event
         assert isinstance(event, (ev.VersionApproved, ev.VersionRejected))
+        binding, warnings = None, []
+        if isinstance(event, ev.VersionApproved):
+            binding = EvidenceBinding(
+                artifact_sha256=event.artifact_sha256,
+                library_sha256=event.library_sha256,
+                report_sha256s=list(event.report_sha256s),
+            )
+            model, found, policies = await registry.version(name, version)
+            warnings = missing_evidence(found, policies.of(model.risk_tier)[0])
         return DecisionOut(
             version=event.version,
             approver=event.approver,
@@ -211,6 +225,8 @@ class ModelController(Controller):
             policy_version=event.policy_version,
             expires_at=getattr(event, "expires_at", None),
             position=recorded.position,
+            binds_to=binding,
+            warnings=warnings,
         )
 
     @post(

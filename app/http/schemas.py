@@ -191,6 +191,14 @@ class DecisionCreate(Input, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     comment: str = ""
 
 
+class EvidenceBinding(msgspec.Struct, frozen=True, kw_only=True):
+    """The digests an approval is bound to: it counts only while the version still has them."""
+
+    artifact_sha256: str
+    library_sha256: str | None
+    report_sha256s: list[str]
+
+
 class DecisionOut(msgspec.Struct, frozen=True, kw_only=True):
     version: int
     approver: str
@@ -199,6 +207,10 @@ class DecisionOut(msgspec.Struct, frozen=True, kw_only=True):
     policy_version: int
     expires_at: datetime | None
     position: int
+    # an approval: the evidence it binds; null for a rejection
+    binds_to: EvidenceBinding | None = None
+    # evidence the policy requires that is still missing: once recorded, it lapses this approval
+    warnings: list[str] = msgspec.field(default_factory=list)
 
 
 class RevocationCreate(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -12,9 +12,9 @@ import msgspec
 from app.store.codec import RecordedEvent
 from domain.decide import require_version
 from domain.events import DeploymentChanged, Lineage
-from domain.gates import approval_counts, evaluate_gates, lifecycle_state
+from domain.gates import evaluate_gates, lapse_reason, lifecycle_state
 from domain.policy import GateResult, Policy, PolicyBook
-from domain.state import ModelState
+from domain.state import Decision, ModelState, VersionState
 
 _S = TypeVar("_S", bound=msgspec.Struct)
 
@@ -88,6 +88,7 @@ class ApprovalInfo(msgspec.Struct, frozen=True, kw_only=True):
     revoked: bool
     revoked_reason: str | None
     counts: bool
+    reason: str | None  # why it does not count now
     artifact_sha256: str | None
     library_sha256: str | None
     report_sha256s: list[str]
@@ -182,7 +183,7 @@ def build_dossier(
         compliance=None if v.compliance is None else _copy(ComplianceInfo, v.compliance),
         policy=PolicyInfo(version=policy_version, policy=policy),
         gates=evaluate_gates(model, v, "production", policy, now),
-        approvals=[_copy(ApprovalInfo, d, counts=approval_counts(d, v, now)) for d in v.decisions],
+        approvals=[_approval(d, v, now) for d in v.decisions],
         deployments=_history(model.name, number, events),
         currently_serving=[
             _copy(Serving, slot, environment=env, role=role)
@@ -192,6 +193,11 @@ def build_dossier(
         drift=[_copy(DriftIncident, a) for a in model.drift_alerts if a.version == number],
         as_of=AsOf(position=as_of_position, time=now),
     )
+
+
+def _approval(decision: Decision, version: VersionState, now: datetime) -> ApprovalInfo:
+    reason = lapse_reason(decision, version, now)
+    return _copy(ApprovalInfo, decision, counts=reason is None, reason=reason)
 
 
 def _copy(cls: type[_S], *sources: object, **given: Any) -> _S:
@@ -280,8 +286,9 @@ def dossier_markdown(d: Dossier) -> str:
     out += _section("Gates for production", "Gate,Passed,Detail",
                     [(g.name, g.passed, g.detail) for g in d.gates])  # fmt: skip
     out += _section("Approvals", "Approver,Decision,Counts,Policy,Time,Expires,Comment,Revoked", [
-        (a.approver, a.decision, a.counts, a.policy_version, a.recorded_at, a.expires_at,
-         a.comment, f"yes: {a.revoked_reason or ''}" if a.revoked else "no")
+        (a.approver, a.decision, f"no: {a.reason}" if a.reason else "yes", a.policy_version,
+         a.recorded_at, a.expires_at, a.comment,
+         f"yes: {a.revoked_reason or ''}" if a.revoked else "no")
         for a in d.approvals
     ])  # fmt: skip
     heads = "#,Time,Environment,Action,Strategy,Champion,Challenger,Role after,By,Gates,Reason"

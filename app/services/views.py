@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from domain.events import Lineage
-from domain.gates import approval_counts, evaluate_gates, lifecycle_state
+from domain.gates import evaluate_gates, lapse_reason, lifecycle_state
 from domain.policy import GateResult, PolicyBook
 from domain.state import ModelState, VersionState
 
@@ -41,6 +41,9 @@ class ApprovalView(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: datetime | None
     revoked: bool
     counts: bool
+    # why it does not count (null while it does), e.g. "evidence_changed: compliance report
+    # 3f2a... added after approval"
+    reason: str | None
     position: int
 
 
@@ -138,7 +141,8 @@ def render_version(
                 recorded_at=d.recorded_at,
                 expires_at=d.expires_at,
                 revoked=d.revoked,
-                counts=approval_counts(d, version, now),
+                counts=(reason := lapse_reason(d, version, now)) is None,
+                reason=reason,
                 position=d.position,
             )
             for d in version.decisions
