@@ -35,7 +35,9 @@ class DriftThresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     # two-sample KS statistic (the p-value is meaningless at 100k rows: everything is significant)
     ks_warning: float = 0.1
     ks_critical: float = 0.2
-    # chi-square on categorical frequencies, judged by Cramér's V so it does not scale with rows
+    # chi-square on categorical frequencies, judged by the balanced Cramér's V (the reference
+    # rescaled to the window's size, sqrt(1/2 sum (p-q)^2/(p+q))) so it does not move with the
+    # ratio of the two sizes; reports carry the textbook V beside it
     cramers_v_warning: float = 0.1
     cramers_v_critical: float = 0.25
 

@@ -11,6 +11,7 @@ from app.resources import Resources
 from app.services.governance import Governance
 from app.services.jobs import Jobs
 from app.services.registry import Registry
+from app.services.reports import Reports
 
 
 def _resources(state: State) -> Resources:
@@ -33,6 +34,12 @@ def provide_jobs(state: State) -> Jobs:
     return _resources(state).jobs
 
 
+def provide_reports(state: State) -> Reports:
+    """The compliance and drift reports a version's events name."""
+    resources = _resources(state)
+    return Reports(resources.store, resources.artifacts)
+
+
 def provide_now(state: State) -> datetime:
     """The server's clock, read once per request."""
     return _resources(state).clock()
@@ -42,5 +49,6 @@ DEPENDENCIES = {
     "governance": Provide(provide_governance, sync_to_thread=False),
     "registry": Provide(provide_registry, sync_to_thread=False),
     "jobs": Provide(provide_jobs, sync_to_thread=False),
+    "reports": Provide(provide_reports, sync_to_thread=False),
     "now": Provide(provide_now, sync_to_thread=False),
 }

@@ -30,6 +30,7 @@ from app.http.schemas import (
     ModelPatch,
     PromotionCreate,
     PromotionPlan,
+    ReportOut,
     RetirementCreate,
     RetirementOut,
     RevocationCreate,
@@ -37,6 +38,7 @@ from app.http.schemas import (
 )
 from app.services.governance import Governance
 from app.services.registry import Registry
+from app.services.reports import Reports
 from app.services.views import ModelView, VersionView, render_model, render_version
 from app.store.codec import RecordedEvent
 from domain import commands as cmd
@@ -178,6 +180,30 @@ class ModelController(Controller):
         """One version: state, digests, compiled certificate, approvals, gates, deployments."""
         model, found, policies = await registry.version(name, version)
         return render_version(model, found, policies, now, gates=True)
+
+    @get(
+        "/{name:str}/versions/{version:int}/reports/{sha256:str}",
+        operation_id="getReport",
+        guards=[requires("admin", "ci", "approver", "auditor")],
+    )
+    async def get_report(
+        self,
+        name: FromPath[str],
+        version: FromPath[int],
+        sha256: FromPath[str],
+        reports: NamedDependency[Reports],
+    ) -> ReportOut:
+        """A compliance or drift report this version's events name, as stored; 404 otherwise."""
+        found = await reports.get(name, version, sha256)
+        return ReportOut(
+            model=name,
+            version=version,
+            sha256=sha256,
+            kind=found.kind,  # type: ignore[arg-type]
+            position=found.position,
+            # the stored JSON, passed through unparsed
+            report=msgspec.Raw(found.content),  # type: ignore[arg-type]
+        )
 
     @post(
         "/{name:str}/versions/{version:int}/approvals",

@@ -213,6 +213,21 @@ class DecisionOut(msgspec.Struct, frozen=True, kw_only=True):
     warnings: list[str] = msgspec.field(default_factory=list)
 
 
+class ReportOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A compliance or drift report as stored (the digest is of its JSON bytes)."""
+
+    model: str
+    version: int
+    sha256: str
+    kind: Literal["compliance", "drift"]
+    # the event that recorded it
+    position: int
+    # compliance: per sensitive feature and group, selection rate, TPR, FPR, AUC and the
+    # differences the policy judged; drift: per feature PSI, KS, chi-square with its p-value,
+    # Cramér's V, Wasserstein, and the severities
+    report: dict[str, Any]
+
+
 class RevocationCreate(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
     reason: str
 
