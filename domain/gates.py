@@ -166,13 +166,15 @@ def _compiled_gates(version: VersionState, policy: Policy) -> list[GateResult]:
     compiled = version.compiled
     if compiled is None:
         return [GateResult(name="compiled", passed=False, detail="no certified native build yet")]
-    within = compiled.max_abs_diff <= policy.max_parity_abs_diff
+    limit = policy.parity_tolerance(version.format)
+    reference = f" against {compiled.reference}" if compiled.reference else ""
+    scaled = "" if compiled.max_scaled_diff is None else f", scaled {compiled.max_scaled_diff:g}"
     return [
         GateResult(
             name="compiled",
-            passed=within,
-            detail=f"parity max abs diff {compiled.max_abs_diff:g} over {compiled.rows_checked} "
-            f"rows (limit {policy.max_parity_abs_diff:g})",
+            passed=compiled.parity() <= limit,
+            detail=f"parity max abs diff {compiled.max_abs_diff:g}{scaled} over "
+            f"{compiled.rows_checked} rows{reference} (limit {limit:g})",
         )
     ]
 

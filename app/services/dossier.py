@@ -56,6 +56,9 @@ class CompiledInfo(msgspec.Struct, frozen=True, kw_only=True):
     flags: list[str]
     compile_seconds: float
     recorded_at: datetime
+    max_scaled_diff: float | None = None
+    # what computed the reference scores ("xgboost 3.2.0")
+    reference: str = ""
 
 
 class ComplianceInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -255,7 +258,7 @@ def _section(title: str, header: str, rows: Sequence[Sequence[object]]) -> list[
 def dossier_markdown(d: Dossier) -> str:
     """A Markdown model card for risk and compliance readers."""
     m, v, c, k, p = d.model, d.version, d.compiled, d.compliance, d.policy
-    limit = p.policy.max_parity_abs_diff
+    limit = p.policy.parity_tolerance(v.format)
     state = f"{v.state}: {v.retired_reason}" if v.retired_reason else v.state
     serving = ", ".join(f"{s.environment} ({s.role})" for s in d.currently_serving) or "nowhere"
     out = [f"# Model card: {_cell(m.name)} version {v.number}"]
@@ -275,8 +278,12 @@ def dossier_markdown(d: Dossier) -> str:
     out += _section("Metrics", "Metric,Value", sorted(d.metrics.items()))
     out += _section("Native build and parity certificate", "Field,Value", [] if c is None else [
         ("Library sha256", c.library_sha256), ("Certified", c.recorded_at),
-        ("Parity max abs diff", f"{c.max_abs_diff:g} over {c.rows_checked} rows (limit {limit:g})"),
-        ("Parity within limit", c.max_abs_diff <= limit),
+        ("Parity max abs diff", f"{c.max_abs_diff:g} over {c.rows_checked} rows"),
+        ("Parity max scaled diff", "not measured" if c.max_scaled_diff is None
+         else f"{c.max_scaled_diff:g} (limit {limit:g})"),
+        ("Parity reference", c.reference or "not recorded"),
+        ("Parity within limit",
+         (c.max_abs_diff if c.max_scaled_diff is None else c.max_scaled_diff) <= limit),
         ("Compiler", " ".join([c.compiler, *c.flags])), ("Build time", f"{c.compile_seconds:g} s"),
     ])  # fmt: skip
     out += _section("Compliance", "Field,Value", [] if k is None else [

@@ -23,6 +23,12 @@ class CompiledView(msgspec.Struct, frozen=True, kw_only=True):
     compiler: str
     compile_seconds: float
     recorded_at: datetime
+    # max_abs_diff / max(1, max |reference score|), what the limit judges (null: not measured)
+    max_scaled_diff: float | None = None
+    # what computed the reference scores ("lightgbm 4.7.0", "xgboost 3.2.0")
+    reference: str = ""
+    # the tier policy's parity limit for this version's format
+    tolerance: float | None = None
 
 
 class ComplianceView(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,6 +129,9 @@ def render_version(
             compiler=compiled.compiler,
             compile_seconds=compiled.compile_seconds,
             recorded_at=compiled.recorded_at,
+            max_scaled_diff=compiled.max_scaled_diff,
+            reference=compiled.reference,
+            tolerance=policy.parity_tolerance(version.format),
         ),
         compliance=None
         if check is None
