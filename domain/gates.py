@@ -59,10 +59,18 @@ def missing_evidence(version: VersionState, policy: Policy) -> list[str]:
 
     An approval given now binds to what exists; each item here, once recorded, lapses it.
     """
-    if policy.compliance_required and version.compliance is None:
+    if not policy.compliance_required:
+        return []
+    if version.compliance is None:
         return [
             "compliance: the policy requires a compliance check and none is recorded yet; "
             "this approval binds to no report and stops counting once one is recorded"
+        ]
+    if not version.compliance.passed:
+        return [
+            f"compliance: the recorded check (report {_short(version.compliance.report_sha256)}) "
+            "failed; the gate stays closed, and the passing check it needs will lapse this "
+            "approval"
         ]
     return []
 

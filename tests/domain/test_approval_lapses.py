@@ -14,9 +14,9 @@ from tests.domain.test_deciders import NAME, T0, approved, compiled, given, regi
 HIGH = DEFAULT_POLICIES["high"]
 
 
-def compliance(report: str) -> tuple[ev.Event, str]:
+def compliance(report: str, passed: bool = True) -> tuple[ev.Event, str]:
     checked = ev.ComplianceChecked(
-        name=NAME, version=1, passed=True, report_sha256=report, policy_version=0
+        name=NAME, version=1, passed=passed, report_sha256=report, policy_version=0
     )
     return checked, "worker"
 
@@ -81,6 +81,15 @@ def test_a_replaced_report_an_expiry_and_a_revocation_each_say_so() -> None:
     )
     # a withdrawn approval is not listed as lapsed: it was withdrawn on purpose
     assert "lapsed" not in approvals_gate(revoked)
+
+
+def test_an_approval_over_a_failed_check_is_warned_that_the_next_check_lapses_it() -> None:
+    failed = given(registered("high"), version(1), compiled(1), compliance("ee" * 32, False))
+    assert failed is not None
+    (warning,) = missing_evidence(failed.versions[1], HIGH)
+    assert warning.startswith("compliance: the recorded check (report eeeeeeeeeeee) failed")
+    # a tier that requires no compliance check warns of nothing
+    assert missing_evidence(failed.versions[1], DEFAULT_POLICIES["low"]) == []
 
 
 def test_an_approver_who_approved_again_is_not_listed_as_lapsed() -> None:
