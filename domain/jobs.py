@@ -15,7 +15,6 @@ from domain import events as ev
 from domain.decide import register_version, require_model, require_version
 from domain.deploy import settle_experiment
 from domain.errors import Conflict, InvalidInput
-from domain.policy import Policy
 from domain.state import ModelState
 
 _NAMESPACE = uuid.UUID("5b0f8a52-7f7e-4c2b-9d43-1f6f3c1d2e7a")
@@ -121,8 +120,8 @@ def record_outcome(
     model = require_model(job.name, state)
     match command.outcome:
         case cmd.Compiled(library=library):
-            require_version(model, library.version)
-            return _compiled(command, library, facts.policy)
+            version = require_version(model, library.version)
+            return _compiled(command, library, facts.policy.parity_tolerance(version.format))
         case cmd.ComplianceReported(check=check, details=details):
             require_version(model, check.version)
             result = {"passed": check.passed, "report_sha256": check.report_sha256, **details}
@@ -168,19 +167,23 @@ def _succeeded(command: cmd.RecordJobOutcome, result: dict[str, Any]) -> ev.JobS
 
 
 def _compiled(
-    command: cmd.RecordJobOutcome, library: ev.VersionCompiled, policy: Policy
+    command: cmd.RecordJobOutcome, library: ev.VersionCompiled, tolerance: float
 ) -> list[ev.Event]:
     """A certified library makes the version `compiled`; one out of tolerance fails the job."""
+    measured = library.max_abs_diff if library.max_scaled_diff is None else library.max_scaled_diff
     summary = {
         "library_sha256": library.library_sha256,
         "max_abs_diff": library.max_abs_diff,
+        "max_scaled_diff": library.max_scaled_diff,
+        "reference": library.reference,
         "rows_checked": library.rows_checked,
-        "tolerance": policy.max_parity_abs_diff,
+        "tolerance": tolerance,
     }
-    if not library.max_abs_diff <= policy.max_parity_abs_diff:  # NaN fails too
+    if not measured <= tolerance:  # NaN fails too
+        against = f" ({library.reference})" if library.reference else ""
         error = (
-            f"parity: the compiled library differs from the model by {library.max_abs_diff:g} "
-            f"> {policy.max_parity_abs_diff:g} on {library.rows_checked} rows"
+            f"parity: the compiled library differs from the model{against} by {measured:g} "
+            f"> {tolerance:g} on {library.rows_checked} rows"
         )
         return failed(
             cmd.FailAttempt(

@@ -98,6 +98,8 @@ def _compiled(state: ModelState, event: ev.VersionCompiled, ctx: EventContext) -
         flags=list(event.flags),
         compile_seconds=event.compile_seconds,
         recorded_at=ctx.recorded_at,
+        max_scaled_diff=event.max_scaled_diff,
+        reference=event.reference,
     )
 
 

@@ -35,7 +35,9 @@ class DriftThresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     # two-sample KS statistic (the p-value is meaningless at 100k rows: everything is significant)
     ks_warning: float = 0.1
     ks_critical: float = 0.2
-    # chi-square on categorical frequencies, judged by Cramér's V so it does not scale with rows
+    # chi-square on categorical frequencies, judged by the balanced Cramér's V (the reference
+    # rescaled to the window's size, sqrt(1/2 sum (p-q)^2/(p+q))) so it does not move with the
+    # ratio of the two sizes; reports carry the textbook V beside it
     cramers_v_warning: float = 0.1
     cramers_v_critical: float = 0.25
 
@@ -50,7 +52,15 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     max_equalized_odds_difference: float = 0.1
     approval_expiry_days: int = 180
     # the compiled library may differ from the artifact's own predictions by at most this
+    # (max |compiled - reference| / max(1, max |reference|): absolute for probabilities),
+    # for formats computed in float64 (LightGBM, scikit-learn: measured bit-exact)
     max_parity_abs_diff: float = 1e-9
+    # formats whose own library computes in other arithmetic, and their limit instead: XGBoost
+    # sums float32 leaf values over float32 features (float32's epsilon is 1.2e-7; a 300-tree
+    # regression differed from xgboost by 1.0e-6 of its scale, probabilities by 2.4e-7)
+    max_parity_diff_by_format: dict[str, float] = msgspec.field(
+        default_factory=lambda: {"xgboost-json": 1e-5}
+    )
     # environments where every gate applies; elsewhere only "compiled" and "not retired"
     gated_environments: list[str] = msgspec.field(default_factory=lambda: ["production"])
     # what a critical drift alert on a canary does
@@ -62,6 +72,10 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     bandit_probability_to_beat: float = 0.95
     # ... and not before this many rewards per arm
     bandit_min_rewards_per_arm: int = 100
+
+    def parity_tolerance(self, model_format: str) -> float:
+        """The parity limit a compiled library of this model format must meet."""
+        return self.max_parity_diff_by_format.get(model_format, self.max_parity_abs_diff)
 
 
 class GateResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -47,6 +47,12 @@ class Compiled(msgspec.Struct, gc=False, kw_only=True):
     flags: list[str]
     compile_seconds: float
     recorded_at: datetime
+    max_scaled_diff: float | None = None
+    reference: str = ""
+
+    def parity(self) -> float:
+        """The measure a parity limit judges (the absolute difference for older events)."""
+        return self.max_abs_diff if self.max_scaled_diff is None else self.max_scaled_diff
 
 
 class Compliance(msgspec.Struct, gc=False, kw_only=True):

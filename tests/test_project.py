@@ -342,10 +342,14 @@ def test_every_module_the_server_imports_is_a_declared_dependency() -> None:
     project = _PYPROJECT["project"]
     required = {_name(requirement) for requirement in project["dependencies"]}
     embedded = {_name(requirement) for requirement in project["optional-dependencies"]["embedded"]}
+    xgboost = {_name(requirement) for requirement in project["optional-dependencies"]["xgboost"]}
     for module, paths in _imports("app", "domain", "workers").items():
         if _distributions(module) & embedded:
             # only the embedded bootstrap, which the CLI imports when no URLs are configured
             assert paths == {Path("app/embedded.py")}, (module, paths)
+        elif _distributions(module) & xgboost:
+            # only the parity reference, which falls back to Treelite's interpreter without it
+            assert paths == {Path("workers/ml/native.py")}, (module, paths)
         else:
             assert _distributions(module) & required, f"{module} ({sorted(paths)}) undeclared"
 
@@ -357,6 +361,7 @@ def test_every_module_the_tests_and_tools_import_is_declared() -> None:
         for requirement in [
             *project["dependencies"],
             *project["optional-dependencies"]["embedded"],
+            *project["optional-dependencies"]["xgboost"],
             *_PYPROJECT["dependency-groups"]["dev"],
         ]
     }

@@ -16,6 +16,7 @@ from app.services.governance import Governance
 from app.services.jobs import Jobs
 from app.services.probes import Probes
 from app.services.registry import Registry
+from app.services.reports import Reports
 from app.services.tokens import Tokens
 from app.services.uploads import Uploads
 
@@ -38,6 +39,12 @@ def provide_registry(state: State) -> Registry:
 def provide_jobs(state: State) -> Jobs:
     """Job requests and their status."""
     return _resources(state).jobs
+
+
+def provide_reports(state: State) -> Reports:
+    """The compliance and drift reports a version's events name."""
+    resources = _resources(state)
+    return Reports(resources.store, resources.artifacts)
 
 
 def provide_now(state: State) -> datetime:
@@ -89,6 +96,7 @@ DEPENDENCIES = {
     "governance": Provide(provide_governance, sync_to_thread=False),
     "registry": Provide(provide_registry, sync_to_thread=False),
     "jobs": Provide(provide_jobs, sync_to_thread=False),
+    "reports": Provide(provide_reports, sync_to_thread=False),
     "now": Provide(provide_now, sync_to_thread=False),
     "tokens": Provide(provide_tokens, sync_to_thread=False),
     "authenticator": Provide(provide_authenticator, sync_to_thread=False),

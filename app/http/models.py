@@ -24,6 +24,7 @@ from app.http.schemas import (
     DeploymentsOut,
     DriftAlertCreate,
     DriftAlertOut,
+    EvidenceBinding,
     GateOut,
     HistoryOut,
     ModelCreate,
@@ -31,6 +32,7 @@ from app.http.schemas import (
     ModelPatch,
     PromotionCreate,
     PromotionPlan,
+    ReportOut,
     RetirementCreate,
     RetirementOut,
     RevocationCreate,
@@ -38,11 +40,13 @@ from app.http.schemas import (
 )
 from app.services.governance import Governance
 from app.services.registry import Registry
+from app.services.reports import Reports
 from app.services.views import ModelView, VersionView, render_model, render_version
 from app.store.codec import RecordedEvent
 from domain import commands as cmd
 from domain import events as ev
 from domain.errors import InvalidInput, NotFound
+from domain.gates import missing_evidence
 
 Req = Request[Any, Any, Any]
 WRITERS = requires("admin", "ci")
@@ -199,6 +203,30 @@ class ModelController(Controller):
         model, found, policies = await registry.version(name, version)
         return render_version(model, found, policies, now, gates=True)
 
+    @get(
+        "/{name:str}/versions/{version:int}/reports/{sha256:str}",
+        operation_id="getReport",
+        guards=[requires("admin", "ci", "approver", "auditor")],
+    )
+    async def get_report(
+        self,
+        name: FromPath[str],
+        version: FromPath[int],
+        sha256: FromPath[str],
+        reports: NamedDependency[Reports],
+    ) -> ReportOut:
+        """A compliance or drift report this version's events name, as stored; 404 otherwise."""
+        found = await reports.get(name, version, sha256)
+        return ReportOut(
+            model=name,
+            version=version,
+            sha256=sha256,
+            kind=found.kind,  # type: ignore[arg-type]
+            position=found.position,
+            # the stored JSON, passed through unparsed
+            report=msgspec.Raw(found.content),  # type: ignore[arg-type]
+        )
+
     @post(
         "/{name:str}/versions/{version:int}/approvals",
         operation_id="decideVersion",
@@ -210,9 +238,12 @@ class ModelController(Controller):
         version: FromPath[int],
         data: JSONBody[DecisionCreate],
         request: Req,
+        *,
         governance: NamedDependency[Governance],
+        registry: NamedDependency[Registry],
     ) -> DecisionOut:
-        """Approve or reject a version (four-eyes; bound to its current digests)."""
+        """Approve or reject a version (four-eyes; bound to its current digests, and warned
+        of required evidence still missing, which would lapse it once recorded)."""
         meta = event_meta(request)
         command = cmd.DecideVersion(
             name=name,
@@ -225,6 +256,15 @@ class ModelController(Controller):
         recorded = outcome.events[0]
         event = recorded.event
         assert isinstance(event, (ev.VersionApproved, ev.VersionRejected))
+        binding, warnings = None, []
+        if isinstance(event, ev.VersionApproved):
+            binding = EvidenceBinding(
+                artifact_sha256=event.artifact_sha256,
+                library_sha256=event.library_sha256,
+                report_sha256s=list(event.report_sha256s),
+            )
+            model, found, policies = await registry.version(name, version)
+            warnings = missing_evidence(found, policies.of(model.risk_tier)[0])
         return DecisionOut(
             version=event.version,
             approver=event.approver,
@@ -233,6 +273,8 @@ class ModelController(Controller):
             policy_version=event.policy_version,
             expires_at=getattr(event, "expires_at", None),
             position=recorded.position,
+            binds_to=binding,
+            warnings=warnings,
         )
 
     @post(

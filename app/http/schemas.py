@@ -193,6 +193,14 @@ class DecisionCreate(Input, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     comment: str = ""
 
 
+class EvidenceBinding(msgspec.Struct, frozen=True, kw_only=True):
+    """The digests an approval is bound to: it counts only while the version still has them."""
+
+    artifact_sha256: str
+    library_sha256: str | None
+    report_sha256s: list[str]
+
+
 class DecisionOut(msgspec.Struct, frozen=True, kw_only=True):
     version: int
     approver: str
@@ -201,6 +209,25 @@ class DecisionOut(msgspec.Struct, frozen=True, kw_only=True):
     policy_version: int
     expires_at: datetime | None
     position: int
+    # an approval: the evidence it binds; null for a rejection
+    binds_to: EvidenceBinding | None = None
+    # evidence the policy requires that is still missing: once recorded, it lapses this approval
+    warnings: list[str] = msgspec.field(default_factory=list)
+
+
+class ReportOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A compliance or drift report as stored (the digest is of its JSON bytes)."""
+
+    model: str
+    version: int
+    sha256: str
+    kind: Literal["compliance", "drift"]
+    # the event that recorded it
+    position: int
+    # compliance: per sensitive feature and group, selection rate, TPR, FPR, AUC and the
+    # differences the policy judged; drift: per feature PSI, KS, chi-square with its p-value,
+    # Cramér's V, Wasserstein, and the severities
+    report: dict[str, Any]
 
 
 class RevocationCreate(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -50,10 +50,20 @@ class ScoreOut(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     environment: str
     version: int
     library_sha256: str
-    # champion or challenger (canary, bandit)
-    arm: str
-    # one number per row; a list per row for a model with several outputs
-    scores: list[float | list[float]]
+    arm: Annotated[
+        str,
+        msgspec.Meta(description="champion, or challenger (canary, bandit): the one that scored"),
+    ]
+    scores: Annotated[
+        list[float | list[float]],
+        msgspec.Meta(
+            description="One entry per row, in order. A number for a binary classifier "
+            "(P(class 1), for every format and estimator, random forests included), a "
+            "regression or an IsolationForest (its outlier score); a list of k class "
+            "probabilities for a k-class classifier (k >= 3), or one value per target for a "
+            "multi-output model."
+        ),
+    ]
     prediction_ids: list[str]
     # `?explain=true`: per row, each feature's contribution to the raw margin, and "bias"
     contributions: list[dict[str, float]] | None = None

@@ -4,7 +4,9 @@ The library is one of two builds with the same entry points: for eligible LightG
 branch-free evaluator over node tables (workers/ml/forest.c), otherwise TL2cgen's generated
 `predict` plus workers/ml/batch.c. Either way `ml_predict_row` and `ml_predict_batch` take
 float64 rows (NaN = missing), zero the result and postprocess, so the scores are what the
-model's own library returns (probabilities for a binary classifier).
+model's own library returns. A binary classifier scores P(class 1) whatever the library's
+width: a forest (or a two-class softmax) computes both class probabilities, and only the
+second is served, so every binary classifier answers one number per row.
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ class CompiledLibrary:
         self.num_class: tuple[int, ...] = tuple(classes)
         # a row's outputs: num_target * max(num_class), each target padded to the widest
         self.num_output: int = _int_function(dll, "ml_num_output")()
+        # one target with two classes: P(class 1) is served, as for every binary classifier
+        self.positive_class = self.num_target == 1 and self.num_output == 2
+        # the scores of a row: 1, or one per class (multiclass) or target (multi-output)
+        self.width = 1 if self.positive_class else self.num_output
         self._row = dll.ml_predict_row
         # no argtypes: checking them costs ~0.2 us a call, and the arguments are always our
         # own ctypes buffers (or None for NULL)
@@ -78,7 +84,7 @@ class CompiledLibrary:
         return cls(_load_bytes(data, path), path=path, sha256=actual)
 
     def predict_one(self, row: Row) -> float | npt.NDArray[np.float64]:
-        """Scores of one row of `num_feature` values (NaN = missing): a float or num_output."""
+        """Scores of one row of `num_feature` values (NaN = missing): a float or `width`."""
         if len(row) != self.num_feature:
             raise ValueError(f"a row has {self.num_feature} values, not {len(row)}")
         buffers = self._buffers
@@ -88,10 +94,12 @@ class CompiledLibrary:
         if self.num_output == 1:
             return float(self._row(buffers.row, None))
         self._row(buffers.row, buffers.out)
+        if self.positive_class:
+            return float(buffers.out[1])
         return buffers.out_view.copy()
 
     def predict_batch(self, rows: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        """Scores of an (n, num_feature) matrix: shape (n,), or (n, num_output) if wider."""
+        """Scores of an (n, num_feature) matrix: shape (n,), or (n, width) if wider."""
         matrix = np.ascontiguousarray(rows, dtype=np.float64)
         if matrix.ndim != 2 or matrix.shape[1] != self.num_feature:
             raise ValueError(f"rows must be (n, {self.num_feature}), not {matrix.shape}")
@@ -99,6 +107,8 @@ class CompiledLibrary:
         out = np.empty((count, self.num_output), dtype=np.float64)
         if count:
             self._batch(matrix.ctypes.data, count, out.ctypes.data)
+        if self.positive_class:
+            return np.ascontiguousarray(out[:, 1])
         return out.reshape(count) if self.num_output == 1 else out
 
 

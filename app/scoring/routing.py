@@ -109,10 +109,11 @@ def refusal(version: VersionState, environment: str, policy: Policy) -> str | No
     compiled = version.compiled
     if compiled is None:
         return f"version {version.version} has no certified library"
-    if compiled.max_abs_diff > policy.max_parity_abs_diff:
+    limit = policy.parity_tolerance(version.format)
+    if not compiled.parity() <= limit:
         return (
-            f"version {version.version}'s parity ({compiled.max_abs_diff:g}) is beyond the "
-            f"policy's limit ({policy.max_parity_abs_diff:g})"
+            f"version {version.version}'s parity ({compiled.parity():g}) is beyond the "
+            f"policy's limit ({limit:g})"
         )
     if environment in policy.gated_environments and not any(
         d.decision == "approve" and d.library_sha256 == compiled.library_sha256

@@ -99,6 +99,7 @@ _TEXT_BYTES = bytes([9, 10, 13, *range(32, 127), *range(128, 256)])
 
 def _lightgbm(path: Path, sandbox: LightGBMSandbox | None) -> ModelInfo:
     header = _lightgbm_header(path)
+    _refuse_zero_as_missing(path)
     # LightGBM's parser crashes and spins on hostile files: it reads them in the sandbox
     trees, features = _lightgbm_probe(path, sandbox)
     import treelite  # noqa: PLC0415 - see module docstring
@@ -140,6 +141,35 @@ def _lightgbm_header(path: Path) -> dict[str, str]:
         lines = (raw.decode("utf-8", "replace").strip() for raw in handle)
         pairs = (line.partition("=") for line in takewhile(bool, lines))
         return {key: value for key, sep, value in pairs if sep}
+
+
+# LightGBM's decision_type: bit 0 categorical, bits 2-3 the missing type (0 None, 1 Zero, 2 NaN)
+_MISSING_ZERO = 1
+
+
+def _refuse_zero_as_missing(path: Path) -> None:
+    """Refuse, by name, a model trained with `zero_as_missing=True`.
+
+    Its splits send 0.0 where missing values go; Treelite imports them without that rule, so
+    the compiled library would disagree with LightGBM on every zero (the certificate would fail
+    with only a number). Refused here as `linear_tree=True` is (Treelite refuses that itself).
+    """
+    with path.open("rb") as handle:
+        for line in handle:
+            if line.startswith(b"[zero_as_missing: 1]"):
+                break
+            if line.startswith(b"decision_type="):
+                kinds = (int(v) for v in line[14:].split() if v.isdigit())
+                if any(not k & 1 and (k >> 2) & 3 == _MISSING_ZERO for k in kinds):
+                    break
+        else:
+            return
+    raise InvalidInput(
+        f"{_LGB}: LightGBM models trained with zero_as_missing=True are not supported (the "
+        "compiled scorer cannot treat zeros as missing); retrain with zero_as_missing=False "
+        "and pass missing values as NaN",
+        field="artifact",
+    )
 
 
 def _lightgbm_probe(path: Path, sandbox: LightGBMSandbox | None) -> tuple[int, int]:

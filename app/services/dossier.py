@@ -12,9 +12,9 @@ import msgspec
 from app.store.codec import RecordedEvent
 from domain.decide import require_version
 from domain.events import DeploymentChanged, Lineage
-from domain.gates import approval_counts, evaluate_gates, lifecycle_state
+from domain.gates import evaluate_gates, lapse_reason, lifecycle_state
 from domain.policy import GateResult, Policy, PolicyBook
-from domain.state import ModelState
+from domain.state import Decision, ModelState, VersionState
 
 _S = TypeVar("_S", bound=msgspec.Struct)
 
@@ -56,6 +56,9 @@ class CompiledInfo(msgspec.Struct, frozen=True, kw_only=True):
     flags: list[str]
     compile_seconds: float
     recorded_at: datetime
+    max_scaled_diff: float | None = None
+    # what computed the reference scores ("xgboost 3.2.0")
+    reference: str = ""
 
 
 class ComplianceInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -88,6 +91,7 @@ class ApprovalInfo(msgspec.Struct, frozen=True, kw_only=True):
     revoked: bool
     revoked_reason: str | None
     counts: bool
+    reason: str | None  # why it does not count now
     artifact_sha256: str | None
     library_sha256: str | None
     report_sha256s: list[str]
@@ -182,7 +186,7 @@ def build_dossier(
         compliance=None if v.compliance is None else _copy(ComplianceInfo, v.compliance),
         policy=PolicyInfo(version=policy_version, policy=policy),
         gates=evaluate_gates(model, v, "production", policy, now),
-        approvals=[_copy(ApprovalInfo, d, counts=approval_counts(d, v, now)) for d in v.decisions],
+        approvals=[_approval(d, v, now) for d in v.decisions],
         deployments=_history(model.name, number, events),
         currently_serving=[
             _copy(Serving, slot, environment=env, role=role)
@@ -192,6 +196,11 @@ def build_dossier(
         drift=[_copy(DriftIncident, a) for a in model.drift_alerts if a.version == number],
         as_of=AsOf(position=as_of_position, time=now),
     )
+
+
+def _approval(decision: Decision, version: VersionState, now: datetime) -> ApprovalInfo:
+    reason = lapse_reason(decision, version, now)
+    return _copy(ApprovalInfo, decision, counts=reason is None, reason=reason)
 
 
 def _copy(cls: type[_S], *sources: object, **given: Any) -> _S:
@@ -249,7 +258,7 @@ def _section(title: str, header: str, rows: Sequence[Sequence[object]]) -> list[
 def dossier_markdown(d: Dossier) -> str:
     """A Markdown model card for risk and compliance readers."""
     m, v, c, k, p = d.model, d.version, d.compiled, d.compliance, d.policy
-    limit = p.policy.max_parity_abs_diff
+    limit = p.policy.parity_tolerance(v.format)
     state = f"{v.state}: {v.retired_reason}" if v.retired_reason else v.state
     serving = ", ".join(f"{s.environment} ({s.role})" for s in d.currently_serving) or "nowhere"
     out = [f"# Model card: {_cell(m.name)} version {v.number}"]
@@ -269,8 +278,12 @@ def dossier_markdown(d: Dossier) -> str:
     out += _section("Metrics", "Metric,Value", sorted(d.metrics.items()))
     out += _section("Native build and parity certificate", "Field,Value", [] if c is None else [
         ("Library sha256", c.library_sha256), ("Certified", c.recorded_at),
-        ("Parity max abs diff", f"{c.max_abs_diff:g} over {c.rows_checked} rows (limit {limit:g})"),
-        ("Parity within limit", c.max_abs_diff <= limit),
+        ("Parity max abs diff", f"{c.max_abs_diff:g} over {c.rows_checked} rows"),
+        ("Parity max scaled diff", "not measured" if c.max_scaled_diff is None
+         else f"{c.max_scaled_diff:g} (limit {limit:g})"),
+        ("Parity reference", c.reference or "not recorded"),
+        ("Parity within limit",
+         (c.max_abs_diff if c.max_scaled_diff is None else c.max_scaled_diff) <= limit),
         ("Compiler", " ".join([c.compiler, *c.flags])), ("Build time", f"{c.compile_seconds:g} s"),
     ])  # fmt: skip
     out += _section("Compliance", "Field,Value", [] if k is None else [
@@ -280,8 +293,9 @@ def dossier_markdown(d: Dossier) -> str:
     out += _section("Gates for production", "Gate,Passed,Detail",
                     [(g.name, g.passed, g.detail) for g in d.gates])  # fmt: skip
     out += _section("Approvals", "Approver,Decision,Counts,Policy,Time,Expires,Comment,Revoked", [
-        (a.approver, a.decision, a.counts, a.policy_version, a.recorded_at, a.expires_at,
-         a.comment, f"yes: {a.revoked_reason or ''}" if a.revoked else "no")
+        (a.approver, a.decision, f"no: {a.reason}" if a.reason else "yes", a.policy_version,
+         a.recorded_at, a.expires_at, a.comment,
+         f"yes: {a.revoked_reason or ''}" if a.revoked else "no")
         for a in d.approvals
     ])  # fmt: skip
     heads = "#,Time,Environment,Action,Strategy,Champion,Challenger,Role after,By,Gates,Reason"

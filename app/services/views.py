@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from domain.events import Lineage
-from domain.gates import approval_counts, evaluate_gates, lifecycle_state
+from domain.gates import evaluate_gates, lapse_reason, lifecycle_state
 from domain.policy import GateResult, PolicyBook
 from domain.state import ModelState, VersionState
 
@@ -23,6 +23,12 @@ class CompiledView(msgspec.Struct, frozen=True, kw_only=True):
     compiler: str
     compile_seconds: float
     recorded_at: datetime
+    # max_abs_diff / max(1, max |reference score|), what the limit judges (null: not measured)
+    max_scaled_diff: float | None = None
+    # what computed the reference scores ("lightgbm 4.7.0", "xgboost 3.2.0")
+    reference: str = ""
+    # the tier policy's parity limit for this version's format
+    tolerance: float | None = None
 
 
 class ComplianceView(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,6 +47,9 @@ class ApprovalView(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: datetime | None
     revoked: bool
     counts: bool
+    # why it does not count (null while it does), e.g. "evidence_changed: compliance report
+    # 3f2a... added after approval"
+    reason: str | None
     position: int
 
 
@@ -124,6 +133,9 @@ def render_version(
             compiler=compiled.compiler,
             compile_seconds=compiled.compile_seconds,
             recorded_at=compiled.recorded_at,
+            max_scaled_diff=compiled.max_scaled_diff,
+            reference=compiled.reference,
+            tolerance=policy.parity_tolerance(version.format),
         ),
         compliance=None
         if check is None
@@ -142,7 +154,8 @@ def render_version(
                 recorded_at=d.recorded_at,
                 expires_at=d.expires_at,
                 revoked=d.revoked,
-                counts=approval_counts(d, version, now),
+                counts=(reason := lapse_reason(d, version, now)) is None,
+                reason=reason,
                 position=d.position,
             )
             for d in version.decisions

@@ -96,7 +96,9 @@ async def record_compiled(resources: Resources, name: str, version: int, diff: f
     await resources.projector.catch_up()
 
 
-async def record_compliance(resources: Resources, name: str, version: int, passed: bool) -> None:
+async def record_compliance(
+    resources: Resources, name: str, version: int, passed: bool, report_sha256: str = "c" * 64
+) -> None:
     """Append what the compliance job appends."""
     await resources.store.append(
         model_stream(name),
@@ -105,7 +107,7 @@ async def record_compliance(resources: Resources, name: str, version: int, passe
                 name=name,
                 version=version,
                 passed=passed,
-                report_sha256="c" * 64,
+                report_sha256=report_sha256,
                 policy_version=0,
                 metrics={"demographic_parity_difference": 0.03},
             )

@@ -308,3 +308,48 @@ async def test_nul_characters_are_refused_before_anything_is_recorded(
     assert (await resources.store.head())[0] == head
     # the log and its views keep working
     assert (await create_model(client, ci, "after-nul")).status_code == 201
+
+
+async def test_an_approval_states_its_evidence_and_says_why_it_lapsed(
+    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
+) -> None:
+    ci = await auth("ci", "pipeline")
+    number = await ready_version(client, resources, ci, "early", tier="high")
+    url = f"/v1/models/early/versions/{number}/approvals"
+    early = await client.post(
+        url, json={"decision": "approve"}, headers=await auth("approver", "bob")
+    )
+    assert early.status_code == 201, early.text
+    given = early.json()
+    version = (await client.get(f"/v1/models/early/versions/{number}", headers=ci)).json()
+    assert given["binds_to"] == {
+        "artifact_sha256": version["artifact_sha256"],
+        "library_sha256": version["compiled"]["library_sha256"],
+        "report_sha256s": [],
+    }
+    assert len(given["warnings"]) == 1 and given["warnings"][0].startswith("compliance: ")
+    assert version["approvals"][0]["counts"] and version["approvals"][0]["reason"] is None
+
+    await record_compliance(resources, "early", number, passed=True)
+    version = (await client.get(f"/v1/models/early/versions/{number}", headers=ci)).json()
+    lapsed = "evidence_changed: compliance report cccccccccccc added after approval"
+    assert version["approvals"][0]["counts"] is False
+    assert version["approvals"][0]["reason"] == lapsed
+    plan = await client.post(
+        "/v1/models/early/promotions",
+        json={"version": number, "environment": "production", "dry_run": True},
+        headers=ci,
+    )
+    detail = next(g["detail"] for g in plan.json()["gates"] if g["name"] == "approvals")
+    assert detail == f"0 of 2 required approvals (high risk); lapsed: bob ({lapsed})"
+
+    # an approval given now binds the report and warns of nothing; a rejection binds nothing
+    again = await client.post(
+        url, json={"decision": "approve"}, headers=await auth("approver", "carol")
+    )
+    assert again.json()["binds_to"]["report_sha256s"] == ["c" * 64]
+    assert again.json()["warnings"] == []
+    rejected = await client.post(
+        url, json={"decision": "reject"}, headers=await auth("approver", "dave")
+    )
+    assert rejected.json()["binds_to"] is None and rejected.json()["warnings"] == []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import httpx
+import lightgbm
+import numpy as np
 
 from app.resources import Resources
 from tests.conftest import TokenFactory
@@ -31,3 +33,25 @@ async def test_a_crashing_file_is_422_and_the_next_registers(
     assert accepted.status_code == 201, accepted.text
     assert accepted.json()["version"] == 3
     assert len(resources.sandbox.pids()) == 1 and resources.sandbox.pids() != warm
+
+
+async def test_a_zero_as_missing_model_is_422_naming_the_parameter(
+    client: httpx.AsyncClient, auth: TokenFactory
+) -> None:
+    ci = await auth("ci", "pipeline")
+    assert (await create_model(client, ci, "zeros")).status_code == 201
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(400, 4))
+    x[x < 0.2] = 0.0
+    y = (x[:, 0] + x[:, 1] > 0.5).astype(int)
+    params = {"objective": "binary", "verbose": -1, "zero_as_missing": True}
+    booster = lightgbm.train(params, lightgbm.Dataset(x, y), num_boost_round=4)
+    refused = await register_version(
+        client, ci, "zeros", artifact=booster.model_to_string().encode()
+    )
+    assert refused.status_code == 422, refused.text
+    problem = refused.json()
+    assert problem["code"] == "invalid_input" and problem["field"] == "artifact"
+    assert "zero_as_missing=True" in problem["detail"]
+    versions = await client.get("/v1/models/zeros/versions", headers=ci)
+    assert versions.json()["versions"] == []

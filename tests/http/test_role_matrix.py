@@ -8,6 +8,7 @@ appends nothing; a role inside it is never refused (not 401/403, never a 500).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -28,6 +29,7 @@ from tests.http.governance_helpers import (
     create_model,
     lightgbm_model_bytes,
     record_compiled,
+    record_compliance,
     register_version,
 )
 from tests.scoring.helpers import built, record_library
@@ -38,6 +40,9 @@ EVERYONE = frozenset(ROLES)
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # routes anyone may call (API.md "Operations"); every other GET needs a token
 PUBLIC = re.compile(r"^/(health|ready|metrics)$|^/schema(/|$)")
+# a compliance report the setup stores and records for version 1, for the report route
+REPORT = b'{"passed":true,"features":{}}'
+REPORT_SHA256 = hashlib.sha256(REPORT).hexdigest()
 # a prediction the setup logs, for the feedback route
 PREDICTION_ID = "0190a0a0-0000-7000-8000-00000000a11e"
 
@@ -174,6 +179,10 @@ READS: dict[tuple[str, str], Entry] = {
     ("GET", "/v1/models/{name:str}/versions/{version:int}/dossier"): Entry(
         allow("auditor", "admin"), Call("/v1/models/m/versions/1/dossier")
     ),
+    ("GET", "/v1/models/{name:str}/versions/{version:int}/reports/{sha256:str}"): Entry(
+        allow("admin", "ci", "approver", "auditor"),
+        Call(f"/v1/models/m/versions/1/reports/{REPORT_SHA256}"),
+    ),
     ("GET", "/v1/registry"): Entry(EVERYONE, Call("/v1/registry")),
     ("GET", "/v1/registry/diff"): Entry(EVERYONE, Call("/v1/registry/diff", params={"from": "0"})),
     ("GET", "/v1/policies"): Entry(EVERYONE, Call("/v1/policies")),
@@ -242,6 +251,8 @@ async def _setup(
         "/v1/models/m/promotions", json={"version": 1, "environment": "staging"}, headers=setup
     )
     assert staged.status_code == 201, staged.text
+    assert (await resources.artifacts.put_bytes(REPORT)).sha256 == REPORT_SHA256
+    await record_compliance(resources, "m", 1, passed=True, report_sha256=REPORT_SHA256)
     # scoring: version 1's real library in "qa", which no write of the matrix changes
     await record_library(resources, "m", 1, built("seed0"))
     qa = await client.post(

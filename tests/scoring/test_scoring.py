@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import math
 import uuid
+from pathlib import Path
 
 import httpx
 import numpy as np
+import skops.io
+from sklearn.ensemble import RandomForestClassifier
 
 from app.resources import Resources
 from tests.conftest import TokenFactory
+from tests.http.governance_helpers import create_model, register_version
 from tests.scoring.helpers import (
     FEATURES,
     MERCHANTS,
+    Built,
     as_matrix,
     built,
     deployed,
+    promote,
+    record_library,
     rows_with_missing,
     score,
 )
+from workers.ml.compile import compile_model
 
 
 async def test_one_row_and_a_batch_score_exactly_as_lightgbm_with_null_as_missing(
@@ -147,3 +155,51 @@ async def test_explain_gives_contributions_that_sum_to_the_raw_margin(
     assert one.status_code == 200 and len(one.json()["contributions"]) == 1
     plain = await score(client, scorer, "fraud", {"rows": rows[:2]})
     assert "contributions" not in plain.json()
+
+
+def forest_build(folder: Path) -> tuple[RandomForestClassifier, Built]:
+    """A binary random forest, as a skops archive, and its certified library."""
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(600, 4))
+    y = (x[:, 0] + x[:, 1] > 0).astype(int)
+    forest = RandomForestClassifier(n_estimators=20, max_depth=5, random_state=9).fit(x, y)
+    archive = folder / "forest.skops"
+    skops.io.dump(forest, archive)
+    outcome = compile_model(archive, "sklearn-skops", folder / "build", tolerance=1e-9)
+    assert outcome.certificate.passed and outcome.certificate.reference.startswith("scikit-learn")
+    return forest, Built(
+        artifact=archive.read_bytes(),
+        library=Path(outcome.library_path).read_bytes(),
+        library_sha256=outcome.library_sha256,
+        max_abs_diff=outcome.certificate.max_abs_diff,
+        rows_checked=outcome.certificate.rows_checked,
+        categories={},
+    )
+
+
+async def test_a_binary_random_forest_scores_p_class_1_like_every_binary_classifier(
+    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources, tmp_path: Path
+) -> None:
+    forest, compiled = forest_build(tmp_path)
+    ci = await auth("ci")
+    assert (await create_model(client, ci, "forest")).status_code == 201
+    metadata = {"format": "sklearn-skops", "metrics": {"auc": 0.9}}
+    created = await register_version(
+        client, ci, "forest", artifact=compiled.artifact, metadata=metadata
+    )
+    assert created.status_code == 201, created.text
+    await record_library(resources, "forest", created.json()["version"], compiled)
+    await promote(client, ci, "forest", created.json()["version"])
+    await resources.scoring.scorer.refresh()
+    rows = np.random.default_rng(10).normal(size=(50, 4))
+
+    scored = await score(client, await auth("scorer"), "forest", {"rows": rows.tolist()})
+
+    assert scored.status_code == 200, scored.text
+    scores = scored.json()["scores"]
+    # one number per row, P(class 1) exactly as the forest's own predict_proba gives it
+    assert all(isinstance(s, float) for s in scores)
+    assert np.array_equal(np.array(scores), forest.predict_proba(rows)[:, 1])
+    one = await score(client, await auth("scorer"), "forest", {"rows": rows[:1].tolist()})
+    assert one.json()["scores"] == [forest.predict_proba(rows[:1])[0, 1]]
+    assert one.json()["arm"] == "champion" and one.json()["environment"] == "staging"

@@ -165,6 +165,28 @@ def test_lightgbm_corrupted_files_rejected(lightgbm_model: Path, tmp_path: Path)
         reject(path, "lightgbm", "not a LightGBM text model", fragment)
 
 
+@pytest.mark.parametrize(
+    ("param", "fragment"),
+    [("zero_as_missing", "zero_as_missing=True"), ("linear_tree", "linear_tree=True")],
+)
+def test_lightgbm_parameters_that_cannot_compile_are_refused_by_name(
+    tmp_path: Path, param: str, fragment: str
+) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 3))
+    x[x < 0.3] = 0.0  # zeros a zero_as_missing model routes as missing
+    y = (x[:, 0] + x[:, 1] > 0.4).astype(int)
+    params = {"objective": "binary", "num_leaves": 4, "min_data_in_leaf": 5, "verbose": -1}
+    booster = lightgbm.train(params | {param: True}, lightgbm.Dataset(x, y), num_boost_round=3)
+    path = tmp_path / "model.txt"
+    booster.save_model(path)
+    reject(path, "lightgbm", "not a LightGBM text model", fragment)
+    # the same data without the parameter is accepted
+    plain = lightgbm.train(params, lightgbm.Dataset(x, y), num_boost_round=3)
+    plain.save_model(path)
+    assert inspect_model(path, "lightgbm").num_trees == 3
+
+
 def xgboost_tree(tree_id: int, feature: int, threshold: float, left: float, right: float) -> dict:
     """One XGBoost JSON tree: a split on `feature` and two leaves."""
     return {

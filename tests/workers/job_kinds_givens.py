@@ -17,6 +17,7 @@ from app.resources import Resources
 from app.settings import Settings
 from domain import events as ev
 from domain.decide import model_stream
+from tests.conftest import TokenFactory
 from tests.http.governance_helpers import create_model, record_compiled, register_version
 from tests.workers.jobs_helpers import run_worker
 from workers.ml import demo_data, tabular
@@ -32,6 +33,7 @@ class Ledger:
     client: httpx.AsyncClient
     ci: dict[str, str]
     resources: Resources
+    auth: TokenFactory
 
     async def job(self, **body: Any) -> str:
         """POST /v1/jobs for the model `fraud`; the job's id."""

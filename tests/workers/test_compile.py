@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,11 @@ import lightgbm
 import numpy as np
 import pytest
 import skops.io
+import xgboost
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestClassifier
 
 from app.scoring.library import CompiledLibrary, LibraryRefused
+from domain.policy import DEFAULT_POLICIES
 from workers.ml.compile import (
     FOREST_DEFINE,
     CompileOutcome,
@@ -168,12 +171,13 @@ def test_sklearn_forest_and_histogram_boosting_from_skops(tmp_path: Path) -> Non
         assert outcome.certificate.passed, (name, outcome.certificate)
         library = CompiledLibrary.open(Path(outcome.library_path), outcome.library_sha256)
         native = load_native(archive, "sklearn-skops")
-        if name == "forest":  # both class probabilities, as Treelite compiles a forest
-            assert library.num_output == 2
-            assert np.allclose(library.predict_batch(x[:50]), forest.predict_proba(x[:50]))
-            # several outputs come back through each thread's own buffer
+        if name == "forest":  # Treelite compiles both classes; P(class 1) is served
+            assert (library.num_output, library.width) == (2, 1)
+            assert np.array_equal(library.predict_batch(x[:50]), forest.predict_proba(x[:50])[:, 1])
+            assert library.predict_one(x[0]) == forest.predict_proba(x[:1])[0, 1]
+            # both outputs come back through each thread's own buffer, the second served
             for found in concurrent_scores(library, x[:200], threads=4):
-                assert np.array_equal(found, library.predict_batch(x[:200]))
+                assert np.array_equal(found[:, 0], library.predict_batch(x[:200]))
         assert np.allclose(library.predict_batch(x[:50]), native.predict(x[:50]), atol=1e-12)
         # one below a split at 2.5: its low 32 bits are all ones, TL2cgen's `missing` flag
         edge = np.where(np.arange(FEATURES) == CATEGORICAL, math.nextafter(2.5, 0), x[:20])
@@ -225,14 +229,15 @@ def xgboost_model() -> dict[str, Any]:
     return {"learner": learner, "version": [2, 1, 0]}
 
 
-def test_xgboost_json_certified_against_treelite_gtil(tmp_path: Path) -> None:
+def test_xgboost_json_certified_against_xgboost_itself(tmp_path: Path) -> None:
     model = tmp_path / "model"  # stored artifacts have no suffix
     model.write_text(json.dumps(xgboost_model()))
 
-    outcome = compile_model(model, "xgboost-json", tmp_path / "build", tolerance=1e-7)
+    outcome = compile_model(model, "xgboost-json", tmp_path / "build", tolerance=1e-6)
 
-    # float32 sums: GTIL's sigmoid and the generated expf differ by half a float32 ulp
-    assert outcome.certificate.passed and outcome.certificate.max_abs_diff <= 1e-7
+    # the reference is XGBoost's own predictions, named with its version
+    assert outcome.certificate.reference == f"xgboost {xgboost.__version__}"
+    assert outcome.certificate.passed and outcome.certificate.max_abs_diff <= 1e-6
     assert "-DML_VALUE_T=float" in outcome.flags  # XGBoost models compare in float32
     native = load_native(model, "xgboost-json")
     assert native.feature_names == ["age", "income", "tenure"]
@@ -243,6 +248,54 @@ def test_xgboost_json_certified_against_treelite_gtil(tmp_path: Path) -> None:
     # NaN takes the default directions: left then right (-0.1), right then right (0.35)
     missing = library.predict_one([math.nan] * 3)
     assert missing == pytest.approx(1 / (1 + math.exp(-(math.log(0.3 / 0.7) - 0.1 + 0.35))))
+
+
+def test_without_xgboost_the_certificate_names_treelite_as_its_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = tmp_path / "model"
+    model.write_text(json.dumps(xgboost_model()))
+    monkeypatch.setitem(sys.modules, "xgboost", None)  # as where the extra is not installed
+    outcome = compile_model(model, "xgboost-json", tmp_path / "build", tolerance=1e-6)
+    assert outcome.certificate.reference.startswith("treelite.gtil ")
+    assert outcome.certificate.reference.endswith("(XGBoost not installed)")
+    assert outcome.certificate.passed
+
+
+@pytest.mark.parametrize("objective", ["binary:logistic", "reg:squarederror", "multi:softprob"])
+def test_trained_xgboost_models_meet_the_float32_tolerance_against_xgboost(
+    tmp_path: Path, objective: str
+) -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2000, 6))
+    x[rng.random(x.shape) < 0.05] = np.nan
+    signal = np.nan_to_num(x[:, 0]) + np.nan_to_num(x[:, 1]) ** 2
+    params: dict[str, Any] = {"objective": objective, "max_depth": 6, "nthread": 1}
+    if objective == "reg:squarederror":  # scores in the hundreds: float32 sums round there
+        y = 60 * signal + rng.normal(size=2000)
+    elif objective == "multi:softprob":  # two classes: P(class 1), as every binary model
+        y, params["num_class"] = (signal > 1).astype(int), 2
+    else:
+        y = (signal > 1).astype(int)
+    booster = xgboost.train(params, xgboost.DMatrix(x, y), num_boost_round=150)
+    model = tmp_path / "model"
+    model.write_bytes(bytes(booster.save_raw("json")))
+    tolerance = DEFAULT_POLICIES["high"].parity_tolerance("xgboost-json")
+
+    outcome = compile_model(
+        model, "xgboost-json", tmp_path / "build", holdout=x[:500], tolerance=tolerance
+    )
+
+    certificate = outcome.certificate
+    assert certificate.passed, certificate
+    # the float64 formats' limit would refuse the float32 arithmetic of every XGBoost model
+    assert certificate.max_scaled_diff > DEFAULT_POLICIES["high"].max_parity_abs_diff
+    library = CompiledLibrary.open(Path(outcome.library_path), outcome.library_sha256)
+    served = library.predict_batch(x[:500])
+    own = booster.predict(xgboost.DMatrix(x[:500], missing=np.nan))
+    own = own[:, 1] if own.ndim == 2 else own
+    assert served.shape == own.shape
+    assert float(np.max(np.abs(served - own))) <= certificate.max_abs_diff
 
 
 def test_a_mutated_threshold_fails_the_certificate(
@@ -332,7 +385,7 @@ def concurrent_scores(library: CompiledLibrary, rows: np.ndarray, threads: int) 
     def score(offset: int) -> None:
         # each thread walks the rows from another start, so neighbours differ at every step
         order = np.roll(np.arange(len(rows)), offset * 97)
-        found = np.empty((len(rows), library.num_output))
+        found = np.empty((len(rows), library.width))
         barrier.wait()
         for _ in range(3):
             for index in order:

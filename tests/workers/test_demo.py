@@ -64,5 +64,10 @@ async def test_the_demo_runs_the_story_end_to_end(
     ):
         assert step in story, f"{step!r} missing from:\n{story}"
     assert "positions" in story and "version.compiled" in story
+    # each step lists only the events it caused: never a scorer's own scorer.loaded, which
+    # the scorer appended meanwhile
+    loaded = "SELECT count(*) FROM events WHERE type = 'scorer.loaded'"
+    assert await resources.pool.fetchval(loaded) > 0
+    assert "scorer.loaded" not in story, story
     # the drift job's alerts, then the policy's demotion of the canary
     assert story.rindex("deployment.changed") > story.index("drift.detected"), story

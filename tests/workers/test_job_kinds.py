@@ -38,7 +38,7 @@ def settings(settings: Settings) -> Settings:
 async def ledger(
     settings: Settings, client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
 ) -> Ledger:
-    return Ledger(settings, client, await auth("ci"), resources)
+    return Ledger(settings, client, await auth("ci"), resources, auth)
 
 
 async def test_the_job_kinds_tell_the_whole_story(ledger: Ledger) -> None:
@@ -96,6 +96,19 @@ async def _compliance_reports_fairness_by_age_band(ledger: Ledger, dataset: str)
     report = msgspec.json.decode(stored)
     assert set(report["features"]["age_band"]["groups"]) == set(demo_data.AGE_BANDS)
     assert report["passed"] == checked.passed
+    # and an auditor fetches the same report through the API; another version has no such report
+    auditor = await ledger.auth("auditor")
+    url = f"/v1/models/fraud/versions/1/reports/{checked.report_sha256}"
+    fetched = await ledger.client.get(url, headers=auditor)
+    assert fetched.status_code == 200, fetched.text
+    assert fetched.json()["kind"] == "compliance" and fetched.json()["report"] == report
+    assert fetched.json()["sha256"] == checked.report_sha256
+    other = url.replace("/versions/1/", "/versions/2/")
+    assert (await ledger.client.get(other, headers=auditor)).status_code == 404
+    unknown = f"/v1/models/fraud/versions/1/reports/{'0' * 64}"
+    assert (await ledger.client.get(unknown, headers=auditor)).json()["code"] == "not_found"
+    scorer = await ledger.auth("scorer")
+    assert (await ledger.client.get(url, headers=scorer)).status_code == 403
 
 
 async def _drift_on_a_calm_window_reports_nothing(ledger: Ledger, dataset: str) -> None:
@@ -119,6 +132,12 @@ async def _drift_on_a_shifted_window_demotes_the_canary(ledger: Ledger) -> None:
     assert (check.version, check.severity, check.job_id) == (2, "critical", storm)
     alerts = [r for r in await ledger.events(ev.DriftDetected) if r.event.job_id == storm]
     assert alerts and alerts[0].event.severity == "critical"
+    # the chi-square statistics and p-values behind the alerts are served with the report
+    url = f"/v1/models/fraud/versions/2/reports/{check.report_sha256}"
+    fetched = await ledger.client.get(url, headers=await ledger.auth("approver"))
+    assert fetched.status_code == 200 and fetched.json()["kind"] == "drift"
+    merchant = fetched.json()["report"]["features"]["merchant_category"]
+    assert {"chi2", "chi2_pvalue", "cramers_v", "cramers_v_balanced"} <= set(merchant)
     demoted = (await ledger.events(ev.DeploymentChanged))[-1]
     assert demoted.event.action == "demotion" and demoted.event.version == 2
     assert demoted.meta.causation_id == str(alerts[0].event_id)

@@ -9,6 +9,7 @@ from functools import cache
 import numpy as np
 import pytest
 from scipy import stats
+from scipy.stats import contingency
 
 from domain.errors import InvalidInput
 from domain.policy import DriftThresholds
@@ -38,7 +39,7 @@ def test_an_unshifted_window_is_info_and_a_shifted_one_critical() -> None:
     assert drifted.severity == "critical"
     flagged = dict(drifted.alerts())
     assert flagged["country_risk"].severity == "critical"
-    assert flagged["merchant_category"].statistic in ("psi", "cramers_v")
+    assert flagged["merchant_category"].statistic in ("psi", "cramers_v_balanced")
     assert "avg_amount_30d" not in flagged  # a column the shift does not touch
     worst = drifted.alerts()[0][1]
     assert worst.severity == "critical"
@@ -96,10 +97,16 @@ def test_categorical_statistics_match_direct_scipy() -> None:
     chi2 = stats.chi2_contingency(np.vstack([expected, actual]), correction=False)
     assert drift.chi2 == pytest.approx(chi2.statistic)
     assert drift.chi2_pvalue == pytest.approx(chi2.pvalue)
-    # V of the window against the reference scaled to the window's size
+    # the textbook V of the same table, as scipy computes it
+    table = np.vstack([expected, actual])
+    assert drift.cramers_v == pytest.approx(
+        contingency.association(table, method="cramer", correction=False), rel=1e-12
+    )
+    # the judged V: the window against the reference scaled to the window's size
     balanced = np.vstack([expected / expected.sum() * actual.sum(), actual])
     balanced_chi2 = stats.chi2_contingency(balanced, correction=False).statistic
-    assert drift.cramers_v == pytest.approx(np.sqrt(balanced_chi2 / balanced.sum()))
+    assert drift.cramers_v_balanced == pytest.approx(np.sqrt(balanced_chi2 / balanced.sum()))
+    assert drift.cramers_v != pytest.approx(drift.cramers_v_balanced, rel=1e-3)
     p, q = expected / expected.sum(), actual / actual.sum()
     assert drift.psi == pytest.approx(np.sum((q - p) * np.log(q / p)))
     assert drift.unseen_rate == 0.0
@@ -134,7 +141,7 @@ def test_the_report_serializes_and_summarizes() -> None:
     assert document["reference_rows"] == 8_000
     summary = report.summary()
     assert set(summary["amount"]) >= {"psi", "ks", "wasserstein"}
-    assert set(summary["merchant_category"]) >= {"psi", "cramers_v"}
+    assert set(summary["merchant_category"]) >= {"psi", "cramers_v", "cramers_v_balanced"}
 
 
 def test_psi_is_zero_for_identical_counts_and_grows_with_the_shift() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import shutil
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import msgspec
@@ -39,6 +39,8 @@ class _Cached(msgspec.Struct, frozen=True, kw_only=True):
     compile_seconds: float
     rows_checked: int
     max_abs_diff: float
+    max_scaled_diff: float
+    reference: str
 
 
 def compile_in_child(
@@ -59,14 +61,13 @@ async def run(ctx: Context) -> cmd.Compiled:
     version = require_version(model, job.version)
     policy, _ = await res.governance.policy(model.risk_tier)
     holdout = _holdout(ctx)
+    tolerance = policy.parity_tolerance(version.format)
     key = _cache_key(version.artifact_sha256, version.format, holdout)
     cache = res.settings.home / "compile-cache" / f"{key}.json"
     cached = _read_cache(cache)
     if cached is None or not res.artifacts.exists(cached.library_sha256):
-        cached = await _compile(
-            ctx, version.artifact_sha256, version.format, holdout, policy.max_parity_abs_diff
-        )
-        if cached.max_abs_diff <= policy.max_parity_abs_diff:
+        cached = await _compile(ctx, version.artifact_sha256, version.format, holdout, tolerance)
+        if cached.max_scaled_diff <= tolerance:
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_bytes(msgspec.json.encode(cached))
     compiled = ev.VersionCompiled(
@@ -79,6 +80,8 @@ async def run(ctx: Context) -> cmd.Compiled:
         flags=list(cached.flags),
         compile_seconds=cached.compile_seconds,
         job_id=job.job_id,
+        max_scaled_diff=cached.max_scaled_diff,
+        reference=cached.reference,
     )
     return cmd.Compiled(library=compiled)
 
@@ -109,6 +112,8 @@ async def _compile(
         compile_seconds=round(outcome.compile_seconds, 3),
         rows_checked=outcome.certificate.rows_checked,
         max_abs_diff=outcome.certificate.max_abs_diff,
+        max_scaled_diff=outcome.certificate.max_scaled_diff,
+        reference=outcome.certificate.reference,
     )
 
 
@@ -144,9 +149,19 @@ def _cache_key(artifact_sha256: str, fmt: str, holdout: Path | None) -> str:
             str(ABI_VERSION),
             version("tl2cgen"),
             version("treelite"),
+            # the reference a certificate compares with (cached certificates name it)
+            _installed("xgboost-cpu") if fmt == "xgboost-json" else "",
+            "certificate-2",
         ]
     )
     return f"{artifact_sha256}-{hashlib.sha256(toolchain.encode()).hexdigest()[:16]}"
+
+
+def _installed(distribution: str) -> str:
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "absent"
 
 
 def _read_cache(path: Path) -> _Cached | None:

@@ -2,8 +2,10 @@
 
 Numeric features: PSI on the profile's quantile bins (missing values are a bin of their own, so a
 feature that stops arriving drifts), two-sample KS and Wasserstein distance against the profile's
-sample. Categorical features: PSI on the categories and a chi-square test, judged by Cramér's V.
-Severity comes from PSI and KS, or PSI and Cramér's V; the statistics' p-values are reported but
+sample. Categorical features: PSI on the categories and a chi-square test of the reference x window
+table with its Cramér's V (the textbook statistic), judged by the balanced V (the same table with
+the reference rescaled to the window's size, so the judgement does not move with the ratio of the
+two sizes). Severity comes from PSI and KS, or PSI and balanced V; the p-values are reported but
 not judged (at 100,000 rows every difference is significant).
 """
 
@@ -47,7 +49,11 @@ class FeatureDrift(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     wasserstein: float | None = None
     chi2: float | None = None
     chi2_pvalue: float | None = None
+    # textbook Cramér's V of the 2 x k table: sqrt(chi2 / (n (min(2, k) - 1)))
     cramers_v: float | None = None
+    # V with both rows rescaled to equal size, sqrt(1/2 sum (p-q)^2/(p+q)): what the policy's
+    # cramers_v thresholds judge
+    cramers_v_balanced: float | None = None
     # share of window values that are not among the reference categories
     unseen_rate: float | None = None
 
@@ -67,7 +73,10 @@ class DriftReport(msgspec.Struct, frozen=True, kw_only=True):
 
     def summary(self) -> dict[str, dict[str, float]]:
         """The judged statistics of each feature, for the DriftChecked event."""
-        keys = ("psi", "ks", "cramers_v", "wasserstein", "missing_rate_window")
+        keys = (
+            *("psi", "ks", "cramers_v", "cramers_v_balanced"),
+            *("wasserstein", "missing_rate_window"),
+        )
         return {
             name: {k: v for k in keys if (v := getattr(feature, k)) is not None}
             for name, feature in self.features.items()
@@ -127,7 +136,14 @@ def psi(expected: Counts, actual: Counts, epsilon: float = PSI_EPSILON) -> float
     return float(np.sum((q - p) * np.log(q / p)))
 
 
-def cramers_v(expected: Counts, actual: Counts) -> float:
+def cramers_v(chi2: float, observed: Counts) -> float:
+    """Cramér's V of a contingency table (rows x columns) from its chi-square statistic."""
+    rows, columns = observed.shape
+    n, k = int(observed.sum()), min(rows, columns) - 1
+    return float(np.sqrt(chi2 / (n * k))) if n and k else 0.0
+
+
+def balanced_cramers_v(expected: Counts, actual: Counts) -> float:
     """Cramér's V of the window against the reference rescaled to the window's size.
 
     On the raw 2 x k table V shrinks with the window/reference size ratio; rescaling makes it
@@ -185,7 +201,7 @@ def _categorical(
     )
     figures: dict[str, Any] = {
         "psi": psi(expected, actual),
-        "cramers_v": cramers_v(expected, actual),
+        "cramers_v_balanced": balanced_cramers_v(expected, actual),
     }
     observed = np.vstack([expected, actual])
     observed = observed[:, observed.sum(axis=0) > 0]
@@ -194,10 +210,11 @@ def _categorical(
         figures |= {"chi2": float(chi2.statistic), "chi2_pvalue": float(chi2.pvalue)}
     else:
         figures |= {"chi2": 0.0, "chi2_pvalue": 1.0}
+    figures["cramers_v"] = cramers_v(figures["chi2"], observed)
     figures["unseen_rate"] = other / max(found.size, 1)
     judged = {
         "psi": (limits.psi_warning, limits.psi_critical),
-        "cramers_v": (limits.cramers_v_warning, limits.cramers_v_critical),
+        "cramers_v_balanced": (limits.cramers_v_warning, limits.cramers_v_critical),
     }
     return _judge("categorical", figures, judged, feature.missing / max(feature.rows, 1), actual)
 

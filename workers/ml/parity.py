@@ -42,8 +42,13 @@ class ParityCertificate(msgspec.Struct, frozen=True, kw_only=True):
     nan_rows: int
     categorical_features: list[int]
     max_abs_diff: float
+    # max_abs_diff / max(1, the largest |reference score|): the absolute difference for scores
+    # within [-1, 1] (probabilities), relative to the model's scale beyond (a regression)
+    max_scaled_diff: float
     tolerance: float
     passed: bool
+    # what computed the reference scores, and its version ("xgboost 3.2.0")
+    reference: str = ""
 
 
 @dataclass(frozen=True)
@@ -112,14 +117,20 @@ def certify(
     if expected.shape != batch.shape:
         raise ValueError(f"native scores are {expected.shape}, compiled {batch.shape}")
     worst = max(_max_abs_diff(expected, batch), _max_abs_diff(expected, single))
+    # the model's scale: its largest reference score (a float32 sum's rounding grows with the
+    # partial sums, not with the row's own result, which cancellation may make small)
+    finite = np.abs(expected[np.isfinite(expected)])
+    scaled = worst / max(1.0, float(finite.max()) if finite.size else 1.0)
     categorical = sorted(set(rows.categorical_features) | set(native.categorical_features))
     return ParityCertificate(
         rows_checked=len(checked),
         nan_rows=int(np.isnan(checked).any(axis=1).sum()),
         categorical_features=categorical,
         max_abs_diff=worst,
+        max_scaled_diff=scaled,
         tolerance=tolerance,
-        passed=worst <= tolerance,
+        passed=scaled <= tolerance,
+        reference=native.reference,
     )
 
 
