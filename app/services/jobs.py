@@ -34,17 +34,22 @@ _JOB_COLUMNS = (
 )
 
 
-class CompileResult(msgspec.Struct, frozen=True, kw_only=True):
+class CompileResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A certified native build: its digest and how far it is from the model's own scores."""
 
     library_sha256: str
     max_abs_diff: float
     rows_checked: int
-    # the policy's limit on `max_abs_diff` when it was certified
+    # the policy's limit for the model's format when it was certified (on `max_scaled_diff`;
+    # before that was recorded, on `max_abs_diff`)
     tolerance: float
+    # max_abs_diff / max(1, the largest |reference score|); absent in older certificates
+    max_scaled_diff: float | None = None
+    # what computed the scores compared with, and its version (e.g. `xgboost 3.2.0`)
+    reference: str | None = None
 
 
-class ComplianceResult(msgspec.Struct, frozen=True, kw_only=True):
+class ComplianceResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The fairness check: whether it passed, and its report (JSON and Markdown artifacts)."""
 
     passed: bool
@@ -53,7 +58,7 @@ class ComplianceResult(msgspec.Struct, frozen=True, kw_only=True):
     markdown_sha256: str | None = None
 
 
-class DriftResult(msgspec.Struct, frozen=True, kw_only=True):
+class DriftResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The drift check: its worst severity, how many alerts it raised, its report."""
 
     severity: str
@@ -61,16 +66,18 @@ class DriftResult(msgspec.Struct, frozen=True, kw_only=True):
     report_sha256: str
 
 
-class BanditResult(msgspec.Struct, frozen=True, kw_only=True):
-    """A bandit update: the challenger's probability to beat the champion, and the winner
-    once the experiment concluded."""
+class BanditResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A bandit update: the challenger's probability to beat the champion, the winner once
+    the experiment concluded, and the champion after the update (the winner, once it settled
+    the deployment; absent in results recorded before conclusions settled it)."""
 
     probability_to_beat: float
     concluded: bool
     winner: int | None = None
+    champion: int | None = None
 
 
-class TrainResult(msgspec.Struct, frozen=True, kw_only=True):
+class TrainResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The version a training run registered, and the compile job it requested."""
 
     version: int
@@ -161,7 +168,9 @@ class BanditJob(_JobView, frozen=True, kw_only=True, tag="bandit"):
     result: BanditResult | None = None
 
 
-# tagged by `kind`: each kind's result has its own type
+# tagged by `kind`: each kind's result has its own type. The result structs forbid unknown
+# fields: a key a job kind starts recording (domain/jobs.py) fails the job-kind tests until its
+# view describes it, instead of vanishing from the API.
 JobView = TrainJob | CompileJob | ComplianceJob | DriftJob | BanditJob
 
 
