@@ -65,13 +65,13 @@ def arq_job_timeout(settings: Settings) -> float:
     return settings.job_timeout_seconds + max(5.0, settings.job_timeout_seconds / 10)
 
 
-# probes after 10 s of silence, every 5 s; 3 unanswered probes close the connection
+# probes after 10 s of silence, every 5 s; 3 unanswered probes close the connection (each
+# option where the platform has it: Linux has all three)
+_PROBES = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
 _KEEPALIVE: dict[str, Any] = {
     "socket_keepalive": True,
     "socket_keepalive_options": {
-        socket.TCP_KEEPIDLE: 10,
-        socket.TCP_KEEPINTVL: 5,
-        socket.TCP_KEEPCNT: 3,
+        getattr(socket, name): value for name, value in _PROBES.items() if hasattr(socket, name)
     },
 }
 
