@@ -74,6 +74,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_processes: int = 1
     # jobs one worker runs at a time
     worker_max_jobs: int = 4
+    # a worker serves its own Prometheus /metrics here (0: not served); an in-process
+    # worker's series appear on the API's /metrics anyway
+    worker_metrics_port: int = 0
     # scheduled drift checks: every this many minutes (a divisor of 60), of each serving
     # version with at least drift_min_new_rows sampled inputs logged since its last check
     drift_check_minutes: int = 60

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from typing import Any, ClassVar
+from wsgiref.simple_server import WSGIServer
 
 from arq import cron
 from arq.connections import RedisSettings
@@ -23,6 +24,7 @@ from app.settings import Settings
 from app.store.watch import LogWatcher
 from workers.jobs import FOLLOW_UPS, KINDS
 from workers.jobs.schedule import schedule_drift_checks
+from workers.metrics import serve_metrics
 from workers.pool import ProcessPool
 from workers.runner import JobRunner, run_job
 from workers.supervised import SupervisedWorker
@@ -64,6 +66,9 @@ def worker_settings(settings: Settings) -> type:
         pool = ProcessPool(settings.job_processes)
         stack.callback(pool.close)
         ctx["runner"] = JobRunner(resources, pool, KINDS, FOLLOW_UPS)
+        served = serve_metrics(settings.host, settings.worker_metrics_port)
+        if served is not None:
+            stack.callback(stop_serving, served[0])
         if settings.dispatch_jobs:
             assert settings.database_url is not None
             watcher = LogWatcher(
@@ -109,6 +114,12 @@ def worker_settings(settings: Settings) -> type:
         health_check_interval = 30
 
     return WorkerSettings
+
+
+def stop_serving(server: WSGIServer) -> None:
+    """Stop a worker's metrics server."""
+    server.shutdown()
+    server.server_close()
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
