@@ -40,7 +40,7 @@ API_VERSION = "1.0.0"
 # a missed notification (connection blip) delays a view by at most this long
 _FOLLOW_POLL_SECONDS = 5.0
 # a score answers in a fraction of a millisecond, an upload or a history in seconds
-HTTP_BUCKETS = [
+HTTP_BUCKETS: list[str | float] = [
     0.0001,
     0.00025,
     0.0005,
