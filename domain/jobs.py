@@ -54,13 +54,13 @@ def request_job(command: cmd.RequestJob, state: ModelState | None) -> list[ev.Ev
             "no sensitive features: declare them on the model or in params.sensitive_features",
             field="params.sensitive_features",
         )
-    if command.kind in ("drift", "bandit"):
+    if command.kind in ("drift", "bandit", "performance"):
         environment = str(params.setdefault("environment", "production"))
         slot = model.deployments.get(environment)
         if command.kind == "bandit" and (slot is None or slot.strategy != "bandit"):
             raise Conflict(f"no bandit experiment runs in {environment}")
         if (
-            command.kind == "drift"
+            command.kind in ("drift", "performance")
             and command.version is None
             and (slot is None or slot.champion is None)
         ):
@@ -134,6 +134,10 @@ def record_outcome(
                 "alerts": len(alerts),
                 "report_sha256": check.report_sha256,
             }
+            return [check, *alerts, _succeeded(command, result)]
+        case cmd.PerformanceReported(check=check, alerts=alerts):
+            require_version(model, check.version)
+            result = {"severity": check.severity, "alerts": len(alerts), "rows": check.rows}
             return [check, *alerts, _succeeded(command, result)]
         case cmd.BanditReported(update=update, conclusion=conclusion):
             return _bandit_updated(command, model, update, conclusion, facts)

@@ -23,7 +23,7 @@ from app.services.dispatch import arq_job_timeout, queue_connection
 from app.settings import Settings
 from app.store.watch import LogWatcher
 from workers.jobs import FOLLOW_UPS, KINDS
-from workers.jobs.schedule import schedule_drift_checks
+from workers.jobs.schedule import schedule_drift_checks, schedule_performance_checks
 from workers.metrics import serve_metrics
 from workers.pool import ProcessPool
 from workers.runner import JobRunner, run_job
@@ -51,11 +51,17 @@ async def schedule_drift(ctx: dict[str, Any]) -> int:
     return await schedule_drift_checks(ctx["resources"])
 
 
+async def schedule_performance(ctx: dict[str, Any]) -> int:
+    """Request the performance checks that are due (arq cron, every performance_check_minutes)."""
+    return await schedule_performance_checks(ctx["resources"])
+
+
 def worker_settings(settings: Settings) -> type:
     """An arq WorkerSettings class bound to these settings."""
     assert settings.redis_url is not None
     arq_redis = RedisSettings.from_dsn(settings.redis_url)
     drift_minutes = set(range(0, 60, max(1, min(60, settings.drift_check_minutes))))
+    performance_minutes = set(range(0, 60, max(1, min(60, settings.performance_check_minutes))))
 
     async def startup(ctx: dict[str, Any]) -> None:
         stack = contextlib.AsyncExitStack()
@@ -92,11 +98,13 @@ def worker_settings(settings: Settings) -> type:
             sign_checkpoint,
             catch_up_projections,
             schedule_drift,
+            schedule_performance,
         ]
         cron_jobs: ClassVar[list[Any]] = [
             cron(sign_checkpoint, second=0, unique=True, run_at_startup=True),
             cron(catch_up_projections, second={0, 15, 30, 45}, unique=True),
             cron(schedule_drift, minute=drift_minutes, second=30, unique=True),
+            cron(schedule_performance, minute=performance_minutes, second=45, unique=True),
         ]
         redis_settings = arq_redis
         queue_name = settings.queue_name

@@ -1,6 +1,6 @@
 """Gauges of the whole deployment, read from the views and the queue when `/metrics` is
 scraped: jobs by kind and status, the arq queue's depth, each view's lag behind the log, and
-the latest drift value of every serving version.
+the latest drift and live performance values of every serving version.
 
 They describe the cluster, not the process: every API replica reports the same values, so
 aggregate them with `max` (not `sum`) across instances. Workers' own series (attempt
@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
+import msgspec
 from arq.connections import ArqRedis
 from prometheus_client import Counter, Gauge
 
@@ -38,6 +39,18 @@ FROM drift_alerts a JOIN deployments d
  AND a.version IN (d.champion, d.challenger)
 ORDER BY a.name, a.version, a.environment, a.feature, a.statistic, a.position DESC
 """
+# the latest performance check of each version deployed now (the log's type index finds them)
+_PERFORMANCE_SQL = """
+SELECT DISTINCT ON (e.data->>'name', e.data->>'version', e.data->>'environment')
+       e.data->>'name' AS name, e.data->>'version' AS version,
+       e.data->>'environment' AS environment, e.data->>'metrics' AS metrics
+FROM events e JOIN deployments d
+  ON d.name = e.data->>'name' AND d.environment = e.data->>'environment'
+ AND (e.data->>'version')::int IN (d.champion, d.challenger)
+WHERE e.type = 'performance.checked'
+ORDER BY e.data->>'name', e.data->>'version', e.data->>'environment', e.position DESC
+"""
+_metrics = msgspec.json.Decoder(dict[str, float])
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,7 @@ class ClusterGauges:
     queue_depth: Gauge
     projection_lag: Gauge
     drift_value: Gauge
+    performance_value: Gauge
     refresh_failures: Counter
 
 
@@ -74,6 +88,12 @@ def cluster_gauges() -> ClusterGauges:
             "The latest alerted value of a drift statistic of a deployed version",
             ["model", "version", "environment", "feature", "statistic"],
         ),
+        performance_value=Gauge(
+            "model_ledger_performance_value",
+            "A metric of the latest performance check (scores against outcome labels) of a "
+            "deployed version: auc, precision, recall, brier, ece, rmse, ...",
+            ["model", "version", "environment", "metric"],
+        ),
         refresh_failures=Counter(
             "model_ledger_metrics_refresh_failures",
             "Scrapes that served the previous cluster gauges: the database or Redis was "
@@ -95,13 +115,14 @@ class ClusterMetrics:
         """Read and set every gauge; False (the old values stay) when a store failed."""
         try:
             async with asyncio.timeout(_REFRESH_SECONDS):
-                jobs, lag, drift = await self._read()
+                jobs, lag, drift, performance = await self._read()
                 depth = await self._redis.zcard(self._queue)
         except Exception as error:  # a scrape must answer, with what it had
             self._gauges.refresh_failures.inc()
             _log.warning("metrics: cluster gauges not refreshed: %s", error)
             return False
         self._set(jobs, lag, drift, int(depth))
+        self._set_performance(performance)
         return True
 
     async def _read(self) -> tuple[list[asyncpg.Record], ...]:
@@ -110,7 +131,16 @@ class ClusterMetrics:
                 await conn.fetch(_JOBS_SQL),
                 await conn.fetch(_LAG_SQL),
                 await conn.fetch(_DRIFT_SQL),
+                await conn.fetch(_PERFORMANCE_SQL),
             )
+
+    def _set_performance(self, checks: Sequence[asyncpg.Record]) -> None:
+        gauge = self._gauges.performance_value
+        gauge.clear()
+        for row in checks:
+            labels = (row["name"], row["version"], row["environment"])
+            for metric, value in _metrics.decode(row["metrics"]).items():
+                gauge.labels(*labels, metric).set(value)
 
     def _set(
         self,
