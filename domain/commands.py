@@ -189,6 +189,11 @@ class PerformanceReported(msgspec.Struct, frozen=True, kw_only=True):
     alerts: list[ev.PerformanceAlert]
 
 
+class DataQualityReported(msgspec.Struct, frozen=True, kw_only=True):
+    check: ev.DataQualityChecked
+    alerts: list[ev.DataQualityAlert]
+
+
 class BanditReported(msgspec.Struct, frozen=True, kw_only=True):
     update: ev.BanditUpdated
     conclusion: ev.ExperimentConcluded | None = None
@@ -199,7 +204,13 @@ class Trained(msgspec.Struct, frozen=True, kw_only=True):
 
 
 JobOutcome = (
-    Compiled | ComplianceReported | DriftReported | PerformanceReported | BanditReported | Trained
+    Compiled
+    | ComplianceReported
+    | DriftReported
+    | PerformanceReported
+    | DataQualityReported
+    | BanditReported
+    | Trained
 )
 
 

@@ -22,7 +22,9 @@ ModelFormat = Literal["lightgbm", "xgboost-json", "sklearn-skops"]
 # demotion: a challenger ended (by a caller or by policy); conclusion: a bandit experiment
 # settled on its winner
 DeploymentAction = Literal["promotion", "rollback", "demotion", "conclusion"]
-JobKind = Literal["train", "compile", "compliance", "drift", "bandit", "performance"]
+JobKind = Literal[
+    "train", "compile", "compliance", "drift", "bandit", "performance", "data_quality"
+]
 
 
 class Event(msgspec.Struct, gc=False, frozen=True, kw_only=True, tag_field="type"):
@@ -311,6 +313,42 @@ class PerformanceAlert(Event, frozen=True, kw_only=True, tag="performance.alert"
     job_id: str | None = None
 
 
+class DataQualityChecked(Event, frozen=True, kw_only=True, tag="data_quality.checked"):
+    """A window of live inputs was checked against the version's training profile: width,
+    null rates, out-of-range values, unseen categories, constant features."""
+
+    name: str
+    version: int
+    environment: str
+    severity: Severity
+    rows: int
+    # logged rows whose width differs from the version's features
+    width_mismatch_rate: float = 0.0
+    # per feature: null_rate, training_null_rate, out_of_range_rate or unseen_rate, constant
+    features: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
+    job_id: str | None = None
+
+
+class DataQualityAlert(Event, frozen=True, kw_only=True, tag="data_quality.alert"):
+    """Live inputs of a version broke a data-quality limit of the policy, bound to the
+    version that served them."""
+
+    name: str
+    version: int
+    environment: str
+    # width, null_rate, out_of_range, unseen_categories or constant
+    check: str
+    value: float
+    # the training figure compared with (a null rate), if any
+    baseline: float | None
+    threshold: float
+    severity: Severity
+    rows: int
+    reason: str
+    feature: str | None = None
+    job_id: str | None = None
+
+
 class BanditArm(msgspec.Struct, gc=False, frozen=True, kw_only=True):
     """One arm of a bandit experiment: its Beta posterior and its share of traffic."""
 
@@ -382,6 +420,8 @@ AnyEvent = (
     | DriftChecked
     | PerformanceChecked
     | PerformanceAlert
+    | DataQualityChecked
+    | DataQualityAlert
     | BanditUpdated
     | ExperimentConcluded
     | ScorerLoaded

@@ -23,7 +23,11 @@ from app.services.dispatch import arq_job_timeout, queue_connection
 from app.settings import Settings
 from app.store.watch import LogWatcher
 from workers.jobs import FOLLOW_UPS, KINDS
-from workers.jobs.schedule import schedule_drift_checks, schedule_performance_checks
+from workers.jobs.schedule import (
+    schedule_data_quality_checks,
+    schedule_drift_checks,
+    schedule_performance_checks,
+)
 from workers.metrics import serve_metrics
 from workers.pool import ProcessPool
 from workers.runner import JobRunner, run_job
@@ -49,6 +53,11 @@ async def catch_up_projections(ctx: dict[str, Any]) -> int:
 async def schedule_drift(ctx: dict[str, Any]) -> int:
     """Request the drift checks that are due (arq cron, every drift_check_minutes)."""
     return await schedule_drift_checks(ctx["resources"])
+
+
+async def schedule_data_quality(ctx: dict[str, Any]) -> int:
+    """Request the data-quality checks that are due (arq cron, with the drift checks)."""
+    return await schedule_data_quality_checks(ctx["resources"])
 
 
 async def schedule_performance(ctx: dict[str, Any]) -> int:
@@ -99,12 +108,14 @@ def worker_settings(settings: Settings) -> type:
             catch_up_projections,
             schedule_drift,
             schedule_performance,
+            schedule_data_quality,
         ]
         cron_jobs: ClassVar[list[Any]] = [
             cron(sign_checkpoint, second=0, unique=True, run_at_startup=True),
             cron(catch_up_projections, second={0, 15, 30, 45}, unique=True),
             cron(schedule_drift, minute=drift_minutes, second=30, unique=True),
             cron(schedule_performance, minute=performance_minutes, second=45, unique=True),
+            cron(schedule_data_quality, minute=drift_minutes, second=40, unique=True),
         ]
         redis_settings = arq_redis
         queue_name = settings.queue_name

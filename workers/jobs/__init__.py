@@ -3,7 +3,7 @@ decider of its outcome (see workers/runner.py)."""
 
 from __future__ import annotations
 
-from workers.jobs import bandit, compliance, drift, performance, train
+from workers.jobs import bandit, compliance, drift, performance, quality, train
 from workers.jobs import compile as compile_job
 from workers.runner import FollowUp, Kind
 
@@ -14,5 +14,6 @@ KINDS: dict[str, Kind] = {
     "drift": drift.run,
     "bandit": bandit.run,
     "performance": performance.run,
+    "data_quality": quality.run,
 }
 FOLLOW_UPS: dict[str, FollowUp] = {"drift": drift.respond, "performance": performance.respond}

@@ -19,14 +19,15 @@ _log = logging.getLogger("model_ledger.jobs")
 
 SCHEDULER = ev.EventMeta(actor="system:drift-schedule", role="admin")
 PERFORMANCE_SCHEDULER = ev.EventMeta(actor="system:performance-schedule", role="admin")
+QUALITY_SCHEDULER = ev.EventMeta(actor="system:data-quality-schedule", role="admin")
 
-# versions with at least $1 sampled inputs logged since their last drift job was requested
+# versions with at least $1 sampled inputs logged since their last job of kind $2
 _DUE = """
 SELECT p.name, p.environment, p.version, count(*) AS rows
 FROM predictions p
 WHERE p.features IS NOT NULL AND p.created_at > coalesce((
     SELECT max(j.requested_at) FROM jobs j
-    WHERE j.kind = 'drift' AND j.name = p.name AND j.version = p.version
+    WHERE j.kind = $2 AND j.name = p.name AND j.version = p.version
       AND j.params->>'environment' = p.environment), '-infinity')
 GROUP BY p.name, p.environment, p.version
 HAVING count(*) >= $1
@@ -51,8 +52,16 @@ ORDER BY o.name, o.environment, o.version
 async def schedule_drift_checks(resources: Resources) -> int:
     """Request the drift checks that are due; returns how many were requested."""
     await resources.projector.catch_up()  # the jobs view says when each was last checked
-    due = await resources.pool.fetch(_DUE, resources.settings.drift_min_new_rows)
+    due = await resources.pool.fetch(_DUE, resources.settings.drift_min_new_rows, "drift")
     return await _request(resources, due, "drift", SCHEDULER)
+
+
+async def schedule_data_quality_checks(resources: Resources) -> int:
+    """Request the data-quality checks that are due (at the drift checks' cadence and row
+    threshold); returns how many were requested."""
+    await resources.projector.catch_up()
+    due = await resources.pool.fetch(_DUE, resources.settings.drift_min_new_rows, "data_quality")
+    return await _request(resources, due, "data_quality", QUALITY_SCHEDULER)
 
 
 async def schedule_performance_checks(resources: Resources) -> int:
