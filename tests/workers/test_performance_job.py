@@ -4,7 +4,8 @@ collapses is alerted critically and demoted, caused by the alert; its champion i
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -67,6 +68,20 @@ async def _label(
     return scores, labels
 
 
+async def _old_predictions(
+    resources: Resources, version: int, *, days: int
+) -> list[tuple[str, float]]:
+    """Predictions the scorer logged `days` ago (written as its log writes them)."""
+    made = datetime.now(UTC) - timedelta(days=days)
+    old = [(uuid.uuid4(), 0.1 + 0.8 * (i % 2)) for i in range(50)]
+    records = [
+        (pid, "fraud", "staging", version, "lib", "champion", str(value), None, made)
+        for pid, value in old
+    ]
+    await resources.pool.copy_records_to_table("predictions", records=records)
+    return [(str(pid), value) for pid, value in old]
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -88,6 +103,8 @@ async def test_a_canary_whose_live_auc_collapses_is_alerted_and_demoted_by_the_a
     assert len(served[1]) >= 40 and len(served[2]) >= 40
     champion = await _label(client, scorer, served[1], flip=False)
     canary = await _label(client, scorer, served[2], flip=True)
+    # predictions of version 1 older than the window, labelled backwards: left out
+    await _label(client, scorer, await _old_predictions(resources, 1, days=30), flip=True)
 
     assert await schedule_performance_checks(resources) == 2
     # the two checks, and the compiles registering requested
