@@ -7,12 +7,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from litestar import Litestar, Router
+from litestar import Controller, Litestar, Router
 from litestar.logging import LoggingConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusConfig
 from litestar.types import ControllerRouterHandler
 
 from app.http.audit import AuditController
@@ -23,6 +23,7 @@ from app.http.form_docs import MultipartDocs
 from app.http.forms import parse_multipart
 from app.http.health import HealthController, health
 from app.http.jobs import JobController
+from app.http.metrics import ApiMetricsController, MetricsController
 from app.http.models import ModelController
 from app.http.problems import EXCEPTION_HANDLERS, ProblemDocs
 from app.http.registry import PolicyController, RegistryController
@@ -40,13 +41,26 @@ _log = logging.getLogger("model_ledger")
 API_VERSION = "1.0.0"
 # a missed notification (connection blip) delays a view by at most this long
 _FOLLOW_POLL_SECONDS = 5.0
-
-
-class MetricsController(PrometheusController):
-    """Prometheus text exposition."""
-
-    path = "/metrics"
-    include_in_schema = False
+# a score answers in a fraction of a millisecond, an upload or a history in seconds
+HTTP_BUCKETS: list[str | float] = [
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+]
 
 
 async def _every(seconds: float, job: str, action: object) -> None:
@@ -133,6 +147,8 @@ def assemble(
     route_handlers: Sequence[ControllerRouterHandler],
     background: Background,
     openapi: OpenAPIConfig,
+    *,
+    metrics: type[Controller] = MetricsController,
 ) -> Litestar:
     """An application of this server: its routes and background work, with the shared
     lifespan (resources opened unless given, as tests do), authentication, metrics,
@@ -148,9 +164,12 @@ def assemble(
             await stack.enter_async_context(background(owned))
             yield
 
-    prometheus = PrometheusConfig(app_name="model_ledger", prefix="model_ledger", group_path=True)
+    # by route template (group_path), never the raw path: one series per route, not per name
+    prometheus = PrometheusConfig(
+        app_name="model_ledger", prefix="model_ledger", group_path=True, buckets=HTTP_BUCKETS
+    )
     return Litestar(
-        route_handlers=[*route_handlers, MetricsController],
+        route_handlers=[*route_handlers, metrics],
         lifespan=[lifespan],
         middleware=[
             prometheus.middleware,
@@ -191,4 +210,6 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Lit
         uploads,
         *scoring_routes(settings),
     ]
-    return assemble(settings, resources, routes, _background, openapi_config())
+    return assemble(
+        settings, resources, routes, _background, openapi_config(), metrics=ApiMetricsController
+    )

@@ -74,12 +74,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_processes: int = 1
     # jobs one worker runs at a time
     worker_max_jobs: int = 4
+    # a worker serves its own Prometheus /metrics here (0: not served); an in-process
+    # worker's series appear on the API's /metrics anyway
+    worker_metrics_port: int = 0
     # scheduled drift checks: every this many minutes (a divisor of 60), of each serving
     # version with at least drift_min_new_rows sampled inputs logged since its last check
     drift_check_minutes: int = 60
     drift_min_new_rows: int = 1_000
     # the window of a drift check on the prediction log: the latest this many sampled inputs
     drift_window_rows: int = 10_000
+    # scheduled performance checks: every this many minutes (a divisor of 60), of each
+    # version with at least performance_min_new_labels outcome labels since its last check
+    performance_check_minutes: int = 60
+    performance_min_new_labels: int = 200
     # scoring: a request body may be this large (10,000 rows of a few hundred features)
     score_max_body_bytes: int = 64 * 1_048_576
     score_max_rows: int = 10_000

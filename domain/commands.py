@@ -134,6 +134,13 @@ class RespondToDrift(msgspec.Struct, frozen=True, kw_only=True):
     alert: ev.DriftDetected
 
 
+class RespondToPerformance(msgspec.Struct, frozen=True, kw_only=True):
+    """Do what the policy says about a recorded performance alert (caused by it)."""
+
+    name: str
+    alert: ev.PerformanceAlert
+
+
 class SetPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """A tier's whole policy."""
 
@@ -177,6 +184,16 @@ class DriftReported(msgspec.Struct, frozen=True, kw_only=True):
     alerts: list[ev.DriftDetected]
 
 
+class PerformanceReported(msgspec.Struct, frozen=True, kw_only=True):
+    check: ev.PerformanceChecked
+    alerts: list[ev.PerformanceAlert]
+
+
+class DataQualityReported(msgspec.Struct, frozen=True, kw_only=True):
+    check: ev.DataQualityChecked
+    alerts: list[ev.DataQualityAlert]
+
+
 class BanditReported(msgspec.Struct, frozen=True, kw_only=True):
     update: ev.BanditUpdated
     conclusion: ev.ExperimentConcluded | None = None
@@ -186,7 +203,15 @@ class Trained(msgspec.Struct, frozen=True, kw_only=True):
     version: RegisterVersion
 
 
-JobOutcome = Compiled | ComplianceReported | DriftReported | BanditReported | Trained
+JobOutcome = (
+    Compiled
+    | ComplianceReported
+    | DriftReported
+    | PerformanceReported
+    | DataQualityReported
+    | BanditReported
+    | Trained
+)
 
 
 class StartAttempt(msgspec.Struct, frozen=True, kw_only=True):
@@ -223,6 +248,7 @@ ModelCommand = (
     | Rollback
     | RaiseDriftAlert
     | RespondToDrift
+    | RespondToPerformance
     | RequestJob
     | StartAttempt
     | FailAttempt

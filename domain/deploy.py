@@ -154,19 +154,37 @@ def drift_action(state: ModelState, alert: ev.DriftDetected, policy: Policy) -> 
     """What policy does about a drift alert: demote a critically drifting canary."""
     if alert.severity != "critical" or policy.critical_drift_on_canary == "none":
         return []
+    reason = f"critical drift: {alert.statistic} = {alert.value:g} > {alert.threshold:g}"
+    return _demote_canary(state, alert.version, alert.environment, reason)
+
+
+def performance_action(
+    state: ModelState, alert: ev.PerformanceAlert, policy: Policy
+) -> list[ev.Event]:
+    """What policy does about a performance alert: demote a canary that critically fails."""
+    if alert.severity != "critical" or policy.critical_performance_on_canary == "none":
+        return []
+    reason = f"critical performance: {alert.reason}"
+    return _demote_canary(state, alert.version, alert.environment, reason)
+
+
+def _demote_canary(
+    state: ModelState, version: int, environment: str | None, reason: str
+) -> list[ev.Event]:
+    """The version ends as the canary of the environment (every one, if None)."""
     return [
         ev.DeploymentChanged(
             name=state.name,
             environment=env,
             action="demotion",
-            version=alert.version,
+            version=version,
             champion=slot.champion,
-            reason=f"critical drift: {alert.statistic} = {alert.value:g} > {alert.threshold:g}",
+            reason=reason,
         )
         for env, slot in sorted(state.deployments.items())
-        if slot.challenger == alert.version
+        if slot.challenger == version
         and slot.strategy == "canary"
-        and (alert.environment is None or alert.environment == env)
+        and (environment is None or environment == env)
     ]
 
 

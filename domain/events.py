@@ -22,7 +22,9 @@ ModelFormat = Literal["lightgbm", "xgboost-json", "sklearn-skops"]
 # demotion: a challenger ended (by a caller or by policy); conclusion: a bandit experiment
 # settled on its winner
 DeploymentAction = Literal["promotion", "rollback", "demotion", "conclusion"]
-JobKind = Literal["train", "compile", "compliance", "drift", "bandit"]
+JobKind = Literal[
+    "train", "compile", "compliance", "drift", "bandit", "performance", "data_quality"
+]
 
 
 class Event(msgspec.Struct, gc=False, frozen=True, kw_only=True, tag_field="type"):
@@ -274,6 +276,83 @@ class DriftChecked(Event, frozen=True, kw_only=True, tag="drift.checked"):
     job_id: str | None = None
 
 
+class PerformanceChecked(Event, frozen=True, kw_only=True, tag="performance.checked"):
+    """A version's scores in a window were compared with the outcomes observed for them."""
+
+    name: str
+    version: int
+    environment: str
+    severity: Severity
+    # predictions of the window with a label
+    rows: int
+    # the window: predictions made since this many days before the check
+    window_days: float
+    # "binary" (auc, precision, recall, brier, ...) or "regression" (rmse, mae, ...)
+    task: str
+    metrics: dict[str, float] = msgspec.field(default_factory=dict)
+    # the version's validation metrics the live ones were compared with
+    baseline: dict[str, float] = msgspec.field(default_factory=dict)
+    # calibration: per bin of predicted probability, [lower, upper, rows, mean score, rate]
+    reliability: list[list[float]] = msgspec.field(default_factory=list)
+    threshold: float | None = None
+    job_id: str | None = None
+
+
+class PerformanceAlert(Event, frozen=True, kw_only=True, tag="performance.alert"):
+    """A version's live performance fell past the policy's bound, bound to the version that
+    served the window."""
+
+    name: str
+    version: int
+    environment: str
+    metric: str
+    value: float
+    # what the metric was compared with: the validation value (a drop or rise) or a bound
+    baseline: float | None
+    # the limit passed: a drop (rise, ratio) for a baseline, else the policy's bound
+    threshold: float
+    severity: Severity
+    rows: int
+    reason: str
+    job_id: str | None = None
+
+
+class DataQualityChecked(Event, frozen=True, kw_only=True, tag="data_quality.checked"):
+    """A window of live inputs was checked against the version's training profile: width,
+    null rates, out-of-range values, unseen categories, constant features."""
+
+    name: str
+    version: int
+    environment: str
+    severity: Severity
+    rows: int
+    # logged rows whose width differs from the version's features
+    width_mismatch_rate: float = 0.0
+    # per feature: null_rate, training_null_rate, out_of_range_rate or unseen_rate, constant
+    features: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
+    job_id: str | None = None
+
+
+class DataQualityAlert(Event, frozen=True, kw_only=True, tag="data_quality.alert"):
+    """Live inputs of a version broke a data-quality limit of the policy, bound to the
+    version that served them."""
+
+    name: str
+    version: int
+    environment: str
+    # width, null_rate, out_of_range, unseen_categories or constant
+    check: str
+    value: float
+    # the training figure compared with (a null rate), if any
+    baseline: float | None
+    threshold: float
+    severity: Severity
+    rows: int
+    reason: str
+    feature: str | None = None
+    job_id: str | None = None
+
+
 class BanditArm(msgspec.Struct, gc=False, frozen=True, kw_only=True):
     """One arm of a bandit experiment: its Beta posterior and its share of traffic."""
 
@@ -343,6 +422,10 @@ AnyEvent = (
     | JobFailed
     | JobRequeued
     | DriftChecked
+    | PerformanceChecked
+    | PerformanceAlert
+    | DataQualityChecked
+    | DataQualityAlert
     | BanditUpdated
     | ExperimentConcluded
     | ScorerLoaded

@@ -21,6 +21,7 @@ _READS_POLICY = (
     cmd.DecideVersion,
     cmd.ChangeDeployments,
     cmd.RespondToDrift,
+    cmd.RespondToPerformance,
     cmd.RecordJobOutcome,
     cmd.AmendPolicy,
 )
@@ -66,6 +67,9 @@ def decide(command: cmd.Command, state: ModelState | None, facts: cmd.Facts) -> 
             return d.raise_drift_alert(command, state)
         case cmd.RespondToDrift(name=name, alert=alert):
             return deploy.drift_action(d.require_model(name, state), alert, facts.policy)
+        case cmd.RespondToPerformance(name=name, alert=alert):
+            model = d.require_model(name, state)
+            return deploy.performance_action(model, alert, facts.policy)
         case cmd.SetPolicy():
             return d.set_policy(command)
         case cmd.AmendPolicy():
@@ -85,6 +89,8 @@ def event_ids(command: cmd.Command, count: int) -> list[uuid.UUID] | None:
     match command:
         case cmd.StartAttempt() | cmd.FailAttempt() | cmd.RecordJobOutcome():
             return jobs.outcome_ids(command, count)
-        case cmd.RespondToDrift(alert=alert) if alert.job_id is not None:
+        case cmd.RespondToDrift(alert=alert) | cmd.RespondToPerformance(alert=alert) if (
+            alert.job_id is not None
+        ):
             return jobs.result_ids(alert.job_id, "response", count)
     return None

@@ -21,6 +21,8 @@ _NAMESPACE = uuid.UUID("5b0f8a52-7f7e-4c2b-9d43-1f6f3c1d2e7a")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NEEDS_VERSION = ("compile", "compliance")
 _NEEDS_DATASET = ("train", "compliance")
+# checks of what a deployment serves: of the version named, else of what serves there
+_WATCHES = ("performance", "data_quality")
 
 
 def result_ids(job_id: str, purpose: str, count: int) -> list[uuid.UUID]:
@@ -53,13 +55,13 @@ def request_job(command: cmd.RequestJob, state: ModelState | None) -> list[ev.Ev
             "no sensitive features: declare them on the model or in params.sensitive_features",
             field="params.sensitive_features",
         )
-    if command.kind in ("drift", "bandit"):
+    if command.kind in ("drift", "bandit", *_WATCHES):
         environment = str(params.setdefault("environment", "production"))
         slot = model.deployments.get(environment)
         if command.kind == "bandit" and (slot is None or slot.strategy != "bandit"):
             raise Conflict(f"no bandit experiment runs in {environment}")
         if (
-            command.kind == "drift"
+            command.kind in ("drift", *_WATCHES)
             and command.version is None
             and (slot is None or slot.champion is None)
         ):
@@ -133,6 +135,14 @@ def record_outcome(
                 "alerts": len(alerts),
                 "report_sha256": check.report_sha256,
             }
+            return [check, *alerts, _succeeded(command, result)]
+        case cmd.PerformanceReported(check=check, alerts=alerts):
+            require_version(model, check.version)
+            result = {"severity": check.severity, "alerts": len(alerts), "rows": check.rows}
+            return [check, *alerts, _succeeded(command, result)]
+        case cmd.DataQualityReported(check=check, alerts=alerts):
+            require_version(model, check.version)
+            result = {"severity": check.severity, "alerts": len(alerts), "rows": check.rows}
             return [check, *alerts, _succeeded(command, result)]
         case cmd.BanditReported(update=update, conclusion=conclusion):
             return _bandit_updated(command, model, update, conclusion, facts)

@@ -42,6 +42,46 @@ class DriftThresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     cramers_v_critical: float = 0.25
 
 
+class PerformanceThresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How live performance (scores against observed outcome labels) is judged against the
+    version's validation metrics: absolute drops and rises, and ratios of errors."""
+
+    # a check judges nothing with fewer labelled predictions in its window
+    min_labels: int = 200
+    # the window: predictions made in the last this many days
+    window_days: float = 7.0
+    # a binary classifier's operating threshold when its version's params name none
+    # (`decision_threshold`): precision and recall are taken there
+    threshold: float = 0.5
+    auc_drop_warning: float = 0.03
+    auc_drop_critical: float = 0.08
+    precision_drop_warning: float = 0.05
+    precision_drop_critical: float = 0.15
+    brier_rise_warning: float = 0.02
+    brier_rise_critical: float = 0.05
+    # regression: live RMSE (MAE) over the validation value
+    error_ratio_warning: float = 1.2
+    error_ratio_critical: float = 1.5
+
+
+class DataQualityThresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How live inputs are judged against the training profile (shares of a window's rows)."""
+
+    # a check judges nothing with fewer sampled inputs
+    min_rows: int = 100
+    # live null rate minus the training null rate
+    null_rate_increase_warning: float = 0.05
+    null_rate_increase_critical: float = 0.2
+    # numeric values outside the training [min, max]
+    out_of_range_warning: float = 0.01
+    out_of_range_critical: float = 0.05
+    # categorical codes the training data never had
+    unseen_category_warning: float = 0.01
+    unseen_category_critical: float = 0.05
+    # a feature that varied in training holds one value throughout the window
+    constant_feature: Literal["warning", "critical", "none"] = "warning"
+
+
 class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """What a version of a tier needs before it may serve in a gated environment."""
 
@@ -68,6 +108,10 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     # the four-fifths rule: the lowest group's selection rate over the highest's
     min_demographic_parity_ratio: float = 0.8
     drift: DriftThresholds = msgspec.field(default_factory=DriftThresholds)
+    # live performance against outcome labels, and what a critical alert on a canary does
+    performance: PerformanceThresholds = msgspec.field(default_factory=PerformanceThresholds)
+    critical_performance_on_canary: Literal["rollback", "none"] = "rollback"
+    data_quality: DataQualityThresholds = msgspec.field(default_factory=DataQualityThresholds)
     # a bandit experiment concludes when an arm's probability to beat the champion passes this
     bandit_probability_to_beat: float = 0.95
     # ... and not before this many rewards per arm

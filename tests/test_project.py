@@ -184,7 +184,8 @@ def test_compose_images_are_pinned_to_a_minor_version() -> None:
         if "build" in service:
             continue  # ours, built from the Dockerfile
         image = service["image"]
-        assert re.fullmatch(r"[\w./-]+:\d+\.\d+(\.\d+)?([-\w.]*)?", image), f"{name}: {image}"
+        # (Prometheus tags its releases with a leading v)
+        assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+(\.\d+)?([-\w.]*)?", image), f"{name}: {image}"
 
 
 # --- Dockerfile: stages, user, pinned uv, what the image installs ----------------------------
@@ -402,3 +403,36 @@ def test_a_hanging_test_fails_with_the_stack_of_the_task_that_waits(tmp_path: Pa
     assert "1 failed, 1 passed" in run.stdout, run.stdout
     assert "Timeout (>2.0s)" in run.stdout
     assert "in test_waits_forever" in run.stdout  # the waiting task's own line
+
+
+def test_compose_monitoring_scrapes_every_process_on_the_ports_they_serve() -> None:
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    for name in ("prometheus", "grafana"):
+        service = services[name]
+        assert service["profiles"] == ["monitoring"], name  # optional: not in a plain `up`
+        assert re.fullmatch(r"[a-z/]+:v?\d+\.\d+(\.\d+)?", service["image"]), service["image"]
+        for volume in service["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name} mounts {source}, not in the repo"
+    for name in ("api", "worker", "scorer", "postgres", "redis"):
+        assert "profiles" not in services[name], name
+    scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    ports = {
+        sd["names"][0]: sd["port"]
+        for job in scrape["scrape_configs"]
+        for sd in job["dns_sd_configs"]
+    }
+    environment = services["worker"]["environment"]
+    assert ports == {
+        "api": int(services["api"]["environment"]["MODEL_LEDGER_PORT"]),
+        "scorer": int(services["scorer"]["environment"]["MODEL_LEDGER_SCORER_PORT"]),
+        "worker": int(environment["MODEL_LEDGER_WORKER_METRICS_PORT"]),
+    }
+    assert all(job["metrics_path"] == "/metrics" for job in scrape["scrape_configs"])
+    datasource = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yaml").read_text()
+    )["datasources"][0]
+    assert datasource["url"] == "http://prometheus:9090"
+    dashboard = (ROOT / "deploy/grafana/dashboards/model-ledger.json").read_text()
+    assert datasource["uid"] in dashboard

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from typing import Any, ClassVar
+from wsgiref.simple_server import WSGIServer
 
 from arq import cron
 from arq.connections import RedisSettings
@@ -22,7 +23,12 @@ from app.services.dispatch import arq_job_timeout, queue_connection
 from app.settings import Settings
 from app.store.watch import LogWatcher
 from workers.jobs import FOLLOW_UPS, KINDS
-from workers.jobs.schedule import schedule_drift_checks
+from workers.jobs.schedule import (
+    schedule_data_quality_checks,
+    schedule_drift_checks,
+    schedule_performance_checks,
+)
+from workers.metrics import serve_metrics
 from workers.pool import ProcessPool
 from workers.runner import JobRunner, run_job
 from workers.supervised import SupervisedWorker
@@ -49,11 +55,22 @@ async def schedule_drift(ctx: dict[str, Any]) -> int:
     return await schedule_drift_checks(ctx["resources"])
 
 
+async def schedule_data_quality(ctx: dict[str, Any]) -> int:
+    """Request the data-quality checks that are due (arq cron, with the drift checks)."""
+    return await schedule_data_quality_checks(ctx["resources"])
+
+
+async def schedule_performance(ctx: dict[str, Any]) -> int:
+    """Request the performance checks that are due (arq cron, every performance_check_minutes)."""
+    return await schedule_performance_checks(ctx["resources"])
+
+
 def worker_settings(settings: Settings) -> type:
     """An arq WorkerSettings class bound to these settings."""
     assert settings.redis_url is not None
     arq_redis = RedisSettings.from_dsn(settings.redis_url)
     drift_minutes = set(range(0, 60, max(1, min(60, settings.drift_check_minutes))))
+    performance_minutes = set(range(0, 60, max(1, min(60, settings.performance_check_minutes))))
 
     async def startup(ctx: dict[str, Any]) -> None:
         stack = contextlib.AsyncExitStack()
@@ -64,6 +81,9 @@ def worker_settings(settings: Settings) -> type:
         pool = ProcessPool(settings.job_processes)
         stack.callback(pool.close)
         ctx["runner"] = JobRunner(resources, pool, KINDS, FOLLOW_UPS)
+        served = serve_metrics(settings.host, settings.worker_metrics_port)
+        if served is not None:
+            stack.callback(stop_serving, served[0])
         if settings.dispatch_jobs:
             assert settings.database_url is not None
             watcher = LogWatcher(
@@ -87,11 +107,15 @@ def worker_settings(settings: Settings) -> type:
             sign_checkpoint,
             catch_up_projections,
             schedule_drift,
+            schedule_performance,
+            schedule_data_quality,
         ]
         cron_jobs: ClassVar[list[Any]] = [
             cron(sign_checkpoint, second=0, unique=True, run_at_startup=True),
             cron(catch_up_projections, second={0, 15, 30, 45}, unique=True),
             cron(schedule_drift, minute=drift_minutes, second=30, unique=True),
+            cron(schedule_performance, minute=performance_minutes, second=45, unique=True),
+            cron(schedule_data_quality, minute=drift_minutes, second=40, unique=True),
         ]
         redis_settings = arq_redis
         queue_name = settings.queue_name
@@ -109,6 +133,12 @@ def worker_settings(settings: Settings) -> type:
         health_check_interval = 30
 
     return WorkerSettings
+
+
+def stop_serving(server: WSGIServer) -> None:
+    """Stop a worker's metrics server."""
+    server.shutdown()
+    server.server_close()
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

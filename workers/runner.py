@@ -33,6 +33,7 @@ from domain import commands as cmd
 from domain import events as ev
 from domain.errors import ConcurrencyConflict, DomainError, NotFound
 from domain.sweep import backoff_seconds, progress
+from workers.metrics import observe_attempt
 from workers.pool import ProcessPool
 
 _log = logging.getLogger("model_ledger.jobs")
@@ -108,6 +109,15 @@ class JobRunner:
         return outcome
 
     async def _attempt(self, ctx: Context, max_tries: int) -> str:
+        start = time.perf_counter()
+        outcome = "retried"
+        try:
+            outcome = await self._outcome(ctx, max_tries)
+        finally:
+            observe_attempt(ctx.job.kind, outcome, time.perf_counter() - start)
+        return outcome
+
+    async def _outcome(self, ctx: Context, max_tries: int) -> str:
         job, attempt = ctx.job, ctx.attempt
         start = time.perf_counter()
         try:

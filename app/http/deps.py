@@ -14,6 +14,7 @@ from app.services.audit import AuditLog
 from app.services.authenticator import Authenticator
 from app.services.governance import Governance
 from app.services.jobs import Jobs
+from app.services.ops_metrics import ClusterMetrics
 from app.services.probes import Probes
 from app.services.registry import Registry
 from app.services.reports import Reports
@@ -92,6 +93,12 @@ def provide_rewards(state: State) -> Rewards:
     return Rewards(res.pool, res.scoring.predictions, res.clock)
 
 
+def provide_cluster_metrics(state: State) -> ClusterMetrics:
+    """The cluster's gauges, read from the views and the queue."""
+    res = _resources(state)
+    return ClusterMetrics(res.pool, res.redis, res.settings.queue_name)
+
+
 DEPENDENCIES = {
     "governance": Provide(provide_governance, sync_to_thread=False),
     "registry": Provide(provide_registry, sync_to_thread=False),
@@ -105,4 +112,5 @@ DEPENDENCIES = {
     "probes": Provide(provide_probes, sync_to_thread=False),
     "scorer": Provide(provide_scorer, sync_to_thread=False),
     "rewards": Provide(provide_rewards, sync_to_thread=False),
+    "cluster": Provide(provide_cluster_metrics, sync_to_thread=False),
 }

@@ -70,9 +70,16 @@ class ScoreOut(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 class FeedbackIn(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A reward, an observed outcome label, or both (each at most once per prediction)."""
+
     prediction_id: uuid.UUID
     # within [0, 1]: 1 is a success for a bandit experiment
-    reward: float
+    reward: float | None = None
+    # the outcome observed for the prediction (0 or 1 for a classifier, the value for a
+    # regression): the performance job compares it with the score
+    label: float | None = None
+    # when the outcome was observed (RFC 3339, with a zone); default: now
+    observed_at: datetime | None = None
 
 
 class FeedbackOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,8 +87,10 @@ class FeedbackOut(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     environment: str
     version: int
-    reward: float
+    reward: float | None
     recorded_at: datetime
+    label: float | None = None
+    observed_at: datetime | None = None
 
 
 _request = msgspec.json.Decoder(ScoreRequest)
@@ -176,8 +185,11 @@ class FeedbackController(Controller):
     async def feedback(
         self, data: JSONBody[FeedbackIn], rewards: NamedDependency[Rewards]
     ) -> FeedbackOut:
-        """Record a prediction's reward in [0, 1]; 404 unknown id, 409 already rewarded."""
-        recorded = await rewards.record(data.prediction_id, data.reward)
+        """Record a prediction's reward in [0, 1] and/or its observed outcome label (all or
+        nothing); 404 unknown id, 409 already rewarded (labelled)."""
+        recorded = await rewards.record(
+            data.prediction_id, data.reward, label=data.label, observed_at=data.observed_at
+        )
         return FeedbackOut(
             prediction_id=recorded.prediction_id,
             name=recorded.name,
@@ -185,6 +197,8 @@ class FeedbackController(Controller):
             version=recorded.version,
             reward=recorded.reward,
             recorded_at=recorded.recorded_at,
+            label=recorded.label,
+            observed_at=recorded.observed_at,
         )
 
 

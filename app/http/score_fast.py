@@ -71,9 +71,9 @@ class ScoreFastPath:
         try:
             request = self._decode(body)
             scored = await resources.scoring.scorer.score(
-                name, environment, request.rows, request.features
+                name, environment, request.rows, request.features, count_errors=False
             )
-        except Exception:  # every failure is answered by the route, the documented way
+        except Exception:  # every failure is answered (and counted) by the route
             await self.app(scope, _replay(messages, receive), send)
             return
         payload = _encoder.encode(self._render(name, environment, scored))

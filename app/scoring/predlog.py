@@ -36,7 +36,7 @@ import numpy.typing as npt
 from app.outages import is_outage
 from app.scoring.features import FeatureValue
 from app.scoring.ids import IdPool, prediction_ids
-from app.scoring.metrics import scorer_metrics
+from app.scoring.metrics import score_meter, scorer_metrics
 from app.scoring.routing import SHADOW, Route, Served
 
 _log = logging.getLogger("model_ledger.scoring")
@@ -291,6 +291,8 @@ class PredictionLog:
             if entry.shadow is not None:
                 shadow = await _score_shadow(entry, entry.shadow)
                 if shadow is not None:
+                    meter = score_meter(entry.name, entry.shadow.version, entry.environment, SHADOW)
+                    meter.rows.inc(len(shadow))
                     ids = prediction_ids(len(shadow))
                     records += self._rows(entry, entry.shadow, SHADOW, ids, shadow)
                     converted += len(ids)

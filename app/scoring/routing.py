@@ -4,10 +4,11 @@ the per-request choice of the arm that scores (champion, canary, shadow or bandi
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.scoring.features import FeatureSchema
 from app.scoring.library import CompiledLibrary
+from app.scoring.metrics import ScoreMeter, score_meter
 from domain.bandit import thompson_choice
 from domain.policy import Policy
 from domain.state import Deployment, ModelState, VersionState
@@ -43,6 +44,16 @@ class Route:
     traffic: float = 0.0
     # bandit: (version, successes, failures) of champion and challenger
     arms: tuple[tuple[int, float, float], ...] = ()
+    # the series of each arm a request may pick, resolved once here (not per request)
+    meters: dict[str, ScoreMeter] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        meters = {
+            arm: score_meter(self.name, served.version, self.environment, arm)
+            for arm, served in self.served()
+            if arm != SHADOW
+        }
+        object.__setattr__(self, "meters", meters)
 
     def pick(self, rng: random.Random) -> tuple[Served, str]:
         """The version that scores this request, and its arm."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ from app.scoring.explain import ArtifactRefused, Explanations
 from app.scoring.features import FeatureSchema, FeatureValue
 from app.scoring.ids import IdPool, prediction_ids
 from app.scoring.library import CompiledLibrary, LibraryRefused
-from app.scoring.metrics import scorer_metrics
+from app.scoring.metrics import count_refusal, scorer_metrics
 from app.scoring.predlog import PredictionLog
 from app.scoring.routing import Route, Served, plan_route, refusal, served_version
 from app.store.artifacts import ArtifactStore
@@ -131,13 +132,41 @@ class Scorer:
         features: Mapping[str, FeatureValue] | None,
         *,
         explain: bool = False,
+        count_errors: bool = True,
     ) -> Scored:
-        """Score rows (or one row by feature name) with the version routing picks."""
+        """Score rows (or one row by feature name) with the version routing picks; a
+        failure is counted unless `count_errors` is False (a caller that retries elsewhere)."""
+        started = time.perf_counter()
         route = self._table.get((name, environment))
         if route.__class__ is not Route:
-            raise _missing(name, environment, route)
+            raise _missing(name, environment, route, count=count_errors)
         assert isinstance(route, Route)
         served, arm = route.pick(self.rng)
+        meter = route.meters[arm]
+        try:
+            scored = await self._score(route, served, arm, rows, features, explain=explain)
+        except InvalidInput:
+            if count_errors:
+                meter.invalid.inc()
+            raise
+        except Exception:
+            if count_errors:
+                meter.failed.inc()
+            raise
+        meter.seconds.observe(time.perf_counter() - started)
+        meter.rows.inc(len(scored.prediction_ids))
+        return scored
+
+    async def _score(
+        self,
+        route: Route,
+        served: Served,
+        arm: str,
+        rows: list[list[float | None]] | None,
+        features: Mapping[str, FeatureValue] | None,
+        *,
+        explain: bool,
+    ) -> Scored:
         library = served.library
         matrix: npt.NDArray[np.float64] | None = None
         if features is not None:
@@ -288,9 +317,13 @@ class Scorer:
         return CompiledLibrary.open(self._artifacts.path_of(digest), digest)
 
 
-def _missing(name: str, environment: str, entry: Route | str | None) -> Exception:
+def _missing(name: str, environment: str, entry: Route | str | None, *, count: bool) -> Exception:
     if isinstance(entry, str):
+        if count:
+            count_refusal(name, environment, "unavailable")
         return RouteUnavailable(entry)
+    if count:  # not the request's names: they would make a series per name anyone sends
+        count_refusal("", "", "not_deployed")
     return NotFound(f"nothing of {name!r} is deployed in {environment!r}")
 
 

@@ -77,6 +77,22 @@ class BanditResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     champion: int | None = None
 
 
+class PerformanceResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An outcome check: the worst severity, the alerts it raised, the labelled rows read."""
+
+    severity: str
+    alerts: int
+    rows: int
+
+
+class DataQualityResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A data-quality check: the worst severity, the alerts it raised, the inputs read."""
+
+    severity: str
+    alerts: int
+    rows: int
+
+
 class TrainResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The version a training run registered, and the compile job it requested."""
 
@@ -131,6 +147,12 @@ DriftParams = Annotated[
     ),
 ]
 BanditParams = Annotated[dict[str, Any], msgspec.Meta(description="environment")]
+PerformanceParams = Annotated[
+    dict[str, Any], msgspec.Meta(description="optionally environment, window_days")
+]
+DataQualityParams = Annotated[
+    dict[str, Any], msgspec.Meta(description="optionally environment, window_rows")
+]
 
 
 class TrainJob(_JobView, frozen=True, kw_only=True, tag="train"):
@@ -168,10 +190,26 @@ class BanditJob(_JobView, frozen=True, kw_only=True, tag="bandit"):
     result: BanditResult | None = None
 
 
+class PerformanceJob(_JobView, frozen=True, kw_only=True, tag="performance"):
+    """An outcome check against delayed labels: its severity and alerts."""
+
+    params: PerformanceParams
+    result: PerformanceResult | None = None
+
+
+class DataQualityJob(_JobView, frozen=True, kw_only=True, tag="data_quality"):
+    """A data-quality check of scoring inputs: its severity and alerts."""
+
+    params: DataQualityParams
+    result: DataQualityResult | None = None
+
+
 # tagged by `kind`: each kind's result has its own type. The result structs forbid unknown
 # fields: a key a job kind starts recording (domain/jobs.py) fails the job-kind tests until its
 # view describes it, instead of vanishing from the API.
-JobView = TrainJob | CompileJob | ComplianceJob | DriftJob | BanditJob
+JobView = (
+    TrainJob | CompileJob | ComplianceJob | DriftJob | BanditJob | PerformanceJob | DataQualityJob
+)
 
 
 class RequestedJob(msgspec.Struct, frozen=True, kw_only=True):

@@ -248,3 +248,18 @@ feedback = sa.Table(
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("feedback_arm_idx", "name", "environment", "version"),
 )
+
+# labels observed for predictions, often days later (outcome monitoring); kept as long as
+# the predictions they label
+outcomes = sa.Table(
+    "outcomes",
+    metadata,
+    sa.Column("prediction_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("environment", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("label", sa.Float, nullable=False),
+    sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("outcomes_version_idx", "name", "environment", "version", "recorded_at"),
+)

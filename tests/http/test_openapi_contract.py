@@ -120,4 +120,6 @@ def test_job_views_are_a_union_tagged_by_kind_with_typed_results() -> None:
         "compliance": "#/components/schemas/ComplianceResult",
         "drift": "#/components/schemas/DriftResult",
         "bandit": "#/components/schemas/BanditResult",
+        "performance": "#/components/schemas/PerformanceResult",
+        "data_quality": "#/components/schemas/DataQualityResult",
     }

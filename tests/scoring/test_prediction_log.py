@@ -7,6 +7,7 @@ import random
 import time
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import msgspec
@@ -140,6 +141,53 @@ async def test_feedback_is_recorded_once_per_known_prediction_with_a_reward_in_0
     )
     assert auditor.status_code == 403
     assert await resources.pool.fetchval("SELECT count(*) FROM feedback") == 1
+
+
+async def test_a_label_observed_days_later_is_recorded_once_beside_or_after_a_reward(
+    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
+) -> None:
+    scorer, _ = await deployed(client, auth, resources)
+    answered = (await score(client, scorer, "fraud", {"rows": rows_with_missing(3)})).json()
+    rewarded, labelled, both = answered["prediction_ids"]
+
+    def send(body: dict[str, object]) -> Any:
+        return client.post("/v1/feedback", json=body, headers=scorer)
+
+    assert (await send({"prediction_id": rewarded, "reward": 1})).status_code == 202
+    observed = "2026-11-30T08:00:00+00:00"
+    late = await send({"prediction_id": rewarded, "label": 1, "observed_at": observed})
+    assert late.status_code == 202, late.text
+    assert (late.json()["label"], late.json()["reward"]) == (1.0, None)
+    assert late.json()["observed_at"] == "2026-11-30T08:00:00Z"
+    assert (await send({"prediction_id": rewarded, "label": 0})).status_code == 409
+    assert (await send({"prediction_id": labelled, "label": 0})).status_code == 202
+    row = await resources.pool.fetchrow(
+        "SELECT name, environment, version, label, observed_at, recorded_at FROM outcomes "
+        "WHERE prediction_id = $1",
+        uuid.UUID(labelled),
+    )
+    assert tuple(row)[:4] == ("fraud", "staging", 1, 0.0)
+    assert row["observed_at"] == row["recorded_at"]  # no observed_at: observed now
+    # all or nothing: a reward with a label the prediction already has is not recorded
+    refused = await send({"prediction_id": labelled, "reward": 0.5, "label": 1})
+    assert refused.status_code == 409, refused.text
+    assert "already has a label" in refused.json()["detail"]
+    assert (
+        await resources.pool.fetchval(
+            "SELECT count(*) FROM feedback WHERE prediction_id = $1", uuid.UUID(labelled)
+        )
+        == 0
+    )
+    assert (await send({"prediction_id": both, "reward": 0, "label": 0})).status_code == 202
+    for bad in (
+        {"prediction_id": both},
+        {"prediction_id": both, "label": 1, "observed_at": "2999-01-01T00:00:00+00:00"},
+        {"prediction_id": both, "label": 1, "observed_at": "2026-11-30T08:00:00"},
+        {"prediction_id": both, "label": "yes"},
+    ):
+        answer = await send(bad)
+        assert answer.status_code in (400, 422), (bad, answer.text)
+    assert await resources.pool.fetchval("SELECT count(*) FROM outcomes") == 3
 
 
 async def test_retention_deletes_predictions_older_than_the_setting(

@@ -49,7 +49,7 @@ async def run(ctx: Context) -> cmd.DriftReported:
     job = ctx.job
     found = await inputs.subject(ctx)
     environment = str(job.params.get("environment", "production"))
-    version = inputs.version_of(ctx, found, _served(ctx, found, environment))
+    version = inputs.version_of(ctx, found, served_version(ctx, found, environment))
     if version.lineage.profile_sha256 is None:
         raise JobInputError(
             f"version {version.version} has no training reference profile (only trained "
@@ -131,7 +131,7 @@ async def _logged_window(
     return columns
 
 
-def _served(ctx: Context, found: inputs.Subject, environment: str) -> int | None:
+def served_version(ctx: Context, found: inputs.Subject, environment: str) -> int | None:
     """The version whose inputs are checked: the one named, else the environment's
     challenger (a canary is what drift must catch), else its champion."""
     if ctx.job.version is not None:
