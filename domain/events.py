@@ -380,8 +380,9 @@ class ExperimentUpdated(Event, frozen=True, kw_only=True, tag="experiment.update
     challenger: ArmSummary
     effect: float
     std_error: float
-    ci_low: float
-    ci_high: float
+    # None: unbounded (fewer than two outcomes per arm so far)
+    ci_low: float | None
+    ci_high: float | None
     p_value: float
     guardrails: list[GuardrailCheck] = msgspec.field(default_factory=list)
     job_id: str | None = None
@@ -397,8 +398,8 @@ class ExperimentEnded(Event, frozen=True, kw_only=True, tag="experiment.ended"):
     outcome: ExperimentOutcome
     winner: int | None = None
     effect: float = 0.0
-    ci_low: float = 0.0
-    ci_high: float = 0.0
+    ci_low: float | None = None
+    ci_high: float | None = None
     p_value: float = 1.0
     reason: str = ""
     job_id: str | None = None

@@ -158,8 +158,8 @@ def update(
         previous = Estimate(
             effect=latest.effect,
             std_error=latest.std_error,
-            ci_low=latest.ci_low,
-            ci_high=latest.ci_high,
+            ci_low=-math.inf if latest.ci_low is None else latest.ci_low,
+            ci_high=math.inf if latest.ci_high is None else latest.ci_high,
             p_value=latest.p_value,
             log_likelihood_ratio=0.0,
         )
@@ -175,8 +175,8 @@ def update(
         challenger=_summary(challenger),
         effect=estimate.effect,
         std_error=estimate.std_error,
-        ci_low=estimate.ci_low,
-        ci_high=estimate.ci_high,
+        ci_low=_bounded(estimate.ci_low),
+        ci_high=_bounded(estimate.ci_high),
         p_value=estimate.p_value,
         guardrails=checks,
         job_id=job_id,
@@ -271,9 +271,16 @@ def _conclusion(
     )
 
 
+def _bounded(value: float) -> float | None:
+    """JSON has no infinity: an unbounded end is recorded as None."""
+    return value if math.isfinite(value) else None
+
+
 def _described(updated: ev.ExperimentUpdated) -> str:
+    low = -math.inf if updated.ci_low is None else updated.ci_low
+    high = math.inf if updated.ci_high is None else updated.ci_high
     return (
-        f"effect {updated.effect:+.4g} [{updated.ci_low:+.4g}, {updated.ci_high:+.4g}], "
+        f"effect {updated.effect:+.4g} [{low:+.4g}, {high:+.4g}], "
         f"always-valid p = {updated.p_value:.3g}"
     )
 
