@@ -71,7 +71,7 @@ class ScoreFastPath:
         try:
             request = self._decode(body)
             scored = await resources.scoring.scorer.score(
-                name, environment, request.rows, request.features
+                name, environment, request.rows, request.features, unit_id=request.unit_id
             )
         except Exception:  # every failure is answered by the route, the documented way
             await self.app(scope, _replay(messages, receive), send)

@@ -3,6 +3,7 @@ the per-request choice of the arm that scores (champion, canary, shadow or bandi
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 
@@ -15,6 +16,15 @@ from domain.state import Deployment, ModelState, VersionState
 CHAMPION, CHALLENGER, SHADOW = "champion", "challenger", "shadow"
 # a bandit arm without rewards yet starts from the uniform prior Beta(1, 1)
 _NO_REWARDS = (0.0, 0.0)
+_UNIT_SPAN = float(2**64)
+
+
+def unit_share(experiment: bytes, unit_id: str) -> float:
+    """Where a unit falls in [0, 1) for an experiment: BLAKE2b keyed by the experiment id, so
+    the same unit always lands in the same arm of one experiment, and independently in the
+    next experiment's."""
+    digest = hashlib.blake2b(unit_id.encode(), digest_size=8, key=experiment).digest()
+    return int.from_bytes(digest, "big") / _UNIT_SPAN
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -43,14 +53,22 @@ class Route:
     traffic: float = 0.0
     # bandit: (version, successes, failures) of champion and challenger
     arms: tuple[tuple[int, float, float], ...] = ()
+    # the A/B experiment running on this canary: its id, which keys the unit hash
+    experiment: str | None = None
+    experiment_key: bytes = b""
 
-    def pick(self, rng: random.Random) -> tuple[Served, str]:
-        """The version that scores this request, and its arm."""
+    def pick(self, rng: random.Random, unit_id: str | None = None) -> tuple[Served, str]:
+        """The version that scores this request, and its arm: by the unit's hash while an
+        experiment runs and the request names its unit, else by chance."""
         challenger = self.challenger
         if challenger is None or self.strategy in ("full", SHADOW):
             return self.champion, CHAMPION
         if self.strategy == "canary":
-            if rng.random() < self.traffic:
+            if unit_id is not None and self.experiment is not None:
+                draw = unit_share(self.experiment_key, unit_id)
+            else:
+                draw = rng.random()
+            if draw < self.traffic:
                 return challenger, CHALLENGER
             return self.champion, CHAMPION
         if thompson_choice(self.arms, rng) == challenger.version:
@@ -79,6 +97,7 @@ class Plan:
     challenger: VersionState | None
     traffic: float
     arms: tuple[tuple[int, float, float], ...]
+    experiment: str | None = None
 
 
 def plan_route(model: ModelState, slot: Deployment) -> Plan | None:
@@ -95,7 +114,8 @@ def plan_route(model: ModelState, slot: Deployment) -> Plan | None:
             (v, *posteriors.get(v, _NO_REWARDS)) for v in (champion.version, challenger.version)
         )
     traffic = (slot.traffic_percent or 0.0) / 100.0 if strategy == "canary" else 0.0
-    return Plan(strategy, champion, challenger, traffic, arms)
+    experiment = slot.experiment if strategy == "canary" else None
+    return Plan(strategy, champion, challenger, traffic, arms, experiment)
 
 
 def refusal(version: VersionState, environment: str, policy: Policy) -> str | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,13 @@ _CHANGED = (
     "AND (EXISTS (SELECT 1 FROM deployments d WHERE d.name = m.name) OR name = ANY($2))"
 )
 # the events that change what a scorer routes: deployments, bandit arms, policies
-ROUTING_EVENTS = ("deployment.changed", "bandit.updated", "policy.set")
+ROUTING_EVENTS = (
+    "deployment.changed",
+    "bandit.updated",
+    "policy.set",
+    "experiment.started",
+    "experiment.ended",
+)
 # batches at least this big are scored in a thread (the library releases the GIL)
 _THREAD_ROWS = 2_000
 
@@ -131,13 +138,16 @@ class Scorer:
         features: Mapping[str, FeatureValue] | None,
         *,
         explain: bool = False,
+        unit_id: str | None = None,
     ) -> Scored:
-        """Score rows (or one row by feature name) with the version routing picks."""
+        """Score rows (or one row by feature name) with the version routing picks; a
+        `unit_id` keeps a unit in one arm of a running experiment."""
+        started = time.perf_counter()
         route = self._table.get((name, environment))
         if route.__class__ is not Route:
             raise _missing(name, environment, route)
         assert isinstance(route, Route)
-        served, arm = route.pick(self.rng)
+        served, arm = route.pick(self.rng, unit_id)
         library = served.library
         matrix: npt.NDArray[np.float64] | None = None
         if features is not None:
@@ -165,7 +175,17 @@ class Scorer:
         contributions = None
         if explain:
             contributions = await self._explain(served, inputs if matrix is None else matrix)
-        self._log.record(route, served, arm, ids, scores, inputs=inputs, features=features)
+        self._log.record(
+            route,
+            served,
+            arm,
+            ids,
+            scores,
+            inputs=inputs,
+            features=features,
+            unit_id=unit_id,
+            latency_us=(time.perf_counter() - started) * 1e6,
+        )
         return Scored(route, served, arm, scores, ids, contributions)
 
     def _matrix(
@@ -256,6 +276,8 @@ class Scorer:
                 challenger=challenger,
                 traffic=plan.traffic,
                 arms=plan.arms,
+                experiment=plan.experiment,
+                experiment_key=(plan.experiment or "").encode()[:64],
             )
         return built
 

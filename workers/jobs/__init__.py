@@ -3,7 +3,7 @@ decider of its outcome (see workers/runner.py)."""
 
 from __future__ import annotations
 
-from workers.jobs import bandit, compliance, drift, train
+from workers.jobs import bandit, compliance, drift, experiment, train
 from workers.jobs import compile as compile_job
 from workers.runner import FollowUp, Kind
 
@@ -13,5 +13,6 @@ KINDS: dict[str, Kind] = {
     "compliance": compliance.run,
     "drift": drift.run,
     "bandit": bandit.run,
+    "experiment": experiment.run,
 }
-FOLLOW_UPS: dict[str, FollowUp] = {"drift": drift.respond}
+FOLLOW_UPS: dict[str, FollowUp] = {"drift": drift.respond, "experiment": experiment.respond}
