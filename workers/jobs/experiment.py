@@ -1,18 +1,21 @@
 """The experiment update job: one look at a running A/B experiment.
 
-It reads the sufficient statistics of each arm from the prediction log joined with the
-feedback (count, sum and sum of squares of the rewards; predictions, errors and p99 score
-latency) in one aggregate query, so its cost is one scan of the experiment's rows, not a
-transfer of them. The statistics and the conclusion are decided in the domain
-(`domain.experiments.update`); the job only gathers. A guardrail breach is followed by the
-end of the challenger, caused by the `experiment.ended` event (`respond`).
+It reads the sufficient statistics of each arm in two aggregate queries run at once: the
+prediction log's (predictions, errors, a latency histogram for the p99) and the feedback
+joined with it (count, sum and sum of squares of the rewards). Its cost is a scan of the
+experiment's rows, not a transfer of them. The statistics and the conclusion are decided in
+the domain (`domain.experiments.update`); the job only gathers. A guardrail breach is
+followed by the end of the challenger, caused by the `experiment.ended` event (`respond`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import asyncpg
 import msgspec
 
 from domain import commands as cmd
@@ -23,36 +26,76 @@ from domain.sequential import Moments
 from workers.jobs import inputs
 from workers.runner import Context, JobInputError
 
-# shadow rows carry no experiment id; a score that is JSON null was not a finite number
-ARMS_SQL = """
-SELECT p.version,
+# shadow rows carry no experiment id; a score that is JSON null was not a finite number.
+# Latencies are counted in log buckets 1% wide (an ordered-set percentile sorts every row and
+# cannot run in parallel; the histogram is a hash aggregate that can): the p99 is the upper
+# edge of its bucket, at most 1% above the exact value.
+PREDICTIONS_SQL = """
+SELECT version,
+       floor(ln(greatest(latency_us, 1.0)) * 100)::int AS bucket,
        count(*) AS predictions,
-       count(*) FILTER (WHERE json_typeof(p.score) = 'null') AS errors,
-       percentile_cont(0.99) WITHIN GROUP (ORDER BY p.latency_us) AS p99_us,
-       count(f.reward) AS outcomes,
-       coalesce(sum(f.reward), 0) AS total,
-       coalesce(sum(f.reward * f.reward), 0) AS total_sq
-FROM predictions p LEFT JOIN feedback f ON f.prediction_id = p.prediction_id
+       count(*) FILTER (WHERE score::text = 'null') AS errors
+FROM predictions
+WHERE experiment_id = $1
+GROUP BY version, bucket
+"""
+REWARDS_SQL = """
+SELECT p.version, count(*) AS outcomes, sum(f.reward) AS total,
+       sum(f.reward * f.reward) AS total_sq
+FROM feedback f JOIN predictions p ON p.prediction_id = f.prediction_id
 WHERE p.experiment_id = $1
 GROUP BY p.version
 """
+_BUCKETS_PER_E = 100.0
 
 
-def arm_data(version: int, row: Mapping[str, Any] | None) -> ArmData:
-    """One arm's statistics from its aggregate row (none: it has served nothing yet)."""
-    if row is None:
-        return ArmData(version, predictions=0, moments=Moments(n=0, total=0.0, total_sq=0.0))
-    p99 = row["p99_us"]
+def quantile_of_buckets(buckets: Mapping[int, int], q: float) -> float | None:
+    """The upper edge of the log bucket holding the q-quantile (None: no latencies)."""
+    total = sum(buckets.values())
+    if not total:
+        return None
+    rank, seen = q * total, 0
+    for bucket in sorted(buckets):
+        seen += buckets[bucket]
+        if seen >= rank:
+            return math.exp((bucket + 1) / _BUCKETS_PER_E)
+    return math.exp((max(buckets) + 1) / _BUCKETS_PER_E)
+
+
+def arm_data(
+    version: int, predictions: Sequence[Mapping[str, Any]], rewards: Mapping[str, Any] | None
+) -> ArmData:
+    """One arm's statistics from its histogram rows and its rewards row."""
+    counted = [row for row in predictions if row["version"] == version]
+    latencies = {row["bucket"]: row["predictions"] for row in counted if row["bucket"] is not None}
+    p99 = quantile_of_buckets(latencies, 0.99)
+    moments = Moments(n=0, total=0.0, total_sq=0.0)
+    if rewards is not None:
+        moments = Moments(
+            n=int(rewards["outcomes"]),
+            total=float(rewards["total"]),
+            total_sq=float(rewards["total_sq"]),
+        )
     return ArmData(
         version,
-        predictions=int(row["predictions"]),
-        moments=Moments(
-            n=int(row["outcomes"]),
-            total=float(row["total"]),
-            total_sq=float(row["total_sq"]),
-        ),
-        errors=int(row["errors"]),
-        p99_latency_ms=None if p99 is None else float(p99) / 1000.0,
+        predictions=sum(int(row["predictions"]) for row in counted),
+        moments=moments,
+        errors=sum(int(row["errors"]) for row in counted),
+        p99_latency_ms=None if p99 is None else p99 / 1000.0,
+    )
+
+
+async def gather_arms(
+    pool: asyncpg.Pool, experiment_id: str, champion: int, challenger: int
+) -> tuple[ArmData, ArmData]:
+    """Both arms' statistics: the two aggregates run at once, on two connections."""
+    predictions, rewards = await asyncio.gather(
+        pool.fetch(PREDICTIONS_SQL, experiment_id), pool.fetch(REWARDS_SQL, experiment_id)
+    )
+    by_version = {row["version"]: row for row in rewards}
+    return (
+        arm_data(champion, predictions, by_version.get(champion)),
+        arm_data(challenger, predictions, by_version.get(challenger)),
     )
 
 
@@ -65,15 +108,10 @@ async def run(ctx: Context) -> cmd.ExperimentReported:
     found = await inputs.subject(ctx)
     experiment = require_running(found.model, experiment_id)
     started = experiment.started
-    rows = {
-        row["version"]: dict(row) for row in await ctx.resources.pool.fetch(ARMS_SQL, experiment_id)
-    }
-    return update(
-        experiment,
-        arm_data(started.champion, rows.get(started.champion)),
-        arm_data(started.challenger, rows.get(started.challenger)),
-        job.job_id,
+    champion, challenger = await gather_arms(
+        ctx.resources.pool, experiment_id, started.champion, started.challenger
     )
+    return update(experiment, champion, challenger, job.job_id)
 
 
 async def respond(ctx: Context) -> None:
