@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from app.scoring.features import FeatureSchema
 from app.scoring.library import CompiledLibrary
@@ -19,12 +20,18 @@ _NO_REWARDS = (0.0, 0.0)
 _UNIT_SPAN = float(2**64)
 
 
-def unit_share(experiment: bytes, unit_id: str) -> float:
-    """Where a unit falls in [0, 1) for an experiment: BLAKE2b keyed by the experiment id, so
-    the same unit always lands in the same arm of one experiment, and independently in the
-    next experiment's."""
-    digest = hashlib.blake2b(unit_id.encode(), digest_size=8, key=experiment).digest()
-    return int.from_bytes(digest, "big") / _UNIT_SPAN
+def unit_hasher(experiment_id: str) -> Any:
+    """BLAKE2b keyed by the experiment id (at most 64 bytes of it), ready to `copy()`: keying
+    costs more than hashing a short unit id, so a route keys once."""
+    return hashlib.blake2b(digest_size=8, key=experiment_id.encode()[:64])
+
+
+def unit_share(hasher: Any, unit_id: str) -> float:
+    """Where a unit falls in [0, 1) for an experiment: the same unit always lands in the same
+    arm of one experiment, and independently in the next experiment's."""
+    hashed = hasher.copy()
+    hashed.update(unit_id.encode())
+    return int.from_bytes(hashed.digest(), "big") / _UNIT_SPAN
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -53,9 +60,9 @@ class Route:
     traffic: float = 0.0
     # bandit: (version, successes, failures) of champion and challenger
     arms: tuple[tuple[int, float, float], ...] = ()
-    # the A/B experiment running on this canary: its id, which keys the unit hash
+    # the A/B experiment running on this canary, and the unit hash it keys (`unit_hasher`)
     experiment: str | None = None
-    experiment_key: bytes = b""
+    hasher: Any = None
 
     def pick(self, rng: random.Random, unit_id: str | None = None) -> tuple[Served, str]:
         """The version that scores this request, and its arm: by the unit's hash while an
@@ -65,7 +72,7 @@ class Route:
             return self.champion, CHAMPION
         if self.strategy == "canary":
             if unit_id is not None and self.experiment is not None:
-                draw = unit_share(self.experiment_key, unit_id)
+                draw = unit_share(self.hasher, unit_id)
             else:
                 draw = rng.random()
             if draw < self.traffic:

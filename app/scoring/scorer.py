@@ -34,7 +34,14 @@ from app.scoring.ids import IdPool, prediction_ids
 from app.scoring.library import CompiledLibrary, LibraryRefused
 from app.scoring.metrics import scorer_metrics
 from app.scoring.predlog import PredictionLog
-from app.scoring.routing import Route, Served, plan_route, refusal, served_version
+from app.scoring.routing import (
+    Route,
+    Served,
+    plan_route,
+    refusal,
+    served_version,
+    unit_hasher,
+)
 from app.store.artifacts import ArtifactStore
 from app.store.projections.governance import decode_state
 from app.store.projector import Projector
@@ -277,7 +284,7 @@ class Scorer:
                 traffic=plan.traffic,
                 arms=plan.arms,
                 experiment=plan.experiment,
-                experiment_key=(plan.experiment or "").encode()[:64],
+                hasher=unit_hasher(plan.experiment) if plan.experiment else None,
             )
         return built
 
