@@ -93,6 +93,8 @@ def _env(home: Path, database_url: str, redis_url: str, port: int) -> dict[str, 
     return env | {
         "MODEL_LEDGER_HOME": str(home),
         "MODEL_LEDGER_DATABASE_URL": database_url,
+        # the embedded superuser migrates at startup (the schema is new)
+        "MODEL_LEDGER_MIGRATION_DATABASE_URL": database_url,
         "MODEL_LEDGER_REDIS_URL": redis_url,
         "MODEL_LEDGER_PORT": str(port),
         "MODEL_LEDGER_LOG_LEVEL": "warning",

@@ -199,3 +199,9 @@ async def test_bad_experiments_are_problems_and_append_nothing(
     assert (await resources.store.head())[0] == head
     missing = await client.get(f"/v1/models/fraud/experiments/{uuid.uuid4()}", headers=ci)
     assert missing.status_code == 404
+    # a retried start with the same Idempotency-Key answers the first experiment again
+    retried = {**ci, "Idempotency-Key": "start-1"}
+    first = await client.post("/v1/models/fraud/experiments", json=experiment(), headers=retried)
+    again = await client.post("/v1/models/fraud/experiments", json=experiment(), headers=retried)
+    assert first.status_code == again.status_code == 201, again.text
+    assert first.json()["experiment_id"] == again.json()["experiment_id"]
