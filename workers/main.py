@@ -22,7 +22,7 @@ from app.services.dispatch import arq_job_timeout, queue_connection
 from app.settings import Settings
 from app.store.watch import LogWatcher
 from workers.jobs import FOLLOW_UPS, KINDS
-from workers.jobs.schedule import schedule_drift_checks
+from workers.jobs.schedule import schedule_drift_checks, schedule_experiment_looks
 from workers.pool import ProcessPool
 from workers.runner import JobRunner, run_job
 from workers.supervised import SupervisedWorker
@@ -49,11 +49,18 @@ async def schedule_drift(ctx: dict[str, Any]) -> int:
     return await schedule_drift_checks(ctx["resources"])
 
 
+async def schedule_experiments(ctx: dict[str, Any]) -> int:
+    """Request a look at every running A/B experiment (arq cron, every
+    experiment_look_minutes)."""
+    return await schedule_experiment_looks(ctx["resources"])
+
+
 def worker_settings(settings: Settings) -> type:
     """An arq WorkerSettings class bound to these settings."""
     assert settings.redis_url is not None
     arq_redis = RedisSettings.from_dsn(settings.redis_url)
     drift_minutes = set(range(0, 60, max(1, min(60, settings.drift_check_minutes))))
+    look_minutes = set(range(0, 60, max(1, min(60, settings.experiment_look_minutes))))
 
     async def startup(ctx: dict[str, Any]) -> None:
         stack = contextlib.AsyncExitStack()
@@ -87,11 +94,13 @@ def worker_settings(settings: Settings) -> type:
             sign_checkpoint,
             catch_up_projections,
             schedule_drift,
+            schedule_experiments,
         ]
         cron_jobs: ClassVar[list[Any]] = [
             cron(sign_checkpoint, second=0, unique=True, run_at_startup=True),
             cron(catch_up_projections, second={0, 15, 30, 45}, unique=True),
             cron(schedule_drift, minute=drift_minutes, second=30, unique=True),
+            cron(schedule_experiments, minute=look_minutes, second=40, unique=True),
         ]
         redis_settings = arq_redis
         queue_name = settings.queue_name

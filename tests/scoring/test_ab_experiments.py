@@ -18,6 +18,7 @@ from tests.conftest import TokenFactory
 from tests.http.governance_helpers import create_model
 from tests.scoring.helpers import add_version, promote, score
 from tests.workers.jobs_helpers import run_worker
+from workers.jobs.schedule import schedule_experiment_looks
 
 pytestmark = pytest.mark.processes
 ROW = {"rows": [[0.1, 0.2, 0.3, 1.0]]}
@@ -81,10 +82,14 @@ async def _look(
     resources: Resources,
     settings: Settings,
     eid: str,
+    *,
+    request: bool = True,
 ) -> dict[str, Any]:
-    job = {"kind": "experiment", "model": "fraud", "params": {"experiment_id": eid}}
-    requested = await client.post("/v1/jobs", json=job, headers=ci)
-    assert requested.status_code == 202, requested.text
+    """Run a look (asked for here unless already requested) and read the experiment."""
+    if request:
+        job = {"kind": "experiment", "model": "fraud", "params": {"experiment_id": eid}}
+        requested = await client.post("/v1/jobs", json=job, headers=ci)
+        assert requested.status_code == 202, requested.text
     while await resources.dispatcher.relay() or await resources.redis.zcard(settings.queue_name):
         _, failed = await run_worker(settings)
         assert failed == 0
@@ -144,9 +149,10 @@ async def test_units_keep_their_arm_and_a_clear_effect_names_the_winner_unpromot
     assert (slot["champion"], slot["challenger"], slot["strategy"]) == (1, 2, "canary")
     listed = (await client.get("/v1/models/fraud/experiments", headers=scorer)).json()
     assert [e["experiment_id"] for e in listed["experiments"]] == [eid]
-    # and a concluded experiment takes no more looks
+    # and a concluded experiment takes no more looks, asked for or scheduled
     job = {"kind": "experiment", "model": "fraud", "params": {"experiment_id": eid}}
     assert (await client.post("/v1/jobs", json=job, headers=ci)).status_code == 409
+    assert await schedule_experiment_looks(resources) == 0
 
 
 async def test_a_guardrail_breach_ends_the_challenger_caused_by_the_conclusion(
@@ -158,8 +164,9 @@ async def test_a_guardrail_breach_ends_the_challenger_caused_by_the_conclusion(
     eid = await _start(client, ci, body)
     await _score_units(client, scorer, [f"u{i}" for i in range(60)])
     await resources.scoring.predictions.flush()
-    # when: a look is taken
-    read = await _look(client, ci, resources, settings, eid)
+    # when: the schedule asks for a look at the running experiment, and it is taken
+    assert await schedule_experiment_looks(resources) == 1
+    read = await _look(client, ci, resources, settings, eid, request=False)
     # then: the experiment ended on the guardrail, and the challenger was ended after it
     assert read["status"] == "guardrail_breach"
     assert "p99_latency_ms" in read["conclusion"]["reason"]
@@ -173,7 +180,8 @@ async def test_a_guardrail_breach_ends_the_challenger_caused_by_the_conclusion(
     assert isinstance(demotion.event, ev.DeploymentChanged) and demotion.event.version == 2
     assert demotion.position > ended.position
     assert demotion.meta.causation_id == str(ended.event_id)
-    assert demotion.meta.actor == ended.meta.actor  # on behalf of whoever asked for the look
+    # on behalf of whoever asked for the look: here, the schedule
+    assert demotion.meta.actor == ended.meta.actor == "system:experiment-schedule"
     await resources.scoring.scorer.refresh()
     served = await _score_units(client, scorer, [f"u{i}" for i in range(20)])
     assert {version for version, _ in served.values()} == {1}
