@@ -41,7 +41,7 @@ from scipy import stats
 
 from bench import common
 from domain import events as ev
-from domain.experiments import update
+from domain.looks import update
 from domain.sequential import ever_rejects
 from domain.state import Experiment
 from workers.jobs.experiment import gather_arms

@@ -275,6 +275,7 @@ class Scorer:
             if plan.challenger is not None:
                 found = await self._serve(model, plan.challenger, environment, policy)
                 challenger = found if isinstance(found, Served) else None
+            experiment = plan.experiment if challenger is not None else None
             built[key] = Route(
                 name=model.name,
                 environment=environment,
@@ -283,8 +284,9 @@ class Scorer:
                 challenger=challenger,
                 traffic=plan.traffic,
                 arms=plan.arms,
-                experiment=plan.experiment,
-                hasher=unit_hasher(plan.experiment) if plan.experiment else None,
+                # no experiment counts while its challenger cannot serve
+                experiment=experiment,
+                hasher=unit_hasher(experiment) if experiment else None,
             )
         return built
 

@@ -12,9 +12,9 @@ from scipy import stats
 from domain import commands as cmd
 from domain import events as ev
 from domain.errors import Conflict, InvalidInput
-from domain.experiments import ArmData, update
 from domain.handle import decide as when_command
 from domain.handle import event_ids
+from domain.looks import ArmData, update
 from domain.policy import Policy
 from domain.sequential import Moments
 from domain.state import ModelState

@@ -21,7 +21,8 @@ import msgspec
 from domain import commands as cmd
 from domain import events as ev
 from domain.decide import model_stream
-from domain.experiments import ArmData, require_running, update
+from domain.experiments import require_running
+from domain.looks import ArmData, update
 from domain.sequential import Moments
 from workers.jobs import inputs
 from workers.runner import Context, JobInputError
