@@ -10,31 +10,22 @@ from __future__ import annotations
 
 import math
 
+import msgspec
+
 from domain import commands as cmd
 from domain import events as ev
 from domain.sequential import Estimate, Moments, look
 from domain.state import Experiment
 
 
-class ArmData:
+class ArmData(msgspec.Struct, frozen=True):
     """What the logged predictions of one arm hold (gathered by the update job)."""
 
-    __slots__ = ("errors", "moments", "p99_latency_ms", "predictions", "version")
-
-    def __init__(
-        self,
-        version: int,
-        *,
-        predictions: int,
-        moments: Moments,
-        errors: int = 0,
-        p99_latency_ms: float | None = None,
-    ) -> None:
-        self.version = version
-        self.predictions = predictions
-        self.moments = moments
-        self.errors = errors
-        self.p99_latency_ms = p99_latency_ms
+    version: int
+    predictions: int
+    moments: Moments
+    errors: int = 0
+    p99_latency_ms: float | None = None
 
 
 def update(
