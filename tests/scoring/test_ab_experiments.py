@@ -149,6 +149,14 @@ async def test_units_keep_their_arm_and_a_clear_effect_names_the_winner_unpromot
     assert (slot["champion"], slot["challenger"], slot["strategy"]) == (1, 2, "canary")
     listed = (await client.get("/v1/models/fraud/experiments", headers=scorer)).json()
     assert [e["experiment_id"] for e in listed["experiments"]] == [eid]
+    # and the job says what the look found
+    job_id = await resources.pool.fetchval(
+        "SELECT job_id FROM jobs WHERE kind = 'experiment' ORDER BY requested_position DESC"
+    )
+    status = (await client.get(f"/v1/jobs/{job_id}", headers=ci)).json()
+    assert status["status"] == "succeeded", status
+    assert (status["result"]["outcome"], status["result"]["winner"]) == ("winner", 2)
+    assert status["result"]["p_value"] == latest["p_value"]
     # and a concluded experiment takes no more looks, asked for or scheduled
     job = {"kind": "experiment", "model": "fraud", "params": {"experiment_id": eid}}
     assert (await client.post("/v1/jobs", json=job, headers=ci)).status_code == 409
