@@ -19,6 +19,7 @@ from app.http.audit import AuditController
 from app.http.auth import PUBLIC_PATHS, BearerTokenMiddleware, refuse_nul
 from app.http.bodies import BodyRequest
 from app.http.deps import DEPENDENCIES
+from app.http.experiments import ExperimentController
 from app.http.form_docs import MultipartDocs
 from app.http.forms import parse_multipart
 from app.http.health import HealthController, health
@@ -204,6 +205,7 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Lit
         TokenController,
         AuditController,
         ModelController,
+        ExperimentController,
         RegistryController,
         PolicyController,
         JobController,

@@ -81,6 +81,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # version with at least drift_min_new_rows sampled inputs logged since its last check
     drift_check_minutes: int = 60
     drift_min_new_rows: int = 1_000
+    # scheduled looks at every running A/B experiment: every this many minutes (a divisor of 60)
+    experiment_look_minutes: int = 15
     # the window of a drift check on the prediction log: the latest this many sampled inputs
     drift_window_rows: int = 10_000
     # scheduled performance checks: every this many minutes (a divisor of 60), of each

@@ -127,6 +127,31 @@ class RaiseDriftAlert(msgspec.Struct, frozen=True, kw_only=True):
     environment: str | None = None
 
 
+class StartExperiment(msgspec.Struct, frozen=True, kw_only=True):
+    """Run an A/B experiment: the challenger serves `traffic_percent` of the units beside the
+    champion (a canary promotion, through its gates, unless it already runs so)."""
+
+    name: str
+    experiment_id: str
+    environment: str
+    champion: int
+    challenger: int
+    traffic_percent: float
+    metric: ev.ExperimentMetric
+    guardrails: ev.Guardrails = msgspec.field(default_factory=ev.Guardrails)
+    minimum_detectable_effect: float
+    alpha: float = 0.05
+    horizon_per_arm: int | None = None
+    min_samples_per_arm: int = 100
+
+
+class EndBreachingChallenger(msgspec.Struct, frozen=True, kw_only=True):
+    """An experiment ended on a guardrail breach: its challenger stops serving (caused by it)."""
+
+    name: str
+    ended: ev.ExperimentEnded
+
+
 class RespondToDrift(msgspec.Struct, frozen=True, kw_only=True):
     """Do what the policy says about a recorded alert (caused by it)."""
 
@@ -203,6 +228,11 @@ class Trained(msgspec.Struct, frozen=True, kw_only=True):
     version: RegisterVersion
 
 
+class ExperimentReported(msgspec.Struct, frozen=True, kw_only=True):
+    update: ev.ExperimentUpdated
+    ended: ev.ExperimentEnded | None = None
+
+
 JobOutcome = (
     Compiled
     | ComplianceReported
@@ -211,6 +241,7 @@ JobOutcome = (
     | DataQualityReported
     | BanditReported
     | Trained
+    | ExperimentReported
 )
 
 
@@ -249,6 +280,8 @@ ModelCommand = (
     | RaiseDriftAlert
     | RespondToDrift
     | RespondToPerformance
+    | StartExperiment
+    | EndBreachingChallenger
     | RequestJob
     | StartAttempt
     | FailAttempt

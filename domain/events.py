@@ -23,8 +23,14 @@ ModelFormat = Literal["lightgbm", "xgboost-json", "sklearn-skops"]
 # settled on its winner
 DeploymentAction = Literal["promotion", "rollback", "demotion", "conclusion"]
 JobKind = Literal[
-    "train", "compile", "compliance", "drift", "bandit", "performance", "data_quality"
+    "train", "compile", "compliance", "drift", "bandit", "performance", "data_quality", "experiment"
 ]
+MetricKind = Literal["binary", "continuous"]
+# increase: a higher mean is better (conversion); decrease: lower is (default, loss)
+Direction = Literal["increase", "decrease"]
+# winner: significant at alpha; no_difference: the horizon came first; guardrail_breach: the
+# challenger broke a guardrail and was ended
+ExperimentOutcome = Literal["winner", "no_difference", "guardrail_breach"]
 
 
 class Event(msgspec.Struct, gc=False, frozen=True, kw_only=True, tag_field="type"):
@@ -389,6 +395,99 @@ class ExperimentConcluded(Event, frozen=True, kw_only=True, tag="experiment.conc
     job_id: str | None = None
 
 
+class ExperimentMetric(msgspec.Struct, gc=False, frozen=True, kw_only=True):
+    """The primary metric: the mean of the feedback rewards of an arm's predictions."""
+
+    name: str
+    kind: MetricKind = "binary"
+    direction: Direction = "increase"
+
+
+class Guardrails(msgspec.Struct, gc=False, frozen=True, kw_only=True, omit_defaults=True):
+    """Bounds on the challenger's arm; crossing one ends the challenger (None: not checked)."""
+
+    # share of the arm's predictions whose score is not a finite number
+    max_error_rate: float | None = 0.01
+    # the arm's p99 score latency, in milliseconds, as the scorer measured it
+    max_p99_latency_ms: float | None = None
+
+
+class ExperimentStarted(Event, frozen=True, kw_only=True, tag="experiment.started"):
+    """An A/B experiment between champion and challenger in one environment began: units are
+    assigned to arms by a hash of the experiment id and their unit id."""
+
+    name: str
+    experiment_id: str
+    environment: str
+    champion: int
+    challenger: int
+    traffic_percent: float
+    metric: ExperimentMetric
+    guardrails: Guardrails
+    minimum_detectable_effect: float
+    alpha: float
+    # outcomes per arm at which the experiment stops without a winner
+    horizon_per_arm: int
+    # no conclusion (nor guardrail) before this many per arm
+    min_samples_per_arm: int = 100
+
+
+class ArmSummary(msgspec.Struct, gc=False, frozen=True, kw_only=True):
+    """One arm of an experiment at an update: what it served and what came back."""
+
+    version: int
+    predictions: int
+    outcomes: int
+    mean: float
+    variance: float
+    errors: int = 0
+    p99_latency_ms: float | None = None
+
+
+class GuardrailCheck(msgspec.Struct, gc=False, frozen=True, kw_only=True):
+    """One guardrail of the challenger at an update."""
+
+    name: str
+    value: float | None
+    limit: float
+    passed: bool
+
+
+class ExperimentUpdated(Event, frozen=True, kw_only=True, tag="experiment.updated"):
+    """The experiment's always-valid statistics at one look (mSPRT, see domain.sequential):
+    effect = challenger mean - champion mean."""
+
+    name: str
+    experiment_id: str
+    champion: ArmSummary
+    challenger: ArmSummary
+    effect: float
+    std_error: float
+    # None: unbounded (fewer than two outcomes per arm so far)
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float
+    guardrails: list[GuardrailCheck] = msgspec.field(default_factory=list)
+    job_id: str | None = None
+
+
+class ExperimentEnded(Event, frozen=True, kw_only=True, tag="experiment.ended"):
+    """An A/B experiment reached its conclusion. A winner is recorded, never promoted: its
+    promotion goes through the gates and approvals like any other."""
+
+    name: str
+    experiment_id: str
+    environment: str
+    outcome: ExperimentOutcome
+    winner: int | None = None
+    effect: float = 0.0
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float = 1.0
+    reason: str = ""
+    job_id: str | None = None
+
+
 class ScorerLoaded(Event, frozen=True, kw_only=True, tag="scorer.loaded"):
     """A scorer instance serves this library for a model's environment (what actually serves,
     beside what was intended); recorded on the instance's own stream, rate-limited."""
@@ -429,6 +528,9 @@ AnyEvent = (
     | BanditUpdated
     | ExperimentConcluded
     | ScorerLoaded
+    | ExperimentStarted
+    | ExperimentUpdated
+    | ExperimentEnded
 )
 
 

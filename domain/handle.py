@@ -12,7 +12,7 @@ import uuid
 
 from domain import commands as cmd
 from domain import decide as d
-from domain import deploy, jobs
+from domain import deploy, experiments, jobs
 from domain.events import Event
 from domain.state import ModelState
 
@@ -24,6 +24,7 @@ _READS_POLICY = (
     cmd.RespondToPerformance,
     cmd.RecordJobOutcome,
     cmd.AmendPolicy,
+    cmd.StartExperiment,
 )
 
 
@@ -74,6 +75,10 @@ def decide(command: cmd.Command, state: ModelState | None, facts: cmd.Facts) -> 
             return d.set_policy(command)
         case cmd.AmendPolicy():
             return d.amend_policy(command, facts)
+        case cmd.StartExperiment():
+            return experiments.start(command, state, facts)
+        case cmd.EndBreachingChallenger():
+            return experiments.end_breaching_challenger(command, state)
         case cmd.RequestJob():
             return jobs.request_job(command, state)
         case cmd.StartAttempt():
@@ -93,4 +98,6 @@ def event_ids(command: cmd.Command, count: int) -> list[uuid.UUID] | None:
             alert.job_id is not None
         ):
             return jobs.result_ids(alert.job_id, "response", count)
+        case cmd.EndBreachingChallenger(ended=ended) if ended.job_id is not None:
+            return jobs.result_ids(ended.job_id, "guardrail-stop", count)
     return None

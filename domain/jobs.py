@@ -12,6 +12,7 @@ from typing import Any
 
 from domain import commands as cmd
 from domain import events as ev
+from domain import experiments
 from domain.decide import register_version, require_model, require_version
 from domain.deploy import settle_experiment
 from domain.errors import Conflict, InvalidInput
@@ -55,6 +56,11 @@ def request_job(command: cmd.RequestJob, state: ModelState | None) -> list[ev.Ev
             "no sensitive features: declare them on the model or in params.sensitive_features",
             field="params.sensitive_features",
         )
+    if command.kind == "experiment":
+        experiment_id = params.get("experiment_id")
+        if not isinstance(experiment_id, str):
+            raise InvalidInput("params.experiment_id must name the experiment", field="params")
+        experiments.require_running(model, experiment_id)
     if command.kind in ("drift", "bandit", *_WATCHES):
         environment = str(params.setdefault("environment", "production"))
         slot = model.deployments.get(environment)
@@ -148,6 +154,16 @@ def record_outcome(
             return _bandit_updated(command, model, update, conclusion, facts)
         case cmd.Trained(version=version):
             return _trained(command, state, version)
+        case cmd.ExperimentReported() as reported:
+            recorded = experiments.record(model, reported)
+            ended = reported.ended
+            result = {
+                "p_value": reported.update.p_value,
+                "effect": reported.update.effect,
+                "outcome": ended.outcome if ended is not None else None,
+                "winner": ended.winner if ended is not None else None,
+            }
+            return [*recorded, _succeeded(command, result)]
 
 
 def outcome_ids(

@@ -16,6 +16,7 @@ from domain.state import (
     Deployment,
     DriftAlert,
     EventContext,
+    Experiment,
     ModelState,
     VersionState,
 )
@@ -169,6 +170,14 @@ def _deployment(state: ModelState, event: ev.DeploymentChanged, ctx: EventContex
         slot.challenger,
     ):
         slot.arms = []  # a new experiment (or none) starts from the prior
+    if slot.experiment is not None and (event.champion, event.challenger) != (
+        slot.champion,
+        slot.challenger,
+    ):
+        _stopped(
+            state, slot.experiment, f"{event.action} of version {event.version}: {event.reason}"
+        )
+        slot.experiment = None
     slot.champion = event.champion
     slot.challenger = event.challenger
     slot.strategy = event.strategy
@@ -184,6 +193,37 @@ def _bandit(state: ModelState, event: ev.BanditUpdated, _ctx: EventContext) -> N
     slot = state.deployments.get(event.environment)
     if slot is not None and slot.strategy == "bandit":
         slot.arms = list(event.arms)
+
+
+def _experiment_started(state: ModelState, event: ev.ExperimentStarted, ctx: EventContext) -> None:
+    state.experiments[event.experiment_id] = Experiment(
+        started=event, started_at=ctx.recorded_at, started_by=ctx.actor, position=ctx.position
+    )
+    state.deployments.setdefault(event.environment, Deployment()).experiment = event.experiment_id
+
+
+def _experiment_updated(state: ModelState, event: ev.ExperimentUpdated, _: EventContext) -> None:
+    experiment = state.experiments.get(event.experiment_id)
+    if experiment is not None:
+        experiment.latest = event
+        experiment.updates += 1
+
+
+def _experiment_ended(state: ModelState, event: ev.ExperimentEnded, ctx: EventContext) -> None:
+    experiment = state.experiments.get(event.experiment_id)
+    if experiment is None or experiment.status != "running":
+        return
+    experiment.status, experiment.ended, experiment.ended_at = event.outcome, event, ctx.recorded_at
+    slot = state.deployments.get(event.environment)
+    if slot is not None and slot.experiment == event.experiment_id:
+        slot.experiment = None
+
+
+def _stopped(state: ModelState, experiment_id: str, reason: str) -> None:
+    """The deployment under a running experiment changed: it stops without a conclusion."""
+    experiment = state.experiments.get(experiment_id)
+    if experiment is not None and experiment.status == "running":
+        experiment.status, experiment.stopped_reason = "stopped", reason
 
 
 def _retired(state: ModelState, event: ev.VersionRetired, ctx: EventContext) -> None:
@@ -221,4 +261,7 @@ _APPLY: dict[type, Any] = {
     ev.VersionRetired: _retired,
     ev.DriftDetected: _drift,
     ev.BanditUpdated: _bandit,
+    ev.ExperimentStarted: _experiment_started,
+    ev.ExperimentUpdated: _experiment_updated,
+    ev.ExperimentEnded: _experiment_ended,
 }

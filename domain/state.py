@@ -104,6 +104,8 @@ class Deployment(msgspec.Struct, gc=False, kw_only=True):
     rolled_back: list[int] = msgspec.field(default_factory=list)
     # a bandit experiment's arms (posteriors and traffic shares), from its latest update
     arms: list[ev.BanditArm] = msgspec.field(default_factory=list)
+    # the A/B experiment running here, whose hash assigns units with a unit id to arms
+    experiment: str | None = None
 
 
 class DriftAlert(msgspec.Struct, gc=False, kw_only=True):
@@ -118,6 +120,23 @@ class DriftAlert(msgspec.Struct, gc=False, kw_only=True):
     environment: str | None
     recorded_at: datetime
     position: int
+
+
+class Experiment(msgspec.Struct, gc=False, kw_only=True):
+    """An A/B experiment: as started, its latest look, and how it ended."""
+
+    started: ev.ExperimentStarted
+    started_at: datetime
+    started_by: str
+    position: int
+    # running, winner, no_difference, guardrail_breach; stopped when its deployment changed
+    status: str = "running"
+    latest: ev.ExperimentUpdated | None = None
+    updates: int = 0
+    ended: ev.ExperimentEnded | None = None
+    ended_at: datetime | None = None
+    # why it stopped without a conclusion (the deployment change that ended its challenger)
+    stopped_reason: str | None = None
 
 
 class ModelState(msgspec.Struct, gc=False, kw_only=True):
@@ -137,6 +156,7 @@ class ModelState(msgspec.Struct, gc=False, kw_only=True):
     versions: dict[int, VersionState] = msgspec.field(default_factory=dict)
     deployments: dict[str, Deployment] = msgspec.field(default_factory=dict)
     drift_alerts: list[DriftAlert] = msgspec.field(default_factory=list)
+    experiments: dict[str, Experiment] = msgspec.field(default_factory=dict)
 
     def next_version(self) -> int:
         """The number the next registered version gets."""

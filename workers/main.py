@@ -26,6 +26,7 @@ from workers.jobs import FOLLOW_UPS, KINDS
 from workers.jobs.schedule import (
     schedule_data_quality_checks,
     schedule_drift_checks,
+    schedule_experiment_looks,
     schedule_performance_checks,
 )
 from workers.metrics import serve_metrics
@@ -65,12 +66,19 @@ async def schedule_performance(ctx: dict[str, Any]) -> int:
     return await schedule_performance_checks(ctx["resources"])
 
 
+async def schedule_experiments(ctx: dict[str, Any]) -> int:
+    """Request a look at every running A/B experiment (arq cron, every
+    experiment_look_minutes)."""
+    return await schedule_experiment_looks(ctx["resources"])
+
+
 def worker_settings(settings: Settings) -> type:
     """An arq WorkerSettings class bound to these settings."""
     assert settings.redis_url is not None
     arq_redis = RedisSettings.from_dsn(settings.redis_url)
     drift_minutes = set(range(0, 60, max(1, min(60, settings.drift_check_minutes))))
     performance_minutes = set(range(0, 60, max(1, min(60, settings.performance_check_minutes))))
+    look_minutes = set(range(0, 60, max(1, min(60, settings.experiment_look_minutes))))
 
     async def startup(ctx: dict[str, Any]) -> None:
         stack = contextlib.AsyncExitStack()
@@ -109,6 +117,7 @@ def worker_settings(settings: Settings) -> type:
             schedule_drift,
             schedule_performance,
             schedule_data_quality,
+            schedule_experiments,
         ]
         cron_jobs: ClassVar[list[Any]] = [
             cron(sign_checkpoint, second=0, unique=True, run_at_startup=True),
@@ -116,6 +125,7 @@ def worker_settings(settings: Settings) -> type:
             cron(schedule_drift, minute=drift_minutes, second=30, unique=True),
             cron(schedule_performance, minute=performance_minutes, second=45, unique=True),
             cron(schedule_data_quality, minute=drift_minutes, second=40, unique=True),
+            cron(schedule_experiments, minute=look_minutes, second=50, unique=True),
         ]
         redis_settings = arq_redis
         queue_name = settings.queue_name

@@ -41,6 +41,9 @@ class ScoreRequest(Input, frozen=True, kw_only=True, forbid_unknown_fields=True)
     rows: list[list[float | None]] | None = None
     # text values of categorical features are mapped to the version's category codes
     features: dict[str, float | str | bool | None] | None = None
+    # the unit (customer, account) scored: while an A/B experiment runs, the same unit always
+    # gets the same arm; logged with each prediction
+    unit_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
 
 
 class ScoreOut(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -163,7 +166,7 @@ class ScoreController(Controller):
             ) from error
         try:
             scored = await scorer.score(
-                name, environment, body.rows, body.features, explain=explain
+                name, environment, body.rows, body.features, explain=explain, unit_id=body.unit_id
             )
         except RouteUnavailable as error:
             raise ServiceUnavailableException(str(error)) from error

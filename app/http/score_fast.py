@@ -71,7 +71,12 @@ class ScoreFastPath:
         try:
             request = self._decode(body)
             scored = await resources.scoring.scorer.score(
-                name, environment, request.rows, request.features, count_errors=False
+                name,
+                environment,
+                request.rows,
+                request.features,
+                count_errors=False,
+                unit_id=request.unit_id,
             )
         except Exception:  # every failure is answered (and counted) by the route
             await self.app(scope, _replay(messages, receive), send)

@@ -50,6 +50,9 @@ _COLUMNS = (
     "score",
     "features",
     "created_at",
+    "unit_id",
+    "experiment_id",
+    "latency_us",
 )
 # rows turned into records between two yields to the loop: a 10,000-row entry must not
 # hold requests up for its whole conversion
@@ -83,6 +86,10 @@ class _Entry:
     features: Mapping[str, FeatureValue] | None
     shadow: Served | None
     at: float
+    unit_id: str | None = None
+    # the experiment whose unit hash chose the arm (None: chance did)
+    experiment: str | None = None
+    latency_us: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,6 +143,8 @@ class PredictionLog:
         *,
         inputs: Inputs,
         features: Mapping[str, FeatureValue] | None,
+        unit_id: str | None = None,
+        latency_us: float | None = None,
     ) -> bool:
         """Queue a request's rows (never waits); False when dropped for overload."""
         count = len(ids)
@@ -157,6 +166,9 @@ class PredictionLog:
                 features,
                 route.shadow,
                 time.time(),
+                unit_id,
+                route.experiment if unit_id is not None else None,
+                latency_us,
             )
         )
         self._pending_rows += count
@@ -294,7 +306,7 @@ class PredictionLog:
                     meter = score_meter(entry.name, entry.shadow.version, entry.environment, SHADOW)
                     meter.rows.inc(len(shadow))
                     ids = prediction_ids(len(shadow))
-                    records += self._rows(entry, entry.shadow, SHADOW, ids, shadow)
+                    records += self._rows(entry, entry.shadow, SHADOW, ids, shadow, tail=False)
                     converted += len(ids)
             if converted >= _CHUNK_ROWS:
                 converted = 0
@@ -308,9 +320,13 @@ class PredictionLog:
         arm: str,
         ids: Sequence[str],
         scores: Sequence[Any],
+        *,
+        tail: bool = True,
     ) -> list[tuple[Any, ...]]:
         records: list[tuple[Any, ...]] = []
         created = datetime.fromtimestamp(entry.at, UTC)
+        # the shadow's rows carry no assignment: no unit was routed to it
+        end = (entry.unit_id, entry.experiment, entry.latency_us) if tail else (None, None, None)
         head = (entry.name, entry.environment, served.version, served.library_sha256, arm)
         rate, draw = self.settings.sample_rate, self.rng.random
         inputs, encode = entry.inputs, _json.encode
@@ -320,7 +336,7 @@ class PredictionLog:
             if rate > 0 and draw() < rate:
                 row = inputs if single else inputs[index].tolist()  # type: ignore[union-attr]
                 features = encode(row).decode()  # NaN (missing) becomes null
-            records.append((prediction, *head, encode(score).decode(), features, created))
+            records.append((prediction, *head, encode(score).decode(), features, created, *end))
         return records
 
 

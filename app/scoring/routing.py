@@ -3,8 +3,10 @@ the per-request choice of the arm that scores (champion, canary, shadow or bandi
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from app.scoring.features import FeatureSchema
 from app.scoring.library import CompiledLibrary
@@ -16,6 +18,21 @@ from domain.state import Deployment, ModelState, VersionState
 CHAMPION, CHALLENGER, SHADOW = "champion", "challenger", "shadow"
 # a bandit arm without rewards yet starts from the uniform prior Beta(1, 1)
 _NO_REWARDS = (0.0, 0.0)
+_UNIT_SPAN = float(2**64)
+
+
+def unit_hasher(experiment_id: str) -> Any:
+    """BLAKE2b keyed by the experiment id (at most 64 bytes of it), ready to `copy()`: keying
+    costs more than hashing a short unit id, so a route keys once."""
+    return hashlib.blake2b(digest_size=8, key=experiment_id.encode()[:64])
+
+
+def unit_share(hasher: Any, unit_id: str) -> float:
+    """Where a unit falls in [0, 1) for an experiment: the same unit always lands in the same
+    arm of one experiment, and independently in the next experiment's."""
+    hashed = hasher.copy()
+    hashed.update(unit_id.encode())
+    return int.from_bytes(hashed.digest(), "big") / _UNIT_SPAN
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -44,6 +61,9 @@ class Route:
     traffic: float = 0.0
     # bandit: (version, successes, failures) of champion and challenger
     arms: tuple[tuple[int, float, float], ...] = ()
+    # the A/B experiment running on this canary, and the unit hash it keys (`unit_hasher`)
+    experiment: str | None = None
+    hasher: Any = None
     # the series of each arm a request may pick, resolved once here (not per request)
     meters: dict[str, ScoreMeter] = field(init=False, repr=False)
 
@@ -55,13 +75,18 @@ class Route:
         }
         object.__setattr__(self, "meters", meters)
 
-    def pick(self, rng: random.Random) -> tuple[Served, str]:
-        """The version that scores this request, and its arm."""
+    def pick(self, rng: random.Random, unit_id: str | None = None) -> tuple[Served, str]:
+        """The version that scores this request, and its arm: by the unit's hash while an
+        experiment runs and the request names its unit, else by chance."""
         challenger = self.challenger
         if challenger is None or self.strategy in ("full", SHADOW):
             return self.champion, CHAMPION
         if self.strategy == "canary":
-            if rng.random() < self.traffic:
+            if unit_id is not None and self.experiment is not None:
+                draw = unit_share(self.hasher, unit_id)
+            else:
+                draw = rng.random()
+            if draw < self.traffic:
                 return challenger, CHALLENGER
             return self.champion, CHAMPION
         if thompson_choice(self.arms, rng) == challenger.version:
@@ -90,6 +115,7 @@ class Plan:
     challenger: VersionState | None
     traffic: float
     arms: tuple[tuple[int, float, float], ...]
+    experiment: str | None = None
 
 
 def plan_route(model: ModelState, slot: Deployment) -> Plan | None:
@@ -106,7 +132,8 @@ def plan_route(model: ModelState, slot: Deployment) -> Plan | None:
             (v, *posteriors.get(v, _NO_REWARDS)) for v in (champion.version, challenger.version)
         )
     traffic = (slot.traffic_percent or 0.0) / 100.0 if strategy == "canary" else 0.0
-    return Plan(strategy, champion, challenger, traffic, arms)
+    experiment = slot.experiment if strategy == "canary" else None
+    return Plan(strategy, champion, challenger, traffic, arms, experiment)
 
 
 def refusal(version: VersionState, environment: str, policy: Policy) -> str | None:

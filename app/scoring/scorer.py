@@ -34,7 +34,14 @@ from app.scoring.ids import IdPool, prediction_ids
 from app.scoring.library import CompiledLibrary, LibraryRefused
 from app.scoring.metrics import count_refusal, scorer_metrics
 from app.scoring.predlog import PredictionLog
-from app.scoring.routing import Route, Served, plan_route, refusal, served_version
+from app.scoring.routing import (
+    Route,
+    Served,
+    plan_route,
+    refusal,
+    served_version,
+    unit_hasher,
+)
 from app.store.artifacts import ArtifactStore
 from app.store.projections.governance import decode_state
 from app.store.projector import Projector
@@ -51,7 +58,13 @@ _CHANGED = (
     "AND (EXISTS (SELECT 1 FROM deployments d WHERE d.name = m.name) OR name = ANY($2))"
 )
 # the events that change what a scorer routes: deployments, bandit arms, policies
-ROUTING_EVENTS = ("deployment.changed", "bandit.updated", "policy.set")
+ROUTING_EVENTS = (
+    "deployment.changed",
+    "bandit.updated",
+    "policy.set",
+    "experiment.started",
+    "experiment.ended",
+)
 # batches at least this big are scored in a thread (the library releases the GIL)
 _THREAD_ROWS = 2_000
 
@@ -133,18 +146,29 @@ class Scorer:
         *,
         explain: bool = False,
         count_errors: bool = True,
+        unit_id: str | None = None,
     ) -> Scored:
         """Score rows (or one row by feature name) with the version routing picks; a
-        failure is counted unless `count_errors` is False (a caller that retries elsewhere)."""
+        `unit_id` keeps a unit in one arm of a running experiment; a failure is counted unless
+        `count_errors` is False (a caller that retries elsewhere)."""
         started = time.perf_counter()
         route = self._table.get((name, environment))
         if route.__class__ is not Route:
             raise _missing(name, environment, route, count=count_errors)
         assert isinstance(route, Route)
-        served, arm = route.pick(self.rng)
+        served, arm = route.pick(self.rng, unit_id)
         meter = route.meters[arm]
         try:
-            scored = await self._score(route, served, arm, rows, features, explain=explain)
+            scored = await self._score(
+                route,
+                served,
+                arm,
+                rows,
+                features,
+                explain=explain,
+                unit_id=unit_id,
+                started=started,
+            )
         except InvalidInput:
             if count_errors:
                 meter.invalid.inc()
@@ -166,6 +190,8 @@ class Scorer:
         features: Mapping[str, FeatureValue] | None,
         *,
         explain: bool,
+        unit_id: str | None,
+        started: float,
     ) -> Scored:
         library = served.library
         matrix: npt.NDArray[np.float64] | None = None
@@ -194,7 +220,17 @@ class Scorer:
         contributions = None
         if explain:
             contributions = await self._explain(served, inputs if matrix is None else matrix)
-        self._log.record(route, served, arm, ids, scores, inputs=inputs, features=features)
+        self._log.record(
+            route,
+            served,
+            arm,
+            ids,
+            scores,
+            inputs=inputs,
+            features=features,
+            unit_id=unit_id,
+            latency_us=(time.perf_counter() - started) * 1e6,
+        )
         return Scored(route, served, arm, scores, ids, contributions)
 
     def _matrix(
@@ -277,6 +313,7 @@ class Scorer:
             if plan.challenger is not None:
                 found = await self._serve(model, plan.challenger, environment, policy)
                 challenger = found if isinstance(found, Served) else None
+            experiment = plan.experiment if challenger is not None else None
             built[key] = Route(
                 name=model.name,
                 environment=environment,
@@ -285,6 +322,9 @@ class Scorer:
                 challenger=challenger,
                 traffic=plan.traffic,
                 arms=plan.arms,
+                # no experiment counts while its challenger cannot serve
+                experiment=experiment,
+                hasher=unit_hasher(experiment) if experiment else None,
             )
         return built
 

@@ -93,6 +93,16 @@ class DataQualityResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     rows: int
 
 
+class ExperimentResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One look at an A/B experiment: the effect (challenger mean - champion mean), its
+    always-valid p-value, and how it ended, if this look ended it."""
+
+    p_value: float
+    effect: float
+    outcome: Literal["winner", "no_difference", "guardrail_breach"] | None = None
+    winner: int | None = None
+
+
 class TrainResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The version a training run registered, and the compile job it requested."""
 
@@ -150,6 +160,9 @@ BanditParams = Annotated[dict[str, Any], msgspec.Meta(description="environment")
 PerformanceParams = Annotated[
     dict[str, Any], msgspec.Meta(description="optionally environment, window_days")
 ]
+ExperimentParams = Annotated[
+    dict[str, Any], msgspec.Meta(description="experiment_id (the experiment to look at)")
+]
 DataQualityParams = Annotated[
     dict[str, Any], msgspec.Meta(description="optionally environment, window_rows")
 ]
@@ -204,11 +217,25 @@ class DataQualityJob(_JobView, frozen=True, kw_only=True, tag="data_quality"):
     result: DataQualityResult | None = None
 
 
+class ExperimentJob(_JobView, frozen=True, kw_only=True, tag="experiment"):
+    """A look at an A/B experiment: its statistics, and its end if this look ended it."""
+
+    params: ExperimentParams
+    result: ExperimentResult | None = None
+
+
 # tagged by `kind`: each kind's result has its own type. The result structs forbid unknown
 # fields: a key a job kind starts recording (domain/jobs.py) fails the job-kind tests until its
 # view describes it, instead of vanishing from the API.
 JobView = (
-    TrainJob | CompileJob | ComplianceJob | DriftJob | BanditJob | PerformanceJob | DataQualityJob
+    TrainJob
+    | CompileJob
+    | ComplianceJob
+    | DriftJob
+    | BanditJob
+    | PerformanceJob
+    | DataQualityJob
+    | ExperimentJob
 )
 
 

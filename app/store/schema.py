@@ -233,8 +233,16 @@ predictions = sa.Table(
     sa.Column("score", pg.JSON, nullable=False),
     sa.Column("features", pg.JSON),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("unit_id", sa.Text),
+    sa.Column("experiment_id", sa.Text),
+    sa.Column("latency_us", sa.Float),
     sa.Index("predictions_window_idx", "name", "version", "created_at"),
     sa.Index("predictions_created_idx", "created_at"),
+    sa.Index(
+        "predictions_experiment_idx",
+        "experiment_id",
+        postgresql_where=sa.text("experiment_id IS NOT NULL"),
+    ),
 )
 
 feedback = sa.Table(

@@ -98,6 +98,54 @@ def _bandit(champion: int, other: int, environment: str) -> cmd.BanditReported:
     return cmd.BanditReported(update=update, conclusion=conclusion)
 
 
+def _experiment(experiment_id: str, environment: str, challenger: int) -> cmd.StartExperiment:
+    return cmd.StartExperiment(
+        name=NAME,
+        experiment_id=experiment_id,
+        environment=environment,
+        champion=1,
+        challenger=challenger,
+        traffic_percent=20.0,
+        metric=ev.ExperimentMetric(name="conversion"),
+        minimum_detectable_effect=0.05,
+        horizon_per_arm=1_000,
+    )
+
+
+def _ended(experiment_id: str, environment: str, outcome: str) -> ev.ExperimentEnded:
+    return ev.ExperimentEnded(
+        name=NAME,
+        experiment_id=experiment_id,
+        environment=environment,
+        outcome=outcome,  # type: ignore[arg-type]
+        winner=2 if outcome == "winner" else None,
+        reason="r",
+        job_id="x",
+    )
+
+
+def _look(experiment_id: str, environment: str, outcome: str | None) -> cmd.RecordJobOutcome:
+    arm = ev.ArmSummary(version=1, predictions=10, outcomes=10, mean=0.5, variance=0.25)
+    update = ev.ExperimentUpdated(
+        name=NAME,
+        experiment_id=experiment_id,
+        champion=arm,
+        challenger=arm,
+        effect=0.0,
+        std_error=0.1,
+        ci_low=-0.5,
+        ci_high=0.5,
+        p_value=1.0,
+    )
+    ended = None if outcome is None else _ended(experiment_id, environment, outcome)
+    return cmd.RecordJobOutcome(
+        job=_job(1, "experiment"),
+        attempt=1,
+        seconds=1.0,
+        outcome=cmd.ExperimentReported(update=update, ended=ended),
+    )
+
+
 def _version(number: int) -> cmd.RegisterVersion:
     return cmd.RegisterVersion(
         name=NAME,
@@ -130,6 +178,7 @@ _PREAMBLE: list[cmd.ModelCommand] = [
 number = st.integers(1, 3)
 person = st.sampled_from(PEOPLE)
 environment = st.sampled_from(["staging", "production"])
+experiment = st.sampled_from(["x1", "x2"])
 command = st.one_of(
     st.builds(_version, number),
     st.builds(lambda d: cmd.UpdateModel(name=NAME, description=d), st.sampled_from("xyz")),
@@ -236,6 +285,19 @@ command = st.one_of(
         lambda e: cmd.ChangeDeployments(
             name=NAME, changes=[cmd.EndChallenger(environment=e, reason="r")]
         ),
+        environment,
+    ),
+    # A/B experiments: started, looked at, concluded, and a breaching challenger ended
+    st.builds(_experiment, experiment, environment, st.sampled_from([2, 2, 3])),
+    st.builds(
+        _look,
+        experiment,
+        environment,
+        st.sampled_from([None, None, "winner", "no_difference", "guardrail_breach"]),
+    ),
+    st.builds(
+        lambda x, e: cmd.EndBreachingChallenger(name=NAME, ended=_ended(x, e, "guardrail_breach")),
+        experiment,
         environment,
     ),
 )

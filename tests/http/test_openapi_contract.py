@@ -122,4 +122,5 @@ def test_job_views_are_a_union_tagged_by_kind_with_typed_results() -> None:
         "bandit": "#/components/schemas/BanditResult",
         "performance": "#/components/schemas/PerformanceResult",
         "data_quality": "#/components/schemas/DataQualityResult",
+        "experiment": "#/components/schemas/ExperimentResult",
     }

@@ -134,6 +134,21 @@ WRITES: dict[tuple[str, str], Entry] = {
         allow("admin", "ci"),
         Call("/v1/models/m/rollbacks", {"environment": "staging", "reason": "matrix"}),
     ),
+    # staging: version 1 champion again after the rollback; the second allowed role gets a 409
+    ("POST", "/v1/models/{name:str}/experiments"): Entry(
+        allow("admin", "ci"),
+        Call(
+            "/v1/models/m/experiments",
+            {
+                "environment": "staging",
+                "champion": 1,
+                "challenger": 2,
+                "traffic_percent": 50,
+                "metric": {"name": "conversion"},
+                "minimum_detectable_effect": 0.05,
+            },
+        ),
+    ),
     ("POST", "/v1/models/{name:str}/drift-alerts"): Entry(
         allow("admin", "ci"),
         Call(
@@ -188,6 +203,11 @@ READS: dict[tuple[str, str], Entry] = {
     ("GET", "/v1/policies"): Entry(EVERYONE, Call("/v1/policies")),
     ("GET", "/v1/policies/{tier:str}"): Entry(EVERYONE, Call("/v1/policies/low")),
     ("GET", "/v1/jobs/{job_id:str}"): Entry(EVERYONE, Call("/v1/jobs/{job}")),
+    ("GET", "/v1/models/{name:str}/experiments"): Entry(EVERYONE, Call("/v1/models/m/experiments")),
+    # an experiment the read test starts (`{experiment}`)
+    ("GET", "/v1/models/{name:str}/experiments/{experiment_id:str}"): Entry(
+        EVERYONE, Call("/v1/models/m/experiments/{experiment}")
+    ),
 }
 
 
@@ -320,17 +340,22 @@ async def test_read_endpoints_need_a_token_and_the_right_role(
     assert not missing, f"read routes without a matrix entry: {sorted(missing)}"
     # a real id: the compile job the setup's first version requested
     job = await resources.pool.fetchval("SELECT job_id FROM jobs ORDER BY requested_position")
+    experiment = await _an_experiment(client, tokens["ci"])
 
     failures: list[str] = []
     for (method, template), entry in READS.items():
         for anonymous in ({}, {"Authorization": "Bearer mlt_nope_nope"}):
-            response = await entry.call.send(client, method, anonymous, job=job)
+            response = await entry.call.send(
+                client, method, anonymous, job=job, experiment=experiment
+            )
             if why := problem_of(response, 401):
                 failures.append(f"{method} {template} with {anonymous or 'no token'}: {why}")
             elif response.headers.get("www-authenticate") != "Bearer":
                 failures.append(f"{method} {template}: 401 without WWW-Authenticate: Bearer")
         for role in ROLES:
-            response = await entry.call.send(client, method, tokens[role], job=job)
+            response = await entry.call.send(
+                client, method, tokens[role], job=job, experiment=experiment
+            )
             if role in entry.roles:
                 if response.status_code != 200:
                     failures.append(
@@ -340,6 +365,15 @@ async def test_read_endpoints_need_a_token_and_the_right_role(
             elif why := problem_of(response, 403):
                 failures.append(f"{method} {template} as {role}: {why}")
     assert not failures, "\n".join(failures)
+
+
+async def _an_experiment(client: httpx.AsyncClient, ci: dict[str, str]) -> str:
+    """An experiment of 2 against champion 1 in staging; its id."""
+    body = WRITES[("POST", "/v1/models/{name:str}/experiments")].call.body
+    started = await client.post("/v1/models/m/experiments", json=body, headers=ci)
+    assert started.status_code == 201, started.text
+    experiment_id: str = started.json()["experiment_id"]
+    return experiment_id
 
 
 async def test_operations_routes_need_no_token(client: httpx.AsyncClient) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import uuid
@@ -14,7 +15,7 @@ import pytest
 from app.scoring.explain import Explanations
 from app.scoring.features import FeatureSchema
 from app.scoring.ids import prediction_id, prediction_ids
-from app.scoring.routing import Route, Served, refusal
+from app.scoring.routing import Route, Served, refusal, unit_hasher, unit_share
 from app.store.artifacts import ArtifactStore
 from domain import events as ev
 from domain.bandit import thompson_choice
@@ -131,3 +132,52 @@ async def test_explanations_need_a_lightgbm_artifact(tmp_path: Path) -> None:
     route = Route("m", "production", "shadow", served, served)
     assert route.pick(random.Random(0)) == (served, "champion")
     assert route.shadow is served
+
+
+def _served(version: int) -> Served:
+    return Served(
+        version=version,
+        library=None,  # type: ignore[arg-type]
+        library_sha256=f"l{version}",
+        schema=FeatureSchema([], {}),
+        format="lightgbm",
+        artifact_sha256="a" * 64,
+    )
+
+
+def test_a_unit_keeps_its_arm_the_split_holds_and_experiments_assign_independently() -> None:
+    champion, challenger = _served(1), _served(2)
+
+    def route(experiment: str, traffic: float) -> Route:
+        return Route(
+            "m",
+            "production",
+            "canary",
+            champion,
+            challenger,
+            traffic=traffic,
+            experiment=experiment,
+            hasher=unit_hasher(experiment),
+        )
+
+    units = [f"customer-{i}" for i in range(4_000)]
+    first, second = route("exp-a", 0.2), route("exp-b", 0.2)
+    # the same unit, whatever the random source says, always gets the same arm
+    arms = [first.pick(random.Random(i), unit)[1] for i, unit in enumerate(units)]
+    assert arms == [first.pick(random.Random(-i), unit)[1] for i, unit in enumerate(units)]
+    # the share is the split (20%, within 5 binomial standard errors)
+    share = arms.count("challenger") / len(units)
+    assert abs(share - 0.2) < 5 * math.sqrt(0.2 * 0.8 / len(units))
+    # the hash is BLAKE2b-64 keyed by the experiment id, read as a fraction of 2^64
+    digest = hashlib.blake2b(b"customer-7", digest_size=8, key=b"exp-a").digest()
+    assert unit_share(unit_hasher("exp-a"), "customer-7") == int.from_bytes(digest) / 2**64
+    # the next experiment assigns independently: its challengers are ~20% of the first's too
+    both = sum(
+        a == "challenger" and second.pick(random.Random(0), u)[1] == "challenger"
+        for a, u in zip(arms, units, strict=True)
+    )
+    assert abs(both / arms.count("challenger") - 0.2) < 0.06
+    # without a unit id, or without an experiment, chance decides as before
+    rng = random.Random(5)
+    chance = [first.pick(rng)[1] for _ in range(2_000)]
+    assert 0.15 < chance.count("challenger") / 2_000 < 0.25

@@ -24,6 +24,19 @@ from workers.ml import demo_data, tabular
 
 ROWS = 4_000
 
+# the columns given rows fill, as the scorer's log writes a prediction outside experiments
+LOGGED = (
+    "prediction_id",
+    "name",
+    "environment",
+    "version",
+    "library_sha256",
+    "arm",
+    "score",
+    "features",
+    "created_at",
+)
+
 
 @dataclass(frozen=True)
 class Ledger:
@@ -131,7 +144,7 @@ async def given_logged_inputs(
         )
         for row in matrix.tolist()
     ]
-    await resources.pool.copy_records_to_table("predictions", records=rows)
+    await resources.pool.copy_records_to_table("predictions", records=rows, columns=LOGGED)
 
 
 async def given_feedback(resources: Resources, version: int, rewards: list[float]) -> None:
@@ -141,7 +154,7 @@ async def given_feedback(resources: Resources, version: int, rewards: list[float
         (uuid.uuid4(), "fraud", "staging", version, "lib", "challenger", "0.5", None, now)
         for _ in rewards
     ]
-    await resources.pool.copy_records_to_table("predictions", records=predictions)
+    await resources.pool.copy_records_to_table("predictions", records=predictions, columns=LOGGED)
     await resources.pool.copy_records_to_table(
         "feedback",
         records=[

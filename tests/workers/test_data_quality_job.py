@@ -17,7 +17,12 @@ from app.resources import Resources
 from app.settings import Settings
 from domain import events as ev
 from tests.conftest import TokenFactory
-from tests.workers.job_kinds_givens import Ledger, given_a_model_and_its_training_data, training
+from tests.workers.job_kinds_givens import (
+    LOGGED,
+    Ledger,
+    given_a_model_and_its_training_data,
+    training,
+)
 from workers.jobs.schedule import schedule_data_quality_checks
 from workers.ml import demo_data, tabular
 
@@ -50,7 +55,7 @@ async def _logged(resources: Resources, version: ev.VersionRegistered) -> tuple[
             (uuid.uuid4(), "fraud", "staging", version.version, "lib", "champion", "0.1",
              json.dumps(logged), now)
         )  # fmt: skip
-    await resources.pool.copy_records_to_table("predictions", records=records)
+    await resources.pool.copy_records_to_table("predictions", records=records, columns=LOGGED)
     return gone, wild
 
 

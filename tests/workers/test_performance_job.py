@@ -22,6 +22,7 @@ from domain.decide import model_stream
 from tests.conftest import TokenFactory
 from tests.http.governance_helpers import create_model
 from tests.scoring.helpers import add_version, promote, rows_with_missing, score
+from tests.workers.job_kinds_givens import LOGGED
 from tests.workers.jobs_helpers import run_worker
 from workers.jobs.schedule import schedule_performance_checks
 
@@ -78,7 +79,7 @@ async def _old_predictions(
         (pid, "fraud", "staging", version, "lib", "champion", str(value), None, made)
         for pid, value in old
     ]
-    await resources.pool.copy_records_to_table("predictions", records=records)
+    await resources.pool.copy_records_to_table("predictions", records=records, columns=LOGGED)
     return [(str(pid), value) for pid, value in old]
 
 

@@ -3,7 +3,7 @@ decider of its outcome (see workers/runner.py)."""
 
 from __future__ import annotations
 
-from workers.jobs import bandit, compliance, drift, performance, quality, train
+from workers.jobs import bandit, compliance, drift, experiment, performance, quality, train
 from workers.jobs import compile as compile_job
 from workers.runner import FollowUp, Kind
 
@@ -15,5 +15,10 @@ KINDS: dict[str, Kind] = {
     "bandit": bandit.run,
     "performance": performance.run,
     "data_quality": quality.run,
+    "experiment": experiment.run,
 }
-FOLLOW_UPS: dict[str, FollowUp] = {"drift": drift.respond, "performance": performance.respond}
+FOLLOW_UPS: dict[str, FollowUp] = {
+    "drift": drift.respond,
+    "performance": performance.respond,
+    "experiment": experiment.respond,
+}

@@ -90,3 +90,36 @@ async def _request(
             continue
         requested += 1
     return requested
+
+
+EXPERIMENT_SCHEDULER = ev.EventMeta(actor="system:experiment-schedule", role="admin")
+
+# experiments started and not concluded (one stopped by a deployment change is refused at
+# request: RequestJob checks that it still runs)
+_OPEN_EXPERIMENTS = """
+SELECT s.data->>'name' AS name, s.data->>'experiment_id' AS experiment_id
+FROM events s
+WHERE s.type = 'experiment.started' AND NOT EXISTS (
+    SELECT 1 FROM events e WHERE e.type = 'experiment.ended' AND e.stream = s.stream
+      AND e.data->>'experiment_id' = s.data->>'experiment_id')
+ORDER BY s.position
+"""
+
+
+async def schedule_experiment_looks(resources: Resources) -> int:
+    """Request a look at every running A/B experiment; returns how many were requested."""
+    requested = 0
+    for row in await resources.pool.fetch(_OPEN_EXPERIMENTS):
+        command = RequestJob(
+            name=row["name"],
+            job_id=str(uuid.uuid4()),
+            kind="experiment",
+            params={"experiment_id": row["experiment_id"]},
+        )
+        try:
+            await resources.jobs.request(command, EXPERIMENT_SCHEDULER, None)
+        except DomainError as error:  # stopped since (its challenger was ended)
+            _log.info("look at experiment %s skipped: %s", row["experiment_id"], error)
+            continue
+        requested += 1
+    return requested

@@ -1,0 +1,223 @@
+"""A/B experiments end to end: started over HTTP, units routed by hash and logged with each
+prediction, rewards fed back, the update job's look, and its conclusions."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from app.resources import Resources
+from app.settings import Settings
+from domain import events as ev
+from domain.decide import model_stream
+from tests.conftest import TokenFactory
+from tests.http.governance_helpers import create_model
+from tests.scoring.helpers import add_version, promote, score
+from tests.workers.jobs_helpers import run_worker
+from workers.jobs.schedule import schedule_experiment_looks
+
+pytestmark = pytest.mark.processes
+ROW = {"rows": [[0.1, 0.2, 0.3, 1.0]]}
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return msgspec.structs.replace(settings, dispatch_jobs=True)
+
+
+def experiment(**changes: Any) -> dict[str, Any]:
+    body = {
+        "environment": "staging",
+        "champion": 1,
+        "challenger": 2,
+        "traffic_percent": 50,
+        "metric": {"name": "conversion", "kind": "binary"},
+        "guardrails": {"max_error_rate": 0.01, "max_p99_latency_ms": 1000},
+        "minimum_detectable_effect": 0.1,
+        "horizon_per_arm": 10_000,
+        "min_samples_per_arm": 20,
+    }
+    return body | changes
+
+
+async def _two_versions(
+    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Model "fraud", versions 1 and 2 with real libraries, 1 champion in staging."""
+    ci = await auth("ci")
+    assert (await create_model(client, ci, "fraud")).status_code == 201
+    for kind in ("seed0", "seed1"):
+        await add_version(client, ci, resources, "fraud", kind)
+    await promote(client, ci, "fraud", 1)
+    return ci, await auth("scorer")
+
+
+async def _start(client: httpx.AsyncClient, ci: dict[str, str], body: dict[str, Any]) -> str:
+    started = await client.post("/v1/models/fraud/experiments", json=body, headers=ci)
+    assert started.status_code == 201, started.text
+    experiment_id: str = started.json()["experiment_id"]
+    return experiment_id
+
+
+async def _score_units(
+    client: httpx.AsyncClient, scorer: dict[str, str], units: list[str]
+) -> dict[str, tuple[int, str]]:
+    """Each unit scored once: its version and prediction id."""
+    served = {}
+    for unit in units:
+        answered = await score(client, scorer, "fraud", ROW | {"unit_id": unit})
+        assert answered.status_code == 200, answered.text
+        body = answered.json()
+        served[unit] = (body["version"], body["prediction_ids"][0])
+    return served
+
+
+async def _look(
+    client: httpx.AsyncClient,
+    ci: dict[str, str],
+    resources: Resources,
+    settings: Settings,
+    eid: str,
+    *,
+    request: bool = True,
+) -> dict[str, Any]:
+    """Run a look (asked for here unless already requested) and read the experiment."""
+    if request:
+        job = {"kind": "experiment", "model": "fraud", "params": {"experiment_id": eid}}
+        requested = await client.post("/v1/jobs", json=job, headers=ci)
+        assert requested.status_code == 202, requested.text
+    while await resources.dispatcher.relay() or await resources.redis.zcard(settings.queue_name):
+        _, failed = await run_worker(settings)
+        assert failed == 0
+    await resources.projector.catch_up()
+    read = await client.get(f"/v1/models/fraud/experiments/{eid}", headers=ci)
+    assert read.status_code == 200, read.text
+    body: dict[str, Any] = read.json()
+    return body
+
+
+async def test_units_keep_their_arm_and_a_clear_effect_names_the_winner_unpromoted(
+    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources, settings: Settings
+) -> None:
+    # given: an experiment of 2 against champion 1 at 50%
+    ci, scorer = await _two_versions(client, auth, resources)
+    eid = await _start(client, ci, experiment())
+    units = [f"customer-{i}" for i in range(120)]
+    # when: every unit is scored twice
+    first = await _score_units(client, scorer, units)
+    again = await _score_units(client, scorer, units)
+    # then: the same unit always got the same arm, and both arms served (50% +- 5 sigma)
+    assert {u: v for u, (v, _) in first.items()} == {u: v for u, (v, _) in again.items()}
+    challengers = sum(version == 2 for version, _ in first.values())
+    assert 30 <= challengers <= 90
+    # and each prediction is logged with its unit, the experiment and its latency
+    await resources.scoring.predictions.flush()
+    logged = await resources.pool.fetch(
+        "SELECT unit_id, experiment_id, latency_us FROM predictions WHERE experiment_id = $1", eid
+    )
+    assert len(logged) == 240 and {r["unit_id"] for r in logged} == set(units)
+    assert all(r["latency_us"] > 0 for r in logged)
+
+    # when: the challenger's units convert 80%, the champion's 20%, and a look is taken
+    rewards = {1: [], 2: []}  # type: dict[int, list[float]]
+    for index, (version, prediction) in enumerate(first.values()):
+        reward = float(index % 5 != 0) if version == 2 else float(index % 5 == 0)
+        rewards[version].append(reward)
+        fed = await client.post(
+            "/v1/feedback", json={"prediction_id": prediction, "reward": reward}, headers=scorer
+        )
+        assert fed.status_code == 202, fed.text
+    read = await _look(client, ci, resources, settings, eid)
+    # then: the statistics are those of the rewards, and version 2 is the winner
+    latest = read["latest"]
+    mean = {v: sum(r) / len(r) for v, r in rewards.items()}
+    assert latest["champion"]["outcomes"] == len(rewards[1])
+    assert latest["challenger"]["predictions"] == 2 * len(rewards[2])
+    assert latest["effect"] == pytest.approx(mean[2] - mean[1])
+    assert latest["ci_low"] > 0 and latest["p_value"] <= 0.05
+    assert [g["passed"] for g in latest["guardrails"]] == [True, True]
+    assert read["status"] == "winner"
+    assert (
+        read["conclusion"]["winner"] == 2 and "wins on conversion" in read["conclusion"]["reason"]
+    )
+    # and nothing was promoted: 2 still runs as the canary, promotion is the gates' decision
+    slot = (await client.get("/v1/models/fraud", headers=ci)).json()["deployments"]["staging"]
+    assert (slot["champion"], slot["challenger"], slot["strategy"]) == (1, 2, "canary")
+    listed = (await client.get("/v1/models/fraud/experiments", headers=scorer)).json()
+    assert [e["experiment_id"] for e in listed["experiments"]] == [eid]
+    # and the job says what the look found
+    job_id = await resources.pool.fetchval(
+        "SELECT job_id FROM jobs WHERE kind = 'experiment' ORDER BY requested_position DESC"
+    )
+    status = (await client.get(f"/v1/jobs/{job_id}", headers=ci)).json()
+    assert status["status"] == "succeeded", status
+    assert (status["result"]["outcome"], status["result"]["winner"]) == ("winner", 2)
+    assert status["result"]["p_value"] == latest["p_value"]
+    # and a concluded experiment takes no more looks, asked for or scheduled
+    job = {"kind": "experiment", "model": "fraud", "params": {"experiment_id": eid}}
+    assert (await client.post("/v1/jobs", json=job, headers=ci)).status_code == 409
+    assert await schedule_experiment_looks(resources) == 0
+
+
+async def test_a_guardrail_breach_ends_the_challenger_caused_by_the_conclusion(
+    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources, settings: Settings
+) -> None:
+    # given: an experiment whose latency guardrail no request can meet (0 ms)
+    ci, scorer = await _two_versions(client, auth, resources)
+    body = experiment(guardrails={"max_p99_latency_ms": 0}, min_samples_per_arm=5)
+    eid = await _start(client, ci, body)
+    await _score_units(client, scorer, [f"u{i}" for i in range(60)])
+    await resources.scoring.predictions.flush()
+    # when: the schedule asks for a look at the running experiment, and it is taken
+    assert await schedule_experiment_looks(resources) == 1
+    read = await _look(client, ci, resources, settings, eid, request=False)
+    # then: the experiment ended on the guardrail, and the challenger was ended after it
+    assert read["status"] == "guardrail_breach"
+    assert "p99_latency_ms" in read["conclusion"]["reason"]
+    recorded = await resources.store.read_stream(model_stream("fraud"))
+    ended = next(r for r in recorded if isinstance(r.event, ev.ExperimentEnded))
+    demotion = next(
+        r
+        for r in recorded
+        if isinstance(r.event, ev.DeploymentChanged) and r.event.action == "demotion"
+    )
+    assert isinstance(demotion.event, ev.DeploymentChanged) and demotion.event.version == 2
+    assert demotion.position > ended.position
+    assert demotion.meta.causation_id == str(ended.event_id)
+    # on behalf of whoever asked for the look: here, the schedule
+    assert demotion.meta.actor == ended.meta.actor == "system:experiment-schedule"
+    await resources.scoring.scorer.refresh()
+    served = await _score_units(client, scorer, [f"u{i}" for i in range(20)])
+    assert {version for version, _ in served.values()} == {1}
+
+
+async def test_bad_experiments_are_problems_and_append_nothing(
+    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
+) -> None:
+    ci, _ = await _two_versions(client, auth, resources)
+    head, _ = await resources.store.head()
+    for body, status in (
+        (experiment(traffic_percent=0), 422),
+        (experiment(minimum_detectable_effect=2), 422),
+        (experiment(metric={"name": "loss", "kind": "continuous"}, horizon_per_arm=None), 422),
+        (experiment(metric={"name": "x", "kind": "ordinal"}), 400),
+        (experiment(champion=2, challenger=1), 409),
+        (experiment(environment="production"), 409),
+        (experiment(unknown=1), 400),
+    ):
+        answered = await client.post("/v1/models/fraud/experiments", json=body, headers=ci)
+        assert answered.status_code == status, (body, answered.text)
+        assert answered.headers["content-type"].startswith("application/problem+json")
+    assert (await resources.store.head())[0] == head
+    missing = await client.get(f"/v1/models/fraud/experiments/{uuid.uuid4()}", headers=ci)
+    assert missing.status_code == 404
+    # a retried start with the same Idempotency-Key answers the first experiment again
+    retried = {**ci, "Idempotency-Key": "start-1"}
+    first = await client.post("/v1/models/fraud/experiments", json=experiment(), headers=retried)
+    again = await client.post("/v1/models/fraud/experiments", json=experiment(), headers=retried)
+    assert first.status_code == again.status_code == 201, again.text
+    assert first.json()["experiment_id"] == again.json()["experiment_id"]
