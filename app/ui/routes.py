@@ -29,6 +29,8 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
         undefined=StrictUndefined,
         auto_reload=False,
     )
+    # a server's paths are its operator's business: pages name files, the title the full path
+    environment.filters["basename"] = lambda path: Path(str(path)).name
     return TemplateConfig(instance=JinjaTemplateEngine(engine_instance=environment))
 
 

@@ -86,7 +86,7 @@ def console_factory(app: Litestar, auth: TokenFactory) -> ConsoleFactory:
 
 
 async def story(
-    client: httpx.AsyncClient, resources: Resources, ci: dict[str, str], *, text: str = "Fraud"
+    client: httpx.AsyncClient, resources: Resources, ci: dict[str, str], *, text: str = ""
 ) -> dict[str, int]:
     """Model "fraud": v1 champion in staging, v2 a canary there until a critical drift alert
     demoted it; v3 registered and compiled, awaiting approval. `text` goes into every field
@@ -96,9 +96,9 @@ async def story(
         json={
             "name": "fraud",
             "risk_tier": "high",
-            "description": f"{text} scores card payments",
-            "owner": text,
-            "tags": ["payments", text],
+            "description": f"{text}Scores card payments",
+            "owner": text or "fraud-team",
+            "tags": ["payments", text or "cards"],
         },
         headers=ci,
     )
