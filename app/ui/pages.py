@@ -15,6 +15,7 @@ from app.http.auth import event_meta, requires
 from app.http.problems import status_of
 from app.services.audit import AuditLog
 from app.services.authenticator import Authenticator, TokensStale, hash_token
+from app.services.dossier import dossier_markdown, dossier_tables
 from app.services.governance import Governance
 from app.services.registry import Registry, diff, keyed
 from app.services.views import ApprovalView, ModelView, render_model, render_version
@@ -34,12 +35,14 @@ from app.ui.auth import (
     sessions_of,
 )
 from domain import commands as cmd
-from domain.errors import DomainError, InvalidInput
+from domain.errors import DomainError, InvalidInput, NotFound
 
 Req = Request[Any, Any, Any]
 EVERYONE = requires("admin", "ci", "approver", "auditor", "scorer")
 AUDITORS = requires("auditor", "admin")
 APPROVERS = requires("approver")
+# the roles of the API's promotion routes, whose dry run the plan page shows
+PROMOTERS = requires("admin", "ci")
 # event fields shown in a timeline row (the rest are on the API's history)
 _HASH_LENGTH = 64
 _SHORT_HASH = 12
@@ -250,6 +253,75 @@ class ConsoleController(Controller):
             status_code=303,
         )
 
+    @get(
+        "/models/{name:str}/versions/{version:int}/plan",
+        operation_id="uiPlan",
+        guards=[PROMOTERS],
+    )
+    async def plan(
+        self,
+        request: Req,
+        name: FromPath[str],
+        version: FromPath[int],
+        governance: NamedDependency[Governance],
+        environment: Annotated[str, QueryParameter(min_length=1, max_length=100)] = "production",
+    ) -> Template:
+        """A promotion's dry run: the gates it would meet now; nothing is recorded."""
+        change = cmd.Promote(version=version, environment=environment)
+        gates = await governance.plan(name, [change])
+        if not gates:
+            raise NotFound(f"no model named {name!r}")
+        return page(
+            request,
+            "plan.html",
+            name=name,
+            version=version,
+            environment=environment,
+            gates=gates,
+            passes=all(g.passed for g in gates),
+        )
+
+    @get(
+        "/models/{name:str}/versions/{version:int}/dossier",
+        operation_id="uiDossier",
+        guards=[AUDITORS],
+    )
+    async def dossier(
+        self,
+        request: Req,
+        name: FromPath[str],
+        version: FromPath[int],
+        registry: NamedDependency[Registry],
+        now: NamedDependency[datetime],
+    ) -> Template:
+        """The model card of a version, as tables; printable, and downloadable as Markdown."""
+        card = await registry.dossier(name, version, now)
+        tables = [
+            (title, header.split(","), [[_dossier_cell(v) for v in row] for row in rows])
+            for title, header, rows in dossier_tables(card)
+        ]
+        return page(request, "dossier.html", card=card, tables=tables)
+
+    @get(
+        "/models/{name:str}/versions/{version:int}/dossier.md",
+        operation_id="uiDossierMarkdown",
+        guards=[AUDITORS],
+    )
+    async def dossier_download(
+        self,
+        name: FromPath[str],
+        version: FromPath[int],
+        registry: NamedDependency[Registry],
+        now: NamedDependency[datetime],
+    ) -> Response[str]:
+        """The model card as a Markdown file."""
+        card = await registry.dossier(name, version, now)
+        return Response(
+            dossier_markdown(card),
+            media_type="text/markdown; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}-v{version}-dossier.md"'},
+        )
+
     @get("/registry", operation_id="uiRegistry", guards=[EVERYONE])
     async def registry_as_of(
         self,
@@ -304,6 +376,16 @@ class ConsoleController(Controller):
         status = await audit.status()
         report = await audit.verify(None) if run else None
         return page(request, "verify.html", status=status, report=report)
+
+
+def _dossier_cell(value: object) -> str:
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    return str(value)
 
 
 def _may(request: Req, guard: Any) -> bool:
@@ -401,6 +483,8 @@ async def _version_page(
         why_not={a.position: _why_not_counted(a, now) for a in view.approvals},
         counted=sum(1 for a in view.approvals if a.counts),
         can_decide=_may(request, APPROVERS),
+        can_audit=_may(request, AUDITORS),
+        can_plan=_may(request, PROMOTERS),
         notice=notice,
         refusal=refusal,
         comment=comment,

@@ -208,6 +208,18 @@ CONSOLE: dict[tuple[str, str], tuple[Entry, tuple[str, str] | None]] = {
         ),
         ("POST", "/v1/models/{name:str}/versions/{version:int}/approvals"),
     ),
+    ("GET", "/ui/models/{name:str}/versions/{version:int}/plan"): (
+        Entry(allow("admin", "ci"), Call("/ui/models/m/versions/2/plan")),
+        ("POST", "/v1/models/{name:str}/promotions"),
+    ),
+    ("GET", "/ui/models/{name:str}/versions/{version:int}/dossier"): (
+        Entry(allow("auditor", "admin"), Call("/ui/models/m/versions/1/dossier")),
+        ("GET", "/v1/models/{name:str}/versions/{version:int}/dossier"),
+    ),
+    ("GET", "/ui/models/{name:str}/versions/{version:int}/dossier.md"): (
+        Entry(allow("auditor", "admin"), Call("/ui/models/m/versions/1/dossier.md")),
+        ("GET", "/v1/models/{name:str}/versions/{version:int}/dossier"),
+    ),
     ("GET", "/ui/registry"): (Entry(EVERYONE, Call("/ui/registry")), ("GET", "/v1/registry")),
     ("GET", "/ui/registry/diff"): (
         Entry(EVERYONE, Call("/ui/registry/diff", params={"from": "0"})),
@@ -457,7 +469,7 @@ async def test_console_routes_refuse_every_other_role_and_the_signed_out(
                     wanted = 200 if method == "GET" else 303
                     if status != wanted:
                         failures.append(f"{method} {template} as allowed {role}: {status}")
-                elif status != 403 or "Not allowed" not in response.text:
+                elif status != 403 or "<h1>Not allowed</h1>" not in response.text:
                     failures.append(f"{method} {template} as {role}: {status}, not a 403 page")
                 elif (await resources.store.head())[0] != head:
                     failures.append(f"{method} {template} as {role}: appended events")

@@ -115,6 +115,17 @@ async def test_an_auditor_and_an_approver_walk_the_console_in_chromium(
             ).to_contain_text("changed")
             await shot(page, "diff")
 
+            await page.goto(f"{base_url}/ui/models/fraud/versions/{told['v1']}")
+            await page.get_by_role("link", name="Dossier (model card)").click()
+            await expect(
+                page.get_by_role("heading", name="Model card: fraud version 1")
+            ).to_be_visible()
+            await expect(page.get_by_role("link", name="Download as Markdown")).to_be_visible()
+            await page.emulate_media(media="print")
+            await expect(page.get_by_role("link", name="Time travel")).to_be_hidden()
+            await page.emulate_media(media="screen")
+            await shot(page, "dossier")
+
             await page.get_by_role("link", name="Verify").click()
             await expect(page.get_by_text("Latest signed checkpoint")).to_be_visible()
             await page.get_by_role("button", name="Verify now").click()
@@ -139,6 +150,7 @@ async def test_an_auditor_and_an_approver_walk_the_console_in_chromium(
     assert sorted(p.name for p in shots.iterdir()) == [
         "approve-phone.png",
         "diff.png",
+        "dossier.png",
         "models.png",
         "time-travel.png",
         "timeline.png",

@@ -264,6 +264,64 @@ async def test_an_approver_decides_from_the_evidence_and_four_eyes_refusals_show
     assert [(a["approver"], a["counts"]) for a in api["approvals"]] == [("bea", True)]
 
 
+async def test_dossier_renders_as_tables_prints_and_downloads_as_markdown(
+    client: httpx.AsyncClient,
+    auth: TokenFactory,
+    resources: Resources,
+    open_console: ConsoleFactory,
+) -> None:
+    await story(client, resources, await auth("ci", "pipeline"))
+    async with open_console("auditor") as console:
+        version = (await console.get("/ui/models/fraud/versions/1")).text
+        assert 'href="/ui/models/fraud/versions/1/dossier"' in version
+        page = (await console.get("/ui/models/fraud/versions/1/dossier")).text
+        assert "<h1>Model card: fraud version 1</h1>" in page
+        assert "<h2>Native build and parity certificate</h2>" in page
+        assert "<h2>Deployment history</h2>" in page and "<td>demotion</td>" in page
+        assert "<td>promotion</td>" in page
+        download = await console.get("/ui/models/fraud/versions/1/dossier.md")
+        assert download.status_code == 200
+        assert download.headers["content-type"].startswith("text/markdown")
+        assert "attachment" in download.headers["content-disposition"]
+        api = await client.get(
+            "/v1/models/fraud/versions/1/dossier",
+            headers={**await auth("auditor"), "Accept": "text/markdown"},
+        )
+        # the same card as the API's, but for the instant each was built at
+        strip = re.compile(r"\| As of \|.*\|")
+        assert strip.sub("", download.text) == strip.sub("", api.text)
+    async with open_console("ci") as console:
+        assert "/dossier" not in (await console.get("/ui/models/fraud/versions/1")).text
+
+
+async def test_promotion_dry_run_shows_the_gates_and_records_nothing(
+    client: httpx.AsyncClient,
+    auth: TokenFactory,
+    resources: Resources,
+    open_console: ConsoleFactory,
+) -> None:
+    told = await story(client, resources, await auth("ci", "pipeline"))
+    async with open_console("ci") as console:
+        version = (await console.get(f"/ui/models/fraud/versions/{told['v3']}")).text
+        assert "Dry-run a promotion to" in version
+        head, _ = await resources.store.head()
+        plan = await console.get(
+            f"/ui/models/fraud/versions/{told['v3']}/plan", environment="production"
+        )
+        assert plan.status_code == 200
+        assert "A promotion now would be refused" in plan.text
+        assert re.search(r"approvals</th><td><span class=\"bad\">fails</span>", plan.text)
+        staging = await console.get(
+            f"/ui/models/fraud/versions/{told['v3']}/plan", environment="staging"
+        )
+        assert "Every gate passes" in staging.text
+        assert (await resources.store.head())[0] == head
+        missing = await console.get("/ui/models/nope/versions/1/plan")
+        assert missing.status_code == 404
+    async with open_console("auditor") as console:
+        assert "Dry-run" not in (await console.get(f"/ui/models/fraud/versions/{told['v3']}")).text
+
+
 async def test_verify_page_shows_head_checkpoint_witness_and_verifies_now(
     client: httpx.AsyncClient,
     auth: TokenFactory,
@@ -330,6 +388,7 @@ async def test_hostile_text_comes_back_escaped_everywhere(
             ("/ui/models/fraud/timeline", {}),
             ("/ui/registry", {}),
             ("/ui/registry/diff", {"from": "1"}),
+            (f"{version}/dossier", {}),
         ]:
             response = await console.get(url, **params)
             assert response.status_code == 200, (url, response.status_code)
@@ -337,6 +396,8 @@ async def test_hostile_text_comes_back_escaped_everywhere(
         unknown_type = await console.get("/ui/models/fraud/timeline", type=HOSTILE)
         assert "<script>alert" not in unknown_type.text
         assert "No events of this type." in unknown_type.text
+        plan = await console.get(f"{version}/plan", environment=HOSTILE)
+        assert "<script>" not in plan.text
         refused = await console.get("/ui/registry", as_of=HOSTILE)
         assert "<script>alert" not in refused.text
         nul = await console.post(
