@@ -14,25 +14,18 @@ from litestar.response import Redirect, Template
 from app.http.auth import event_meta, requires
 from app.http.problems import status_of
 from app.services.audit import AuditLog
-from app.services.authenticator import Authenticator, TokensStale, hash_token
 from app.services.dossier import dossier_markdown, dossier_tables
 from app.services.governance import Governance
 from app.services.registry import Registry, diff, keyed
-from app.services.views import ApprovalView, ModelView, render_model, render_version
-from app.ui.auth import (
-    CSRF_FIELD,
-    SESSION_COOKIE,
-    SIGN_IN_COOKIE,
-    SIGN_IN_PATH,
-    UI_PATH,
-    checked_form,
-    cookie,
-    form_fields,
-    new_csrf_token,
-    page,
-    safe_next,
-    same_token,
-    sessions_of,
+from app.services.views import render_model, render_version
+from app.ui.auth import UI_PATH, checked_form, page
+from app.ui.rendering import (
+    dossier_cell,
+    last_change,
+    matches,
+    shown_change,
+    timeline_row,
+    why_not_counted,
 )
 from domain import commands as cmd
 from domain.errors import DomainError, InvalidInput, NotFound
@@ -43,85 +36,8 @@ AUDITORS = requires("auditor", "admin")
 APPROVERS = requires("approver")
 # the roles of the API's promotion routes, whose dry run the plan page shows
 PROMOTERS = requires("admin", "ci")
-# event fields shown in a timeline row (the rest are on the API's history)
-_HASH_LENGTH = 64
-_SHORT_HASH = 12
-# fields a timeline row already says (the event's tag, the model)
-_SAID = frozenset({"type", "name"})
-
-
-class SignInController(Controller):
-    """Signing in with a token (pasted once) and out again."""
-
-    path = SIGN_IN_PATH
-    include_in_schema = False
-
-    @get(operation_id="uiSignInForm")
-    async def form(
-        self, request: Req, next_: Annotated[str | None, QueryParameter(name="next")] = None
-    ) -> Template:
-        """The sign-in form, with a fresh double-submit CSRF token."""
-        token = new_csrf_token()
-        response = page(
-            request, "sign_in.html", sign_in_token=token, next=safe_next(next_), error=None
-        )
-        response.cookies.append(cookie(request, SIGN_IN_COOKIE, token))
-        return response
-
-    @post(operation_id="uiSignIn", status_code=303)
-    async def sign_in(
-        self, request: Req, authenticator: NamedDependency[Authenticator]
-    ) -> Response[Any]:
-        """Verify the token and open a session; the token itself is not kept."""
-        fields = await form_fields(request)
-        target = safe_next(fields.get("next"))
-        if not same_token(fields.get(CSRF_FIELD), request.cookies.get(SIGN_IN_COOKIE)):
-            return _sign_in_again(request, target, 403, "The form expired: sign in again.")
-        token = fields.get("token", "").strip()
-        try:
-            principal = await authenticator.authenticate(token) if token else None
-        except TokensStale:
-            return _sign_in_again(request, target, 503, "Tokens cannot be checked right now.")
-        if principal is None:
-            return _sign_in_again(request, target, 401, "That token is not valid (or revoked).")
-        sessions = sessions_of(request)
-        if old := request.cookies.get(SESSION_COOKIE):
-            sessions.close(old)
-        session_id, _ = sessions.open(principal, hash_token(token))
-        response: Response[Any] = Redirect(target, status_code=303)
-        response.cookies.append(cookie(request, SESSION_COOKIE, session_id))
-        response.delete_cookie(SIGN_IN_COOKIE, path=UI_PATH)
-        return response
-
-
-def _sign_in_again(request: Req, target: str, status: int, message: str) -> Template:
-    token = new_csrf_token()
-    response = page(
-        request,
-        "sign_in.html",
-        status_code=status,
-        sign_in_token=token,
-        next=target,
-        error=message,
-    )
-    response.cookies.append(cookie(request, SIGN_IN_COOKIE, token))
-    return response
-
-
-@post(
-    "/ui/sign-out",
-    operation_id="uiSignOut",
-    guards=[EVERYONE],
-    status_code=303,
-    include_in_schema=False,
-)
-async def sign_out(request: Req) -> Response[Any]:
-    """End the session."""
-    await checked_form(request)
-    sessions_of(request).close(request.cookies.get(SESSION_COOKIE, ""))
-    response: Response[Any] = Redirect(SIGN_IN_PATH, status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path=UI_PATH)
-    return response
+# events per timeline page (newest first; older ones a link away)
+TIMELINE_PAGE = 500
 
 
 class ConsoleController(Controller):
@@ -140,7 +56,7 @@ class ConsoleController(Controller):
         """Every model: risk tier, what serves where, open drift alerts, last change."""
         view = await registry.view(None)
         wanted = q.strip().lower()
-        models = [m for m in view.models if not wanted or _matches(m, wanted)]
+        models = [m for m in view.models if not wanted or matches(m, wanted)]
         environments = sorted({env for m in models for env in m.deployments})
         return page(
             request,
@@ -148,7 +64,7 @@ class ConsoleController(Controller):
             models=models,
             environments=environments,
             q=q,
-            last_change={m.name: _last_change(m) for m in models},
+            last_change={m.name: last_change(m) for m in models},
             total=len(view.models),
         )
 
@@ -172,23 +88,32 @@ class ConsoleController(Controller):
         name: FromPath[str],
         registry: NamedDependency[Registry],
         event_type: Annotated[str, QueryParameter(name="type", max_length=100)] = "",
+        as_of: Annotated[int | None, QueryParameter(ge=0)] = None,
     ) -> Template:
-        """The model's events: who, in what role, when, what, and what caused it."""
+        """The model's events, newest first, a page at a time up to a position: who, in what
+        role, when, what, and what caused it."""
         _, raw = await registry.history(name, None, None)
         events: list[dict[str, Any]] = msgspec.json.decode(raw)
         by_id = {e["event_id"]: e for e in events}
-        types = sorted({e["type"] for e in events})
-        rows = [
-            _timeline_row(e, by_id) for e in events if not event_type or e["type"] == event_type
+        matching = [
+            e
+            for e in events
+            if (not event_type or e["type"] == event_type)
+            and (as_of is None or e["position"] <= as_of)
         ]
+        shown = matching[-TIMELINE_PAGE:][::-1]
+        here = {e["position"] for e in shown}
         return page(
             request,
             "timeline.html",
             name=name,
-            rows=list(reversed(rows)),
-            types=types,
+            rows=[timeline_row(e, by_id, here) for e in shown],
+            types=sorted({e["type"] for e in events}),
             event_type=event_type,
             total=len(events),
+            matching=len(matching),
+            as_of=as_of,
+            older=shown[-1]["position"] - 1 if len(matching) > len(shown) else None,
         )
 
     @get("/models/{name:str}/versions/{version:int}", operation_id="uiVersion", guards=[EVERYONE])
@@ -297,7 +222,7 @@ class ConsoleController(Controller):
         """The model card of a version, as tables; printable, and downloadable as Markdown."""
         card = await registry.dossier(name, version, now)
         tables = [
-            (title, header.split(","), [[_dossier_cell(v) for v in row] for row in rows])
+            (title, header.split(","), [[dossier_cell(v) for v in row] for row in rows])
             for title, header, rows in dossier_tables(card)
         ]
         return page(request, "dossier.html", card=card, tables=tables)
@@ -354,7 +279,7 @@ class ConsoleController(Controller):
         if from_.strip():
             before = await registry.view(from_.strip())
             after = await registry.view(to.strip() or None)
-            changes = [_shown_change(c) for c in diff(keyed(before), keyed(after))]
+            changes = [shown_change(c) for c in diff(keyed(before), keyed(after))]
         return page(
             request,
             "diff.html",
@@ -378,81 +303,8 @@ class ConsoleController(Controller):
         return page(request, "verify.html", status=status, report=report)
 
 
-def _dossier_cell(value: object) -> str:
-    if value is None or value == "":
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, datetime):
-        return value.isoformat(timespec="seconds")
-    return str(value)
-
-
 def _may(request: Req, guard: Any) -> bool:
     return bool(request.user.role in guard.roles)
-
-
-def _matches(model: ModelView, wanted: str) -> bool:
-    return wanted in model.name.lower() or any(wanted in tag.lower() for tag in model.tags)
-
-
-def _last_change(model: ModelView) -> datetime:
-    moments = [model.registered_at]
-    moments += [v.registered_at for v in model.versions]
-    moments += [v.retired_at for v in model.versions if v.retired_at]
-    moments += [d.updated_at for d in model.deployments.values() if d.updated_at]
-    return max(moments)
-
-
-def _short(value: Any) -> Any:
-    if isinstance(value, str) and len(value) == _HASH_LENGTH:
-        return value[:_SHORT_HASH] + "…"
-    return value
-
-
-def _timeline_row(event: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    meta = event["meta"]
-    data = event["data"]
-    cause = by_id.get(meta.get("causation_id") or "")
-    return {
-        "position": event["position"],
-        "version": event["version"],
-        "type": event["type"],
-        "recorded_at": event["recorded_at"],
-        "actor": meta.get("actor", ""),
-        "role": meta.get("role", ""),
-        "what": [
-            (key, _short(value))
-            for key, value in data.items()
-            if isinstance(value, (str, int, float, bool)) and value != "" and key not in _SAID
-        ],
-        "cause": None if cause is None else {"type": cause["type"], "position": cause["position"]},
-        "causation_id": meta.get("causation_id"),
-    }
-
-
-def _shown_change(change: dict[str, Any]) -> dict[str, Any]:
-    def text(value: Any) -> str:
-        return value if isinstance(value, str) else msgspec.json.encode(value).decode()
-
-    return {
-        "path": change["path"],
-        "change": change["change"],
-        "before": text(change["before"]) if "before" in change else "",
-        "after": text(change["after"]) if "after" in change else "",
-    }
-
-
-def _why_not_counted(approval: ApprovalView, now: datetime) -> str:
-    if approval.counts:
-        return ""
-    if approval.decision != "approve":
-        return "a rejection"
-    if approval.revoked:
-        return "revoked by its approver"
-    if approval.expires_at is not None and approval.expires_at <= now:
-        return f"expired at {approval.expires_at:%Y-%m-%d %H:%M} UTC"
-    return "the evidence changed since (artifact, compiled library or reports)"
 
 
 async def _version_page(
@@ -480,7 +332,7 @@ async def _version_page(
         policy=policy,
         lineage=[(k, v) for k, v in msgspec.structs.asdict(view.lineage).items() if v],
         policy_version=policy_version,
-        why_not={a.position: _why_not_counted(a, now) for a in view.approvals},
+        why_not={a.position: why_not_counted(a, now) for a in view.approvals},
         counted=sum(1 for a in view.approvals if a.counts),
         can_decide=_may(request, APPROVERS),
         can_audit=_may(request, AUDITORS),

@@ -13,7 +13,8 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from app.ui.auth import OPEN_PATHS, UI_EXCEPTION_HANDLERS, SessionMiddleware
-from app.ui.pages import ConsoleController, SignInController, sign_out
+from app.ui.pages import ConsoleController
+from app.ui.sign_in import SignInController, sign_out
 
 _HERE = Path(__file__).parent
 # what the API's bearer-token middleware leaves to the console's own sign-in

@@ -10,6 +10,7 @@ import pytest
 from litestar import Litestar
 
 from app.resources import Resources
+from app.ui import pages
 from app.ui.sessions import Sessions
 from tests.conftest import TokenFactory
 from tests.ui.console import (
@@ -213,6 +214,31 @@ async def test_timeline_names_who_role_when_what_and_the_cause(
         only = (await console.get("/ui/models/fraud/timeline", type="drift.detected")).text
         assert only.count("<li id=") == 1
         assert '<option value="drift.detected" selected>' in only
+
+
+async def test_a_long_timeline_comes_a_page_at_a_time(
+    client: httpx.AsyncClient,
+    auth: TokenFactory,
+    resources: Resources,
+    open_console: ConsoleFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    told = await story(client, resources, await auth("ci", "pipeline"))
+    monkeypatch.setattr(pages, "TIMELINE_PAGE", 1)
+    async with open_console("auditor") as console:
+        newest = (await console.get("/ui/models/fraud/timeline")).text
+        assert newest.count("<li id=") == 1 and "1 of 14 events" in newest
+        # the demotion's cause is on an older page: the link goes there
+        assert (
+            f'caused by <a href="/ui/models/fraud/timeline?as_of={told["alert"]}#e{told["alert"]}"'
+            in newest
+        )
+        older = re.search(r'href="(/ui/models/fraud/timeline\?as_of=\d+)">Older events', newest)
+        assert older
+        page = (await console.get(older.group(1))).text
+        assert f'<li id="e{told["alert"]}">' in page and "drift.detected" in page
+        first = (await console.get("/ui/models/fraud/timeline", as_of="2")).text
+        assert "model.registered" in first and "Older events" not in first
 
 
 async def test_version_page_shows_gates_certificate_and_approvals_that_count(
