@@ -20,7 +20,9 @@ from app.services.registry import Registry, diff, keyed
 from app.services.views import render_model, render_version
 from app.ui.auth import UI_PATH, checked_form, page
 from app.ui.rendering import (
+    champion_to_compare,
     dossier_cell,
+    evidence_changes,
     last_change,
     matches,
     shown_change,
@@ -322,9 +324,17 @@ async def _version_page(
     model, found, policies = await registry.version(name, number)
     view = render_version(model, found, policies, now, gates=True)
     policy, policy_version = policies.of(model.risk_tier)
+    against = champion_to_compare(model, number)
+    changes = None
+    if against is not None:
+        champion = model.versions[against[1]]
+        champion_view = render_version(model, champion, policies, now, gates=False)
+        changes = evidence_changes(champion_view, view)
     return page(
         request,
         "version.html",
+        against=against,
+        changes=changes,
         status_code=status_code,
         name=name,
         risk_tier=model.risk_tier,

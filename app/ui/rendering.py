@@ -7,7 +7,9 @@ from typing import Any
 
 import msgspec
 
-from app.services.views import ApprovalView, ModelView
+from app.services.registry import diff
+from app.services.views import GATED_VIEW_ENVIRONMENT, ApprovalView, ModelView, VersionView
+from domain.state import ModelState
 
 # digests (64 hex digits) are shortened in a timeline row; the API history has them whole
 _HASH_LENGTH = 64
@@ -95,3 +97,30 @@ def why_not_counted(approval: ApprovalView, now: datetime) -> str:
     if approval.expires_at is not None and approval.expires_at <= now:
         return f"expired at {approval.expires_at:%Y-%m-%d %H:%M} UTC"
     return "the evidence changed since (artifact, compiled library or reports)"
+
+
+def champion_to_compare(model: ModelState, number: int) -> tuple[str, int] | None:
+    """The champion a version is reviewed against: production's, else the first environment's
+    that has one (None when the version is that champion, or none serves)."""
+    ordered = sorted(model.deployments.items(), key=lambda item: item[0] != GATED_VIEW_ENVIRONMENT)
+    for environment, slot in ordered:
+        if slot.champion is not None:
+            return None if slot.champion == number else (environment, slot.champion)
+    return None
+
+
+def evidence_changes(champion: VersionView, candidate: VersionView) -> list[dict[str, Any]]:
+    """What differs between the champion's evidence and a candidate's, leaf by leaf."""
+    return [shown_change(c) for c in diff(_evidence(champion), _evidence(candidate))]
+
+
+def _evidence(version: VersionView) -> dict[str, Any]:
+    return {
+        "format": version.format,
+        "artifact_sha256": version.artifact_sha256,
+        "library_sha256": version.compiled.library_sha256 if version.compiled else None,
+        "features": version.feature_names,
+        "metrics": version.metrics,
+        "params": msgspec.to_builtins(version.params),
+        "compliance": None if version.compliance is None else version.compliance.metrics,
+    }

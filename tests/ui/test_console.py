@@ -253,6 +253,10 @@ async def test_version_page_shows_gates_certificate_and_approvals_that_count(
         assert "Gates for production" in page and "missing" in page
         assert "Largest difference from the artifact" in page
         assert "Approvals: 0 count, the policy needs" in page
+        assert "Compared with v1, the champion in staging" in page
+        assert '<tr class="change-changed"><th scope="row"><code>/artifact_sha256</code>' in page
+        champion = (await console.get("/ui/models/fraud/versions/1")).text
+        assert "nothing to compare with" in champion
         assert "Your decision" not in page  # only approvers decide
 
 
