@@ -44,6 +44,16 @@ OPEN_PATHS = ["^/ui/sign-in$", "^/ui/static/"]
 MAX_FIELD = 4_000
 
 Req = Request[Any, Any, Any]
+# a second line of defence behind escaping: no inline script or style runs, nothing is framed
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
 
 
 def sessions_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Sessions:
@@ -133,10 +143,12 @@ def safe_next(target: str | None) -> str:
 
 
 def page(request: Req, template: str, *, status_code: int = 200, **context: Any) -> Template:
-    """A console page with what every page shows: who is signed in, the CSRF token."""
+    """A console page with what every page shows: who is signed in, the CSRF token; never
+    cached, scripts and styles from the console's own files only, never framed."""
     session = request.scope.get("auth")
     principal = request.scope.get("user")
     return Template(
+        headers=PAGE_HEADERS,
         template_name=template,
         context={
             "principal": principal if isinstance(principal, Principal) else None,

@@ -90,6 +90,9 @@ async def test_an_auditor_and_an_approver_walk_the_console_in_chromium(
         )
         try:
             page = await (await browser.new_context(viewport=DESKTOP)).new_page()
+            # a Content-Security-Policy violation (or any script error) is logged as an error
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             await sign_in(page, auditor)
             await expect(page.get_by_role("heading", name="Models")).to_be_visible()
             await expect(page.get_by_text("Signed in as ada (auditor)")).to_be_visible()
@@ -130,8 +133,11 @@ async def test_an_auditor_and_an_approver_walk_the_console_in_chromium(
             await expect(page.get_by_text("Latest signed checkpoint")).to_be_visible()
             await page.get_by_role("button", name="Verify now").click()
             await expect(page.get_by_role("heading", name="Chain status: intact")).to_be_visible()
+            # htmx swapped the report in: no navigation to the form's URL
+            assert page.url == f"{base_url}/ui/verify", page.url
             await expect(page.get_by_text("model-ledger verify --expect-head")).to_be_visible()
             await shot(page, "verify")
+            assert not errors, errors
 
             phone = await (await browser.new_context(viewport=PHONE)).new_page()
             await sign_in(phone, approver)

@@ -54,6 +54,8 @@ async def test_sign_in_opens_a_server_side_session_in_a_strict_cookie(
         assert len(sessions) == 1
         home = await console.get("/ui")
         assert home.status_code == 200
+        assert "script-src 'self'" in home.headers["content-security-policy"]
+        assert home.headers["cache-control"] == "no-store"
         assert "Signed in as <strong>ada</strong> (auditor)" in home.text
 
 
