@@ -255,15 +255,18 @@ class ConsoleController(Controller):
         request: Req,
         registry: NamedDependency[Registry],
         as_of: Annotated[str, QueryParameter(max_length=100)] = "",
+        model: Annotated[str, QueryParameter(max_length=100)] = "",
     ) -> Template:
-        """The whole registry as it was at an instant (a position or an RFC 3339 time)."""
-        view = await registry.view(as_of.strip() or None)
+        """The whole registry, or one model, as it was at an instant (a position or an
+        RFC 3339 time)."""
+        view = await registry.view(as_of.strip() or None, [model] if model else None)
         head = await registry.instant(None)
         return page(
             request,
             "registry.html",
             view=view,
             as_of=as_of,
+            model=model,
             head=head.position,
         )
 

@@ -107,10 +107,13 @@ async def test_an_auditor_and_an_approver_walk_the_console_in_chromium(
             await expect(demotion).to_contain_text("demotion")
             await shot(page, "timeline")
 
-            await page.get_by_role("link", name="Time travel").click()
-            await page.get_by_label("Instant").fill(str(told["before_alert"]))
-            await page.get_by_role("button", name="Show").click()
+            await page.get_by_role("link", name="fraud", exact=True).click()
+            await page.get_by_role("link", name="This model at another instant").click()
+            await expect(page.get_by_role("heading", name="fraud as it was")).to_be_visible()
+            # the slider: htmx fetches the instant as it moves (and puts it in the address)
+            await page.get_by_label("Or slide through the log").fill(str(told["before_alert"]))
             await expect(page.get_by_text("challenger v2 (canary, 10.0 %)")).to_be_visible()
+            assert f"as_of={told['before_alert']}" in page.url, page.url
             await shot(page, "time-travel")
             await page.get_by_role("link", name="What changed since then").click()
             await expect(

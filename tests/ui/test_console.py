@@ -393,6 +393,14 @@ async def test_time_travel_shows_the_registry_before_the_alert_and_the_diff(
         row = '<tr class="change-changed"><th scope="row"><code>'
         assert f"{row}/fraud/deployments/staging/challenger</code>" in diff
         assert "<del>2</del>" in diff and "<ins>null</ins>" in diff
+        one = (
+            await console.get("/ui/registry", model="fraud", as_of=str(told["before_alert"]))
+        ).text
+        assert "<h1>fraud as it was</h1>" in one and "challenger v2" in one
+        assert "/ui/models/churn" not in one
+        assert 'type="range"' in one and f'value="{told["before_alert"]}"' in one
+        unknown = await console.get("/ui/registry", model="nope")
+        assert unknown.status_code == 404 and "no model named" in unknown.text
         bad = await console.get("/ui/registry", as_of="yesterday")
         assert bad.status_code == 422 and "RFC 3339" in bad.text
 
