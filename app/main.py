@@ -8,11 +8,13 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from litestar import Controller, Litestar, Router
+from litestar.datastructures import State
 from litestar.logging import LoggingConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
+from litestar.template.config import TemplateConfig
 from litestar.types import ControllerRouterHandler
 
 from app.http.audit import AuditController
@@ -36,6 +38,8 @@ from app.resources import Resources, open_resources
 from app.scoring.scorer import ROUTING_EVENTS
 from app.settings import Settings
 from app.store.watch import LogWatcher
+from app.ui.routes import UI_PATHS, console_router, template_config
+from app.ui.sessions import Sessions
 
 _log = logging.getLogger("model_ledger")
 
@@ -150,6 +154,8 @@ def assemble(
     openapi: OpenAPIConfig,
     *,
     metrics: type[Controller] = MetricsController,
+    templates: TemplateConfig | None = None,  # type: ignore[type-arg]
+    state: dict[str, object] | None = None,
 ) -> Litestar:
     """An application of this server: its routes and background work, with the shared
     lifespan (resources opened unless given, as tests do), authentication, metrics,
@@ -174,7 +180,8 @@ def assemble(
         lifespan=[lifespan],
         middleware=[
             prometheus.middleware,
-            DefineMiddleware(BearerTokenMiddleware, exclude=PUBLIC_PATHS),
+            # the console (/ui) signs in with a session of its own (app/ui/auth.py)
+            DefineMiddleware(BearerTokenMiddleware, exclude=[*PUBLIC_PATHS, UI_PATHS]),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=refuse_nul,
@@ -188,6 +195,8 @@ def assemble(
         request_max_body_size=settings.max_body_bytes,
         request_class=BodyRequest,
         dependencies=DEPENDENCIES,
+        template_config=templates,
+        state=State(state or {}),
     )
 
 
@@ -211,7 +220,16 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Lit
         JobController,
         uploads,
         *scoring_routes(settings),
+        console_router(),
     ]
     return assemble(
-        settings, resources, routes, _background, openapi_config(), metrics=ApiMetricsController
+        settings,
+        resources,
+        routes,
+        _background,
+        openapi_config(),
+        metrics=ApiMetricsController,
+        templates=template_config(),
+        # console sessions live in this process (app/ui/sessions.py)
+        state={"ui_sessions": Sessions()},
     )

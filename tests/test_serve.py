@@ -6,6 +6,7 @@ import io
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -146,6 +147,19 @@ def _compile_in_the_embedded_worker(url: str, admin: dict[str, str]) -> None:
     assert status["status"] == "succeeded", status
 
 
+def _console_verifies(url: str, token: str) -> None:
+    """The served console: sign in with the admin token, verify the log from its page."""
+    with httpx.Client(base_url=url) as browser:
+        form = browser.get("/ui/sign-in")
+        csrf = re.search(r'name="csrf_token" value="([^"]*)"', form.text)
+        assert csrf, form.text
+        signed = browser.post("/ui/sign-in", data={"csrf_token": csrf.group(1), "token": token})
+        assert signed.status_code == 303, signed.text
+        verify = browser.get("/ui/verify", params={"run": "true"})
+        assert 'Chain status: <span class="ok">intact</span>' in verify.text, verify.text
+        assert browser.get("/ui/static/console.css").status_code == 200
+
+
 def test_serve_starts_embedded_stores_and_restarts_on_the_same_data(home: Path) -> None:
     first = Server(home)
     try:
@@ -179,5 +193,6 @@ def test_serve_starts_embedded_stores_and_restarts_on_the_same_data(home: Path) 
         assert [e["type"] for e in events][:2] == ["token.issued", "token.issued"]
         assert events[-1]["type"] == "job.succeeded"
         assert httpx.get(f"{second.url}/v1/audit/verify", headers=admin).json()["ok"] is True
+        _console_verifies(second.url, token)
     finally:
         assert second.stop() == 0, "".join(second.output)

@@ -72,7 +72,7 @@ def problem(
     return Response(body, status_code=status, media_type=MEDIA_TYPE)
 
 
-def _status_of(error: errors.DomainError) -> int:
+def status_of(error: errors.DomainError) -> int:
     for kind in type(error).__mro__:
         if kind in _STATUS:
             return _STATUS[kind]
@@ -81,7 +81,7 @@ def _status_of(error: errors.DomainError) -> int:
 
 def domain_error(_: Request[Any, Any, Any], error: errors.DomainError) -> Response[dict[str, Any]]:
     """Expected failures of the domain and the store."""
-    return problem(_status_of(error), error.detail, code=error.code, **error.extra)
+    return problem(status_of(error), error.detail, code=error.code, **error.extra)
 
 
 def http_error(_: Request[Any, Any, Any], error: HTTPException) -> Response[dict[str, Any]]:

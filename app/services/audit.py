@@ -16,7 +16,15 @@ from pathlib import Path
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from app.store.checkpoints import Checkpoint, CheckpointLine, from_line, key_id, list_checkpoints
+from app.store.checkpoints import (
+    Checkpoint,
+    CheckpointLine,
+    from_line,
+    key_id,
+    list_checkpoints,
+    newest_checkpoint,
+    public_raw,
+)
 from app.store.checkpoints import signature_valid as signed_by
 from app.store.codec import StoredEvent
 from app.store.events import EventStore
@@ -336,6 +344,18 @@ async def verify_log(
     return audit.finish(public_key)
 
 
+class LogStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """What the log claims now, before any verification: its head, the newest signed
+    checkpoint, where the witness file is, and the key that checks the signatures."""
+
+    head: Head
+    latest_checkpoint: Checkpoint | None
+    witness_file: str | None
+    witness_exists: bool
+    public_key: str
+    key_id: str
+
+
 class AuditLog:
     """The log as stored, and its verification, for the auditor's routes."""
 
@@ -352,6 +372,19 @@ class AuditLog:
         """Events after a global position, in order, optionally of one type or stream."""
         types = [event_type] if event_type else None
         return await self._store.read_stored(after, limit, types=types, stream=stream)
+
+    async def status(self) -> LogStatus:
+        """The head, the newest chained checkpoint and the witness, as stored (unverified)."""
+        position, head_hash = await self._store.head()
+        witness = self._witness_file
+        return LogStatus(
+            head=Head(position, head_hash.hex()),
+            latest_checkpoint=await newest_checkpoint(self._store),
+            witness_file=None if witness is None else str(witness),
+            witness_exists=witness is not None and await asyncio.to_thread(witness.exists),
+            public_key=public_raw(self._public_key).hex(),
+            key_id=key_id(self._public_key),
+        )
 
     async def verify(self, expect_head: Head | None) -> VerifyReport:
         """The whole log verified (see `verify_log`)."""

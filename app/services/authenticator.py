@@ -120,6 +120,12 @@ class Authenticator:
             principal = self._live.get(digest)
         return principal
 
+    def principal_of(self, digest: str) -> Principal | None:
+        """The principal of a live token given its stored form (a console session keeps only
+        that); None once revoked. TokensStale when the table is too old."""
+        self.check_fresh()
+        return self._live.get(digest)
+
     async def sync(self) -> int:
         """Read the token events appended since the last read; the position reached."""
         async with self._syncing:

@@ -255,14 +255,30 @@ def _section(title: str, header: str, rows: Sequence[Sequence[object]]) -> list[
     return ["", f"## {title}", "", *(table if rows else ["none"])]
 
 
+# a dossier as tables: (title, column names joined by commas, rows of values)
+Table = tuple[str, str, list[Sequence[object]]]
+
+
 def dossier_markdown(d: Dossier) -> str:
     """A Markdown model card for risk and compliance readers."""
+    out = [f"# Model card: {_cell(d.model.name)} version {d.version.number}"]
+    for title, header, rows in dossier_tables(d):
+        out += _section(title, header, rows)
+    return "\n".join(out) + "\n"
+
+
+def dossier_tables(d: Dossier) -> list[Table]:
+    """The model card's sections as tables (the Markdown card and the console show these)."""
+    tables: list[Table] = []
+
+    def add(title: str, header: str, rows: Sequence[Sequence[object]]) -> None:
+        tables.append((title, header, list(rows)))
+
     m, v, c, k, p = d.model, d.version, d.compiled, d.compliance, d.policy
     limit = p.policy.parity_tolerance(v.format)
     state = f"{v.state}: {v.retired_reason}" if v.retired_reason else v.state
     serving = ", ".join(f"{s.environment} ({s.role})" for s in d.currently_serving) or "nowhere"
-    out = [f"# Model card: {_cell(m.name)} version {v.number}"]
-    out += _section("Summary", "Field,Value", [
+    add("Summary", "Field,Value", [
         ("As of", f"log position {d.as_of.position}, {_cell(d.as_of.time)}"),
         ("Model", m.name), ("Risk tier", m.risk_tier), ("Owner", m.owner),
         ("Description", m.description), ("Tags", ", ".join(m.tags)),
@@ -274,9 +290,9 @@ def dossier_markdown(d: Dossier) -> str:
         ("Policy", f"{m.risk_tier} tier, version {p.version}"), ("Serving now", serving),
     ])  # fmt: skip
     lineage = msgspec.structs.asdict(d.lineage).items()
-    out += _section("Lineage", "Field,Value", [(f, x) for f, x in lineage if x])
-    out += _section("Metrics", "Metric,Value", sorted(d.metrics.items()))
-    out += _section("Native build and parity certificate", "Field,Value", [] if c is None else [
+    add("Lineage", "Field,Value", [(f, x) for f, x in lineage if x])
+    add("Metrics", "Metric,Value", sorted(d.metrics.items()))
+    add("Native build and parity certificate", "Field,Value", [] if c is None else [
         ("Library sha256", c.library_sha256), ("Certified", c.recorded_at),
         ("Parity max abs diff", f"{c.max_abs_diff:g} over {c.rows_checked} rows"),
         ("Parity max scaled diff", "not measured" if c.max_scaled_diff is None
@@ -286,28 +302,28 @@ def dossier_markdown(d: Dossier) -> str:
          (c.max_abs_diff if c.max_scaled_diff is None else c.max_scaled_diff) <= limit),
         ("Compiler", " ".join([c.compiler, *c.flags])), ("Build time", f"{c.compile_seconds:g} s"),
     ])  # fmt: skip
-    out += _section("Compliance", "Field,Value", [] if k is None else [
+    add("Compliance", "Field,Value", [] if k is None else [
         ("Passed", k.passed), ("Report sha256", k.report_sha256), ("Checked", k.recorded_at),
         ("Policy version", k.policy_version), *sorted(k.metrics.items()),
     ])  # fmt: skip
-    out += _section("Gates for production", "Gate,Passed,Detail",
-                    [(g.name, g.passed, g.detail) for g in d.gates])  # fmt: skip
-    out += _section("Approvals", "Approver,Decision,Counts,Policy,Time,Expires,Comment,Revoked", [
+    add("Gates for production", "Gate,Passed,Detail",
+        [(g.name, g.passed, g.detail) for g in d.gates])  # fmt: skip
+    add("Approvals", "Approver,Decision,Counts,Policy,Time,Expires,Comment,Revoked", [
         (a.approver, a.decision, f"no: {a.reason}" if a.reason else "yes", a.policy_version,
          a.recorded_at, a.expires_at, a.comment,
          f"yes: {a.revoked_reason or ''}" if a.revoked else "no")
         for a in d.approvals
     ])  # fmt: skip
     heads = "#,Time,Environment,Action,Strategy,Champion,Challenger,Role after,By,Gates,Reason"
-    out += _section("Deployment history", heads, [
+    add("Deployment history", heads, [
         (e.position, e.recorded_at, e.environment, e.action,
          e.strategy + (f" {e.traffic_percent:g}%" if e.traffic_percent is not None else ""),
          e.champion, e.challenger, e.role_after or "not serving", e.actor, e.gates_passed, e.reason)
         for e in d.deployments
     ])  # fmt: skip
     heads = "Time,Severity,Statistic,Feature,Value,Threshold,Environment"
-    out += _section("Drift incidents", heads, [
+    add("Drift incidents", heads, [
         (a.recorded_at, a.severity, a.statistic, a.feature, a.value, a.threshold, a.environment)
         for a in d.drift
     ])  # fmt: skip
-    return "\n".join(out) + "\n"
+    return tables

@@ -1,4 +1,4 @@
-"""The role-by-endpoint matrix, walked from the app's own routes.
+"""The role-by-endpoint matrix, walked from the app's own routes (the console's too).
 
 Every write route (POST/PUT/PATCH/DELETE) and every authenticated read route of the app must
 have an entry here saying which roles may call it: a route added without one fails
@@ -43,6 +43,8 @@ PUBLIC = re.compile(r"^/(health|ready|metrics)$|^/schema(/|$)")
 # a compliance report the setup stores and records for version 1, for the report route
 REPORT = b'{"passed":true,"features":{}}'
 REPORT_SHA256 = hashlib.sha256(REPORT).hexdigest()
+# the console signs in with a session, not a bearer token: its routes have a matrix of their own
+CONSOLE_PATHS = re.compile(r"^/ui(/|$)")
 # a prediction the setup logs, for the feedback route
 PREDICTION_ID = "0190a0a0-0000-7000-8000-00000000a11e"
 
@@ -211,12 +213,79 @@ READS: dict[tuple[str, str], Entry] = {
 }
 
 
+# The console's routes, each with the API route whose roles it must admit exactly (None: any
+# signed-in role). A role outside gets a 403 page and appends nothing; without a session, the
+# sign-in page (303). The model "m" is _setup's.
+CONSOLE: dict[tuple[str, str], tuple[Entry, tuple[str, str] | None]] = {
+    ("GET", "/ui"): (Entry(EVERYONE, Call("/ui")), ("GET", "/v1/models")),
+    ("GET", "/ui/models/{name:str}"): (
+        Entry(EVERYONE, Call("/ui/models/m")),
+        ("GET", "/v1/models/{name:str}"),
+    ),
+    ("GET", "/ui/models/{name:str}/timeline"): (
+        Entry(allow("auditor", "admin"), Call("/ui/models/m/timeline")),
+        ("GET", "/v1/models/{name:str}/history"),
+    ),
+    ("GET", "/ui/models/{name:str}/versions/{version:int}"): (
+        Entry(EVERYONE, Call("/ui/models/m/versions/1")),
+        ("GET", "/v1/models/{name:str}/versions/{version:int}"),
+    ),
+    ("POST", "/ui/models/{name:str}/versions/{version:int}/approvals"): (
+        Entry(
+            allow("approver"),
+            Call("/ui/models/m/versions/1/approvals", {"decision": "approve", "comment": "ok"}),
+        ),
+        ("POST", "/v1/models/{name:str}/versions/{version:int}/approvals"),
+    ),
+    ("GET", "/ui/models/{name:str}/versions/{version:int}/plan"): (
+        Entry(allow("admin", "ci"), Call("/ui/models/m/versions/2/plan")),
+        ("POST", "/v1/models/{name:str}/promotions"),
+    ),
+    ("GET", "/ui/models/{name:str}/versions/{version:int}/dossier"): (
+        Entry(allow("auditor", "admin"), Call("/ui/models/m/versions/1/dossier")),
+        ("GET", "/v1/models/{name:str}/versions/{version:int}/dossier"),
+    ),
+    ("GET", "/ui/models/{name:str}/versions/{version:int}/dossier.md"): (
+        Entry(allow("auditor", "admin"), Call("/ui/models/m/versions/1/dossier.md")),
+        ("GET", "/v1/models/{name:str}/versions/{version:int}/dossier"),
+    ),
+    ("GET", "/ui/registry"): (Entry(EVERYONE, Call("/ui/registry")), ("GET", "/v1/registry")),
+    ("GET", "/ui/registry/diff"): (
+        Entry(EVERYONE, Call("/ui/registry/diff", params={"from": "0"})),
+        ("GET", "/v1/registry/diff"),
+    ),
+    ("GET", "/ui/verify"): (
+        Entry(allow("auditor", "admin"), Call("/ui/verify")),
+        ("GET", "/v1/audit/verify"),
+    ),
+    # last: it ends the session
+    ("POST", "/ui/sign-out"): (Entry(EVERYONE, Call("/ui/sign-out", {})), None),
+}
+# the console's routes open without a session
+CONSOLE_OPEN = {
+    ("GET", "/ui/sign-in"),
+    ("POST", "/ui/sign-in"),
+    ("GET", "/ui/static/{file_path:path}"),
+}
+_CSRF = re.compile(r'name="csrf_token" value="([^"]*)"')
+
+
+def console_routes(app: Litestar) -> set[tuple[str, str]]:
+    """The console's GET and write routes, as (method, path template)."""
+    found: set[tuple[str, str]] = set()
+    for route in app.routes:
+        if isinstance(route, HTTPRoute) and CONSOLE_PATHS.search(route.path):
+            for handler in route.route_handlers:
+                found |= {(str(m), route.path) for m in handler.http_methods}
+    return {key for key in found if key[0] in WRITE_METHODS or key[0] == "GET"}
+
+
 def app_routes(app: Litestar) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
-    """(write routes, authenticated read routes) of the app, as (method, path template)."""
+    """(write routes, authenticated read routes) of the API, as (method, path template)."""
     writes: set[tuple[str, str]] = set()
     reads: set[tuple[str, str]] = set()
     for route in app.routes:
-        if not isinstance(route, HTTPRoute):
+        if not isinstance(route, HTTPRoute) or CONSOLE_PATHS.search(route.path):
             continue
         for handler in route.route_handlers:
             for method in handler.http_methods:
@@ -254,6 +323,17 @@ def test_every_route_is_in_the_matrix() -> None:
         f"read routes without a matrix entry: {sorted(reads - set(READS))}; "
         f"matrix entries without a route: {sorted(set(READS) - reads)}"
     )
+    console = console_routes(create_app(Settings()))
+    assert console == set(CONSOLE) | CONSOLE_OPEN, (
+        f"console routes without a matrix entry: {sorted(console - set(CONSOLE) - CONSOLE_OPEN)}"
+    )
+
+
+def test_console_routes_admit_exactly_the_roles_of_their_api_routes() -> None:
+    api = {**WRITES, **READS}
+    for key, (entry, mirrored) in CONSOLE.items():
+        if mirrored is not None:
+            assert entry.roles == api[mirrored].roles, (key, mirrored)
 
 
 async def _setup(
@@ -380,3 +460,64 @@ async def test_operations_routes_need_no_token(client: httpx.AsyncClient) -> Non
     for path in ("/health", "/ready", "/metrics", "/schema/openapi.json"):
         response = await client.get(path)
         assert response.status_code == 200, (path, response.status_code, response.text[:200])
+
+
+async def _signed_in(app: Litestar, headers: dict[str, str]) -> tuple[httpx.AsyncClient, str]:
+    """A browser-like client with a console session for the token in `headers`, and the
+    session's CSRF token."""
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ledger.test")
+    form = await http.get("/ui/sign-in")
+    token = headers["Authorization"].removeprefix("Bearer ")
+    csrf = _CSRF.search(form.text)
+    assert csrf, form.text[:200]
+    signed = await http.post("/ui/sign-in", data={"csrf_token": csrf.group(1), "token": token})
+    assert signed.status_code == 303, signed.text[:200]
+    home = _CSRF.search((await http.get("/ui")).text)
+    assert home
+    return http, home.group(1)
+
+
+async def _console_call(
+    http: httpx.AsyncClient, method: str, entry: Entry, csrf: str
+) -> httpx.Response:
+    if method == "GET":
+        return await http.get(entry.call.url, params=dict(entry.call.params))
+    return await http.post(entry.call.url, data={**(entry.call.body or {}), "csrf_token": csrf})
+
+
+async def test_console_routes_refuse_every_other_role_and_the_signed_out(
+    app: Litestar, client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
+) -> None:
+    tokens = await _setup(client, auth, resources)
+    failures: list[str] = []
+    anonymous = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://ledger.test"
+    )
+    async with anonymous:
+        for (method, template), (entry, _) in CONSOLE.items():
+            head, _ = await resources.store.head()
+            response = await _console_call(anonymous, method, entry, "")
+            if response.status_code != 303 or not response.headers["location"].startswith(
+                "/ui/sign-in"
+            ):
+                failures.append(f"{method} {template} signed out: {response.status_code}")
+            if (await resources.store.head())[0] != head:
+                failures.append(f"{method} {template} signed out: appended events")
+    for role in ROLES:
+        http, csrf = await _signed_in(app, tokens[role])
+        try:
+            for (method, template), (entry, _) in CONSOLE.items():
+                head, _ = await resources.store.head()
+                response = await _console_call(http, method, entry, csrf)
+                status = response.status_code
+                if role in entry.roles:
+                    wanted = 200 if method == "GET" else 303
+                    if status != wanted:
+                        failures.append(f"{method} {template} as allowed {role}: {status}")
+                elif status != 403 or "<h1>Not allowed</h1>" not in response.text:
+                    failures.append(f"{method} {template} as {role}: {status}, not a 403 page")
+                elif (await resources.store.head())[0] != head:
+                    failures.append(f"{method} {template} as {role}: appended events")
+        finally:
+            await http.aclose()
+    assert not failures, "\n".join(failures)
