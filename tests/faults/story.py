@@ -88,9 +88,10 @@ async def registration(
 
 
 async def until_compiled(
-    client: httpx.AsyncClient, versions: list[tuple[str, int]], seconds: float = 120.0
+    client: httpx.AsyncClient, versions: list[tuple[str, int]], seconds: float = 300.0
 ) -> None:
-    """Wait until the worker compiled every one of `versions`."""
+    """Wait until the worker compiled every one of `versions` (a real gcc compile each: under a
+    loaded machine one has taken over 120 s, so the deadline is generous)."""
     deadline = time.monotonic() + seconds
     pending = list(versions)
     while pending:
