@@ -41,6 +41,8 @@ AUDITORS = requires("auditor", "admin")
 APPROVERS = requires("approver")
 # the roles of the API's promotion routes, whose dry run the plan page shows
 PROMOTERS = requires("admin", "ci")
+# the roles of GET …/reports/{sha256}, whose compliance report the rates per group come from
+REPORT_READERS = requires("admin", "ci", "approver", "auditor")
 # events per timeline page (newest first; older ones a link away)
 TIMELINE_PAGE = 500
 
@@ -374,7 +376,9 @@ async def _version_page(
         champion_view = render_version(model, champion, policies, now, gates=False)
         changes = evidence_changes(champion_view, view)
     rates, rates_missing = None, None
-    if view.compliance is not None:
+    if view.compliance is not None and not _may(request, REPORT_READERS):
+        rates_missing = "Rates per group are shown to the roles that may read reports."
+    elif view.compliance is not None:
         try:
             report = await reports.get(name, number, view.compliance.report_sha256)
             rates = compliance_rates(report.content)

@@ -1,0 +1,357 @@
+"""The console's charts and their tables: the numbers behind each (per-group rates, PSI over
+drift checks, score histograms, experiment looks), open alerts, roles, and escaping."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import timedelta
+
+import httpx
+import msgspec
+import pytest
+from litestar import Litestar
+
+from app.resources import Resources
+from app.services.monitoring import Monitoring, compliance_rates, histogram
+from domain import events as ev
+from domain.decide import model_stream
+from tests.conftest import TokenFactory
+from tests.ui.console import HOSTILE, ConsoleFactory, assert_escaped, console_factory, story
+from workers.ml.compliance import check_compliance
+
+WORKER = ev.EventMeta(actor="worker:monitor", role="admin")
+
+
+@pytest.fixture
+def open_console(app: Litestar, auth: TokenFactory) -> ConsoleFactory:
+    return console_factory(app, auth)
+
+
+def _report(group: str = "B") -> bytes:
+    """A real fairness report: group A selects 2 of 4 (TPR 2/3), `group` 1 of 4 (TPR 1/2)."""
+    return check_compliance(
+        [1, 1, 0, 1, 1, 1, 0, 0],
+        [0.9, 0.8, 0.2, 0.1, 0.9, 0.1, 0.1, 0.1],
+        {"region": ["A"] * 4 + [group] * 4},
+        threshold=0.5,
+    ).to_json()
+
+
+def test_rates_per_group_come_from_the_report_with_the_policys_ratio_floor() -> None:
+    rates = compliance_rates(_report())
+    assert rates.rows == 8 and rates.decision_threshold == 0.5 and not rates.passed
+    assert rates.min_parity_ratio == 0.8
+    (region,) = rates.features
+    shown = {g.group: (g.rows, g.selection_rate, g.true_positive_rate) for g in region.groups}
+    assert shown["A"] == (4, 0.5, pytest.approx(2 / 3))
+    assert shown["B"] == (4, 0.25, 0.5)
+    assert region.ratio_floor == pytest.approx(0.4)  # 0.8 x the highest group's 0.5
+    assert region.parity_difference == pytest.approx(0.25)
+    assert region.parity_ratio == pytest.approx(0.5)
+
+
+def test_a_histogram_puts_every_row_in_its_bin() -> None:
+    rows = [
+        {"version": 1, "lo": 0.0, "hi": 1.0, "bin": 0, "rows": 3},
+        {"version": 1, "lo": 0.0, "hi": 1.0, "bin": 3, "rows": 1},
+        {"version": 2, "lo": 0.0, "hi": 1.0, "bin": 3, "rows": 5},
+    ]
+    found = histogram("prod", {1: "champion v1", 2: "challenger v2"}, rows, 4)
+    assert found.edges == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert found.arms == {"champion v1": [3, 0, 0, 1], "challenger v2": [0, 0, 0, 5]}
+    assert found.rows == {"champion v1": 4, "challenger v2": 5}
+    same = histogram("prod", {1: "champion v1"}, [{**rows[0], "hi": 0.0, "bin": 3}], 4)
+    assert same.edges == [0.0, 0.0] and same.arms == {"champion v1": [3]}
+    assert histogram("prod", {1: "champion v1"}, [], 4).arms == {}
+
+
+async def _append(resources: Resources, name: str, *events: ev.Event) -> None:
+    await resources.store.append(
+        model_stream(name), list(events), meta=WORKER, expected_version=None
+    )
+    await resources.projector.catch_up()
+
+
+async def _predict(
+    resources: Resources, version: int, score: object, *, days_ago: float = 0.0
+) -> None:
+    await resources.pool.execute(
+        "INSERT INTO predictions (prediction_id, name, environment, version, library_sha256,"
+        " arm, score, created_at) VALUES ($1, 'fraud', 'staging', $2, 'x', 'champion', $3, $4)",
+        uuid.uuid4(),
+        version,
+        msgspec.json.encode(score).decode(),
+        resources.clock() - timedelta(days=days_ago),
+    )
+
+
+async def _monitored(
+    client: httpx.AsyncClient, resources: Resources, ci: dict[str, str]
+) -> dict[str, int]:
+    """The console story, then: v3 a 20% canary in staging beside champion v1, two drift
+    checks, alerts (one open, one closed by a later clean check, one on a version that no
+    longer serves), an experiment with two looks, predictions of both arms, and a compliance
+    report of v3 whose group and feature names are hostile."""
+    told = await story(client, resources, ci)
+    v1, v2, v3 = told["v1"], told["v2"], told["v3"]
+    canary = await client.post(
+        "/v1/models/fraud/promotions",
+        json={"version": v3, "environment": "staging", "strategy": "canary", "traffic_percent": 20},
+        headers=ci,
+    )
+    assert canary.status_code == 201, canary.text
+    drift = {"rows": 500, "report_sha256": "d" * 64, "source": "log", "environment": "staging"}
+    await _append(
+        resources,
+        "fraud",
+        ev.DriftChecked(
+            name="fraud",
+            version=v1,
+            severity="info",
+            features={"amount": {"psi": 0.05, "ks": 0.01}, HOSTILE: {"psi": 0.3}},
+            **drift,
+        ),
+        ev.DriftChecked(
+            name="fraud",
+            version=v1,
+            severity="warning",
+            features={"amount": {"psi": 0.12}},
+            **drift,
+        ),
+    )
+    perf = {"environment": "staging", "rows": 300}
+    await _append(
+        resources,
+        "fraud",
+        ev.PerformanceChecked(
+            name="fraud", version=v1, severity="critical", window_days=7, task="binary", **perf
+        ),
+        ev.PerformanceAlert(
+            name="fraud",
+            version=v1,
+            metric="auc",
+            value=0.61,
+            baseline=0.8,
+            threshold=0.1,
+            severity="critical",
+            reason=f"auc fell {HOSTILE}",
+            **perf,
+        ),
+        ev.DataQualityChecked(name="fraud", version=v1, severity="warning", **perf),
+        ev.DataQualityAlert(
+            name="fraud",
+            version=v1,
+            check="null_rate",
+            value=0.2,
+            baseline=0.0,
+            threshold=0.05,
+            severity="warning",
+            reason="closed later",
+            feature="amount",
+            **perf,
+        ),
+        ev.DataQualityChecked(name="fraud", version=v1, severity="info", **perf),
+        ev.PerformanceChecked(
+            name="fraud", version=v2, severity="warning", window_days=7, task="binary", **perf
+        ),
+        ev.PerformanceAlert(
+            name="fraud",
+            version=v2,
+            metric="brier",
+            value=0.3,
+            baseline=0.1,
+            threshold=0.1,
+            severity="warning",
+            reason="v2 no longer serves",
+            **perf,
+        ),
+    )
+    started = ev.ExperimentStarted(
+        name="fraud",
+        experiment_id="e0000000-0000-0000-0000-000000000001",
+        environment="staging",
+        champion=v1,
+        challenger=v3,
+        traffic_percent=20,
+        metric=ev.ExperimentMetric(name=f"conversion {HOSTILE}"),
+        guardrails=ev.Guardrails(),
+        minimum_detectable_effect=0.02,
+        alpha=0.05,
+        horizon_per_arm=5000,
+    )
+
+    def arm(version: int, outcomes: int, mean: float) -> ev.ArmSummary:
+        return ev.ArmSummary(
+            version=version, predictions=outcomes, outcomes=outcomes, mean=mean, variance=0.2
+        )
+
+    looks = [
+        ev.ExperimentUpdated(
+            name="fraud",
+            experiment_id=started.experiment_id,
+            champion=arm(v1, 1, 0.1),
+            challenger=arm(v3, 1, 0.2),
+            effect=0.1,
+            std_error=0.5,
+            ci_low=None,
+            ci_high=None,
+            p_value=1.0,
+        ),
+        ev.ExperimentUpdated(
+            name="fraud",
+            experiment_id=started.experiment_id,
+            champion=arm(v1, 400, 0.1),
+            challenger=arm(v3, 100, 0.15),
+            effect=0.05,
+            std_error=0.02,
+            ci_low=-0.01,
+            ci_high=0.11,
+            p_value=0.2,
+        ),
+    ]
+    await _append(resources, "fraud", started, *looks)
+    for score in (0.05, 0.15, 0.15, 0.95):
+        await _predict(resources, v1, score)
+    for score in (0.55, 0.95):
+        await _predict(resources, v3, score)
+    await _predict(resources, v1, 0.5, days_ago=8)  # outside the window
+    await _predict(resources, v1, [0.1, 0.9])  # several outputs: not a score to bin
+    stored = await resources.artifacts.put_bytes(_report(HOSTILE))
+    await _append(
+        resources,
+        "fraud",
+        ev.ComplianceChecked(
+            name="fraud",
+            version=v3,
+            passed=False,
+            report_sha256=stored.sha256,
+            policy_version=0,
+            metrics={"region.demographic_parity_ratio": 0.5},
+        ),
+    )
+    return told
+
+
+def _table(html: str, caption: str) -> list[list[str]]:
+    """The rows of the table whose caption starts so: each row's header, then its cells'
+    data-value (or text when the cell has none)."""
+    start = html.index(f"<caption>{caption}")
+    body = html[html.index("<tbody>", start) : html.index("</tbody>", start)]
+    rows = []
+    for row in re.findall(r"<tr>(.*?)</tr>", body, re.S):
+        head = re.search(r"<th[^>]*>(.*?)</th>", row, re.S)
+        cells = re.findall(r'<td(?: data-value="([^"]*)")?>(.*?)</td>', row, re.S)
+        rows.append([head.group(1) if head else "", *[v or t for v, t in cells]])
+    return rows
+
+
+async def test_score_distribution_bins_the_newest_numeric_scores_of_each_arm(
+    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
+) -> None:
+    told = await _monitored(client, resources, await auth("ci", "pipeline"))
+    model, _ = await resources.registry.model_state("fraud")
+    found = await Monitoring(resources.pool).scores(model, "staging", resources.clock())
+    assert found is not None
+    assert found.edges[0] == pytest.approx(0.05) and found.edges[-1] == pytest.approx(0.95)
+    champion, challenger = f"champion v{told['v1']}", f"challenger v{told['v3']}"
+    assert found.rows == {champion: 4, challenger: 2}
+    bins = {arm: {i: n for i, n in enumerate(c) if n} for arm, c in found.arms.items()}
+    # (score - 0.05) / 0.9 * 20: 0.05 -> 0, 0.15 -> 2, 0.55 -> 11, 0.95 -> the last bin
+    assert bins == {champion: {0: 1, 2: 2, 19: 1}, challenger: {11: 1, 19: 1}}
+    assert await Monitoring(resources.pool).scores(model, "production", resources.clock()) is None
+
+
+async def test_model_page_charts_come_with_tables_of_their_numbers(
+    client: httpx.AsyncClient,
+    auth: TokenFactory,
+    resources: Resources,
+    open_console: ConsoleFactory,
+) -> None:
+    told = await _monitored(client, resources, await auth("ci", "pipeline"))
+    async with open_console("scorer") as console:
+        page = (await console.get("/ui/models/fraud")).text
+    assert "/ui/static/vendor/chart.js-4.6.2/chart.umd.min.js" in page
+    assert page.count('data-chart="') == 3  # looks, PSI, one environment's scores
+    psi = _table(page, "Population stability index")
+    assert [r[1:4] for r in psi] == [[f"v{told['v1']}", "staging", s] for s in ("info", "warning")]
+    # features sorted: the hostile name sorts first ("<" before "a")
+    assert [r[4:] for r in psi] == [["0.3", "0.05"], ["—", "0.12"]]
+    assert 'data-limit="0.1"' in page and 'data-limit2="0.25"' in page  # the policy's PSI limits
+    scores = _table(page, "Scores in staging")
+    dash = "\N{EN DASH}"
+    assert scores[0][0] == f"0.05{dash}0.095" and scores[-1][0] == f"0.905{dash}0.95"
+    assert scores[0][1:] == ["0.25", "0.0"] and scores[2][1:] == ["0.5", "0.0"]
+    assert scores[11][1:] == ["0.0", "0.5"] and scores[19][1:] == ["0.25", "0.5"]
+    assert "2 (50.0 %)" in page
+    looks = _table(page, f"Effect of v{told['v3']} against v{told['v1']}")
+    assert [r[:4] for r in looks] == [
+        ["1", "0.1", "unbounded", "unbounded"],
+        ["2", "0.05", "-0.01", "0.11"],
+    ]
+    assert "always-valid 95 % interval" in page
+    # the experiment's settings and latest look, beside the chart
+    assert "champion v1, challenger v3" in page and "20.0 %" in page
+    assert "0.05 [-0.01, 0.11], p 0.2" in page and "running" in page
+    # open alerts: v1's auc (its latest performance check); not the null rate a later clean
+    # check closed, nor v2's (no longer serving)
+    alerts = page[page.index('id="alerts"') : page.index("<h2>Experiments")]
+    assert "auc" in alerts and "0.61" in alerts
+    assert "null_rate" not in alerts and "brier" not in alerts
+    assert '<a class="alert" href="#alerts">1</a>' in page
+
+
+async def test_models_list_counts_open_performance_and_data_quality_alerts(
+    client: httpx.AsyncClient,
+    auth: TokenFactory,
+    resources: Resources,
+    open_console: ConsoleFactory,
+) -> None:
+    await _monitored(client, resources, await auth("ci", "pipeline"))
+    async with open_console("auditor") as console:
+        page = (await console.get("/ui")).text
+    fraud = page[page.index('href="/ui/models/fraud"') :]
+    fraud = fraud[: fraud.index("</tr>")]
+    assert '<a class="alert" href="/ui/models/fraud#alerts">1</a>' in fraud
+    churn = page[page.index('href="/ui/models/churn"') :]
+    assert "#alerts" not in churn[: churn.index("</tr>")]
+
+
+async def test_version_page_charts_rates_per_group_for_the_roles_that_read_reports(
+    client: httpx.AsyncClient,
+    auth: TokenFactory,
+    resources: Resources,
+    open_console: ConsoleFactory,
+) -> None:
+    told = await _monitored(client, resources, await auth("ci", "pipeline"))
+    url = f"/ui/models/fraud/versions/{told['v3']}"
+    async with open_console("approver") as console:
+        page = (await console.get(url)).text
+    rates = _table(page, "Selection rate and true positive rate per group of region")
+    by_group = {r[0]: r[1:] for r in rates}
+    assert by_group == {
+        "A": ["4", "0.5", "0.6666666666666666"],
+        "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;": ["4", "0.25", "0.5"],
+    }
+    assert 'data-limit="0.4"' in page  # 0.8 x 0.5: the lowest selection rate allowed
+    assert_escaped(page)
+    async with open_console("scorer") as console:
+        scorer = (await console.get(url)).text
+    assert "Selection rate and true positive rate" not in scorer
+    assert "shown to the roles that may read reports" in scorer
+
+
+async def test_hostile_feature_group_metric_and_reason_come_back_escaped(
+    client: httpx.AsyncClient,
+    auth: TokenFactory,
+    resources: Resources,
+    open_console: ConsoleFactory,
+) -> None:
+    told = await _monitored(client, resources, await auth("ci", "pipeline"))
+    async with open_console("admin") as console:
+        for url in ("/ui/models/fraud", f"/ui/models/fraud/versions/{told['v3']}"):
+            response = await console.get(url)
+            assert response.status_code == 200, url
+            assert_escaped(response.text, url)
+            # never inside an attribute or script either: charts read the table's text
+            assert 'alert("x")' not in response.text, url
