@@ -4,23 +4,16 @@ drift checks, score histograms, experiment looks), open alerts, roles, and escap
 from __future__ import annotations
 
 import re
-import uuid
-from datetime import timedelta
 
 import httpx
-import msgspec
 import pytest
 from litestar import Litestar
 
 from app.resources import Resources
 from app.services.monitoring import Monitoring, compliance_rates, histogram
-from domain import events as ev
-from domain.decide import model_stream
 from tests.conftest import TokenFactory
-from tests.ui.console import HOSTILE, ConsoleFactory, assert_escaped, console_factory, story
-from workers.ml.compliance import check_compliance
-
-WORKER = ev.EventMeta(actor="worker:monitor", role="admin")
+from tests.ui.console import ConsoleFactory, assert_escaped, console_factory
+from tests.ui.monitored import monitored, report
 
 
 @pytest.fixture
@@ -28,18 +21,8 @@ def open_console(app: Litestar, auth: TokenFactory) -> ConsoleFactory:
     return console_factory(app, auth)
 
 
-def _report(group: str = "B") -> bytes:
-    """A real fairness report: group A selects 2 of 4 (TPR 2/3), `group` 1 of 4 (TPR 1/2)."""
-    return check_compliance(
-        [1, 1, 0, 1, 1, 1, 0, 0],
-        [0.9, 0.8, 0.2, 0.1, 0.9, 0.1, 0.1, 0.1],
-        {"region": ["A"] * 4 + [group] * 4},
-        threshold=0.5,
-    ).to_json()
-
-
 def test_rates_per_group_come_from_the_report_with_the_policys_ratio_floor() -> None:
-    rates = compliance_rates(_report())
+    rates = compliance_rates(report())
     assert rates.rows == 8 and rates.decision_threshold == 0.5 and not rates.passed
     assert rates.min_parity_ratio == 0.8
     (region,) = rates.features
@@ -66,173 +49,6 @@ def test_a_histogram_puts_every_row_in_its_bin() -> None:
     assert histogram("prod", {1: "champion v1"}, [], 4).arms == {}
 
 
-async def _append(resources: Resources, name: str, *events: ev.Event) -> None:
-    await resources.store.append(
-        model_stream(name), list(events), meta=WORKER, expected_version=None
-    )
-    await resources.projector.catch_up()
-
-
-async def _predict(
-    resources: Resources, version: int, score: object, *, days_ago: float = 0.0
-) -> None:
-    await resources.pool.execute(
-        "INSERT INTO predictions (prediction_id, name, environment, version, library_sha256,"
-        " arm, score, created_at) VALUES ($1, 'fraud', 'staging', $2, 'x', 'champion', $3, $4)",
-        uuid.uuid4(),
-        version,
-        msgspec.json.encode(score).decode(),
-        resources.clock() - timedelta(days=days_ago),
-    )
-
-
-async def _monitored(
-    client: httpx.AsyncClient, resources: Resources, ci: dict[str, str]
-) -> dict[str, int]:
-    """The console story, then: v3 a 20% canary in staging beside champion v1, two drift
-    checks, alerts (one open, one closed by a later clean check, one on a version that no
-    longer serves), an experiment with two looks, predictions of both arms, and a compliance
-    report of v3 whose group and feature names are hostile."""
-    told = await story(client, resources, ci)
-    v1, v2, v3 = told["v1"], told["v2"], told["v3"]
-    canary = await client.post(
-        "/v1/models/fraud/promotions",
-        json={"version": v3, "environment": "staging", "strategy": "canary", "traffic_percent": 20},
-        headers=ci,
-    )
-    assert canary.status_code == 201, canary.text
-    drift = {"rows": 500, "report_sha256": "d" * 64, "source": "log", "environment": "staging"}
-    await _append(
-        resources,
-        "fraud",
-        ev.DriftChecked(
-            name="fraud",
-            version=v1,
-            severity="info",
-            features={"amount": {"psi": 0.05, "ks": 0.01}, HOSTILE: {"psi": 0.3}},
-            **drift,
-        ),
-        ev.DriftChecked(
-            name="fraud",
-            version=v1,
-            severity="warning",
-            features={"amount": {"psi": 0.12}},
-            **drift,
-        ),
-    )
-    perf = {"environment": "staging", "rows": 300}
-    await _append(
-        resources,
-        "fraud",
-        ev.PerformanceChecked(
-            name="fraud", version=v1, severity="critical", window_days=7, task="binary", **perf
-        ),
-        ev.PerformanceAlert(
-            name="fraud",
-            version=v1,
-            metric="auc",
-            value=0.61,
-            baseline=0.8,
-            threshold=0.1,
-            severity="critical",
-            reason=f"auc fell {HOSTILE}",
-            **perf,
-        ),
-        ev.DataQualityChecked(name="fraud", version=v1, severity="warning", **perf),
-        ev.DataQualityAlert(
-            name="fraud",
-            version=v1,
-            check="null_rate",
-            value=0.2,
-            baseline=0.0,
-            threshold=0.05,
-            severity="warning",
-            reason="closed later",
-            feature="amount",
-            **perf,
-        ),
-        ev.DataQualityChecked(name="fraud", version=v1, severity="info", **perf),
-        ev.PerformanceChecked(
-            name="fraud", version=v2, severity="warning", window_days=7, task="binary", **perf
-        ),
-        ev.PerformanceAlert(
-            name="fraud",
-            version=v2,
-            metric="brier",
-            value=0.3,
-            baseline=0.1,
-            threshold=0.1,
-            severity="warning",
-            reason="v2 no longer serves",
-            **perf,
-        ),
-    )
-    started = ev.ExperimentStarted(
-        name="fraud",
-        experiment_id="e0000000-0000-0000-0000-000000000001",
-        environment="staging",
-        champion=v1,
-        challenger=v3,
-        traffic_percent=20,
-        metric=ev.ExperimentMetric(name=f"conversion {HOSTILE}"),
-        guardrails=ev.Guardrails(),
-        minimum_detectable_effect=0.02,
-        alpha=0.05,
-        horizon_per_arm=5000,
-    )
-
-    def arm(version: int, outcomes: int, mean: float) -> ev.ArmSummary:
-        return ev.ArmSummary(
-            version=version, predictions=outcomes, outcomes=outcomes, mean=mean, variance=0.2
-        )
-
-    looks = [
-        ev.ExperimentUpdated(
-            name="fraud",
-            experiment_id=started.experiment_id,
-            champion=arm(v1, 1, 0.1),
-            challenger=arm(v3, 1, 0.2),
-            effect=0.1,
-            std_error=0.5,
-            ci_low=None,
-            ci_high=None,
-            p_value=1.0,
-        ),
-        ev.ExperimentUpdated(
-            name="fraud",
-            experiment_id=started.experiment_id,
-            champion=arm(v1, 400, 0.1),
-            challenger=arm(v3, 100, 0.15),
-            effect=0.05,
-            std_error=0.02,
-            ci_low=-0.01,
-            ci_high=0.11,
-            p_value=0.2,
-        ),
-    ]
-    await _append(resources, "fraud", started, *looks)
-    for score in (0.05, 0.15, 0.15, 0.95):
-        await _predict(resources, v1, score)
-    for score in (0.55, 0.95):
-        await _predict(resources, v3, score)
-    await _predict(resources, v1, 0.5, days_ago=8)  # outside the window
-    await _predict(resources, v1, [0.1, 0.9])  # several outputs: not a score to bin
-    stored = await resources.artifacts.put_bytes(_report(HOSTILE))
-    await _append(
-        resources,
-        "fraud",
-        ev.ComplianceChecked(
-            name="fraud",
-            version=v3,
-            passed=False,
-            report_sha256=stored.sha256,
-            policy_version=0,
-            metrics={"region.demographic_parity_ratio": 0.5},
-        ),
-    )
-    return told
-
-
 def _table(html: str, caption: str) -> list[list[str]]:
     """The rows of the table whose caption starts so: each row's header, then its cells'
     data-value (or text when the cell has none)."""
@@ -249,7 +65,7 @@ def _table(html: str, caption: str) -> list[list[str]]:
 async def test_score_distribution_bins_the_newest_numeric_scores_of_each_arm(
     client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
 ) -> None:
-    told = await _monitored(client, resources, await auth("ci", "pipeline"))
+    told = await monitored(client, resources, await auth("ci", "pipeline"))
     model, _ = await resources.registry.model_state("fraud")
     found = await Monitoring(resources.pool).scores(model, "staging", resources.clock())
     assert found is not None
@@ -268,7 +84,7 @@ async def test_model_page_charts_come_with_tables_of_their_numbers(
     resources: Resources,
     open_console: ConsoleFactory,
 ) -> None:
-    told = await _monitored(client, resources, await auth("ci", "pipeline"))
+    told = await monitored(client, resources, await auth("ci", "pipeline"))
     async with open_console("scorer") as console:
         page = (await console.get("/ui/models/fraud")).text
     assert "/ui/static/vendor/chart.js-4.6.2/chart.umd.min.js" in page
@@ -307,7 +123,7 @@ async def test_models_list_counts_open_performance_and_data_quality_alerts(
     resources: Resources,
     open_console: ConsoleFactory,
 ) -> None:
-    await _monitored(client, resources, await auth("ci", "pipeline"))
+    await monitored(client, resources, await auth("ci", "pipeline"))
     async with open_console("auditor") as console:
         page = (await console.get("/ui")).text
     fraud = page[page.index('href="/ui/models/fraud"') :]
@@ -323,7 +139,7 @@ async def test_version_page_charts_rates_per_group_for_the_roles_that_read_repor
     resources: Resources,
     open_console: ConsoleFactory,
 ) -> None:
-    told = await _monitored(client, resources, await auth("ci", "pipeline"))
+    told = await monitored(client, resources, await auth("ci", "pipeline"))
     url = f"/ui/models/fraud/versions/{told['v3']}"
     async with open_console("approver") as console:
         page = (await console.get(url)).text
@@ -347,7 +163,7 @@ async def test_hostile_feature_group_metric_and_reason_come_back_escaped(
     resources: Resources,
     open_console: ConsoleFactory,
 ) -> None:
-    told = await _monitored(client, resources, await auth("ci", "pipeline"))
+    told = await monitored(client, resources, await auth("ci", "pipeline"))
     async with open_console("admin") as console:
         for url in ("/ui/models/fraud", f"/ui/models/fraud/versions/{told['v3']}"):
             response = await console.get(url)
