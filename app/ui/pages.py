@@ -94,15 +94,10 @@ class ConsoleController(Controller):
         now: NamedDependency[datetime],
     ) -> Template:
         """One model: deployments per environment, versions, open alerts, experiments and
-        their looks, PSI per feature over time, and each environment's score distribution."""
+        their looks, PSI per feature over time (score distributions: the scores page)."""
         state, policies = await registry.model_state(name)
         view = render_model(state, policies, now)
         policy, _ = policies.of(state.risk_tier)
-        histograms = []
-        for environment in sorted(state.deployments):
-            found = await monitoring.scores(state, environment, now)
-            if found is not None:
-                histograms.append(found)
         experiments = sorted(state.experiments.values(), key=lambda e: -e.position)
         return page(
             request,
@@ -111,9 +106,32 @@ class ConsoleController(Controller):
             can_audit=_may(request, AUDITORS),
             signals=await monitoring.signals(state),
             experiments=[render_experiment(e) for e in experiments],
-            histograms=histograms,
             psi_warning=policy.drift.psi_warning,
             psi_critical=policy.drift.psi_critical,
+        )
+
+    @get("/models/{name:str}/scores", operation_id="uiScores", guards=[EVERYONE])
+    async def scores(
+        self,
+        request: Req,
+        name: FromPath[str],
+        registry: NamedDependency[Registry],
+        monitoring: NamedDependency[Monitoring],
+        now: NamedDependency[datetime],
+    ) -> Template:
+        """Each environment's champion and challenger score distribution, from the newest
+        predictions of the log (the model page loads it after itself, with htmx)."""
+        state, _ = await registry.model_state(name)
+        histograms = []
+        for environment in sorted(state.deployments):
+            found = await monitoring.scores(state, environment, now)
+            if found is not None:
+                histograms.append(found)
+        return page(
+            request,
+            "scores.html",
+            name=name,
+            histograms=histograms,
             score_rows=SCORE_ROWS,
             score_days=SCORE_DAYS,
         )

@@ -87,19 +87,22 @@ async def test_model_page_charts_come_with_tables_of_their_numbers(
     told = await monitored(client, resources, await auth("ci", "pipeline"))
     async with open_console("scorer") as console:
         page = (await console.get("/ui/models/fraud")).text
+        scores_page = (await console.get("/ui/models/fraud/scores")).text
     assert "/ui/static/vendor/chart.js-4.6.2/chart.umd.min.js" in page
-    assert page.count('data-chart="') == 3  # looks, PSI, one environment's scores
+    assert page.count('data-chart="') == 2  # looks, PSI; the scores load after the page
+    assert 'hx-get="/ui/models/fraud/scores" hx-trigger="load"' in page
+    assert scores_page.count('data-chart="') == 1
     psi = _table(page, "Population stability index")
     assert [r[1:4] for r in psi] == [[f"v{told['v1']}", "staging", s] for s in ("info", "warning")]
     # features sorted: the hostile name sorts first ("<" before "a")
     assert [r[4:] for r in psi] == [["0.3", "0.05"], ["—", "0.12"]]
     assert 'data-limit="0.1"' in page and 'data-limit2="0.25"' in page  # the policy's PSI limits
-    scores = _table(page, "Scores in staging")
+    scores = _table(scores_page, "Scores in staging")
     dash = "\N{EN DASH}"
     assert scores[0][0] == f"0.05{dash}0.095" and scores[-1][0] == f"0.905{dash}0.95"
     assert scores[0][1:] == ["0.25", "0.0"] and scores[2][1:] == ["0.5", "0.0"]
     assert scores[11][1:] == ["0.0", "0.5"] and scores[19][1:] == ["0.25", "0.5"]
-    assert "2 (50.0 %)" in page
+    assert "2 (50.0 %)" in scores_page
     looks = _table(page, f"Effect of v{told['v3']} against v{told['v1']}")
     assert [r[:4] for r in looks] == [
         ["1", "0.1", "unbounded", "unbounded"],

@@ -113,5 +113,6 @@
   } else {
     drawAll(document);
   }
-  document.addEventListener("htmx:afterSwap", function (event) { drawAll(event.target); });
+  // content htmx swapped in (the scores section loads after the model page): draw what is new
+  document.addEventListener("htmx:afterSettle", function () { drawAll(document); });
 })();
