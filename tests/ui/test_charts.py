@@ -12,6 +12,7 @@ from litestar import Litestar
 from app.resources import Resources
 from app.services.monitoring import Monitoring, compliance_rates, histogram
 from tests.conftest import TokenFactory
+from tests.http.governance_helpers import record_compliance
 from tests.ui.console import ConsoleFactory, assert_escaped, console_factory
 from tests.ui.monitored import monitored, report
 
@@ -154,6 +155,10 @@ async def test_version_page_charts_rates_per_group_for_the_roles_that_read_repor
     }
     assert 'data-limit="0.4"' in page  # 0.8 x 0.5: the lowest selection rate allowed
     assert_escaped(page)
+    await record_compliance(resources, "fraud", told["v1"], passed=True)  # never stored
+    async with open_console("auditor") as console:
+        missing = (await console.get(f"/ui/models/fraud/versions/{told['v1']}")).text
+    assert f"Rates per group cannot be shown: no artifact with sha256 {'c' * 64}." in missing
     async with open_console("scorer") as console:
         scorer = (await console.get(url)).text
     assert "Selection rate and true positive rate" not in scorer

@@ -479,3 +479,6 @@ async def test_every_console_link_leads_somewhere_and_static_files_are_vendored(
         assert {"/ui/verify", "/ui/registry", "/ui/models/fraud/timeline"} <= seen
     anonymous = await client.get("/ui/static/vendor/htmx-2.0.11/LICENSE")
     assert anonymous.status_code == 200 and "Zero-Clause BSD" in anonymous.text
+    charts = await client.get("/ui/static/vendor/chart.js-4.6.2/LICENSE.md")
+    assert charts.status_code == 200 and "MIT License" in charts.text
+    assert "/ui/static/charts.js" in seen and "/ui/models/fraud/scores" in seen
