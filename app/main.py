@@ -230,6 +230,6 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Lit
         openapi_config(),
         metrics=ApiMetricsController,
         templates=template_config(),
-        # console sessions live in this process (app/ui/sessions.py)
+        # console sessions: their settings here, the sessions in the database (app/ui/sessions.py)
         state={"ui_sessions": Sessions()},
     )

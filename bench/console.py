@@ -4,9 +4,13 @@ C1  `GET /ui/models/{name}` (the model page) vs `GET /v1/models/{name}/history` 
     model, p50, in-process (the Litestar app through httpx.ASGITransport); goal: <= 2x
 C2  `GET /ui/models/{name}/timeline` (every event rendered as HTML) vs the same history call;
     reported, no goal (it renders what the history returns, with causation links)
+C3  `GET /ui/models/{name}/scores` (the score histograms the model page loads after itself,
+    binned by PostgreSQL from each arm's newest predictions) vs the same history call; reported
 
 The model gets N events (default 5,000): registered once, then description changes through the
-governance command path, each attributed as a request's would be.
+governance command path, each attributed as a request's would be, with one event in 20 a drift
+check of 10 features (the page's PSI chart); then v1 serves production as champion beside v2 as
+a canary, with 10,000 logged predictions each (the page's score histogram).
 
     uv run python -m bench.console [--quick] [--events N]
 """
@@ -19,6 +23,7 @@ import logging
 import os
 import re
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +39,77 @@ from domain import events as ev
 from domain.tokens import IssueToken
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]*)"')
+# one event in this many is a drift check (10 features), spread through the history
+_DRIFT_EVERY = 20
+_FEATURES = 10
+# predictions per arm in the prediction log, inside the score histogram's window
+_PREDICTIONS = 10_000
+_WORKER = ev.EventMeta(actor="worker:drift", role="admin")
+
+
+async def _drift_check(res: Any, index: int) -> None:
+    """A drift check of version 1, as the drift job records it (its charts' data)."""
+    features = {f"f{i}": {"psi": (index % 97) / 200 + i / 100} for i in range(_FEATURES)}
+    check = ev.DriftChecked(
+        name="big",
+        version=1,
+        severity="info",
+        rows=1000,
+        report_sha256="0" * 64,
+        source="log",
+        environment="production",
+        features=features,
+    )
+    await res.store.append("model-big", [check], meta=_WORKER, expected_version=None)
+
+
+async def _serving_with_predictions(res: Any) -> None:
+    """v1 and v2 registered (as their events; no artifact is read here), v1 champion and v2 a
+    canary in production, each with `_PREDICTIONS` logged scores
+    (the model page bins them: its score distribution chart)."""
+    versions = [
+        ev.VersionRegistered(
+            name="big",
+            version=number,
+            artifact_sha256=f"{number:064x}",
+            artifact_size=1,
+            format="lightgbm",
+            feature_names=[f"f{i}" for i in range(_FEATURES)],
+        )
+        for number in (1, 2)
+    ]
+    serve = ev.DeploymentChanged(
+        name="big",
+        environment="production",
+        action="promotion",
+        version=2,
+        champion=1,
+        challenger=2,
+        strategy="canary",
+        traffic_percent=10,
+    )
+    await res.store.append("model-big", [*versions, serve], meta=_WORKER, expected_version=None)
+    await res.projector.catch_up()
+    now = res.clock()
+    rows = [
+        (uuid.uuid4(), "big", "production", arm, "x", "champion", f"{(i % 1000) / 1000}", now)
+        for arm in (1, 2)
+        for i in range(_PREDICTIONS)
+    ]
+    await res.pool.copy_records_to_table(
+        "predictions",
+        records=rows,
+        columns=[
+            "prediction_id",
+            "name",
+            "environment",
+            "version",
+            "library_sha256",
+            "arm",
+            "score",
+            "created_at",
+        ],
+    )
 
 
 async def main(events: int, iterations: int) -> dict[str, Any]:
@@ -57,9 +133,13 @@ async def main(events: int, iterations: int) -> dict[str, Any]:
                     cmd.RegisterModel(name="big", risk_tier="high", description="d0"), meta
                 )
                 for index in range(1, events):
+                    if index % _DRIFT_EVERY == 0:
+                        await _drift_check(res, index)
+                        continue
                     await res.governance.handle(
                         cmd.UpdateModel(name="big", description=f"d{index}"), meta
                     )
+                await _serving_with_predictions(res)
                 issued = await tokens.issue(
                     res.store,
                     res.projector,
@@ -103,9 +183,12 @@ async def _measure(
     async def timeline() -> None:
         await ok(await ui.get("/ui/models/big/timeline"))
 
+    async def scores() -> None:
+        await ok(await ui.get("/ui/models/big/scores"))
+
     rows = (await ui.get("/ui/models/big/timeline")).text.count("<li id=")
     samples = await common.budgeted_latencies(
-        {"history": history, "model_page": model_page, "timeline": timeline},
+        {"history": history, "model_page": model_page, "timeline": timeline, "scores": scores},
         iterations,
         block=5,
         warmup=3,
@@ -116,6 +199,7 @@ async def _measure(
         "p50_ms": {name: round(v, 2) for name, v in p50.items()},
         "C1_model_page_over_history": round(p50["model_page"] / p50["history"], 2),
         "C2_timeline_over_history": round(p50["timeline"] / p50["history"], 2),
+        "C3_scores_over_history": round(p50["scores"] / p50["history"], 2),
     }
 
 
@@ -132,5 +216,6 @@ if __name__ == "__main__":
     print(
         f"C1 model page / history p50: {figures['C1_model_page_over_history']}x (goal <= 2x: "
         f"{'met' if goal else 'MISSED'}); C2 timeline / history: "
-        f"{figures['C2_timeline_over_history']}x"
+        f"{figures['C2_timeline_over_history']}x; C3 scores / history: "
+        f"{figures['C3_scores_over_history']}x"
     )

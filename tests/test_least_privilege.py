@@ -123,6 +123,25 @@ async def test_an_operator_sets_up_roles_and_the_owner_migrates_a_fresh_database
     owner = {"MODEL_LEDGER_MIGRATION_DATABASE_URL": with_user(blank_database, OWNER_ROLE)}
     assert "latest" in await asyncio.to_thread(run, owner, "migrate")
     assert await not_the_owners(blank_database) == []
+    # console sessions: the application role reads and writes rows, nothing more
+    conn = await asyncpg.connect(blank_database)
+    try:
+        granted = {
+            privilege: await conn.fetchval(
+                "SELECT has_table_privilege($1, 'console_sessions', $2)", APP_ROLE, privilege
+            )
+            for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES")
+        }
+    finally:
+        await conn.close()
+    assert granted == {
+        "SELECT": True,
+        "INSERT": True,
+        "UPDATE": True,
+        "DELETE": True,
+        "TRUNCATE": False,
+        "REFERENCES": False,
+    }
     # ... and the application role runs everything else
     app = {
         "MODEL_LEDGER_DATABASE_URL": with_user(blank_database, APP_ROLE),

@@ -14,6 +14,7 @@ from app.services.audit import AuditLog
 from app.services.authenticator import Authenticator
 from app.services.governance import Governance
 from app.services.jobs import Jobs
+from app.services.monitoring import Monitoring
 from app.services.ops_metrics import ClusterMetrics
 from app.services.probes import Probes
 from app.services.registry import Registry
@@ -46,6 +47,11 @@ def provide_reports(state: State) -> Reports:
     """The compliance and drift reports a version's events name."""
     resources = _resources(state)
     return Reports(resources.store, resources.artifacts)
+
+
+def provide_monitoring(state: State) -> Monitoring:
+    """Monitoring signals (drift, alerts, looks) and score distributions, for the console."""
+    return Monitoring(_resources(state).pool)
 
 
 def provide_now(state: State) -> datetime:
@@ -105,6 +111,7 @@ DEPENDENCIES = {
     "jobs": Provide(provide_jobs, sync_to_thread=False),
     "reports": Provide(provide_reports, sync_to_thread=False),
     "now": Provide(provide_now, sync_to_thread=False),
+    "monitoring": Provide(provide_monitoring, sync_to_thread=False),
     "tokens": Provide(provide_tokens, sync_to_thread=False),
     "authenticator": Provide(provide_authenticator, sync_to_thread=False),
     "audit": Provide(provide_audit, sync_to_thread=False),

@@ -90,6 +90,20 @@ tokens = sa.Table(
     sa.Column("position", sa.BigInteger, nullable=False),
 )
 
+# Console sign-in sessions, shared by every API process: the SHA-256 of the session id (the
+# cookie's value is never stored) and the stored form of the token it was opened with.
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("session_sha256", sa.Text, primary_key=True),
+    sa.Column("token_sha256", sa.Text, nullable=False),
+    sa.Column("csrf_token", sa.Text, nullable=False),
+    sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("console_sessions_token_idx", "token_sha256"),
+    sa.Index("console_sessions_seen_idx", "seen_at"),
+)
+
 # Governance views, projected from the model and policy streams.
 
 model_states = sa.Table(

@@ -14,6 +14,7 @@ import secrets
 from typing import Any
 from urllib.parse import quote
 
+import asyncpg
 from litestar import Request, Response
 from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie
@@ -57,9 +58,15 @@ PAGE_HEADERS = {
 
 
 def sessions_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Sessions:
-    """The process's console sessions."""
+    """The console's sessions (stored in the database, shared by every API process)."""
     sessions: Sessions = connection.app.state.ui_sessions
     return sessions
+
+
+def pool_of(connection: ASGIConnection[Any, Any, Any, Any]) -> asyncpg.Pool:
+    """The database pool the sessions are stored in."""
+    resources: Resources = connection.app.state.resources
+    return resources.pool
 
 
 class SessionMiddleware(AbstractAuthenticationMiddleware):
@@ -70,17 +77,17 @@ class SessionMiddleware(AbstractAuthenticationMiddleware):
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
         sessions = sessions_of(connection)
+        resources: Resources = connection.app.state.resources
         session_id = connection.cookies.get(SESSION_COOKIE, "")
-        session = sessions.get(session_id) if session_id else None
+        session = await sessions.get(resources.pool, session_id)
         if session is None:
             raise NotAuthorizedException("sign in to use the console")
-        resources: Resources = connection.app.state.resources
         try:
             principal = resources.authenticator.principal_of(session.token_digest)
         except TokensStale as error:
             raise ServiceUnavailableException(str(error)) from error
         if principal is None:
-            sessions.close(session_id)
+            await sessions.close_token(resources.pool, session.token_digest)
             raise NotAuthorizedException("the token of this session was revoked: sign in again")
         return AuthenticationResult(user=principal, auth=session)
 

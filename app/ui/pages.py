@@ -12,11 +12,14 @@ from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 
 from app.http.auth import event_meta, requires
+from app.http.experiments import render as render_experiment
 from app.http.problems import status_of
 from app.services.audit import AuditLog
 from app.services.dossier import dossier_markdown, dossier_tables
 from app.services.governance import Governance
+from app.services.monitoring import SCORE_DAYS, SCORE_ROWS, Monitoring, compliance_rates, serves
 from app.services.registry import Registry, diff, keyed
+from app.services.reports import Reports
 from app.services.views import render_model, render_version
 from app.ui.auth import UI_PATH, checked_form, page
 from app.ui.rendering import (
@@ -38,6 +41,8 @@ AUDITORS = requires("auditor", "admin")
 APPROVERS = requires("approver")
 # the roles of the API's promotion routes, whose dry run the plan page shows
 PROMOTERS = requires("admin", "ci")
+# the roles of GET …/reports/{sha256}, whose compliance report the rates per group come from
+REPORT_READERS = requires("admin", "ci", "approver", "auditor")
 # events per timeline page (newest first; older ones a link away)
 TIMELINE_PAGE = 500
 
@@ -53,17 +58,26 @@ class ConsoleController(Controller):
         self,
         request: Req,
         registry: NamedDependency[Registry],
+        monitoring: NamedDependency[Monitoring],
         q: Annotated[str, QueryParameter(max_length=200)] = "",
     ) -> Template:
-        """Every model: risk tier, what serves where, open drift alerts, last change."""
+        """Every model: risk tier, what serves where, open drift, performance and data-quality
+        alerts, last change."""
         view = await registry.view(None)
         wanted = q.strip().lower()
         models = [m for m in view.models if not wanted or matches(m, wanted)]
         environments = sorted({env for m in models for env in m.deployments})
+        by_name = {m.name: m for m in models}
+        alerts = dict.fromkeys(by_name, 0)
+        for model_name, alert in await monitoring.open_alerts():
+            model = by_name.get(model_name)
+            if model is not None and serves(model.deployments, alert.version, alert.environment):
+                alerts[model_name] += 1
         return page(
             request,
             "models.html",
             models=models,
+            alerts=alerts,
             environments=environments,
             q=q,
             last_change={m.name: last_change(m) for m in models},
@@ -76,12 +90,51 @@ class ConsoleController(Controller):
         request: Req,
         name: FromPath[str],
         registry: NamedDependency[Registry],
+        monitoring: NamedDependency[Monitoring],
         now: NamedDependency[datetime],
     ) -> Template:
-        """One model: deployments per environment and its versions."""
+        """One model: deployments per environment, versions, open alerts, experiments and
+        their looks, PSI per feature over time (score distributions: the scores page)."""
         state, policies = await registry.model_state(name)
         view = render_model(state, policies, now)
-        return page(request, "model.html", model=view, can_audit=_may(request, AUDITORS))
+        policy, _ = policies.of(state.risk_tier)
+        experiments = sorted(state.experiments.values(), key=lambda e: -e.position)
+        return page(
+            request,
+            "model.html",
+            model=view,
+            can_audit=_may(request, AUDITORS),
+            signals=await monitoring.signals(state),
+            experiments=[render_experiment(e) for e in experiments],
+            psi_warning=policy.drift.psi_warning,
+            psi_critical=policy.drift.psi_critical,
+        )
+
+    @get("/models/{name:str}/scores", operation_id="uiScores", guards=[EVERYONE])
+    async def scores(
+        self,
+        request: Req,
+        name: FromPath[str],
+        registry: NamedDependency[Registry],
+        monitoring: NamedDependency[Monitoring],
+        now: NamedDependency[datetime],
+    ) -> Template:
+        """Each environment's champion and challenger score distribution, from the newest
+        predictions of the log (the model page loads it after itself, with htmx)."""
+        state, _ = await registry.model_state(name)
+        histograms = []
+        for environment in sorted(state.deployments):
+            found = await monitoring.scores(state, environment, now)
+            if found is not None:
+                histograms.append(found)
+        return page(
+            request,
+            "scores.html",
+            name=name,
+            histograms=histograms,
+            score_rows=SCORE_ROWS,
+            score_days=SCORE_DAYS,
+        )
 
     @get("/models/{name:str}/timeline", operation_id="uiTimeline", guards=[AUDITORS])
     async def timeline(
@@ -126,12 +179,16 @@ class ConsoleController(Controller):
         version: FromPath[int],
         *,
         registry: NamedDependency[Registry],
+        reports: NamedDependency[Reports],
         now: NamedDependency[datetime],
         recorded: Annotated[int | None, QueryParameter(ge=0)] = None,
     ) -> Template:
-        """One version: state, evidence, gates, approvals; approvers decide here."""
+        """One version: state, evidence (with the compliance report's rates per group),
+        gates, approvals; approvers decide here."""
         notice = None if recorded is None else f"Your decision was recorded at position {recorded}."
-        return await _version_page(request, registry, name, version, now, notice=notice)
+        return await _version_page(
+            request, registry, reports, name, version, now=now, notice=notice
+        )
 
     @post(
         "/models/{name:str}/versions/{version:int}/approvals",
@@ -147,6 +204,7 @@ class ConsoleController(Controller):
         *,
         governance: NamedDependency[Governance],
         registry: NamedDependency[Registry],
+        reports: NamedDependency[Reports],
         now: NamedDependency[datetime],
     ) -> Response[Any]:
         """Approve or reject, through the same command as the API; refusals shown on the page."""
@@ -168,9 +226,10 @@ class ConsoleController(Controller):
             return await _version_page(
                 request,
                 registry,
+                reports,
                 name,
                 version,
-                now,
+                now=now,
                 refusal=error.detail,
                 status_code=status_of(error),
                 comment=fields.get("comment", ""),
@@ -315,10 +374,11 @@ def _may(request: Req, guard: Any) -> bool:
 async def _version_page(
     request: Req,
     registry: Registry,
+    reports: Reports,
     name: str,
     number: int,
-    now: datetime,
     *,
+    now: datetime,
     notice: str | None = None,
     refusal: str | None = None,
     status_code: int = 200,
@@ -333,9 +393,22 @@ async def _version_page(
         champion = model.versions[against[1]]
         champion_view = render_version(model, champion, policies, now, gates=False)
         changes = evidence_changes(champion_view, view)
+    rates, rates_missing = None, None
+    if view.compliance is not None and not _may(request, REPORT_READERS):
+        rates_missing = "Rates per group are shown to the roles that may read reports."
+    elif view.compliance is not None:
+        try:
+            report = await reports.get(name, number, view.compliance.report_sha256)
+            rates = compliance_rates(report.content)
+        except NotFound as missing:
+            rates_missing = f"Rates per group cannot be shown: {missing.detail}."
+        except (msgspec.DecodeError, KeyError, TypeError, ValueError):
+            rates_missing = "Rates per group cannot be shown: the report is not a fairness report."
     return page(
         request,
         "version.html",
+        rates=rates,
+        rates_missing=rates_missing,
         against=against,
         changes=changes,
         status_code=status_code,

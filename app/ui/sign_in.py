@@ -22,6 +22,7 @@ from app.ui.auth import (
     form_fields,
     new_csrf_token,
     page,
+    pool_of,
     safe_next,
     same_token,
     sessions_of,
@@ -51,7 +52,9 @@ class SignInController(Controller):
 
     @post(operation_id="uiSignIn", status_code=303)
     async def sign_in(
-        self, request: Req, authenticator: NamedDependency[Authenticator]
+        self,
+        request: Req,
+        authenticator: NamedDependency[Authenticator],
     ) -> Response[Any]:
         """Verify the token and open a session; the token itself is not kept."""
         fields = await form_fields(request)
@@ -67,8 +70,8 @@ class SignInController(Controller):
             return _sign_in_again(request, target, 401, "That token is not valid (or revoked).")
         sessions = sessions_of(request)
         if old := request.cookies.get(SESSION_COOKIE):
-            sessions.close(old)
-        session_id, _ = sessions.open(principal, hash_token(token))
+            await sessions.close(pool_of(request), old)
+        session_id, _ = await sessions.open(pool_of(request), hash_token(token))
         response: Response[Any] = Redirect(target, status_code=303)
         response.cookies.append(cookie(request, SESSION_COOKIE, session_id))
         response.delete_cookie(SIGN_IN_COOKIE, path=UI_PATH)
@@ -99,7 +102,7 @@ def _sign_in_again(request: Req, target: str, status: int, message: str) -> Temp
 async def sign_out(request: Req) -> Response[Any]:
     """End the session."""
     await checked_form(request)
-    sessions_of(request).close(request.cookies.get(SESSION_COOKIE, ""))
+    await sessions_of(request).close(pool_of(request), request.cookies.get(SESSION_COOKIE, ""))
     response: Response[Any] = Redirect(SIGN_IN_PATH, status_code=303)
     response.delete_cookie(SESSION_COOKIE, path=UI_PATH)
     return response

@@ -222,6 +222,12 @@ CONSOLE: dict[tuple[str, str], tuple[Entry, tuple[str, str] | None]] = {
         Entry(EVERYONE, Call("/ui/models/m")),
         ("GET", "/v1/models/{name:str}"),
     ),
+    # what a model's predictions scored: no API route reads the prediction log; every
+    # signed-in role sees the model and its deployments, and so these aggregates
+    ("GET", "/ui/models/{name:str}/scores"): (
+        Entry(EVERYONE, Call("/ui/models/m/scores")),
+        ("GET", "/v1/models/{name:str}"),
+    ),
     ("GET", "/ui/models/{name:str}/timeline"): (
         Entry(allow("auditor", "admin"), Call("/ui/models/m/timeline")),
         ("GET", "/v1/models/{name:str}/history"),

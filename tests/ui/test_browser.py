@@ -18,7 +18,7 @@ from litestar import Litestar
 
 from app.resources import Resources
 from tests.conftest import TokenFactory
-from tests.ui.console import story
+from tests.ui.monitored import monitored
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -64,7 +64,9 @@ async def test_an_auditor_and_an_approver_walk_the_console_in_chromium(
 ) -> None:
     from playwright.async_api import Page, async_playwright, expect
 
-    told = await story(client, resources, await auth("ci", "pipeline"))
+    # the console's story, monitored: drift checks, alerts, an experiment, predictions, and a
+    # compliance report whose group and feature names are hostile
+    told = await monitored(client, resources, await auth("ci", "pipeline"))
     await resources.checkpointer.sign_head()
     auditor = _token(await auth("auditor", "ada"))
     approver = _token(await auth("approver", "bea"))
@@ -93,6 +95,9 @@ async def test_an_auditor_and_an_approver_walk_the_console_in_chromium(
             # a Content-Security-Policy violation (or any script error) is logged as an error
             errors: list[str] = []
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            # a hostile name that ran as script would open a dialog
+            dialogs: list[str] = []
+            page.on("dialog", lambda d: dialogs.append(d.message))
             await sign_in(page, auditor)
             await expect(page.get_by_role("heading", name="Models")).to_be_visible()
             await expect(page.get_by_text("Signed in as ada (auditor)")).to_be_visible()
@@ -101,6 +106,22 @@ async def test_an_auditor_and_an_approver_walk_the_console_in_chromium(
             await shot(page, "models")
 
             await page.get_by_role("link", name="fraud", exact=True).click()
+            # a chart: Chart.js drew on a canvas beside its table, whose numbers it plotted
+            psi = page.locator("figure.chart").filter(has_text="PSI of each drift check")
+            await expect(psi.locator("canvas")).to_be_visible()
+            box = await psi.locator("canvas").bounding_box()
+            assert box is not None and box["width"] > 300 and box["height"] > 150, box
+            table = psi.locator("table")
+            cells = await table.locator("tbody tr").first.locator("td").all_text_contents()
+            assert cells[-2:] == ["0.3000", "0.0500"], cells
+            # the table stays reachable (folded under its summary once the chart is drawn)
+            await psi.get_by_text("PSI of each drift check as a table").click()
+            await expect(table).to_be_visible()
+            await expect(table.locator("tbody tr").nth(1)).to_contain_text("0.1200")
+            scores = page.locator("figure.chart").filter(has_text="Score distribution in staging")
+            await expect(scores.locator("canvas")).to_be_visible()
+            await shot(page, "model")
+
             await page.get_by_role("link", name="Timeline of every event").click()
             await expect(page.get_by_role("heading", name="Timeline of fraud")).to_be_visible()
             demotion = page.locator(f"li:has-text('caused by drift.detected #{told['alert']}')")
@@ -141,11 +162,14 @@ async def test_an_auditor_and_an_approver_walk_the_console_in_chromium(
             await expect(page.get_by_text("model-ledger verify --expect-head")).to_be_visible()
             await shot(page, "verify")
             assert not errors, errors
+            assert not dialogs, dialogs
 
             phone = await (await browser.new_context(viewport=PHONE)).new_page()
             await sign_in(phone, approver)
             await phone.goto(f"{base_url}/ui/models/fraud/versions/{told['v3']}")
             await expect(phone.get_by_text("Approvals: 0 count")).to_be_visible()
+            rates = phone.locator("figure.chart").filter(has_text="per group of region")
+            await expect(rates.locator("canvas")).to_be_visible()
             await phone.get_by_label("Approve").check()
             await phone.get_by_label("Comment (recorded in the log)").fill("evidence reviewed")
             await phone.get_by_role("button", name="Record decision").click()
@@ -160,6 +184,7 @@ async def test_an_auditor_and_an_approver_walk_the_console_in_chromium(
         "approve-phone.png",
         "diff.png",
         "dossier.png",
+        "model.png",
         "models.png",
         "time-travel.png",
         "timeline.png",

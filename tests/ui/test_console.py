@@ -35,7 +35,7 @@ def _cookie(response: httpx.Response, name: str) -> str:
 
 
 async def test_sign_in_opens_a_server_side_session_in_a_strict_cookie(
-    app: Litestar, open_console: ConsoleFactory
+    app: Litestar, resources: Resources, open_console: ConsoleFactory
 ) -> None:
     sessions: Sessions = app.state.ui_sessions
     async with open_console("auditor", "ada", signed_in=False) as console:
@@ -51,7 +51,7 @@ async def test_sign_in_opens_a_server_side_session_in_a_strict_cookie(
         assert "httponly" in flags and "samesite=strict" in flags and "path=/ui" in flags
         assert "secure" not in flags  # plain HTTP here; see the TLS test
         assert console.token not in session  # only a random id travels
-        assert len(sessions) == 1
+        assert await sessions.count(resources.pool) == 1
         home = await console.get("/ui")
         assert home.status_code == 200
         assert "script-src 'self'" in home.headers["content-security-policy"]
@@ -66,7 +66,7 @@ async def test_the_session_cookie_is_secure_over_tls(open_console: ConsoleFactor
 
 
 async def test_sign_in_refuses_a_bad_token_and_a_form_without_its_csrf_token(
-    app: Litestar, open_console: ConsoleFactory
+    app: Litestar, resources: Resources, open_console: ConsoleFactory
 ) -> None:
     sessions: Sessions = app.state.ui_sessions
     async with open_console("ci", signed_in=False) as console:
@@ -81,7 +81,7 @@ async def test_sign_in_refuses_a_bad_token_and_a_form_without_its_csrf_token(
         )
         assert forged.status_code == 403
         assert "ml_session" not in forged.headers.get("set-cookie", "")
-        assert len(sessions) == 0
+        assert await sessions.count(resources.pool) == 0
 
 
 async def test_pages_send_the_signed_out_to_sign_in_and_back(
@@ -154,6 +154,11 @@ async def test_revoking_the_token_ends_its_sessions(
         )
         assert revoked.status_code in (200, 204), revoked.text
         assert (await console.get("/ui")).status_code == 303
+    stored = (
+        "SELECT count(*) FROM console_sessions s JOIN tokens t USING (token_sha256)"
+        " WHERE t.subject = 'to-revoke'"
+    )
+    assert await resources.pool.fetchval(stored) == 0
 
 
 async def test_models_list_shows_tier_serving_drift_and_searches_by_name_or_tag(
@@ -474,3 +479,6 @@ async def test_every_console_link_leads_somewhere_and_static_files_are_vendored(
         assert {"/ui/verify", "/ui/registry", "/ui/models/fraud/timeline"} <= seen
     anonymous = await client.get("/ui/static/vendor/htmx-2.0.11/LICENSE")
     assert anonymous.status_code == 200 and "Zero-Clause BSD" in anonymous.text
+    charts = await client.get("/ui/static/vendor/chart.js-4.6.2/LICENSE.md")
+    assert charts.status_code == 200 and "MIT License" in charts.text
+    assert "/ui/static/charts.js" in seen and "/ui/models/fraud/scores" in seen

@@ -1,0 +1,370 @@
+"""What a model's monitoring recorded, shaped for the console's charts and alert lists.
+
+Every figure here comes from the log or the prediction log, read with bounded queries:
+- per-group rates of a version's stored compliance report (selection rate and TPR per group of
+  each sensitive feature, beside the lowest selection rate the policy's ratio limit allows);
+- PSI per feature over the model's latest drift checks;
+- open performance and data-quality alerts (those of the latest check of their kind for a
+  version in an environment where that version still serves);
+- an A/B experiment's looks (effect and always-valid interval at each update);
+- the score distribution of an environment's champion and challenger, a histogram of their
+  most recent predictions computed by PostgreSQL (at most `SCORE_ROWS` rows per arm).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from domain.decide import model_stream
+from domain.state import ModelState
+
+# the model's newest monitoring events read for its page (drift checks, looks, alerts)
+SIGNAL_EVENTS = 2_000
+# drift checks shown on the PSI chart (the newest)
+PSI_CHECKS = 60
+# predictions per arm in a score histogram (the newest), and their window
+SCORE_ROWS = 10_000
+SCORE_DAYS = 7.0
+SCORE_BINS = 20
+
+_SIGNAL_TYPES = [
+    "drift.checked",
+    "experiment.updated",
+    "performance.checked",
+    "performance.alert",
+    "data_quality.checked",
+    "data_quality.alert",
+]
+_SIGNALS = """
+SELECT position, type, recorded_at, data FROM events
+WHERE stream = $1 AND type = ANY($2)
+ORDER BY version DESC LIMIT $3
+"""
+# per model, the alerts recorded after the latest check of their kind, version and environment
+_OPEN_ALERTS = """
+WITH latest AS (
+  SELECT stream, type, data ->> 'version' AS version, data ->> 'environment' AS environment,
+         max(position) AS position
+  FROM events WHERE type = ANY($1)
+  GROUP BY 1, 2, 3, 4
+)
+SELECT a.type, a.position, a.recorded_at, a.data
+FROM events a JOIN latest l
+  ON a.stream = l.stream AND a.type = replace(l.type, '.checked', '.alert')
+ AND a.data ->> 'version' = l.version AND a.data ->> 'environment' = l.environment
+ AND a.position > l.position
+WHERE a.type = ANY($2)
+"""
+_SCORES = """
+WITH s AS (
+  SELECT v.version, x.score
+  FROM unnest($3::int[]) AS v(version)
+  CROSS JOIN LATERAL (
+    SELECT (p.score::text)::float8 AS score FROM predictions p
+    WHERE p.name = $1 AND p.version = v.version AND p.environment = $2
+      AND p.created_at >= $4 AND json_typeof(p.score) = 'number'
+    ORDER BY p.created_at DESC LIMIT $5
+  ) AS x
+), r AS (SELECT min(score) AS lo, max(score) AS hi FROM s)
+SELECT s.version, r.lo, r.hi,
+       least(floor((s.score - r.lo) / nullif(r.hi - r.lo, 0) * $6), $6 - 1)::int AS bin,
+       count(*) AS rows
+FROM s, r GROUP BY 1, 2, 3, 4 ORDER BY 1, 4
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRate:
+    group: str
+    rows: int
+    selection_rate: float
+    true_positive_rate: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureRates:
+    """One sensitive feature's groups, and the policy's limits on them."""
+
+    feature: str
+    groups: list[GroupRate]
+    # the lowest selection rate the policy's ratio limit allows beside the highest group's
+    ratio_floor: float | None
+    max_parity_difference: float | None
+    parity_difference: float
+    parity_ratio: float
+
+
+@dataclass(frozen=True, slots=True)
+class ComplianceRates:
+    passed: bool
+    rows: int
+    decision_threshold: float
+    min_parity_ratio: float | None
+    features: list[FeatureRates]
+
+
+@dataclass(frozen=True, slots=True)
+class PsiPoint:
+    position: int
+    recorded_at: datetime
+    version: int
+    environment: str | None
+    severity: str
+    # feature -> PSI (a feature without one at this check is absent)
+    psi: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class PsiSeries:
+    features: list[str]
+    points: list[PsiPoint]
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    kind: str  # performance or data_quality
+    position: int
+    recorded_at: datetime
+    version: int
+    environment: str
+    what: str  # the metric, or the check (and its feature)
+    value: float
+    threshold: float
+    severity: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Look:
+    position: int
+    recorded_at: datetime
+    effect: float
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float
+    champion_outcomes: int
+    challenger_outcomes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    psi: PsiSeries
+    alerts: list[Alert]
+    # experiment id -> its looks, oldest first
+    looks: dict[str, list[Look]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    environment: str
+    # bin edges (len(bins) + 1); arm label ("champion v1") -> rows per bin
+    edges: list[float]
+    arms: dict[str, list[int]]
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return {arm: sum(counts) for arm, counts in self.arms.items()}
+
+
+def compliance_rates(report: bytes) -> ComplianceRates:
+    """Per-group rates of a stored compliance report (its JSON), with the policy's limits."""
+    data: dict[str, Any] = msgspec.json.decode(report)
+    limits: dict[str, float] = data.get("limits", {})
+    ratio = limits.get("min_demographic_parity_ratio")
+    features = []
+    for name, feature in data.get("features", {}).items():
+        groups = [
+            GroupRate(
+                group=group,
+                rows=int(m["count"]),
+                selection_rate=float(m["selection_rate"]),
+                true_positive_rate=_number(m.get("true_positive_rate")),
+            )
+            for group, m in feature["groups"].items()
+        ]
+        top = max((g.selection_rate for g in groups), default=0.0)
+        features.append(
+            FeatureRates(
+                feature=name,
+                groups=groups,
+                ratio_floor=None if ratio is None else ratio * top,
+                max_parity_difference=limits.get("max_demographic_parity_difference"),
+                parity_difference=float(feature["demographic_parity_difference"]),
+                parity_ratio=float(feature["demographic_parity_ratio"]),
+            )
+        )
+    return ComplianceRates(
+        passed=bool(data.get("passed")),
+        rows=int(data.get("rows", 0)),
+        decision_threshold=float(data.get("threshold", 0.5)),
+        min_parity_ratio=ratio,
+        features=features,
+    )
+
+
+def signals(rows: list[Any], model: ModelState) -> Signals:
+    """The model's monitoring, from its newest monitoring events (newest first, as read)."""
+    oldest_first = sorted(rows, key=lambda r: r["position"])
+    psi_points: list[PsiPoint] = []
+    looks: dict[str, list[Look]] = {}
+    checks: dict[tuple[str, int, str], int] = {}
+    alerts: list[tuple[str, Any, dict[str, Any]]] = []
+    for row in oldest_first:
+        data: dict[str, Any] = msgspec.json.decode(row["data"])
+        kind = row["type"]
+        if kind == "drift.checked":
+            psi = {
+                feature: float(figures["psi"])
+                for feature, figures in data.get("features", {}).items()
+                if _number(figures.get("psi")) is not None
+            }
+            psi_points.append(
+                PsiPoint(
+                    position=row["position"],
+                    recorded_at=row["recorded_at"],
+                    version=int(data["version"]),
+                    environment=data.get("environment"),
+                    severity=str(data.get("severity", "")),
+                    psi=psi,
+                )
+            )
+        elif kind == "experiment.updated":
+            looks.setdefault(data["experiment_id"], []).append(_look(row, data))
+        elif kind.endswith(".checked"):
+            key = (kind.split(".")[0], int(data["version"]), str(data["environment"]))
+            checks[key] = row["position"]
+        else:
+            alerts.append((kind, row, data))
+    psi_points = psi_points[-PSI_CHECKS:]
+    features = sorted({f for p in psi_points for f in p.psi})
+    open_alerts = [
+        _alert(kind, row, data)
+        for kind, row, data in alerts
+        if row["position"]
+        > checks.get((kind.split(".")[0], int(data["version"]), str(data["environment"])), -1)
+        and serves(model.deployments, int(data["version"]), str(data["environment"]))
+    ]
+    return Signals(
+        psi=PsiSeries(features=features, points=psi_points),
+        alerts=sorted(open_alerts, key=lambda a: -a.position),
+        looks=looks,
+    )
+
+
+def serves(deployments: Mapping[str, Any], version: int, environment: str) -> bool:
+    """Whether a version is the champion or the challenger of an environment now (given the
+    deployments of a ModelState or a ModelView)."""
+    slot = deployments.get(environment)
+    return slot is not None and version in (slot.champion, slot.challenger)
+
+
+def histogram(environment: str, labels: dict[int, str], rows: list[Any], bins: int) -> Histogram:
+    """A histogram from the score query's rows (version, lo, hi, bin, rows)."""
+    if not rows:
+        return Histogram(environment=environment, edges=[], arms={})
+    lo, hi = float(rows[0]["lo"]), float(rows[0]["hi"])
+    width = (hi - lo) / bins
+    edges = [lo + width * i for i in range(bins)] + [hi] if width > 0 else [lo, hi]
+    counts = {label: [0] * (len(edges) - 1) for label in labels.values()}
+    for row in rows:
+        # every score equal (no width): one bin holds them all
+        place = 0 if width <= 0 or row["bin"] is None else int(row["bin"])
+        counts[labels[row["version"]]][place] += int(row["rows"])
+    return Histogram(environment=environment, edges=edges, arms=counts)
+
+
+class Monitoring:
+    """Reads of a model's monitoring signals and of its prediction log's score distribution."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def signals(self, model: ModelState) -> Signals:
+        """PSI per feature over time, open alerts, experiments' looks of one model."""
+        rows = await self._pool.fetch(
+            _SIGNALS, model_stream(model.name), _SIGNAL_TYPES, SIGNAL_EVENTS
+        )
+        return signals(list(rows), model)
+
+    async def open_alerts(self) -> list[tuple[str, Alert]]:
+        """Every model's open-candidate alerts (model name, alert): those recorded after the
+        latest check of their kind for their version and environment. Whether the version
+        still serves there is the caller's to judge (`serves`)."""
+        rows = await self._pool.fetch(
+            _OPEN_ALERTS,
+            ["performance.checked", "data_quality.checked"],
+            ["performance.alert", "data_quality.alert"],
+        )
+        found = []
+        for row in rows:
+            data: dict[str, Any] = msgspec.json.decode(row["data"])
+            found.append((str(data["name"]), _alert(row["type"], row, data)))
+        return found
+
+    async def scores(
+        self, model: ModelState, environment: str, now: datetime, bins: int = SCORE_BINS
+    ) -> Histogram | None:
+        """The champion's and challenger's score distribution in an environment, from their
+        newest predictions of the last `SCORE_DAYS` (None when nothing serves there)."""
+        slot = model.deployments.get(environment)
+        if slot is None or slot.champion is None:
+            return None
+        labels = {slot.champion: f"champion v{slot.champion}"}
+        if slot.challenger is not None:
+            labels[slot.challenger] = f"challenger v{slot.challenger}"
+        rows = await self._pool.fetch(
+            _SCORES,
+            model.name,
+            environment,
+            list(labels),
+            now - timedelta(days=SCORE_DAYS),
+            SCORE_ROWS,
+            bins,
+        )
+        return histogram(environment, labels, list(rows), bins)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _look(row: Any, data: dict[str, Any]) -> Look:
+    return Look(
+        position=row["position"],
+        recorded_at=row["recorded_at"],
+        effect=float(data["effect"]),
+        ci_low=_number(data.get("ci_low")),
+        ci_high=_number(data.get("ci_high")),
+        p_value=float(data["p_value"]),
+        champion_outcomes=int(data["champion"]["outcomes"]),
+        challenger_outcomes=int(data["challenger"]["outcomes"]),
+    )
+
+
+def _alert(kind: str, row: Any, data: dict[str, Any]) -> Alert:
+    family = kind.split(".", maxsplit=1)[0]
+    if family == "performance":
+        what = str(data["metric"])
+    else:
+        what = str(data["check"]) + (f" of {data['feature']}" if data.get("feature") else "")
+    return Alert(
+        kind=family,
+        position=row["position"],
+        recorded_at=row["recorded_at"],
+        version=int(data["version"]),
+        environment=str(data["environment"]),
+        what=what,
+        value=float(data["value"]),
+        threshold=float(data["threshold"]),
+        severity=str(data["severity"]),
+        reason=str(data.get("reason", "")),
+    )
