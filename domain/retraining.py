@@ -20,7 +20,7 @@ from domain import events as ev
 from domain.decide import require_model, require_version
 from domain.errors import InvalidInput
 from domain.policy import Policy, RetrainingPolicy
-from domain.state import EventContext, ModelState, RetrainingDecision, VersionState
+from domain.state import ModelState, VersionState
 
 _NAMESPACE = uuid.UUID("0b7e3c9e-4f0a-4d55-8a51-3d2b8f6e2c14")
 _DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
@@ -220,52 +220,3 @@ def _training_params(parent: VersionState) -> dict[str, Any]:
         "seed": seed if isinstance(seed, int) else 0,
         "params": model_params,
     }
-
-
-def _policy_set(state: ModelState, event: ev.RetrainingPolicySet, ctx: EventContext) -> None:
-    state.retraining = event.policy
-    state.retraining_position = ctx.position
-    state.retraining_set_by = ctx.actor
-    state.retraining_set_at = ctx.recorded_at
-
-
-def _triggered(state: ModelState, event: ev.RetrainingTriggered, ctx: EventContext) -> None:
-    state.retrainings.append(
-        RetrainingDecision(
-            key=event.alert_job_id or event.alert_event_id,
-            alert_event_id=event.alert_event_id,
-            trigger=event.trigger,
-            alert_version=event.alert_version,
-            outcome="triggered",
-            reason=event.reason,
-            recorded_at=ctx.recorded_at,
-            position=ctx.position,
-            job_id=event.job_id,
-            parent_version=event.parent_version,
-            dataset=event.dataset,
-            dataset_version=event.dataset_version,
-            dataset_sha256=event.dataset_sha256,
-        )
-    )
-
-
-def _skipped(state: ModelState, event: ev.RetrainingSkipped, ctx: EventContext) -> None:
-    state.retrainings.append(
-        RetrainingDecision(
-            key=event.alert_job_id or event.alert_event_id,
-            alert_event_id=event.alert_event_id,
-            trigger=event.trigger,
-            alert_version=event.alert_version,
-            outcome="skipped",
-            reason=event.reason,
-            recorded_at=ctx.recorded_at,
-            position=ctx.position,
-        )
-    )
-
-
-EVOLVE: dict[type, Any] = {
-    ev.RetrainingPolicySet: _policy_set,
-    ev.RetrainingTriggered: _triggered,
-    ev.RetrainingSkipped: _skipped,
-}
