@@ -34,12 +34,24 @@ _PAGE = 200
 _ALERTS = ("drift.detected", "performance.alert")
 _log = logging.getLogger("model_ledger.retraining")
 
-# whether a critical alert follows the checkpoint: one probe of the (type, position) index
-_ANY_ALERT = (
-    "SELECT EXISTS (SELECT 1 FROM events WHERE type = ANY($2) AND position > "
-    "coalesce((SELECT position FROM projection_checkpoints WHERE name = $1), 0) "
-    "AND data->>'severity' = 'critical')"
+# the checkpoint, and whether a critical alert follows it up to $3: a probe of the
+# (type, position) index over the alerts since the checkpoint
+_PROBE = (
+    "WITH c AS (SELECT coalesce((SELECT position FROM projection_checkpoints "
+    "WHERE name = $1), 0) AS position) "
+    "SELECT c.position, EXISTS (SELECT 1 FROM events e WHERE e.type = ANY($2) "
+    "AND e.position > c.position AND e.position <= $3 "
+    "AND e.data->>'severity' = 'critical') AS pending FROM c"
 )
+# nothing to decide up to $2: the checkpoint may pass it (another reactor's lock is waited for)
+_SKIP = (
+    "INSERT INTO projection_checkpoints (name, position) VALUES ($1, $2) ON CONFLICT (name) "
+    "DO UPDATE SET position = greatest(projection_checkpoints.position, excluded.position)"
+)
+# how far the log may run past the checkpoint without a critical alert before the checkpoint
+# is moved anyway (so the probe's range of non-critical alerts stays short, at one write per
+# this many events)
+_SKIP_AHEAD = 1_000
 _PAGE_SQL = (
     f"SELECT {codec.COLUMNS} FROM events WHERE type = ANY($1) "  # noqa: S608 - fixed fragments
     "AND position > $2 AND position <= $3 AND data->>'severity' = 'critical' "
@@ -63,9 +75,12 @@ class RetrainingReactor:
 
     async def react(self) -> int:
         """Decide every critical alert not yet decided; returns how many were looked at."""
-        if not await self._store.pool.fetchval(_ANY_ALERT, CHECKPOINT, list(_ALERTS)):
-            return 0
         head, _ = await self._store.head()
+        probe = await self._store.pool.fetchrow(_PROBE, CHECKPOINT, list(_ALERTS), head)
+        if not probe["pending"]:
+            if head - probe["position"] > _SKIP_AHEAD:
+                await self._store.pool.execute(_SKIP, CHECKPOINT, head)
+            return 0
         seen = 0
         while True:
             async with self._store.pool.acquire() as conn, conn.transaction():
