@@ -33,7 +33,7 @@ class RetrainingPolicyOut(msgspec.Struct, frozen=True, kw_only=True):
     decisions: list[RetrainingDecision]
 
 
-class DatasetOut(msgspec.Struct, frozen=True, kw_only=True):
+class NamedDataset(msgspec.Struct, frozen=True, kw_only=True):
     """A named dataset: its versions, oldest first; `latest` is what retraining uses."""
 
     name: str
@@ -95,9 +95,9 @@ class DatasetController(Controller):
     @get("/{name:str}", operation_id="getDataset")
     async def get_dataset(
         self, name: FromPath[str], datasets: NamedDependency[Datasets]
-    ) -> DatasetOut:
+    ) -> NamedDataset:
         """A named dataset's versions; the latest is what a retraining policy trains on."""
         found = await datasets.get(name)
         latest = found.latest()
         assert latest is not None
-        return DatasetOut(name=found.name, latest=latest, versions=found.versions)
+        return NamedDataset(name=found.name, latest=latest, versions=found.versions)
