@@ -57,10 +57,11 @@ _PAGE_SQL = (
     "AND position > $2 AND position <= $3 AND data->>'severity' = 'critical' "
     "ORDER BY position LIMIT $4"
 )
-# the model's retraining policy in force (its latest setting), if any
+# the model's retraining policy in force (its latest setting), if any: by the (type,
+# position) index, policy settings being few, rather than backwards through a long stream
 _POLICY_SQL = (
-    "SELECT data::text FROM events WHERE stream = $1 AND type = 'retraining.policy_set' "
-    "ORDER BY version DESC LIMIT 1"
+    "SELECT data::text FROM events WHERE type = 'retraining.policy_set' AND stream = $1 "
+    "ORDER BY position DESC LIMIT 1"
 )
 _decode_policy = msgspec.json.Decoder(ev.RetrainingPolicySet).decode
 
