@@ -86,22 +86,22 @@ def request_job(command: cmd.RequestJob, state: ModelState | None) -> list[ev.Ev
     ]
 
 
-def _require_dataset(params: dict[str, Any]) -> None:
+def _require_dataset(params: dict[str, Any], where: str = "params") -> None:
     digest = params.get("dataset_sha256")
     if not isinstance(digest, str) or not _SHA256.match(digest):
         raise InvalidInput(
-            "params.dataset_sha256 must be the sha256 of an uploaded dataset",
-            field="params.dataset_sha256",
+            f"{where}.dataset_sha256 must be the sha256 of an uploaded dataset",
+            field=f"{where}.dataset_sha256",
         )
     if not isinstance(params.get("target"), str):
-        raise InvalidInput("params.target must name the label column", field="params.target")
+        raise InvalidInput(f"{where}.target must name the label column", field=f"{where}.target")
 
 
 def _require_compliance(check: object, sensitive: list[str]) -> None:
     """A train job may name the fairness check its version gets: a dataset and its target."""
     if not isinstance(check, dict):
         raise InvalidInput("params.compliance must be an object", field="params.compliance")
-    _require_dataset(check)
+    _require_dataset(check, "params.compliance")
     if not (check.get("sensitive_features") or sensitive):
         raise InvalidInput(
             "no sensitive features: declare them on the model or in "

@@ -332,3 +332,30 @@ def test_each_new_file_under_a_name_is_its_next_version_and_the_latest_again_is_
             ),
             None,
         )
+
+
+def test_a_train_jobs_fairness_check_must_name_a_dataset_and_target() -> None:
+    state = serving_version_1()
+    for check, field in (
+        ("yes", "params.compliance"),
+        ({"dataset_sha256": "nope", "target": "y"}, "params.compliance.dataset_sha256"),
+        ({"dataset_sha256": "d" * 64}, "params.compliance.target"),
+    ):
+        request = cmd.RequestJob(
+            name=NAME,
+            job_id="j",
+            kind="train",
+            params={"dataset_sha256": "d" * 64, "target": "y", "compliance": check},
+        )
+        with pytest.raises(InvalidInput) as refused:
+            when_command(request, state, facts())
+        assert refused.value.extra["field"] == field
+    fine = {"dataset_sha256": "d" * 64, "target": "y", "sensitive_features": ["age"]}
+    request = cmd.RequestJob(
+        name=NAME,
+        job_id="j",
+        kind="train",
+        params={"dataset_sha256": "d" * 64, "target": "y", "compliance": fine},
+    )
+    [requested] = when_command(request, state, facts())
+    assert isinstance(requested, ev.JobRequested) and requested.params["compliance"] == fine
