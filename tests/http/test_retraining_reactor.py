@@ -132,3 +132,42 @@ async def test_alerts_of_models_without_a_policy_or_raised_before_it_decide_noth
     head, _ = await resources.store.head()
     assert await resources.retraining.react() == 0
     assert await resources.pool.fetchval(checkpoint) == head
+
+
+async def test_a_critical_performance_alert_of_a_check_retrains_once(
+    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
+) -> None:
+    ci = await auth("ci")
+    await _given_a_model_with_a_policy(client, ci, "fraud")
+    # what a performance job appends: two critical alerts of one check
+    alerts = [
+        ev.PerformanceAlert(
+            name="fraud",
+            version=1,
+            environment="production",
+            metric=metric,
+            value=0.6,
+            baseline=0.9,
+            threshold=0.08,
+            severity="critical",
+            rows=400,
+            reason=f"{metric} fell by 0.3",
+            job_id="perf-check-1",
+        )
+        for metric in ("auc", "precision")
+    ]
+    await resources.store.append(
+        model_stream("fraud"),
+        alerts,
+        meta=ev.EventMeta(actor="worker:performance", role="admin"),
+        expected_version=None,
+    )
+
+    await resources.retraining.react()
+
+    [triggered] = await _recorded(resources, "fraud", ev.RetrainingTriggered)
+    assert (triggered.event.trigger, triggered.event.alert_job_id) == (
+        "performance",
+        "perf-check-1",
+    )
+    assert not await _recorded(resources, "fraud", ev.RetrainingSkipped)
