@@ -30,6 +30,7 @@ from app.http.metrics import ApiMetricsController, MetricsController
 from app.http.models import ModelController
 from app.http.problems import EXCEPTION_HANDLERS, ProblemDocs
 from app.http.registry import PolicyController, RegistryController
+from app.http.retraining import DatasetController, RetrainingController
 from app.http.score import scoring_routes
 from app.http.tokens import TokenController
 from app.http.uploads import UploadController
@@ -116,6 +117,7 @@ async def _background(resources: Resources) -> AsyncIterator[None]:
     if settings.dispatch_jobs:
         tasks.append(asyncio.create_task(resources.dispatcher.run(watcher.subscribe().wait)))
         tasks.append(asyncio.create_task(resources.sweeper.run()))
+        tasks.append(asyncio.create_task(resources.retraining.run(watcher.subscribe().wait)))
     try:
         yield
     finally:
@@ -218,6 +220,8 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Lit
         RegistryController,
         PolicyController,
         JobController,
+        RetrainingController,
+        DatasetController,
         uploads,
         *scoring_routes(settings),
         console_router(),

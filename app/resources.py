@@ -15,11 +15,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from app.outages import connect_database
 from app.scoring.background import Scoring, build_scoring
 from app.services.authenticator import Authenticator
+from app.services.datasets import Datasets
 from app.services.dispatch import Dispatcher, queue_connection
 from app.services.governance import Governance
 from app.services.jobs import Jobs
 from app.services.lightgbm_sandbox import LightGBMSandbox
 from app.services.registry import Registry
+from app.services.retraining import RetrainingReactor
 from app.services.sweeper import Sweeper
 from app.services.tokens import TokenMinter
 from app.settings import Settings
@@ -60,6 +62,9 @@ class Resources:
     database_role: RoleCheck
     # reads uploaded LightGBM models out of this process
     sandbox: LightGBMSandbox
+    datasets: Datasets
+    # hands critical alerts to their models' retraining policies
+    retraining: RetrainingReactor
 
 
 async def _as_it_is(_conn: asyncpg.Connection) -> None:
@@ -155,6 +160,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             clock=_now,
         )
         jobs = Jobs(store, governance, artifacts)
+        datasets = Datasets(store, governance)
         yield Resources(
             settings=settings,
             pool=pool,
@@ -181,6 +187,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             scoring=scoring,
             database_role=database_role,
             sandbox=sandbox,
+            datasets=datasets,
+            retraining=RetrainingReactor(store, governance, datasets),
         )
     finally:
         sandbox.close()

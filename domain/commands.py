@@ -14,7 +14,7 @@ import msgspec
 
 from domain import events as ev
 from domain.events import JobKind, Lineage, ModelFormat, RiskTier, Severity, Strategy
-from domain.policy import Policy
+from domain.policy import Policy, RetrainingPolicy
 
 
 class Facts(msgspec.Struct, frozen=True, kw_only=True):
@@ -166,6 +166,46 @@ class RespondToPerformance(msgspec.Struct, frozen=True, kw_only=True):
     alert: ev.PerformanceAlert
 
 
+class SetRetrainingPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """A model's retraining policy, whole (`enabled: false` turns it off)."""
+
+    name: str
+    policy: RetrainingPolicy
+
+
+class DatasetRef(msgspec.Struct, frozen=True, kw_only=True):
+    """One version of a named dataset, as resolved when a decision is made."""
+
+    name: str
+    dataset_version: int
+    sha256: str
+
+
+class RespondWithRetraining(msgspec.Struct, frozen=True, kw_only=True):
+    """Do what the model's retraining policy says about a recorded alert (caused by it).
+
+    `datasets` holds the latest version of each named dataset the policy names, resolved
+    just before deciding (absent: the name has no version yet)."""
+
+    name: str
+    alert: ev.DriftDetected | ev.PerformanceAlert
+    alert_event_id: str
+    alert_position: int
+    datasets: dict[str, DatasetRef] = msgspec.field(default_factory=dict)
+
+
+class AddDatasetVersion(msgspec.Struct, frozen=True, kw_only=True):
+    """An uploaded file becomes the next version of a named dataset (unless it is the
+    latest one already)."""
+
+    name: str
+    sha256: str
+    rows: int
+    columns: list[str]
+    format: str
+    size: int
+
+
 class SetPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """A tier's whole policy."""
 
@@ -280,6 +320,8 @@ ModelCommand = (
     | RaiseDriftAlert
     | RespondToDrift
     | RespondToPerformance
+    | SetRetrainingPolicy
+    | RespondWithRetraining
     | StartExperiment
     | EndBreachingChallenger
     | RequestJob
@@ -287,4 +329,4 @@ ModelCommand = (
     | FailAttempt
     | RecordJobOutcome
 )
-Command = ModelCommand | SetPolicy | AmendPolicy
+Command = ModelCommand | SetPolicy | AmendPolicy | AddDatasetVersion

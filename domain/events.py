@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from domain.policy import GateResult, Policy
+from domain.policy import GateResult, Policy, RetrainingPolicy
 
 Role = Literal["admin", "ci", "approver", "auditor", "scorer"]
 ROLES: tuple[Role, ...] = ("admin", "ci", "approver", "auditor", "scorer")
@@ -91,6 +91,12 @@ class Lineage(msgspec.Struct, gc=False, frozen=True, kw_only=True, omit_defaults
     target: str | None = None
     # the training reference of each feature (quantiles, category frequencies) for drift
     profile_sha256: str | None = None
+    # a retrained version: the alert (event id) that triggered it, the version whose
+    # parameters it was trained with, and the named dataset's version it was trained on
+    triggered_by: str | None = None
+    parent_version: int | None = None
+    dataset: str | None = None
+    dataset_version: int | None = None
 
 
 class VersionRegistered(Event, frozen=True, kw_only=True, tag="version.registered"):
@@ -500,6 +506,58 @@ class ScorerLoaded(Event, frozen=True, kw_only=True, tag="scorer.loaded"):
     arm: str = "champion"
 
 
+class DatasetVersionAdded(Event, frozen=True, kw_only=True, tag="dataset.version_added"):
+    """An upload under a dataset's name: its next version, content-addressed."""
+
+    name: str
+    dataset_version: int
+    sha256: str
+    rows: int
+    columns: list[str]
+    format: str
+    size: int
+
+
+class RetrainingPolicySet(Event, frozen=True, kw_only=True, tag="retraining.policy_set"):
+    """A model's retraining policy changed (it applies to alerts recorded after it)."""
+
+    name: str
+    policy: RetrainingPolicy
+
+
+RetrainingTrigger = Literal["drift", "performance"]
+
+
+class RetrainingTriggered(Event, frozen=True, kw_only=True, tag="retraining.triggered"):
+    """A critical alert made the model's retraining policy request a train job: what it
+    resolved (the dataset's latest version, the parent version's parameters)."""
+
+    name: str
+    alert_event_id: str
+    trigger: RetrainingTrigger
+    alert_version: int
+    parent_version: int
+    dataset: str
+    dataset_version: int
+    dataset_sha256: str
+    job_id: str
+    # the check that raised the alert (one decision per check, whatever its alerts)
+    alert_job_id: str | None = None
+    evaluation_dataset_sha256: str | None = None
+    reason: str = ""
+
+
+class RetrainingSkipped(Event, frozen=True, kw_only=True, tag="retraining.skipped"):
+    """A critical alert the retraining policy covers did not retrain, and why."""
+
+    name: str
+    alert_event_id: str
+    trigger: RetrainingTrigger
+    alert_version: int
+    reason: str
+    alert_job_id: str | None = None
+
+
 AnyEvent = (
     TokenIssued
     | TokenRevoked
@@ -531,6 +589,10 @@ AnyEvent = (
     | ExperimentStarted
     | ExperimentUpdated
     | ExperimentEnded
+    | DatasetVersionAdded
+    | RetrainingPolicySet
+    | RetrainingTriggered
+    | RetrainingSkipped
 )
 
 

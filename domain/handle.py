@@ -11,8 +11,9 @@ from __future__ import annotations
 import uuid
 
 from domain import commands as cmd
+from domain import datasets, deploy, experiments, jobs, retraining
 from domain import decide as d
-from domain import deploy, experiments, jobs
+from domain.datasets import DatasetState
 from domain.events import Event
 from domain.state import ModelState
 
@@ -22,6 +23,7 @@ _READS_POLICY = (
     cmd.ChangeDeployments,
     cmd.RespondToDrift,
     cmd.RespondToPerformance,
+    cmd.RespondWithRetraining,
     cmd.RecordJobOutcome,
     cmd.AmendPolicy,
     cmd.StartExperiment,
@@ -35,6 +37,8 @@ def stream_of(command: cmd.Command) -> str:
             return d.policy_stream(tier)
         case cmd.StartAttempt(job=job) | cmd.FailAttempt(job=job) | cmd.RecordJobOutcome(job=job):
             return d.model_stream(job.name)
+        case cmd.AddDatasetVersion(name=name):
+            return datasets.dataset_stream(name)
         case _:
             return d.model_stream(command.name)
 
@@ -45,9 +49,21 @@ def reads_policy(command: cmd.Command) -> bool:
     return isinstance(command, _READS_POLICY)
 
 
-def decide(command: cmd.Command, state: ModelState | None, facts: cmd.Facts) -> list[Event]:  # noqa: PLR0912 - a case per command
-    """The events a command becomes on `state`; raises a domain error when it cannot."""
+def decide(  # noqa: PLR0912 - a case per command
+    command: cmd.Command,
+    state: ModelState | None,
+    facts: cmd.Facts,
+    dataset: DatasetState | None = None,
+) -> list[Event]:
+    """The events a command becomes on `state` (a dataset's command: on `dataset`); raises a
+    domain error when it cannot."""
     match command:
+        case cmd.AddDatasetVersion():
+            return datasets.add_version(command, dataset)
+        case cmd.SetRetrainingPolicy():
+            return retraining.set_policy(command, state)
+        case cmd.RespondWithRetraining():
+            return retraining.respond(command, state, facts)
         case cmd.RegisterModel():
             return d.register_model(command, state)
         case cmd.UpdateModel():
@@ -98,6 +114,8 @@ def event_ids(command: cmd.Command, count: int) -> list[uuid.UUID] | None:
             alert.job_id is not None
         ):
             return jobs.result_ids(alert.job_id, "response", count)
+        case cmd.RespondWithRetraining(alert=alert, alert_event_id=alert_event_id):
+            return retraining.decision_ids(retraining.trigger_key(alert, alert_event_id), count)
         case cmd.EndBreachingChallenger(ended=ended) if ended.job_id is not None:
             return jobs.result_ids(ended.job_id, "guardrail-stop", count)
     return None

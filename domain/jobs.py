@@ -49,6 +49,13 @@ def request_job(command: cmd.RequestJob, state: ModelState | None) -> list[ev.Ev
         require_version(model, command.version)
     if command.kind in _NEEDS_DATASET:
         _require_dataset(params)
+    if "retraining" in params:
+        raise InvalidInput(
+            "params.retraining is recorded by a model's retraining policy only",
+            field="params.retraining",
+        )
+    if command.kind == "train" and "compliance" in params:
+        _require_compliance(params["compliance"], model.sensitive_features)
     if command.kind == "compliance" and not (
         params.get("sensitive_features") or model.sensitive_features
     ):
@@ -79,15 +86,28 @@ def request_job(command: cmd.RequestJob, state: ModelState | None) -> list[ev.Ev
     ]
 
 
-def _require_dataset(params: dict[str, Any]) -> None:
+def _require_dataset(params: dict[str, Any], where: str = "params") -> None:
     digest = params.get("dataset_sha256")
     if not isinstance(digest, str) or not _SHA256.match(digest):
         raise InvalidInput(
-            "params.dataset_sha256 must be the sha256 of an uploaded dataset",
-            field="params.dataset_sha256",
+            f"{where}.dataset_sha256 must be the sha256 of an uploaded dataset",
+            field=f"{where}.dataset_sha256",
         )
     if not isinstance(params.get("target"), str):
-        raise InvalidInput("params.target must name the label column", field="params.target")
+        raise InvalidInput(f"{where}.target must name the label column", field=f"{where}.target")
+
+
+def _require_compliance(check: object, sensitive: list[str]) -> None:
+    """A train job may name the fairness check its version gets: a dataset and its target."""
+    if not isinstance(check, dict):
+        raise InvalidInput("params.compliance must be an object", field="params.compliance")
+    _require_dataset(check, "params.compliance")
+    if not (check.get("sensitive_features") or sensitive):
+        raise InvalidInput(
+            "no sensitive features: declare them on the model or in "
+            "params.compliance.sensitive_features",
+            field="params.compliance.sensitive_features",
+        )
 
 
 def started(command: cmd.StartAttempt) -> list[ev.Event]:
@@ -252,13 +272,28 @@ def _bandit_updated(
 def _trained(
     command: cmd.RecordJobOutcome, state: ModelState | None, version: cmd.RegisterVersion
 ) -> list[ev.Event]:
-    """The trained version with its lineage, its compile request, and the job's close."""
+    """The trained version with its lineage, its compile request (and the fairness check the
+    job names), and the job's close."""
     registered, request = register_version(version, state)
     assert isinstance(registered, ev.VersionRegistered)
+    check = command.job.params.get("compliance")
+    checks: list[ev.Event] = []
+    if isinstance(check, dict):
+        checks.append(
+            ev.JobRequested(
+                job_id=child_job_id(command.job.job_id, "compliance"),
+                kind="compliance",
+                name=registered.name,
+                version=registered.version,
+                params=dict(check),
+            )
+        )
     result = {
         "version": registered.version,
         "artifact_sha256": registered.artifact_sha256,
         "compile_job_id": version.compile_job_id,
         "metrics": dict(registered.metrics),
     }
-    return [registered, request, _succeeded(command, result)]
+    if checks:
+        result["compliance_job_id"] = child_job_id(command.job.job_id, "compliance")
+    return [registered, request, *checks, _succeeded(command, result)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from domain import events as ev
+from domain import retraining_fold
 from domain.state import (
     Compiled,
     Compliance,
@@ -264,4 +265,5 @@ _APPLY: dict[type, Any] = {
     ev.ExperimentStarted: _experiment_started,
     ev.ExperimentUpdated: _experiment_updated,
     ev.ExperimentEnded: _experiment_ended,
+    **retraining_fold.EVOLVE,
 }

@@ -122,6 +122,30 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         return self.max_parity_diff_by_format.get(model_format, self.max_parity_abs_diff)
 
 
+class RetrainingPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A model's retraining policy: on a critical drift or performance alert, train on the
+    latest version of a named dataset with the serving version's parameters. The version it
+    produces is registered, compiled and checked like any other, and waits for approvals:
+    the policy never deploys."""
+
+    # the named dataset trained on; its latest version when an alert triggers
+    dataset: str
+    # the label column (default: the serving version's own target)
+    target: str | None = None
+    # which alerts trigger: critical drift.detected, critical performance.alert
+    triggers: list[Literal["drift", "performance"]] = msgspec.field(
+        default_factory=lambda: ["drift", "performance"]
+    )
+    # alerts of these environments trigger (an alert naming none counts everywhere)
+    environments: list[str] = msgspec.field(default_factory=lambda: ["production"])
+    # a named dataset (with the target and the sensitive features) the new version's fairness
+    # is checked on, when the tier's policy requires compliance
+    evaluation_dataset: str | None = None
+    # no second retraining of the model within this long of the last one
+    cooldown_hours: float = 24.0
+    enabled: bool = True
+
+
 class GateResult(msgspec.Struct, frozen=True, kw_only=True):
     """One gate of a promotion: whether it passed, and why."""
 

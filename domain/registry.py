@@ -32,6 +32,9 @@ MODEL_EVENT_TYPES: tuple[type[ev.Event], ...] = (
     ev.ExperimentStarted,
     ev.ExperimentUpdated,
     ev.ExperimentEnded,
+    ev.RetrainingPolicySet,
+    ev.RetrainingTriggered,
+    ev.RetrainingSkipped,
 )
 REGISTRY_EVENT_TYPES: tuple[type[ev.Event], ...] = (*MODEL_EVENT_TYPES, ev.PolicySet)
 REGISTRY_TAGS: list[str] = [str(t.__struct_config__.tag) for t in REGISTRY_EVENT_TYPES]

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from domain import events as ev
+from domain.policy import RetrainingPolicy
 
 
 class EventContext(msgspec.Struct, gc=False, frozen=True, kw_only=True):
@@ -139,6 +140,26 @@ class Experiment(msgspec.Struct, gc=False, kw_only=True):
     stopped_reason: str | None = None
 
 
+class RetrainingDecision(msgspec.Struct, gc=False, kw_only=True):
+    """What the retraining policy did about one alert: a train job requested, or skipped."""
+
+    # the check that raised the alert (its job id), else the alert: one decision per key
+    key: str
+    alert_event_id: str
+    trigger: str
+    alert_version: int
+    # triggered or skipped
+    outcome: str
+    reason: str
+    recorded_at: datetime
+    position: int
+    job_id: str | None = None
+    parent_version: int | None = None
+    dataset: str | None = None
+    dataset_version: int | None = None
+    dataset_sha256: str | None = None
+
+
 class ModelState(msgspec.Struct, gc=False, kw_only=True):
     """A model, its versions, deployments and drift alerts."""
 
@@ -157,6 +178,13 @@ class ModelState(msgspec.Struct, gc=False, kw_only=True):
     deployments: dict[str, Deployment] = msgspec.field(default_factory=dict)
     drift_alerts: list[DriftAlert] = msgspec.field(default_factory=list)
     experiments: dict[str, Experiment] = msgspec.field(default_factory=dict)
+    # the retraining policy in force (None: none set) and where it was set: it applies to
+    # alerts recorded after that position
+    retraining: RetrainingPolicy | None = None
+    retraining_position: int = 0
+    retraining_set_by: str | None = None
+    retraining_set_at: datetime | None = None
+    retrainings: list[RetrainingDecision] = msgspec.field(default_factory=list)
 
     def next_version(self) -> int:
         """The number the next registered version gets."""

@@ -105,6 +105,8 @@ def worker_settings(settings: Settings) -> type:
             stack.push_async_callback(_cancel, task)
             sweeping = asyncio.create_task(resources.sweeper.run())
             stack.push_async_callback(_cancel, sweeping)
+            reacting = asyncio.create_task(resources.retraining.run(watcher.subscribe().wait))
+            stack.push_async_callback(_cancel, reacting)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         await ctx["stack"].aclose()

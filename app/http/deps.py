@@ -12,6 +12,7 @@ from app.scoring.feedback import Rewards
 from app.scoring.scorer import Scorer
 from app.services.audit import AuditLog
 from app.services.authenticator import Authenticator
+from app.services.datasets import Datasets
 from app.services.governance import Governance
 from app.services.jobs import Jobs
 from app.services.monitoring import Monitoring
@@ -82,6 +83,11 @@ def provide_uploads(state: State) -> Uploads:
     return Uploads(res.artifacts, res.sandbox, res.settings.max_upload_bytes)
 
 
+def provide_datasets(state: State) -> Datasets:
+    """Named datasets and their versions."""
+    return _resources(state).datasets
+
+
 def provide_probes(state: State) -> Probes:
     """What readiness asks of the stores."""
     res = _resources(state)
@@ -117,6 +123,7 @@ DEPENDENCIES = {
     "audit": Provide(provide_audit, sync_to_thread=False),
     "uploads": Provide(provide_uploads, sync_to_thread=False),
     "probes": Provide(provide_probes, sync_to_thread=False),
+    "datasets": Provide(provide_datasets, sync_to_thread=False),
     "scorer": Provide(provide_scorer, sync_to_thread=False),
     "rewards": Provide(provide_rewards, sync_to_thread=False),
     "cluster": Provide(provide_cluster_metrics, sync_to_thread=False),

@@ -22,15 +22,16 @@ _BINARY = "application/octet-stream"
 
 @dataclass(frozen=True)
 class Parts:
-    """The parts of a multipart body: files (binary, sent with a filename) and JSON parts
-    (a text part holding a document of the given type)."""
+    """The parts of a multipart body: files (binary, sent with a filename), JSON parts
+    (a text part holding a document of the given type) and optional plain text parts."""
 
     files: dict[str, str]
     json: dict[str, tuple[type[Any], str]] = field(default_factory=dict)
+    text: dict[str, str] = field(default_factory=dict)
 
 
 class MultipartDocs(OpenAPISchemaPlugin):
-    """Describes a multipart body annotated with `Parts`: every part required, each file
+    """Describes a multipart body annotated with `Parts`: file and JSON parts required, each file
     `format: binary` (what generators send as a file) and each JSON part its own schema
     (sent as `application/json`, the default encoding of an object part)."""
 
@@ -56,11 +57,18 @@ class MultipartDocs(OpenAPISchemaPlugin):
             properties[name] = schema_creator.for_field_definition(
                 FieldDefinition.from_annotation(kind)
             )
-        described = {**parts.files, **{name: text for name, (_, text) in parts.json.items()}}
+        required = sorted(properties)
+        for name, description in parts.text.items():
+            properties[name] = Schema(type=OpenAPIType.STRING, description=description)
+        described = {
+            **parts.files,
+            **{name: text for name, (_, text) in parts.json.items()},
+            **parts.text,
+        }
         return Schema(
             type=OpenAPIType.OBJECT,
             properties=properties,
-            required=sorted(properties),
+            required=required,
             description="; ".join(f"`{name}`: {text}" for name, text in described.items()),
         )
 

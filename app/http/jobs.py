@@ -19,7 +19,8 @@ from domain.commands import RequestJob
 
 class JobCreate(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A job request. `params` by kind — train: dataset_sha256, target, and optionally
-    trainer (lightgbm | sklearn), params (the trainer's), seed; compliance: dataset_sha256,
+    trainer (lightgbm | sklearn), params (the trainer's), seed, compliance (the fairness check
+    the new version gets: dataset_sha256, target, sensitive_features?); compliance: dataset_sha256,
     target, and optionally sensitive_features, threshold; drift: environment, and
     optionally dataset_sha256 (the window; else the prediction log); bandit: environment."""
 

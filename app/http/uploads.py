@@ -19,12 +19,14 @@ from app.http.bodies import decode_any_json
 from app.http.form_docs import Parts
 from app.http.problems import never_answers
 from app.http.schemas import VersionCreated, VersionList, VersionMetadata
+from app.services.datasets import Datasets
 from app.services.governance import Governance
 from app.services.registry import Registry
 from app.services.uploads import Uploads
 from app.services.views import render_model
 from domain import commands as cmd
 from domain import events as ev
+from domain.datasets import require_name
 from domain.errors import InvalidInput
 
 _CHUNK = 1 << 20
@@ -32,7 +34,14 @@ _VERSION_PARTS = Parts(
     files={"artifact": "the model file (LightGBM text, XGBoost JSON or a skops file)"},
     json={"metadata": (VersionMetadata, "the version's format, features, metrics and lineage")},
 )
-_DATASET_PARTS = Parts(files={"file": "the dataset, CSV or Parquet"})
+_DATASET_PARTS = Parts(
+    files={"file": "the dataset, CSV or Parquet"},
+    text={
+        "name": "optional: record the upload as the next version of this named dataset "
+        "(1-100 of a-z, 0-9, '.', '_', '-'); the latest version of a name is what a "
+        "retraining policy trains on"
+    },
+)
 VersionForm = Annotated[
     dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART), _VERSION_PARTS
 ]
@@ -47,6 +56,10 @@ class DatasetOut(msgspec.Struct, frozen=True, kw_only=True):
     columns: list[str]
     format: str
     size: int
+    # with a `name` part: the name and the version the upload is (a file that is the name's
+    # latest version already is that version, not a new one)
+    name: str | None = None
+    version: int | None = None
 
 
 async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
@@ -147,17 +160,39 @@ class UploadController(Controller):
         "/v1/datasets",
         operation_id="uploadDataset",
         guards=[requires("admin", "ci")],
-        opt=never_answers(404, 409),  # stores a file by digest; appends no event
+        opt=never_answers(404),
     )
     async def upload_dataset(
-        self, data: DatasetForm, uploads: NamedDependency[Uploads]
+        self,
+        data: DatasetForm,
+        request: Request[Any, Any, Any],
+        uploads: NamedDependency[Uploads],
+        datasets: NamedDependency[Datasets],
     ) -> DatasetOut:
-        """Upload a CSV or Parquet dataset (part `file`), stored by its sha256."""
+        """Upload a CSV or Parquet dataset (part `file`), stored by its sha256; with a part
+        `name`, also recorded as the next version of that named dataset."""
+        name = data.get("name")
+        if name is not None and not isinstance(name, str):
+            raise InvalidInput("multipart part 'name' must be text, not a file", field="name")
+        if name is not None:
+            require_name(name)  # 422 before storing anything
         stored, info = await uploads.dataset(_chunks(_file(data, "file")))
-        return DatasetOut(
+        out = DatasetOut(
             sha256=stored.sha256,
             rows=info.rows,
             columns=info.columns,
             format=info.format,
             size=stored.size,
         )
+        if name is None:
+            return out
+        command = cmd.AddDatasetVersion(
+            name=name,
+            sha256=stored.sha256,
+            rows=info.rows,
+            columns=info.columns,
+            format=info.format,
+            size=stored.size,
+        )
+        added = await datasets.add(command, event_meta(request))
+        return msgspec.structs.replace(out, name=name, version=added.version)

@@ -19,12 +19,13 @@ from datetime import datetime
 
 import msgspec
 
-from app.services.folds import Folds, fold_model, fold_policy
+from app.services.folds import Folds, fold_dataset, fold_model, fold_policy
 from app.store.codec import RecordedEvent
 from app.store.events import AppendResult, EventStore, Idempotency
 from app.store.projector import Projector
 from domain import commands as cmd
 from domain import handle
+from domain.datasets import DatasetState, dataset_stream
 from domain.decide import policy_stream
 from domain.errors import ConcurrencyConflict
 from domain.events import Event, EventMeta, event_type
@@ -70,6 +71,7 @@ class Commands:
         self._clock = clock
         self._models: Folds[ModelState] = Folds(fold_model)
         self._policies: Folds[Policy] = Folds(fold_policy)
+        self._datasets: Folds[DatasetState] = Folds(fold_dataset)
         self._followers: list[tuple[frozenset[str], Callable[[], Awaitable[None]]]] = []
 
     def follow_before_answering(
@@ -131,8 +133,11 @@ class Commands:
                 expected_version=expected_version,
                 actual_version=version,
             )
+        dataset = None
+        if isinstance(command, cmd.AddDatasetVersion):
+            state, (dataset, version) = None, self._datasets.get(stream)
         facts = cmd.Facts(now=self._clock(), policy=policy[0], policy_version=policy[1])
-        return handle.decide(command, state, facts), version
+        return handle.decide(command, state, facts, dataset), version
 
     async def _read(
         self, stream: str, reads_policy: bool, tier: str | None = None
@@ -167,7 +172,9 @@ class Commands:
                     behind[stream] = folds.version(stream)
             after = behind
 
-    def _folds(self, stream: str) -> Folds[ModelState] | Folds[Policy]:
+    def _folds(self, stream: str) -> Folds[ModelState] | Folds[Policy] | Folds[DatasetState]:
+        if stream.startswith(dataset_stream("")):
+            return self._datasets
         return self._policies if stream.startswith(policy_stream("")) else self._models
 
     async def _append(

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from app.store.codec import RecordedEvent, context_of
+from domain import datasets
+from domain.datasets import DatasetState
 from domain.events import PolicySet
 from domain.model import evolve
 from domain.policy import Policy
@@ -97,3 +99,8 @@ def fold_model(state: ModelState | None, event: RecordedEvent) -> ModelState | N
 def fold_policy(policy: Policy | None, event: RecordedEvent) -> Policy | None:
     """A tier's policy: the latest one set."""
     return event.event.policy if isinstance(event.event, PolicySet) else policy
+
+
+def fold_dataset(state: DatasetState | None, event: RecordedEvent) -> DatasetState | None:
+    """A named dataset's versions."""
+    return datasets.evolve(state, event.event, event.position, event.recorded_at, event.meta.actor)

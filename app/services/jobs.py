@@ -104,12 +104,14 @@ class ExperimentResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
 
 
 class TrainResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The version a training run registered, and the compile job it requested."""
+    """The version a training run registered, and the compile job it requested (and the
+    compliance job, when the request named a fairness check)."""
 
     version: int
     artifact_sha256: str
     compile_job_id: str
     metrics: dict[str, float] = msgspec.field(default_factory=dict)
+    compliance_job_id: str | None = None
 
 
 class _JobView(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):

@@ -22,7 +22,7 @@ from domain import events as ev
 from domain.errors import DomainError
 from domain.handle import decide
 from domain.model import evolve
-from domain.policy import Policy
+from domain.policy import Policy, RetrainingPolicy
 from domain.registry import MODEL_EVENT_TYPES
 from domain.state import EventContext, ModelState
 
@@ -164,6 +164,22 @@ def _compiled(number: int) -> cmd.RecordJobOutcome:
     )
 
 
+_DATA = cmd.DatasetRef(name="data", dataset_version=1, sha256="d" * 64)
+
+
+def _retraining(set_policy: bool, n: int, alert_id: str, flag: bool) -> cmd.ModelCommand:
+    if set_policy:
+        policy = RetrainingPolicy(dataset="data", target="y", cooldown_hours=24.0, enabled=flag)
+        return cmd.SetRetrainingPolicy(name=NAME, policy=policy)
+    return cmd.RespondWithRetraining(
+        name=NAME,
+        alert=_alert(n, "critical"),
+        alert_event_id=alert_id,
+        alert_position=10_000,
+        datasets={"data": _DATA} if flag else {},
+    )
+
+
 # two compiled versions, one serving in staging: random commands then reach every event type
 _PREAMBLE: list[cmd.ModelCommand] = [
     cmd.RegisterModel(name=NAME, risk_tier="high"),
@@ -300,6 +316,11 @@ command = st.one_of(
         experiment,
         environment,
     ),
+    # retraining on policy: a policy set, or a critical alert handed to it (one branch, so
+    # the others keep their share of the histories)
+    st.builds(
+        _retraining, st.booleans(), number, st.sampled_from(["a1", "a2", "a3"]), st.booleans()
+    ),
 )
 
 
@@ -401,7 +422,7 @@ def test_the_generated_histories_reach_every_event_type_of_a_model_stream() -> N
     """The property above is only as good as its histories: they reach every event type."""
     seen: set[type[ev.Event]] = set()
 
-    @settings(max_examples=300, deadline=None, database=None, derandomize=True)
+    @settings(max_examples=500, deadline=None, database=None, derandomize=True)
     @given(commands=st.lists(command, min_size=20, max_size=60))
     def collect(commands: list[cmd.ModelCommand]) -> None:
         seen.update(type(item.event) for item in _history(commands))

@@ -58,7 +58,11 @@ def _version_upload() -> dict[str, Any]:
 
 
 def _dataset_upload() -> dict[str, Any]:
-    return {"file": ("data.csv", io.BytesIO(b"amount,age\n1.5,30\n2.5,41\n"), "text/csv")}
+    """A dataset recorded as a version of the named dataset "matrix-data"."""
+    return {
+        "file": ("data.csv", io.BytesIO(b"amount,age\n1.5,30\n2.5,41\n"), "text/csv"),
+        "name": (None, "matrix-data"),
+    }
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,10 @@ WRITES: dict[tuple[str, str], Entry] = {
     ("POST", "/v1/datasets"): Entry(
         allow("admin", "ci"), Call("/v1/datasets", files=_dataset_upload)
     ),
+    ("PUT", "/v1/models/{name:str}/retraining-policy"): Entry(
+        allow("admin", "ci"),
+        Call("/v1/models/m/retraining-policy", {"dataset": "matrix-data", "target": "age"}),
+    ),
     ("PUT", "/v1/policies/{tier:str}"): Entry(
         allow("admin"), Call("/v1/policies/low", {"required_approvals": 1})
     ),
@@ -206,6 +214,11 @@ READS: dict[tuple[str, str], Entry] = {
     ("GET", "/v1/policies/{tier:str}"): Entry(EVERYONE, Call("/v1/policies/low")),
     ("GET", "/v1/jobs/{job_id:str}"): Entry(EVERYONE, Call("/v1/jobs/{job}")),
     ("GET", "/v1/models/{name:str}/experiments"): Entry(EVERYONE, Call("/v1/models/m/experiments")),
+    ("GET", "/v1/models/{name:str}/retraining-policy"): Entry(
+        EVERYONE, Call("/v1/models/m/retraining-policy")
+    ),
+    # the named dataset the setup uploads
+    ("GET", "/v1/datasets/{name:str}"): Entry(EVERYONE, Call("/v1/datasets/matrix-data")),
     # an experiment the read test starts (`{experiment}`)
     ("GET", "/v1/models/{name:str}/experiments/{experiment_id:str}"): Entry(
         EVERYONE, Call("/v1/models/m/experiments/{experiment}")
@@ -366,6 +379,8 @@ async def _setup(
     )
     assert qa.status_code == 201, qa.text
     await resources.scoring.scorer.refresh()
+    named = await client.post("/v1/datasets", files=_dataset_upload(), headers=setup)
+    assert named.status_code == 201, named.text
     await resources.pool.execute(
         "INSERT INTO predictions (prediction_id, name, environment, version, library_sha256, "
         "arm, score, created_at) VALUES ($1, 'm', 'qa', 1, 'lib', 'champion', '0.5', now())",

@@ -45,15 +45,27 @@ async def run(ctx: Context) -> cmd.Trained:
         num_trees=outcome.num_trees,
         metrics=outcome.metrics,
         params={**outcome.params, "categories": outcome.categorical_maps},
-        lineage=ev.Lineage(
-            dataset_sha256=dataset_sha256,
-            training_job=job.job_id,
-            target=target,
-            profile_sha256=profile,
-        ),
+        lineage=_lineage(job, dataset_sha256, profile),
         compile_params={"holdout_sha256": holdout},
     )
     return cmd.Trained(version=command)
+
+
+def _lineage(job: ev.JobRequested, dataset_sha256: str, profile: str) -> ev.Lineage:
+    """Where the version came from; a retraining's job adds the alert, parent version and
+    named dataset version its policy resolved (recorded in the request by the policy)."""
+    retrained = job.params.get("retraining")
+    origin = retrained if isinstance(retrained, dict) else {}
+    return ev.Lineage(
+        dataset_sha256=dataset_sha256,
+        training_job=job.job_id,
+        target=str(job.params["target"]),
+        profile_sha256=profile,
+        triggered_by=origin.get("triggered_by"),
+        parent_version=origin.get("parent_version"),
+        dataset=origin.get("dataset"),
+        dataset_version=origin.get("dataset_version"),
+    )
 
 
 def _options(params: dict[str, Any]) -> tuple[str, int, dict[str, Any]]:
