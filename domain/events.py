@@ -7,6 +7,7 @@ written still decodes (see the golden file in tests/domain).
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
@@ -453,6 +454,31 @@ class GuardrailCheck(msgspec.Struct, gc=False, frozen=True, kw_only=True):
     passed: bool
 
 
+class ArmTotals(msgspec.Struct, gc=False, frozen=True, kw_only=True):
+    """One arm's exact running sums, each additive: what the next look adds its rows to."""
+
+    version: int
+    predictions: int = 0
+    # predictions whose score was not a finite number
+    errors: int = 0
+    # score latencies: 1%-wide log bucket (floor(100 ln(microseconds))) -> predictions
+    latency_buckets: dict[int, int] = msgspec.field(default_factory=dict)
+    outcomes: int = 0
+    # the rewards' sum and sum of squares, exact (PostgreSQL numeric; decimal strings in JSON)
+    total: Decimal = Decimal(0)
+    total_sq: Decimal = Decimal(0)
+
+
+class LookTotals(msgspec.Struct, gc=False, frozen=True, kw_only=True):
+    """What a look carries to the next: each arm's totals over the prediction and feedback
+    rows written by transactions with an id below `watermark` (the look's snapshot xmin:
+    every one of them had finished, so no row below it can appear later)."""
+
+    watermark: int
+    champion: ArmTotals
+    challenger: ArmTotals
+
+
 class ExperimentUpdated(Event, frozen=True, kw_only=True, tag="experiment.updated"):
     """The experiment's always-valid statistics at one look (mSPRT, see domain.sequential):
     effect = challenger mean - champion mean."""
@@ -469,6 +495,8 @@ class ExperimentUpdated(Event, frozen=True, kw_only=True, tag="experiment.update
     p_value: float
     guardrails: list[GuardrailCheck] = msgspec.field(default_factory=list)
     job_id: str | None = None
+    # the exact running totals the next look starts from (None: it starts from scratch)
+    totals: LookTotals | None = None
 
 
 class ExperimentEnded(Event, frozen=True, kw_only=True, tag="experiment.ended"):

@@ -29,9 +29,15 @@ class ArmData(msgspec.Struct, frozen=True):
 
 
 def update(
-    experiment: Experiment, champion: ArmData, challenger: ArmData, job_id: str | None = None
+    experiment: Experiment,
+    champion: ArmData,
+    challenger: ArmData,
+    job_id: str | None = None,
+    *,
+    totals: ev.LookTotals | None = None,
 ) -> cmd.ExperimentReported:
-    """One look: the statistics, the guardrails, and the conclusion if policy reaches one."""
+    """One look: the statistics, the guardrails, and the conclusion if policy reaches one;
+    `totals` (what the next look adds to) is recorded with it."""
     started = experiment.started
     latest = experiment.latest
     previous = None
@@ -61,6 +67,7 @@ def update(
         p_value=estimate.p_value,
         guardrails=checks,
         job_id=job_id,
+        totals=totals,
     )
     return cmd.ExperimentReported(
         update=updated, ended=_conclusion(started, updated, champion, challenger, job_id)

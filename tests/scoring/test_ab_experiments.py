@@ -3,11 +3,13 @@ prediction, rewards fed back, the update job's look, and its conclusions."""
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
 import httpx
 import msgspec
+import numpy as np
 import pytest
 
 from app.resources import Resources
@@ -221,3 +223,73 @@ async def test_bad_experiments_are_problems_and_append_nothing(
     again = await client.post("/v1/models/fraud/experiments", json=experiment(), headers=retried)
     assert first.status_code == again.status_code == 201, again.text
     assert first.json()["experiment_id"] == again.json()["experiment_id"]
+
+
+async def test_a_continuous_metric_takes_any_finite_reward_and_late_rewards_count_once(
+    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources, settings: Settings
+) -> None:
+    # given: an experiment on revenue per scored customer (any finite value, refunds negative)
+    ci, scorer = await _two_versions(client, auth, resources)
+    metric = {"name": "revenue", "kind": "continuous"}
+    eid = await _start(client, ci, experiment(metric=metric, minimum_detectable_effect=50.0))
+    served = await _score_units(client, scorer, [f"c{i}" for i in range(80)])
+    await resources.scoring.predictions.flush()
+    rng = np.random.default_rng(5)
+    rewards: dict[str, tuple[int, float]] = {}
+    for version, prediction in served.values():
+        value = float(np.round(rng.normal(1_000.0 if version == 1 else 1_030.0, 60.0), 2))
+        rewards[prediction] = (version, value if rng.random() > 0.1 else -25.5)
+
+    async def feed(predictions: list[str]) -> None:
+        for prediction in predictions:
+            fed = await client.post(
+                "/v1/feedback",
+                json={"prediction_id": prediction, "reward": rewards[prediction][1]},
+                headers=scorer,
+            )
+            assert fed.status_code == 202, fed.text
+
+    # when: half the rewards come, a look is taken, then the rest (late, for predictions
+    # scored before that look) and a second look
+    ids = list(rewards)
+    await feed(ids[:40])
+    first = (await _look(client, ci, resources, settings, eid))["latest"]
+    await feed(ids[40:])
+    read = await _look(client, ci, resources, settings, eid)
+    latest = read["latest"]
+    # then: each reward counted once; the moments are numpy's, the effect and always-valid
+    # p-value the mSPRT's by hand (Johari et al.: Lambda = sqrt(V/(V+t2)) e^(t2 d^2/(2V(V+t2))))
+    by_arm = {v: np.array([r for a, r in rewards.values() if a == v]) for v in (1, 2)}
+    for arm, version in (("champion", 1), ("challenger", 2)):
+        assert latest[arm]["outcomes"] == by_arm[version].size
+        assert latest[arm]["mean"] == pytest.approx(by_arm[version].mean(), rel=1e-12)
+        assert latest[arm]["variance"] == pytest.approx(by_arm[version].var(ddof=1), rel=1e-9)
+    effect = by_arm[2].mean() - by_arm[1].mean()
+    variance = sum(by_arm[v].var(ddof=1) / by_arm[v].size for v in (1, 2))
+    tau2 = 50.0**2
+    ratio = math.sqrt(variance / (variance + tau2)) * math.exp(
+        tau2 * effect**2 / (2 * variance * (variance + tau2))
+    )
+    assert latest["effect"] == pytest.approx(effect, rel=1e-9)
+    assert latest["p_value"] == pytest.approx(min(first["p_value"], 1.0, 1 / ratio), rel=1e-9)
+    # and the second look carried the first look's totals (it read only what came since)
+    recorded = await resources.store.read_stream(model_stream("fraud"))
+    looks = [r.event for r in recorded if isinstance(r.event, ev.ExperimentUpdated)]
+    assert len(looks) == 2 and all(e.totals is not None for e in looks)
+    assert looks[0].totals is not None and looks[1].totals is not None
+    assert looks[1].totals.watermark >= looks[0].totals.watermark > 0
+    # but a reward off [0, 1] for a prediction outside an experiment is still refused
+    plain = await score(client, scorer, "fraud", ROW)
+    off = await client.post(
+        "/v1/feedback",
+        json={"prediction_id": plain.json()["prediction_ids"][0], "reward": 250.0},
+        headers=scorer,
+    )
+    assert off.status_code == 422 and "A/B experiment" in off.text, off.text
+    for bad in ("Infinity", "NaN"):
+        refused = await client.post(
+            "/v1/feedback",
+            content=f'{{"prediction_id": "{ids[0]}", "reward": {bad}}}',
+            headers=scorer | {"Content-Type": "application/json"},
+        )
+        assert refused.status_code in (400, 422), refused.text

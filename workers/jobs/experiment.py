@@ -1,18 +1,32 @@
 """The experiment update job: one look at a running A/B experiment.
 
-It reads the sufficient statistics of each arm in two aggregate queries run at once: the
-prediction log's (predictions, errors, a latency histogram for the p99) and the feedback
-joined with it (count, sum and sum of squares of the rewards). Its cost is a scan of the
-experiment's rows, not a transfer of them. The statistics and the conclusion are decided in
-the domain (`domain.experiments.update`); the job only gathers. A guardrail breach is
-followed by the end of the challenger, caused by the `experiment.ended` event (`respond`).
+A look adds to the exact running totals of the previous look (its `experiment.updated` event
+carries them) only the rows written since: counts, error counts, latency histograms and the
+rewards' sums and sums of squares are all additive. "Since" is by the id of the transaction
+that wrote a row (`txid`, a column of both logs), split at the look's snapshot xmin: every
+transaction with a smaller id had finished when the snapshot was taken, so the rows below it
+are final and are added to the carried totals (the new watermark); the rows at or above it
+that the snapshot sees (transactions that finished after some older one still running) count
+in this look only and are read again by the next. Predictions are taken by their own `txid`;
+rewards by the feedback row's `txid`, joined to their predictions of any age: a reward
+arriving days late for a prediction counted long ago is added once, by the look after it.
+The totals and their watermark are recorded in the look's own event, so a look that dies
+before its event is recorded leaves nothing behind, and a repeat starts from the same totals.
+Sums are PostgreSQL numeric (exact): an incremental sequence of looks and one look from
+scratch reach the same sums to the last digit, hence the same mSPRT.
+
+Both aggregates run at once on two connections sharing one exported snapshot. The statistics
+and the conclusion are decided in the domain (`domain.looks.update`); the job only gathers. A
+guardrail breach is followed by the end of the challenger, caused by the `experiment.ended`
+event (`respond`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, localcontext
 from typing import Any
 
 import asyncpg
@@ -24,30 +38,60 @@ from domain.decide import model_stream
 from domain.experiments import require_running
 from domain.looks import ArmData, update
 from domain.sequential import Moments
+from domain.state import Experiment
 from workers.jobs import inputs
-from workers.runner import Context, JobInputError
+from workers.runner import Context as JobContext
+from workers.runner import JobInputError
 
 # shadow rows carry no experiment id; a score that is JSON null was not a finite number.
-# Latencies are counted in log buckets 1% wide (an ordered-set percentile sorts every row and
-# cannot run in parallel; the histogram is a hash aggregate that can): the p99 is the upper
-# edge of its bucket, at most 1% above the exact value.
+# Latencies are counted in log buckets 1% wide (an ordered-set percentile sorts every row,
+# cannot run in parallel and is not additive; the histogram is a hash aggregate that is): the
+# p99 is the upper edge of its bucket, at most 1% above the exact value. $2: the previous
+# watermark (rows below it are counted), $3: this look's (rows at or above it are "recent").
 PREDICTIONS_SQL = """
 SELECT version,
        floor(ln(greatest(latency_us, 1.0)) * 100)::int AS bucket,
+       txid >= $3 AS recent,
        count(*) AS predictions,
        count(*) FILTER (WHERE score::text = 'null') AS errors
 FROM predictions
-WHERE experiment_id = $1
-GROUP BY version, bucket
+WHERE experiment_id = $1 AND txid >= $2
+GROUP BY version, bucket, recent
 """
 REWARDS_SQL = """
-SELECT p.version, count(*) AS outcomes, sum(f.reward) AS total,
-       sum(f.reward * f.reward) AS total_sq
+SELECT p.version, f.txid >= $3 AS recent, count(*) AS outcomes,
+       sum(f.reward::numeric) AS total,
+       sum(f.reward::numeric * f.reward::numeric) AS total_sq
 FROM feedback f JOIN predictions p ON p.prediction_id = f.prediction_id
-WHERE p.experiment_id = $1
-GROUP BY p.version
+WHERE p.experiment_id = $1 AND f.txid >= $2
+GROUP BY p.version, recent
 """
+# after a first look: the rewards since, each joined to its prediction by its key (the
+# planner would hash the whole experiment's predictions to join a few new rewards)
+NEW_REWARDS_SQL = """
+SELECT p.version, f.txid >= $3 AS recent, count(*) AS outcomes,
+       sum(f.reward::numeric) AS total,
+       sum(f.reward::numeric * f.reward::numeric) AS total_sq
+FROM feedback f
+CROSS JOIN LATERAL (
+    SELECT version FROM predictions
+    WHERE prediction_id = f.prediction_id AND experiment_id = $1
+    LIMIT 1
+) p
+WHERE f.txid >= $2
+GROUP BY p.version, recent
+"""
+_SNAPSHOT = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, pg_export_snapshot()"
 _BUCKETS_PER_E = 100.0
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
+
+
+class Gathered(msgspec.Struct, frozen=True, kw_only=True):
+    """A look's data: each arm as of the snapshot, and the totals carried to the next look."""
+
+    champion: ArmData
+    challenger: ArmData
+    totals: ev.LookTotals
 
 
 def quantile_of_buckets(buckets: Mapping[int, int], q: float) -> float | None:
@@ -63,44 +107,104 @@ def quantile_of_buckets(buckets: Mapping[int, int], q: float) -> float | None:
     return math.exp((max(buckets) + 1) / _BUCKETS_PER_E)
 
 
-def arm_data(
-    version: int, predictions: Sequence[Mapping[str, Any]], rewards: Mapping[str, Any] | None
-) -> ArmData:
-    """One arm's statistics from its histogram rows and its rewards row."""
-    counted = [row for row in predictions if row["version"] == version]
-    latencies = {row["bucket"]: row["predictions"] for row in counted if row["bucket"] is not None}
-    p99 = quantile_of_buckets(latencies, 0.99)
-    moments = Moments(n=0, total=0.0, total_sq=0.0)
-    if rewards is not None:
-        moments = Moments(
-            n=int(rewards["outcomes"]),
-            total=float(rewards["total"]),
-            total_sq=float(rewards["total_sq"]),
-        )
+def added(
+    totals: ev.ArmTotals,
+    predictions: Iterable[Mapping[str, Any]],
+    rewards: Iterable[Mapping[str, Any]],
+) -> ev.ArmTotals:
+    """`totals` plus the aggregate rows of its arm (histogram rows, rewards rows)."""
+    buckets = dict(totals.latency_buckets)
+    count, errors = totals.predictions, totals.errors
+    for row in predictions:
+        if row["version"] != totals.version:
+            continue
+        count += int(row["predictions"])
+        errors += int(row["errors"])
+        if row["bucket"] is not None:
+            buckets[row["bucket"]] = buckets.get(row["bucket"], 0) + int(row["predictions"])
+    outcomes, total, total_sq = totals.outcomes, totals.total, totals.total_sq
+    with localcontext(_EXACT):
+        for row in rewards:
+            if row["version"] != totals.version:
+                continue
+            outcomes += int(row["outcomes"])
+            total += row["total"]
+            total_sq += row["total_sq"]
+    return ev.ArmTotals(
+        version=totals.version,
+        predictions=count,
+        errors=errors,
+        latency_buckets=buckets,
+        outcomes=outcomes,
+        total=total,
+        total_sq=total_sq,
+    )
+
+
+def arm_data(totals: ev.ArmTotals) -> ArmData:
+    """One arm's statistics from its totals."""
+    p99 = quantile_of_buckets(totals.latency_buckets, 0.99)
     return ArmData(
-        version,
-        predictions=sum(int(row["predictions"]) for row in counted),
-        moments=moments,
-        errors=sum(int(row["errors"]) for row in counted),
+        totals.version,
+        predictions=totals.predictions,
+        moments=Moments.exact(totals.outcomes, totals.total, totals.total_sq),
+        errors=totals.errors,
         p99_latency_ms=None if p99 is None else p99 / 1000.0,
     )
 
 
-async def gather_arms(
-    pool: asyncpg.Pool, experiment_id: str, champion: int, challenger: int
-) -> tuple[ArmData, ArmData]:
-    """Both arms' statistics: the two aggregates run at once, on two connections."""
-    predictions, rewards = await asyncio.gather(
-        pool.fetch(PREDICTIONS_SQL, experiment_id), pool.fetch(REWARDS_SQL, experiment_id)
+def carried(experiment: Experiment) -> ev.LookTotals | None:
+    """The totals the experiment's latest look recorded (None: none, or an older event)."""
+    latest = experiment.latest
+    return None if latest is None else latest.totals
+
+
+async def gather(
+    pool: asyncpg.Pool,
+    experiment_id: str,
+    champion: int,
+    challenger: int,
+    previous: ev.LookTotals | None = None,
+) -> Gathered:
+    """Both arms as of one snapshot: `previous` plus the rows written since its watermark."""
+    if previous is None:
+        previous = ev.LookTotals(
+            watermark=0,
+            champion=ev.ArmTotals(version=champion),
+            challenger=ev.ArmTotals(version=challenger),
+        )
+    async with (
+        pool.acquire() as first,
+        pool.acquire() as second,
+        first.transaction(isolation="repeatable_read", readonly=True),
+        second.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        xmin, snapshot = await first.fetchrow(_SNAPSHOT)
+        await second.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+        # a snapshot's xmin never falls behind an earlier one's; kept monotonic anyway
+        watermark = max(int(xmin), previous.watermark)
+        args = (experiment_id, previous.watermark, watermark)
+        predictions, rewards = await asyncio.gather(
+            first.fetch(PREDICTIONS_SQL, *args),
+            second.fetch(NEW_REWARDS_SQL if previous.watermark else REWARDS_SQL, *args),
+        )
+    final_p = [r for r in predictions if not r["recent"]]
+    final_r = [r for r in rewards if not r["recent"]]
+    recent_p = [r for r in predictions if r["recent"]]
+    recent_r = [r for r in rewards if r["recent"]]
+    kept = ev.LookTotals(
+        watermark=watermark,
+        champion=added(previous.champion, final_p, final_r),
+        challenger=added(previous.challenger, final_p, final_r),
     )
-    by_version = {row["version"]: row for row in rewards}
-    return (
-        arm_data(champion, predictions, by_version.get(champion)),
-        arm_data(challenger, predictions, by_version.get(challenger)),
+    return Gathered(
+        champion=arm_data(added(kept.champion, recent_p, recent_r)),
+        challenger=arm_data(added(kept.challenger, recent_p, recent_r)),
+        totals=kept,
     )
 
 
-async def run(ctx: Context) -> cmd.ExperimentReported:
+async def run(ctx: JobContext) -> cmd.ExperimentReported:
     """Gather each arm's statistics and decide the look (and any conclusion)."""
     job = ctx.job
     experiment_id = job.params.get("experiment_id")
@@ -109,13 +213,19 @@ async def run(ctx: Context) -> cmd.ExperimentReported:
     found = await inputs.subject(ctx)
     experiment = require_running(found.model, experiment_id)
     started = experiment.started
-    champion, challenger = await gather_arms(
-        ctx.resources.pool, experiment_id, started.champion, started.challenger
+    gathered = await gather(
+        ctx.resources.pool,
+        experiment_id,
+        started.champion,
+        started.challenger,
+        carried(experiment),
     )
-    return update(experiment, champion, challenger, job.job_id)
+    return update(
+        experiment, gathered.champion, gathered.challenger, job.job_id, totals=gathered.totals
+    )
 
 
-async def respond(ctx: Context) -> None:
+async def respond(ctx: JobContext) -> None:
     """End the challenger of an experiment this job ended on a guardrail, caused by that
     conclusion (a repeat finds it recorded: its events' ids are fixed by the job)."""
     recorded = await ctx.resources.store.read_stream(model_stream(ctx.job.name))

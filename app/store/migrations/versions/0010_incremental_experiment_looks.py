@@ -1,0 +1,70 @@
+"""Incremental experiment looks: each prediction and feedback row carries the id of the
+transaction that wrote it, so a look adds only the rows of transactions finished since the
+previous look (ids below a snapshot's xmin belong to finished transactions). Existing rows get
+the migration's own id: they count as written before any look that follows.
+
+Revision ID: 0010
+Revises: 0009
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0010"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column(
+        "feedback",
+        sa.Column(
+            "txid",
+            sa.BigInteger(),
+            server_default=sa.text("(pg_current_xact_id())::text::bigint"),
+            nullable=False,
+        ),
+    )
+    op.create_index("feedback_txid_idx", "feedback", ["txid"], unique=False)
+    op.add_column(
+        "predictions",
+        sa.Column(
+            "txid",
+            sa.BigInteger(),
+            server_default=sa.text("(pg_current_xact_id())::text::bigint"),
+            nullable=False,
+        ),
+    )
+    op.drop_index(
+        op.f("predictions_experiment_idx"),
+        table_name="predictions",
+        postgresql_where="(experiment_id IS NOT NULL)",
+    )
+    op.create_index(
+        "predictions_experiment_idx",
+        "predictions",
+        ["experiment_id", "txid"],
+        unique=False,
+        postgresql_where=sa.text("experiment_id IS NOT NULL"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_index(
+        "predictions_experiment_idx",
+        table_name="predictions",
+        postgresql_where=sa.text("experiment_id IS NOT NULL"),
+    )
+    op.create_index(
+        op.f("predictions_experiment_idx"),
+        "predictions",
+        ["experiment_id"],
+        unique=False,
+        postgresql_where="(experiment_id IS NOT NULL)",
+    )
+    op.drop_column("predictions", "txid")
+    op.drop_index("feedback_txid_idx", table_name="feedback")
+    op.drop_column("feedback", "txid")
