@@ -404,6 +404,24 @@ class ExperimentMetric(msgspec.Struct, gc=False, frozen=True, kw_only=True):
     direction: Direction = "increase"
 
 
+FairnessMetric = Literal["demographic_parity", "equalized_odds"]
+
+
+class FairnessGuardrail(msgspec.Struct, gc=False, frozen=True, kw_only=True):
+    """The challenger's largest gap between the groups of a sensitive feature (its values in
+    the logged input rows): demographic parity compares the groups' positive-prediction
+    rates (score >= threshold), equalized odds their true- and false-positive rates against
+    the outcome labels sent later (the larger of the two gaps), as fairlearn defines them.
+    Groups smaller than `min_group_size` (logged rows; labelled rows for equalized odds) are
+    not compared."""
+
+    feature: str
+    max_difference: float
+    metric: FairnessMetric = "demographic_parity"
+    threshold: float = 0.5
+    min_group_size: int = 30
+
+
 class Guardrails(msgspec.Struct, gc=False, frozen=True, kw_only=True, omit_defaults=True):
     """Bounds on the challenger's arm; crossing one ends the challenger (None: not checked)."""
 
@@ -411,6 +429,7 @@ class Guardrails(msgspec.Struct, gc=False, frozen=True, kw_only=True, omit_defau
     max_error_rate: float | None = 0.01
     # the arm's p99 score latency, in milliseconds, as the scorer measured it
     max_p99_latency_ms: float | None = None
+    fairness: FairnessGuardrail | None = None
 
 
 class ExperimentStarted(Event, frozen=True, kw_only=True, tag="experiment.started"):
@@ -467,6 +486,9 @@ class ArmTotals(msgspec.Struct, gc=False, frozen=True, kw_only=True):
     # the rewards' sum and sum of squares, exact (PostgreSQL numeric; decimal strings in JSON)
     total: Decimal = Decimal(0)
     total_sq: Decimal = Decimal(0)
+    # with a fairness guardrail, per group of its feature: [logged rows, positive predictions,
+    # rows labelled 1, of them predicted positive, rows labelled 0, of them predicted positive]
+    groups: dict[str, list[int]] = msgspec.field(default_factory=dict)
 
 
 class LookTotals(msgspec.Struct, gc=False, frozen=True, kw_only=True):

@@ -278,5 +278,7 @@ outcomes = sa.Table(
     sa.Column("label", sa.Float, nullable=False),
     sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("txid", sa.BigInteger, nullable=False, server_default=_TXID),
     sa.Index("outcomes_version_idx", "name", "environment", "version", "recorded_at"),
+    sa.Index("outcomes_txid_idx", "txid"),
 )

@@ -293,3 +293,54 @@ async def test_a_continuous_metric_takes_any_finite_reward_and_late_rewards_coun
             headers=scorer | {"Content-Type": "application/json"},
         )
         assert refused.status_code in (400, 422), refused.text
+
+
+async def test_a_fairness_gap_in_the_challengers_rows_stops_it_caused_by_the_conclusion(
+    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources, settings: Settings
+) -> None:
+    # given: an experiment whose challenger must not favour one merchant group by > 10 points
+    ci, _ = await _two_versions(client, auth, resources)
+    fairness = {"feature": "merchant", "max_difference": 0.1, "min_group_size": 20}
+    unknown = experiment(guardrails={"fairness": fairness | {"feature": "sex"}})
+    refused = await client.post("/v1/models/fraud/experiments", json=unknown, headers=ci)
+    assert refused.status_code == 422 and "sex" in refused.text, refused.text
+    eid = await _start(client, ci, experiment(guardrails={"fairness": fairness}))
+    read = await client.get(f"/v1/models/fraud/experiments/{eid}", headers=ci)
+    assert read.json()["guardrails"]["fairness"]["metric"] == "demographic_parity"
+    # and logged rows where the challenger flags merchant 1 at 0.9 and merchant 2 at 0.1
+    rows = [
+        (2, 1.0, 0.9), (2, 2.0, 0.1), (1, 1.0, 0.5), (1, 2.0, 0.5),
+    ] * 30  # fmt: skip
+    await resources.pool.execute(
+        "INSERT INTO predictions (prediction_id, name, environment, version, library_sha256, "
+        "arm, score, features, created_at, experiment_id, latency_us) "
+        "SELECT gen_random_uuid(), 'fraud', 'staging', v, 'lib', "
+        "CASE WHEN v = 1 THEN 'champion' ELSE 'challenger' END, to_json(s), "
+        "json_build_array(10.0, 30, 12, m), now(), $4, 100.0 "
+        "FROM unnest($1::int[], $2::float8[], $3::float8[]) AS t(v, m, s)",
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        eid,
+    )
+    # when: a look is taken
+    read = await _look(client, ci, resources, settings, eid)
+    # then: the gap (1.0: 100% against 0%) breached the guardrail, and the challenger ended
+    check = read["latest"]["guardrails"][-1]
+    assert (check["name"], check["value"], check["passed"]) == (
+        "demographic_parity_difference(merchant)",
+        1.0,
+        False,
+    )
+    assert read["status"] == "guardrail_breach"
+    assert "demographic_parity_difference(merchant) 1 > 0.1" in read["conclusion"]["reason"]
+    recorded = await resources.store.read_stream(model_stream("fraud"))
+    ended = next(r for r in recorded if isinstance(r.event, ev.ExperimentEnded))
+    demotion = next(
+        r
+        for r in recorded
+        if isinstance(r.event, ev.DeploymentChanged) and r.event.action == "demotion"
+    )
+    assert isinstance(demotion.event, ev.DeploymentChanged) and demotion.event.version == 2
+    assert demotion.meta.causation_id == str(ended.event_id)
+    assert demotion.position > ended.position

@@ -194,3 +194,73 @@ def test_totals_round_trip_through_the_event_exactly() -> None:
     )  # fmt: skip
     encoded = msgspec.json.encode(totals)
     assert msgspec.json.decode(encoded, type=ev.LookTotals) == totals
+
+
+_GROUPED = """
+INSERT INTO predictions (prediction_id, name, environment, version, library_sha256, arm, score,
+                         features, created_at, experiment_id, latency_us)
+SELECT id, 'fraud', 'production', 2, 'lib', 'challenger', to_json(score),
+       json_build_array(1.5, grp), now(), $4, 50.0
+FROM unnest($1::uuid[], $2::text[], $3::float8[]) AS t(id, grp, score)
+"""
+_LABEL = """
+INSERT INTO outcomes (prediction_id, name, environment, version, label, observed_at, recorded_at)
+SELECT id, 'fraud', 'production', 2, label, now(), now()
+FROM unnest($1::uuid[], $2::float8[]) AS t(id, label)
+"""
+
+
+async def test_fairness_groups_and_late_labels_add_up_to_fairlearns_gaps(
+    pool: asyncpg.Pool,
+) -> None:
+    from fairlearn.metrics import (
+        demographic_parity_difference,
+        equalized_odds_difference,
+    )
+
+    from domain.looks import fairness_gap
+    from workers.jobs.experiment import Groups
+
+    rng = np.random.default_rng(11)
+    groups = Groups(column=1, threshold=0.5)
+    ids, group, truth, score = [], [], [], []
+    labelled: list[uuid.UUID] = []
+    looked: Gathered | None = None
+    for batch in range(3):
+        n = 400
+        new_ids = [uuid.uuid4() for _ in range(n)]
+        new_group = rng.choice(["a", "b", "c"], size=n).tolist()
+        new_truth = (rng.random(n) < 0.3).astype(float).tolist()
+        bias = np.where(np.array(new_group) == "a", 0.15, 0.0)
+        new_score = (rng.random(n) * 0.6 + 0.3 * np.array(new_truth) + bias).tolist()
+        await pool.execute(_GROUPED, new_ids, new_group, new_score, EXPERIMENT)
+        ids += new_ids
+        group += new_group
+        truth += new_truth
+        score += new_score
+        # labels come late: each batch labels what the previous batches scored, and some
+        # of its own rows
+        todo = [i for i in ids if i not in set(labelled)][: 300 + 50 * batch]
+        index = {i: k for k, i in enumerate(ids)}
+        await pool.execute(_LABEL, todo, [truth[index[i]] for i in todo])
+        labelled += todo
+        looked = await gather(
+            pool, EXPERIMENT, 1, 2, None if looked is None else looked.totals, groups=groups
+        )
+    assert looked is not None
+    scratch = await gather(pool, EXPERIMENT, 1, 2, None, groups=groups)
+    assert looked.challenger == scratch.challenger
+    predicted = (np.array(score) >= 0.5).astype(int)
+    sensitive = np.array(group)
+    parity = demographic_parity_difference(np.array(truth), predicted, sensitive_features=sensitive)
+    assert fairness_gap(looked.challenger.groups, "demographic_parity", 1) == pytest.approx(
+        parity, abs=1e-12
+    )
+    index = {i: k for k, i in enumerate(ids)}
+    rows = np.array([index[i] for i in labelled])
+    odds = equalized_odds_difference(
+        np.array(truth)[rows], predicted[rows], sensitive_features=sensitive[rows]
+    )
+    assert fairness_gap(looked.challenger.groups, "equalized_odds", 1) == pytest.approx(
+        odds, abs=1e-12
+    )

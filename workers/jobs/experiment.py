@@ -81,8 +81,48 @@ CROSS JOIN LATERAL (
 WHERE f.txid >= $2
 GROUP BY p.version, recent
 """
+# a fairness guardrail's groups: the challenger's logged input rows (the sampled ones that
+# keep their features), grouped by the feature's value; $4 the challenger, $5 the feature's
+# column, $6 the threshold at which a score is a positive prediction
+GROUPS_SQL = """
+SELECT txid >= $3 AS recent, features->>$5::int AS grp, count(*) AS predictions,
+       count(*) FILTER (WHERE CASE WHEN json_typeof(score) = 'number'
+                                   THEN score::text::float8 >= $6 END) AS positives
+FROM predictions
+WHERE experiment_id = $1 AND txid >= $2 AND version = $4 AND features IS NOT NULL
+GROUP BY recent, grp
+"""
+# ... and their outcome labels (0 or 1) sent since, joined to predictions of any age
+LABELS_SQL = """
+SELECT o.txid >= $3 AS recent, p.grp,
+       count(*) FILTER (WHERE o.label = 1) AS ones,
+       count(*) FILTER (WHERE o.label = 1 AND p.positive) AS true_positives,
+       count(*) FILTER (WHERE o.label = 0) AS zeros,
+       count(*) FILTER (WHERE o.label = 0 AND p.positive) AS false_positives
+FROM outcomes o
+CROSS JOIN LATERAL (
+    SELECT features->>$5::int AS grp,
+           coalesce(CASE WHEN json_typeof(score) = 'number'
+                         THEN score::text::float8 >= $6 END, false) AS positive
+    FROM predictions
+    WHERE prediction_id = o.prediction_id AND experiment_id = $1 AND version = $4
+      AND features IS NOT NULL
+    LIMIT 1
+) p
+WHERE o.txid >= $2
+GROUP BY recent, p.grp
+"""
 _SNAPSHOT = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, pg_export_snapshot()"
 _BUCKETS_PER_E = 100.0
+# the counts of a group, in `ev.ArmTotals.groups` order, as the group queries name them
+_GROUP_COLUMNS = (
+    "predictions",
+    "positives",
+    "ones",
+    "true_positives",
+    "zeros",
+    "false_positives",
+)
 _EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
@@ -111,8 +151,10 @@ def added(
     totals: ev.ArmTotals,
     predictions: Iterable[Mapping[str, Any]],
     rewards: Iterable[Mapping[str, Any]],
+    grouped: Iterable[Mapping[str, Any]] = (),
 ) -> ev.ArmTotals:
-    """`totals` plus the aggregate rows of its arm (histogram rows, rewards rows)."""
+    """`totals` plus the aggregate rows of its arm (histogram rows, rewards rows, and the
+    fairness guardrail's group rows, of the challenger only)."""
     buckets = dict(totals.latency_buckets)
     count, errors = totals.predictions, totals.errors
     for row in predictions:
@@ -122,6 +164,14 @@ def added(
         errors += int(row["errors"])
         if row["bucket"] is not None:
             buckets[row["bucket"]] = buckets.get(row["bucket"], 0) + int(row["predictions"])
+    groups = {group: list(counts) for group, counts in totals.groups.items()}
+    for row in grouped:
+        if row["grp"] is None:  # the feature was missing in the row
+            continue
+        counts = groups.setdefault(row["grp"], [0] * 6)
+        for index, column in enumerate(_GROUP_COLUMNS):
+            if column in row:
+                counts[index] += int(row[column])
     outcomes, total, total_sq = totals.outcomes, totals.total, totals.total_sq
     with localcontext(_EXACT):
         for row in rewards:
@@ -138,6 +188,7 @@ def added(
         outcomes=outcomes,
         total=total,
         total_sq=total_sq,
+        groups=groups,
     )
 
 
@@ -150,6 +201,7 @@ def arm_data(totals: ev.ArmTotals) -> ArmData:
         moments=Moments.exact(totals.outcomes, totals.total, totals.total_sq),
         errors=totals.errors,
         p99_latency_ms=None if p99 is None else p99 / 1000.0,
+        groups=totals.groups,
     )
 
 
@@ -159,12 +211,22 @@ def carried(experiment: Experiment) -> ev.LookTotals | None:
     return None if latest is None else latest.totals
 
 
+class Groups(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a fairness guardrail's groups come from: the feature's column in the
+    challenger's input rows, and the score from which a prediction is positive."""
+
+    column: int
+    threshold: float
+
+
 async def gather(
     pool: asyncpg.Pool,
     experiment_id: str,
     champion: int,
     challenger: int,
     previous: ev.LookTotals | None = None,
+    *,
+    groups: Groups | None = None,
 ) -> Gathered:
     """Both arms as of one snapshot: `previous` plus the rows written since its watermark."""
     if previous is None:
@@ -173,6 +235,7 @@ async def gather(
             champion=ev.ArmTotals(version=champion),
             challenger=ev.ArmTotals(version=challenger),
         )
+    grouped: list[asyncpg.Record] = []
     async with (
         pool.acquire() as first,
         pool.acquire() as second,
@@ -188,20 +251,38 @@ async def gather(
             first.fetch(PREDICTIONS_SQL, *args),
             second.fetch(NEW_REWARDS_SQL if previous.watermark else REWARDS_SQL, *args),
         )
+        if groups is not None:
+            more = (challenger, groups.column, groups.threshold)
+            logged, labelled = await asyncio.gather(
+                first.fetch(GROUPS_SQL, *args, *more), second.fetch(LABELS_SQL, *args, *more)
+            )
+            grouped = [*logged, *labelled]
     final_p = [r for r in predictions if not r["recent"]]
     final_r = [r for r in rewards if not r["recent"]]
+    final_g = [r for r in grouped if not r["recent"]]
     recent_p = [r for r in predictions if r["recent"]]
     recent_r = [r for r in rewards if r["recent"]]
+    recent_g = [r for r in grouped if r["recent"]]
     kept = ev.LookTotals(
         watermark=watermark,
         champion=added(previous.champion, final_p, final_r),
-        challenger=added(previous.challenger, final_p, final_r),
+        challenger=added(previous.challenger, final_p, final_r, final_g),
     )
     return Gathered(
         champion=arm_data(added(kept.champion, recent_p, recent_r)),
-        challenger=arm_data(added(kept.challenger, recent_p, recent_r)),
+        challenger=arm_data(added(kept.challenger, recent_p, recent_r, recent_g)),
         totals=kept,
     )
+
+
+def groups_of(experiment: Experiment, feature_names: list[str]) -> Groups | None:
+    """The fairness guardrail's groups in the challenger's rows (None: no such guardrail)."""
+    fairness = experiment.started.guardrails.fairness
+    if fairness is None:
+        return None
+    if fairness.feature not in feature_names:
+        raise JobInputError(f"the challenger has no feature {fairness.feature!r}")
+    return Groups(column=feature_names.index(fairness.feature), threshold=fairness.threshold)
 
 
 async def run(ctx: JobContext) -> cmd.ExperimentReported:
@@ -213,12 +294,14 @@ async def run(ctx: JobContext) -> cmd.ExperimentReported:
     found = await inputs.subject(ctx)
     experiment = require_running(found.model, experiment_id)
     started = experiment.started
+    challenger = found.model.versions[started.challenger]
     gathered = await gather(
         ctx.resources.pool,
         experiment_id,
         started.champion,
         started.challenger,
         carried(experiment),
+        groups=groups_of(experiment, challenger.feature_names),
     )
     return update(
         experiment, gathered.champion, gathered.challenger, job.job_id, totals=gathered.totals

@@ -1,4 +1,4 @@
-"""Incremental experiment looks: each prediction and feedback row carries the id of the
+"""Incremental experiment looks: each prediction, feedback and outcome row carries the id of the
 transaction that wrote it, so a look adds only the rows of transactions finished since the
 previous look (ids below a snapshot's xmin belong to finished transactions). Existing rows get
 the migration's own id: they count as written before any look that follows.
@@ -29,6 +29,17 @@ def upgrade() -> None:
         ),
     )
     op.create_index("feedback_txid_idx", "feedback", ["txid"], unique=False)
+    # outcome labels too: a fairness guardrail's true- and false-positive rates add them
+    op.add_column(
+        "outcomes",
+        sa.Column(
+            "txid",
+            sa.BigInteger(),
+            server_default=sa.text("(pg_current_xact_id())::text::bigint"),
+            nullable=False,
+        ),
+    )
+    op.create_index("outcomes_txid_idx", "outcomes", ["txid"], unique=False)
     op.add_column(
         "predictions",
         sa.Column(
@@ -66,5 +77,7 @@ def downgrade() -> None:
         postgresql_where="(experiment_id IS NOT NULL)",
     )
     op.drop_column("predictions", "txid")
+    op.drop_index("outcomes_txid_idx", table_name="outcomes")
+    op.drop_column("outcomes", "txid")
     op.drop_index("feedback_txid_idx", table_name="feedback")
     op.drop_column("feedback", "txid")
