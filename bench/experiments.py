@@ -65,16 +65,18 @@ SELECT gen_random_uuid(), 'bench', 'production', 1 + i % 2, 'lib',
 FROM generate_series($1::bigint, $1::bigint + $3 - 1) AS i
 """
 _FEEDBACK = """
-INSERT INTO feedback (prediction_id, name, environment, version, reward, recorded_at)
+INSERT INTO feedback (prediction_id, name, environment, version, reward, recorded_at,
+                      experiment_id)
 SELECT prediction_id, name, environment, version,
-       (random() < CASE WHEN version = 1 THEN 0.100 ELSE 0.101 END)::int, now()
+       (random() < CASE WHEN version = 1 THEN 0.100 ELSE 0.101 END)::int, now(), experiment_id
 FROM predictions WHERE random() < 0.5
 """
 # 1% more: new predictions (half rewarded) and late rewards for old unrewarded predictions
 _MORE_FEEDBACK = """
-INSERT INTO feedback (prediction_id, name, environment, version, reward, recorded_at)
+INSERT INTO feedback (prediction_id, name, environment, version, reward, recorded_at,
+                      experiment_id)
 SELECT prediction_id, name, environment, version,
-       (random() < CASE WHEN version = 1 THEN 0.100 ELSE 0.101 END)::int, now()
+       (random() < CASE WHEN version = 1 THEN 0.100 ELSE 0.101 END)::int, now(), experiment_id
 FROM predictions p
 WHERE NOT EXISTS (SELECT 1 FROM feedback f WHERE f.prediction_id = p.prediction_id)
   AND (p.created_at > $1 AND random() < 0.5 OR p.created_at <= $1 AND random() < $2)

@@ -18,8 +18,10 @@ from domain.errors import Conflict, InvalidInput, NotFound
 # one round trip each when the prediction is known and has no reward (label) yet; a reward
 # off [0, 1] only for a prediction of an A/B experiment (a continuous metric: revenue, loss)
 _REWARD = (
-    "INSERT INTO feedback (prediction_id, name, environment, version, reward, recorded_at) "
-    "SELECT prediction_id, name, environment, version, $2::float8, $3 FROM predictions "
+    "INSERT INTO feedback (prediction_id, name, environment, version, reward, recorded_at, "
+    "experiment_id) "
+    "SELECT prediction_id, name, environment, version, $2::float8, $3, experiment_id "
+    "FROM predictions "
     "WHERE prediction_id = $1 AND ($2::float8 BETWEEN 0 AND 1 OR experiment_id IS NOT NULL) "
     "ON CONFLICT (prediction_id) DO NOTHING "
     "RETURNING name, environment, version"

@@ -262,8 +262,16 @@ feedback = sa.Table(
     sa.Column("reward", sa.Float, nullable=False),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("txid", sa.BigInteger, nullable=False, server_default=_TXID),
+    # the prediction's experiment, copied when the reward is recorded: a look reads the
+    # rewards since its watermark without looking their predictions up
+    sa.Column("experiment_id", sa.Text),
     sa.Index("feedback_arm_idx", "name", "environment", "version"),
-    sa.Index("feedback_txid_idx", "txid"),
+    sa.Index(
+        "feedback_experiment_idx",
+        "experiment_id",
+        "txid",
+        postgresql_where=sa.text("experiment_id IS NOT NULL"),
+    ),
 )
 
 # labels observed for predictions, often days later (outcome monitoring); kept as long as

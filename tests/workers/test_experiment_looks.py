@@ -25,8 +25,9 @@ SELECT id, 'fraud', 'production', version, 'lib',
 FROM unnest($1::uuid[], $2::int[], $3::bool[], $4::float8[]) AS t(id, version, error, latency)
 """
 _REWARD = """
-INSERT INTO feedback (prediction_id, name, environment, version, reward, recorded_at)
-SELECT p.prediction_id, p.name, p.environment, p.version, r.reward, now()
+INSERT INTO feedback (prediction_id, name, environment, version, reward, recorded_at,
+                      experiment_id)
+SELECT p.prediction_id, p.name, p.environment, p.version, r.reward, now(), p.experiment_id
 FROM unnest($1::uuid[], $2::float8[]) AS r(id, reward)
 JOIN predictions p ON p.prediction_id = r.id
 """

@@ -8,8 +8,9 @@ transaction with a smaller id had finished when the snapshot was taken, so the r
 are final and are added to the carried totals (the new watermark); the rows at or above it
 that the snapshot sees (transactions that finished after some older one still running) count
 in this look only and are read again by the next. Predictions are taken by their own `txid`;
-rewards by the feedback row's `txid`, joined to their predictions of any age: a reward
-arriving days late for a prediction counted long ago is added once, by the look after it.
+rewards by the feedback row's `txid` (a reward row keeps its prediction's version and
+experiment, copied when recorded), whatever the age of their predictions: a reward arriving
+days late for a prediction counted long ago is added once, by the look after it.
 The totals and their watermark are recorded in the look's own event, so a look that dies
 before its event is recorded leaves nothing behind, and a repeat starts from the same totals.
 Sums are PostgreSQL numeric (exact): an incremental sequence of looks and one look from
@@ -58,28 +59,15 @@ FROM predictions
 WHERE experiment_id = $1 AND txid >= $2
 GROUP BY version, bucket, recent
 """
+# a reward row keeps its prediction's version and experiment (copied when it is recorded):
+# the rewards since the watermark are an index range, however old their predictions are
 REWARDS_SQL = """
-SELECT p.version, f.txid >= $3 AS recent, count(*) AS outcomes,
-       sum(f.reward::numeric) AS total,
-       sum(f.reward::numeric * f.reward::numeric) AS total_sq
-FROM feedback f JOIN predictions p ON p.prediction_id = f.prediction_id
-WHERE p.experiment_id = $1 AND f.txid >= $2
-GROUP BY p.version, recent
-"""
-# after a first look: the rewards since, each joined to its prediction by its key (the
-# planner would hash the whole experiment's predictions to join a few new rewards)
-NEW_REWARDS_SQL = """
-SELECT p.version, f.txid >= $3 AS recent, count(*) AS outcomes,
-       sum(f.reward::numeric) AS total,
-       sum(f.reward::numeric * f.reward::numeric) AS total_sq
-FROM feedback f
-CROSS JOIN LATERAL (
-    SELECT version FROM predictions
-    WHERE prediction_id = f.prediction_id AND experiment_id = $1
-    LIMIT 1
-) p
-WHERE f.txid >= $2
-GROUP BY p.version, recent
+SELECT version, txid >= $3 AS recent, count(*) AS outcomes,
+       sum(reward::numeric) AS total,
+       sum(reward::numeric * reward::numeric) AS total_sq
+FROM feedback
+WHERE experiment_id = $1 AND txid >= $2
+GROUP BY version, recent
 """
 # a fairness guardrail's groups: the challenger's logged input rows (the sampled ones that
 # keep their features), grouped by the feature's value; $4 the challenger, $5 the feature's
@@ -249,7 +237,7 @@ async def gather(
         args = (experiment_id, previous.watermark, watermark)
         predictions, rewards = await asyncio.gather(
             first.fetch(PREDICTIONS_SQL, *args),
-            second.fetch(NEW_REWARDS_SQL if previous.watermark else REWARDS_SQL, *args),
+            second.fetch(REWARDS_SQL, *args),
         )
         if groups is not None:
             more = (challenger, groups.column, groups.threshold)

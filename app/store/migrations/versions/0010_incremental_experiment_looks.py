@@ -1,7 +1,9 @@
 """Incremental experiment looks: each prediction, feedback and outcome row carries the id of the
 transaction that wrote it, so a look adds only the rows of transactions finished since the
 previous look (ids below a snapshot's xmin belong to finished transactions). Existing rows get
-the migration's own id: they count as written before any look that follows.
+the migration's own id: they count as written before any look that follows. A reward also
+keeps its prediction's experiment (copied when recorded; filled in here for existing rewards),
+so a look reads the rewards since its watermark without looking their predictions up.
 
 Revision ID: 0010
 Revises: 0009
@@ -28,7 +30,18 @@ def upgrade() -> None:
             nullable=False,
         ),
     )
-    op.create_index("feedback_txid_idx", "feedback", ["txid"], unique=False)
+    op.add_column("feedback", sa.Column("experiment_id", sa.Text()))
+    op.execute(
+        "UPDATE feedback f SET experiment_id = p.experiment_id FROM predictions p "
+        "WHERE p.prediction_id = f.prediction_id AND p.experiment_id IS NOT NULL"
+    )
+    op.create_index(
+        "feedback_experiment_idx",
+        "feedback",
+        ["experiment_id", "txid"],
+        unique=False,
+        postgresql_where=sa.text("experiment_id IS NOT NULL"),
+    )
     # outcome labels too: a fairness guardrail's true- and false-positive rates add them
     op.add_column(
         "outcomes",
@@ -79,5 +92,6 @@ def downgrade() -> None:
     op.drop_column("predictions", "txid")
     op.drop_index("outcomes_txid_idx", table_name="outcomes")
     op.drop_column("outcomes", "txid")
-    op.drop_index("feedback_txid_idx", table_name="feedback")
+    op.drop_index("feedback_experiment_idx", table_name="feedback")
+    op.drop_column("feedback", "experiment_id")
     op.drop_column("feedback", "txid")
