@@ -492,13 +492,15 @@ class ArmTotals(msgspec.Struct, gc=False, frozen=True, kw_only=True):
 
 
 class LookTotals(msgspec.Struct, gc=False, frozen=True, kw_only=True):
-    """What a look carries to the next: each arm's totals over the prediction and feedback
-    rows written by transactions with an id below `watermark` (the look's snapshot xmin:
-    every one of them had finished, so no row below it can appear later)."""
+    """What a look carries to the next: each arm's totals over the rows its snapshot saw,
+    i.e. those written by transactions with an id below `watermark` (the snapshot's xmax)
+    except the ones still running then (`pending`, the snapshot's in-progress ids). Every
+    later row has an id at or above the watermark or in `pending`."""
 
     watermark: int
     champion: ArmTotals
     challenger: ArmTotals
+    pending: list[int] = msgspec.field(default_factory=list)
 
 
 class ExperimentUpdated(Event, frozen=True, kw_only=True, tag="experiment.updated"):

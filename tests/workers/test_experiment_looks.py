@@ -147,9 +147,9 @@ async def test_a_transaction_open_at_a_look_is_counted_once_it_commits(
         await log.reward(pool, later[:50] + early[100:150])
         # when: a look is taken now
         two = await _look(pool, one)
-        # then: it counts what committed (the later rows, above its watermark) but keeps its
-        # watermark at or below the open transaction, whose rows it has not seen
-        assert two.totals.watermark <= slow_xid
+        # then: it counts what committed, and keeps the open transaction, whose rows it has
+        # not seen, among those to read again
+        assert slow_xid < two.totals.watermark and slow_xid in two.totals.pending
         seen = two.champion.predictions + two.challenger.predictions
         assert seen == 300 + 250
         assert two.champion.moments.n + two.challenger.moments.n == 100

@@ -1,20 +1,21 @@
 """The experiment update job: one look at a running A/B experiment.
 
 A look adds to the exact running totals of the previous look (its `experiment.updated` event
-carries them) only the rows written since: counts, error counts, latency histograms and the
-rewards' sums and sums of squares are all additive. "Since" is by the id of the transaction
-that wrote a row (`txid`, a column of both logs), split at the look's snapshot xmin: every
-transaction with a smaller id had finished when the snapshot was taken, so the rows below it
-are final and are added to the carried totals (the new watermark); the rows at or above it
-that the snapshot sees (transactions that finished after some older one still running) count
-in this look only and are read again by the next. Predictions are taken by their own `txid`;
-rewards by the feedback row's `txid` (a reward row keeps its prediction's version and
-experiment, copied when recorded), whatever the age of their predictions: a reward arriving
-days late for a prediction counted long ago is added once, by the look after it.
-The totals and their watermark are recorded in the look's own event, so a look that dies
-before its event is recorded leaves nothing behind, and a repeat starts from the same totals.
-Sums are PostgreSQL numeric (exact): an incremental sequence of looks and one look from
-scratch reach the same sums to the last digit, hence the same mSPRT.
+carries them) only the rows written since: counts, error counts, latency histograms, the
+rewards' sums and sums of squares and the fairness groups are all additive. "Since" is by the
+id of the transaction that wrote a row (`txid`, a column of the prediction log, the feedback
+and the outcome labels) against the previous look's snapshot: it saw exactly the rows of the
+transactions with an id below its xmax that were not running then, so the rows it did not see
+are those with an id at or above that xmax or among its running ids (`watermark`, `pending`).
+A transaction still open at a look (however long: nothing waits for it) is counted by the
+first look after it commits. Predictions are taken by their own `txid`; rewards by the
+feedback row's `txid` (a reward row keeps its prediction's version and experiment, copied when
+recorded), whatever the age of their predictions: a reward arriving days late for a
+prediction counted long ago is added once, by the look after it. The totals, watermark and
+pending ids are recorded in the look's own event, so a look that dies before its event is
+recorded leaves nothing behind, and a repeat starts from the same totals. Sums are PostgreSQL
+numeric (exact): an incremental sequence of looks and one look from scratch reach the same
+sums to the last digit, hence the same mSPRT.
 
 Both aggregates run at once on two connections sharing one exported snapshot. The statistics
 and the conclusion are decided in the domain (`domain.looks.update`); the job only gathers. A
@@ -47,42 +48,42 @@ from workers.runner import JobInputError
 # shadow rows carry no experiment id; a score that is JSON null was not a finite number.
 # Latencies are counted in log buckets 1% wide (an ordered-set percentile sorts every row,
 # cannot run in parallel and is not additive; the histogram is a hash aggregate that is): the
-# p99 is the upper edge of its bucket, at most 1% above the exact value. $2: the previous
-# watermark (rows below it are counted), $3: this look's (rows at or above it are "recent").
+# p99 is the upper edge of its bucket, at most 1% above the exact value. $2, $3: the previous
+# look's watermark and pending transactions (the rows it counted are the others).
 PREDICTIONS_SQL = """
 SELECT version,
        floor(ln(greatest(latency_us, 1.0)) * 100)::int AS bucket,
-       txid >= $3 AS recent,
        count(*) AS predictions,
        count(*) FILTER (WHERE score::text = 'null') AS errors
 FROM predictions
-WHERE experiment_id = $1 AND txid >= $2
-GROUP BY version, bucket, recent
+WHERE experiment_id = $1 AND (txid >= $2 OR txid = ANY($3::bigint[]))
+GROUP BY version, bucket
 """
 # a reward row keeps its prediction's version and experiment (copied when it is recorded):
 # the rewards since the watermark are an index range, however old their predictions are
 REWARDS_SQL = """
-SELECT version, txid >= $3 AS recent, count(*) AS outcomes,
+SELECT version, count(*) AS outcomes,
        sum(reward::numeric) AS total,
        sum(reward::numeric * reward::numeric) AS total_sq
 FROM feedback
-WHERE experiment_id = $1 AND txid >= $2
-GROUP BY version, recent
+WHERE experiment_id = $1 AND (txid >= $2 OR txid = ANY($3::bigint[]))
+GROUP BY version
 """
 # a fairness guardrail's groups: the challenger's logged input rows (the sampled ones that
 # keep their features), grouped by the feature's value; $4 the challenger, $5 the feature's
 # column, $6 the threshold at which a score is a positive prediction
 GROUPS_SQL = """
-SELECT txid >= $3 AS recent, features->>$5::int AS grp, count(*) AS predictions,
+SELECT features->>$5::int AS grp, count(*) AS predictions,
        count(*) FILTER (WHERE CASE WHEN json_typeof(score) = 'number'
                                    THEN score::text::float8 >= $6 END) AS positives
 FROM predictions
-WHERE experiment_id = $1 AND txid >= $2 AND version = $4 AND features IS NOT NULL
-GROUP BY recent, grp
+WHERE experiment_id = $1 AND (txid >= $2 OR txid = ANY($3::bigint[]))
+  AND version = $4 AND features IS NOT NULL
+GROUP BY grp
 """
 # ... and their outcome labels (0 or 1) sent since, joined to predictions of any age
 LABELS_SQL = """
-SELECT o.txid >= $3 AS recent, p.grp,
+SELECT p.grp,
        count(*) FILTER (WHERE o.label = 1) AS ones,
        count(*) FILTER (WHERE o.label = 1 AND p.positive) AS true_positives,
        count(*) FILTER (WHERE o.label = 0) AS zeros,
@@ -97,10 +98,15 @@ CROSS JOIN LATERAL (
       AND features IS NOT NULL
     LIMIT 1
 ) p
-WHERE o.txid >= $2
-GROUP BY recent, p.grp
+WHERE (o.txid >= $2 OR o.txid = ANY($3::bigint[]))
+GROUP BY p.grp
 """
-_SNAPSHOT = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, pg_export_snapshot()"
+_SNAPSHOT = """
+SELECT pg_snapshot_xmax(s)::text::bigint,
+       array(SELECT x::text::bigint FROM pg_snapshot_xip(s) AS x),
+       pg_export_snapshot()
+FROM pg_current_snapshot() AS s
+"""
 _BUCKETS_PER_E = 100.0
 # the counts of a group, in `ev.ArmTotals.groups` order, as the group queries name them
 _GROUP_COLUMNS = (
@@ -216,13 +222,12 @@ async def gather(
     *,
     groups: Groups | None = None,
 ) -> Gathered:
-    """Both arms as of one snapshot: `previous` plus the rows written since its watermark."""
-    if previous is None:
-        previous = ev.LookTotals(
-            watermark=0,
-            champion=ev.ArmTotals(version=champion),
-            challenger=ev.ArmTotals(version=challenger),
-        )
+    """Both arms as of one snapshot: `previous` plus the rows its snapshot could not see."""
+    empty = ev.LookTotals(
+        watermark=0,
+        champion=ev.ArmTotals(version=champion),
+        challenger=ev.ArmTotals(version=challenger),
+    )
     grouped: list[asyncpg.Record] = []
     async with (
         pool.acquire() as first,
@@ -230,14 +235,15 @@ async def gather(
         first.transaction(isolation="repeatable_read", readonly=True),
         second.transaction(isolation="repeatable_read", readonly=True),
     ):
-        xmin, snapshot = await first.fetchrow(_SNAPSHOT)
+        xmax, running, snapshot = await first.fetchrow(_SNAPSHOT)
         await second.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-        # a snapshot's xmin never falls behind an earlier one's; kept monotonic anyway
-        watermark = max(int(xmin), previous.watermark)
-        args = (experiment_id, previous.watermark, watermark)
+        if previous is None or xmax < previous.watermark:
+            # the first look, or totals of a later snapshot than this one (which a look that
+            # read the model before its snapshot cannot meet): counted from scratch
+            previous = empty
+        args = (experiment_id, previous.watermark, previous.pending)
         predictions, rewards = await asyncio.gather(
-            first.fetch(PREDICTIONS_SQL, *args),
-            second.fetch(REWARDS_SQL, *args),
+            first.fetch(PREDICTIONS_SQL, *args), second.fetch(REWARDS_SQL, *args)
         )
         if groups is not None:
             more = (challenger, groups.column, groups.threshold)
@@ -245,21 +251,15 @@ async def gather(
                 first.fetch(GROUPS_SQL, *args, *more), second.fetch(LABELS_SQL, *args, *more)
             )
             grouped = [*logged, *labelled]
-    final_p = [r for r in predictions if not r["recent"]]
-    final_r = [r for r in rewards if not r["recent"]]
-    final_g = [r for r in grouped if not r["recent"]]
-    recent_p = [r for r in predictions if r["recent"]]
-    recent_r = [r for r in rewards if r["recent"]]
-    recent_g = [r for r in grouped if r["recent"]]
+    # the snapshot saw exactly the rows of the transactions below xmax not running then
     kept = ev.LookTotals(
-        watermark=watermark,
-        champion=added(previous.champion, final_p, final_r),
-        challenger=added(previous.challenger, final_p, final_r, final_g),
+        watermark=int(xmax),
+        pending=sorted(int(x) for x in running),
+        champion=added(previous.champion, predictions, rewards),
+        challenger=added(previous.challenger, predictions, rewards, grouped),
     )
     return Gathered(
-        champion=arm_data(added(kept.champion, recent_p, recent_r)),
-        challenger=arm_data(added(kept.challenger, recent_p, recent_r, recent_g)),
-        totals=kept,
+        champion=arm_data(kept.champion), challenger=arm_data(kept.challenger), totals=kept
     )
 
 
