@@ -237,6 +237,10 @@ async def gather(
     ):
         xmax, running, snapshot = await first.fetchrow(_SNAPSHOT)
         await second.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+        # a plan for this look's watermark: a cached generic plan, chosen after a few costly
+        # first looks, would scan the whole experiment for a few new rows
+        for conn in (first, second):
+            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
         if previous is None or xmax < previous.watermark:
             # the first look, or totals of a later snapshot than this one (which a look that
             # read the model before its snapshot cannot meet): counted from scratch
