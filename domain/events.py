@@ -7,6 +7,7 @@ written still decodes (see the golden file in tests/domain).
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
@@ -409,6 +410,24 @@ class ExperimentMetric(msgspec.Struct, gc=False, frozen=True, kw_only=True):
     direction: Direction = "increase"
 
 
+FairnessMetric = Literal["demographic_parity", "equalized_odds"]
+
+
+class FairnessGuardrail(msgspec.Struct, gc=False, frozen=True, kw_only=True):
+    """The challenger's largest gap between the groups of a sensitive feature (its values in
+    the logged input rows): demographic parity compares the groups' positive-prediction
+    rates (score >= threshold), equalized odds their true- and false-positive rates against
+    the outcome labels sent later (the larger of the two gaps), as fairlearn defines them.
+    Groups smaller than `min_group_size` (logged rows; labelled rows for equalized odds) are
+    not compared."""
+
+    feature: str
+    max_difference: float
+    metric: FairnessMetric = "demographic_parity"
+    threshold: float = 0.5
+    min_group_size: int = 30
+
+
 class Guardrails(msgspec.Struct, gc=False, frozen=True, kw_only=True, omit_defaults=True):
     """Bounds on the challenger's arm; crossing one ends the challenger (None: not checked)."""
 
@@ -416,6 +435,7 @@ class Guardrails(msgspec.Struct, gc=False, frozen=True, kw_only=True, omit_defau
     max_error_rate: float | None = 0.01
     # the arm's p99 score latency, in milliseconds, as the scorer measured it
     max_p99_latency_ms: float | None = None
+    fairness: FairnessGuardrail | None = None
 
 
 class ExperimentStarted(Event, frozen=True, kw_only=True, tag="experiment.started"):
@@ -459,6 +479,36 @@ class GuardrailCheck(msgspec.Struct, gc=False, frozen=True, kw_only=True):
     passed: bool
 
 
+class ArmTotals(msgspec.Struct, gc=False, frozen=True, kw_only=True):
+    """One arm's exact running sums, each additive: what the next look adds its rows to."""
+
+    version: int
+    predictions: int = 0
+    # predictions whose score was not a finite number
+    errors: int = 0
+    # score latencies: 1%-wide log bucket (floor(100 ln(microseconds))) -> predictions
+    latency_buckets: dict[int, int] = msgspec.field(default_factory=dict)
+    outcomes: int = 0
+    # the rewards' sum and sum of squares, exact (PostgreSQL numeric; decimal strings in JSON)
+    total: Decimal = Decimal(0)
+    total_sq: Decimal = Decimal(0)
+    # with a fairness guardrail, per group of its feature: [logged rows, positive predictions,
+    # rows labelled 1, of them predicted positive, rows labelled 0, of them predicted positive]
+    groups: dict[str, list[int]] = msgspec.field(default_factory=dict)
+
+
+class LookTotals(msgspec.Struct, gc=False, frozen=True, kw_only=True):
+    """What a look carries to the next: each arm's totals over the rows its snapshot saw,
+    i.e. those written by transactions with an id below `watermark` (the snapshot's xmax)
+    except the ones still running then (`pending`, the snapshot's in-progress ids). Every
+    later row has an id at or above the watermark or in `pending`."""
+
+    watermark: int
+    champion: ArmTotals
+    challenger: ArmTotals
+    pending: list[int] = msgspec.field(default_factory=list)
+
+
 class ExperimentUpdated(Event, frozen=True, kw_only=True, tag="experiment.updated"):
     """The experiment's always-valid statistics at one look (mSPRT, see domain.sequential):
     effect = challenger mean - champion mean."""
@@ -475,6 +525,8 @@ class ExperimentUpdated(Event, frozen=True, kw_only=True, tag="experiment.update
     p_value: float
     guardrails: list[GuardrailCheck] = msgspec.field(default_factory=list)
     job_id: str | None = None
+    # the exact running totals the next look starts from (None: it starts from scratch)
+    totals: LookTotals | None = None
 
 
 class ExperimentEnded(Event, frozen=True, kw_only=True, tag="experiment.ended"):

@@ -34,7 +34,14 @@ def start(
     """The experiment, after the canary promotion it needs (gated like any promotion)."""
     model = require_model(command.name, state)
     _check(command)
-    require_version(model, command.challenger)
+    challenger = require_version(model, command.challenger)
+    fairness = command.guardrails.fairness
+    if fairness is not None and fairness.feature not in challenger.feature_names:
+        raise InvalidInput(
+            f"fairness feature {fairness.feature!r} is not a feature of version "
+            f"{command.challenger} ({', '.join(challenger.feature_names)})",
+            field="guardrails.fairness.feature",
+        )
     slot = model.deployments.get(command.environment)
     if slot is None or slot.champion != command.champion:
         serving = slot.champion if slot is not None else None
@@ -114,6 +121,22 @@ def _check(command: cmd.StartExperiment) -> None:
     limits = (command.guardrails.max_error_rate, command.guardrails.max_p99_latency_ms)
     if any(limit is not None and not (math.isfinite(limit) and limit >= 0) for limit in limits):
         raise InvalidInput("guardrail limits must be finite and >= 0", field="guardrails")
+    fairness = command.guardrails.fairness
+    if fairness is not None:
+        if not 0 <= fairness.max_difference <= 1:
+            raise InvalidInput(
+                "fairness max_difference must be within [0, 1]",
+                field="guardrails.fairness.max_difference",
+            )
+        if not math.isfinite(fairness.threshold):
+            raise InvalidInput(
+                "fairness threshold must be a finite number", field="guardrails.fairness.threshold"
+            )
+        if fairness.min_group_size < 1:
+            raise InvalidInput(
+                "fairness min_group_size must be at least 1",
+                field="guardrails.fairness.min_group_size",
+            )
 
 
 def require_running(model: ModelState, experiment_id: str) -> Experiment:

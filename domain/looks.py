@@ -26,12 +26,20 @@ class ArmData(msgspec.Struct, frozen=True):
     moments: Moments
     errors: int = 0
     p99_latency_ms: float | None = None
+    # per group of the fairness guardrail's feature (see `ev.ArmTotals.groups`)
+    groups: dict[str, list[int]] = msgspec.field(default_factory=dict)
 
 
 def update(
-    experiment: Experiment, champion: ArmData, challenger: ArmData, job_id: str | None = None
+    experiment: Experiment,
+    champion: ArmData,
+    challenger: ArmData,
+    job_id: str | None = None,
+    *,
+    totals: ev.LookTotals | None = None,
 ) -> cmd.ExperimentReported:
-    """One look: the statistics, the guardrails, and the conclusion if policy reaches one."""
+    """One look: the statistics, the guardrails, and the conclusion if policy reaches one;
+    `totals` (what the next look adds to) is recorded with it."""
     started = experiment.started
     latest = experiment.latest
     previous = None
@@ -61,6 +69,7 @@ def update(
         p_value=estimate.p_value,
         guardrails=checks,
         job_id=job_id,
+        totals=totals,
     )
     return cmd.ExperimentReported(
         update=updated, ended=_conclusion(started, updated, champion, challenger, job_id)
@@ -90,7 +99,39 @@ def guardrails(limits: ev.Guardrails, arm: ArmData) -> list[ev.GuardrailCheck]:
                 passed=latency is None or latency <= limits.max_p99_latency_ms,
             )
         )
+    fairness = limits.fairness
+    if fairness is not None:
+        gap = fairness_gap(arm.groups, fairness.metric, fairness.min_group_size)
+        checks.append(
+            ev.GuardrailCheck(
+                name=f"{fairness.metric}_difference({fairness.feature})",
+                value=gap,
+                limit=fairness.max_difference,
+                passed=gap is None or gap <= fairness.max_difference,
+            )
+        )
     return checks
+
+
+def fairness_gap(
+    groups: dict[str, list[int]], metric: ev.FairnessMetric, min_group_size: int
+) -> float | None:
+    """The largest difference between groups (None: fewer than two groups to compare):
+    of positive-prediction rates (demographic parity), or the larger of the true- and
+    false-positive rates' differences (equalized odds; groups need both labels)."""
+    if metric == "demographic_parity":
+        rates = [
+            positive / rows for rows, positive, *_ in groups.values() if rows >= min_group_size
+        ]
+        return max(rates) - min(rates) if len(rates) >= 2 else None
+    tprs, fprs = [], []
+    for _, _, ones, true_pos, zeros, false_pos in groups.values():
+        if ones + zeros >= min_group_size and ones and zeros:
+            tprs.append(true_pos / ones)
+            fprs.append(false_pos / zeros)
+    if len(tprs) < 2:
+        return None
+    return max(max(tprs) - min(tprs), max(fprs) - min(fprs))
 
 
 def _summary(arm: ArmData) -> ev.ArmSummary:

@@ -22,12 +22,15 @@ so the A/A simulation and the update job share one implementation.
 from __future__ import annotations
 
 import math
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, localcontext
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
 Array = npt.NDArray[np.float64]
+# decimal arithmetic that never rounds (sums and products of exact sums)
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 class Moments(msgspec.Struct, frozen=True, kw_only=True):
@@ -36,6 +39,20 @@ class Moments(msgspec.Struct, frozen=True, kw_only=True):
     n: int
     total: float
     total_sq: float
+    # the unbiased variance computed from exact sums (`exact`); None: from the floats above
+    exact_variance: float | None = None
+
+    @classmethod
+    def exact(cls, n: int, total: Decimal, total_sq: Decimal) -> Moments:
+        """Moments of exact sums: the variance's n * sum(x^2) - sum(x)^2 is computed without
+        rounding, so a continuous metric with a large mean and a small spread (revenue of
+        1,000 +- 1) keeps every digit the floats' difference would cancel."""
+        variance = None
+        if n >= 2:
+            with localcontext(_EXACT):
+                spread = n * total_sq - total * total
+            variance = max(float(spread), 0.0) / (n * (n - 1))
+        return cls(n=n, total=float(total), total_sq=float(total_sq), exact_variance=variance)
 
     @property
     def mean(self) -> float:
@@ -47,6 +64,8 @@ class Moments(msgspec.Struct, frozen=True, kw_only=True):
         """The unbiased sample variance (0 below two outcomes)."""
         if self.n < 2:
             return 0.0
+        if self.exact_variance is not None:
+            return self.exact_variance
         return max(self.total_sq - self.n * self.mean**2, 0.0) / (self.n - 1)
 
 

@@ -35,11 +35,29 @@ class MetricIn(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
     direction: Literal["increase", "decrease"] = "increase"
 
 
+class FairnessIn(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The challenger's largest gap between the groups of a sensitive feature, read from the
+    input rows the prediction log keeps (`prediction_sample_rate`)."""
+
+    # one of the challenger's features (its values are the groups)
+    feature: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    # the largest difference allowed, within [0, 1]
+    max_difference: float
+    # demographic_parity: positive-prediction rates; equalized_odds: the larger of the
+    # true- and false-positive rates' differences, against outcome labels (0 or 1)
+    metric: Literal["demographic_parity", "equalized_odds"] = "demographic_parity"
+    # a score at or above it is a positive prediction
+    threshold: float = 0.5
+    # groups with fewer logged rows (labelled rows for equalized_odds) are not compared
+    min_group_size: int = 30
+
+
 class GuardrailsIn(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Limits on the challenger's arm; null turns one off."""
 
     max_error_rate: float | None = 0.01
     max_p99_latency_ms: float | None = None
+    fairness: FairnessIn | None = None
 
 
 class ExperimentCreate(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -166,7 +184,7 @@ def render(experiment: Experiment) -> ExperimentOut:
         challenger=started.challenger,
         traffic_percent=started.traffic_percent,
         metric=MetricIn(**msgspec.structs.asdict(started.metric)),
-        guardrails=GuardrailsIn(**msgspec.structs.asdict(started.guardrails)),
+        guardrails=msgspec.convert(msgspec.to_builtins(started.guardrails), GuardrailsIn),
         minimum_detectable_effect=started.minimum_detectable_effect,
         alpha=started.alpha,
         horizon_per_arm=started.horizon_per_arm,
@@ -194,7 +212,7 @@ def _command(name: str, data: ExperimentCreate) -> cmd.StartExperiment:
         challenger=data.challenger,
         traffic_percent=data.traffic_percent,
         metric=ev.ExperimentMetric(**msgspec.structs.asdict(data.metric)),
-        guardrails=ev.Guardrails(**msgspec.structs.asdict(data.guardrails)),
+        guardrails=msgspec.convert(msgspec.to_builtins(data.guardrails), ev.Guardrails),
         minimum_detectable_effect=data.minimum_detectable_effect,
         alpha=data.alpha,
         horizon_per_arm=data.horizon_per_arm,

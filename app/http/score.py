@@ -76,7 +76,8 @@ class FeedbackIn(Input, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A reward, an observed outcome label, or both (each at most once per prediction)."""
 
     prediction_id: uuid.UUID
-    # within [0, 1]: 1 is a success for a bandit experiment
+    # a finite number: within [0, 1] (1 a success for a bandit) unless the prediction belongs
+    # to an A/B experiment, whose continuous metric (revenue, loss) takes any value
     reward: float | None = None
     # the outcome observed for the prediction (0 or 1 for a classifier, the value for a
     # regression): the performance job compares it with the score
@@ -188,8 +189,9 @@ class FeedbackController(Controller):
     async def feedback(
         self, data: JSONBody[FeedbackIn], rewards: NamedDependency[Rewards]
     ) -> FeedbackOut:
-        """Record a prediction's reward in [0, 1] and/or its observed outcome label (all or
-        nothing); 404 unknown id, 409 already rewarded (labelled)."""
+        """Record a prediction's reward (in [0, 1]; any finite value for a prediction of an A/B
+        experiment) and/or its observed outcome label (all or nothing); 404 unknown id, 409
+        already rewarded (labelled), 422 a reward off [0, 1] outside an experiment."""
         recorded = await rewards.record(
             data.prediction_id, data.reward, label=data.label, observed_at=data.observed_at
         )

@@ -15,11 +15,15 @@ import msgspec
 from app.scoring.predlog import PredictionLog
 from domain.errors import Conflict, InvalidInput, NotFound
 
-# one round trip each when the prediction is known and has no reward (label) yet
+# one round trip each when the prediction is known and has no reward (label) yet; a reward
+# off [0, 1] only for a prediction of an A/B experiment (a continuous metric: revenue, loss)
 _REWARD = (
-    "INSERT INTO feedback (prediction_id, name, environment, version, reward, recorded_at) "
-    "SELECT prediction_id, name, environment, version, $2, $3 FROM predictions "
-    "WHERE prediction_id = $1 ON CONFLICT (prediction_id) DO NOTHING "
+    "INSERT INTO feedback (prediction_id, name, environment, version, reward, recorded_at, "
+    "experiment_id) "
+    "SELECT prediction_id, name, environment, version, $2::float8, $3, experiment_id "
+    "FROM predictions "
+    "WHERE prediction_id = $1 AND ($2::float8 BETWEEN 0 AND 1 OR experiment_id IS NOT NULL) "
+    "ON CONFLICT (prediction_id) DO NOTHING "
     "RETURNING name, environment, version"
 )
 _LABEL = (
@@ -30,6 +34,7 @@ _LABEL = (
 )
 _EXISTING_REWARD = "SELECT reward FROM feedback WHERE prediction_id = $1"
 _EXISTING_LABEL = "SELECT label FROM outcomes WHERE prediction_id = $1"
+_EXPERIMENT = "SELECT experiment_id FROM predictions WHERE prediction_id = $1"
 # clocks of the systems reporting outcomes may run a little ahead of ours
 _CLOCK_SKEW = timedelta(minutes=5)
 
@@ -85,8 +90,10 @@ async def record_feedback(
     pool: asyncpg.Pool, log: PredictionLog, prediction_id: uuid.UUID, given: Given, now: datetime
 ) -> Feedback:
     """Record feedback, all of it or nothing: NotFound, Conflict if the prediction already
-    has that reward or label, InvalidInput for a reward off [0, 1], a label that is not a
-    finite number, or an observation in the future (while the database is away, its
+    has that reward or label, InvalidInput for a reward that is not a finite number (or is
+    off [0, 1] for a prediction outside an A/B experiment: bandits and other Bernoulli
+    readers need 0..1; an A/B experiment's continuous metric takes any value), a label that
+    is not a finite number, or an observation in the future (while the database is away, its
     connection error: a 503 like every outage)."""
     observed_at = _check(given, now)
     row = await _insert(pool, prediction_id, given, observed_at, now)
@@ -113,8 +120,8 @@ def _check(given: Given, now: datetime) -> datetime:
     reward, label = given.reward, given.label
     if reward is None and label is None:
         raise InvalidInput("send a reward, a label, or both", field="reward")
-    if reward is not None and not (math.isfinite(reward) and 0.0 <= reward <= 1.0):
-        raise InvalidInput("reward must be within [0, 1]", field="reward")
+    if reward is not None and not math.isfinite(reward):
+        raise InvalidInput("reward must be a finite number", field="reward")
     if label is not None and not math.isfinite(label):
         raise InvalidInput("label must be a finite number", field="label")
     observed_at = given.observed_at or now
@@ -171,6 +178,15 @@ async def _refusal(pool: asyncpg.Pool, prediction_id: uuid.UUID, given: Given) -
         if existing is not None:
             raise Conflict(
                 f"prediction {prediction_id} already has a reward ({existing['reward']:g})"
+            )
+        found = None
+        if not 0.0 <= given.reward <= 1.0:
+            found = await pool.fetchrow(_EXPERIMENT, prediction_id)
+        if found is not None and found["experiment_id"] is None:
+            raise InvalidInput(
+                "reward must be within [0, 1] for a prediction outside an A/B experiment "
+                "(any finite value is taken for an experiment's continuous metric)",
+                field="reward",
             )
     if given.label is not None:
         existing = await pool.fetchrow(_EXISTING_LABEL, prediction_id)

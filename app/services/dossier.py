@@ -11,10 +11,17 @@ import msgspec
 
 from app.store.codec import RecordedEvent
 from domain.decide import require_version
-from domain.events import DeploymentChanged, Lineage
+from domain.events import (
+    DataQualityAlert,
+    DeploymentChanged,
+    ExperimentEnded,
+    ExperimentUpdated,
+    Lineage,
+    PerformanceAlert,
+)
 from domain.gates import evaluate_gates, lapse_reason, lifecycle_state
 from domain.policy import GateResult, Policy, PolicyBook
-from domain.state import Decision, ModelState, VersionState
+from domain.state import Decision, Experiment, ModelState, VersionState
 
 _S = TypeVar("_S", bound=msgspec.Struct)
 
@@ -138,6 +145,81 @@ class DriftIncident(msgspec.Struct, frozen=True, kw_only=True):
     position: int
 
 
+class PerformanceIncident(msgspec.Struct, frozen=True, kw_only=True):
+    """A `performance.alert` raised on the version: its live outcomes fell past a bound."""
+
+    metric: str
+    value: float
+    baseline: float | None
+    threshold: float
+    severity: str
+    rows: int
+    environment: str
+    reason: str
+    recorded_at: datetime
+    position: int
+
+
+class DataQualityIncident(msgspec.Struct, frozen=True, kw_only=True):
+    """A `data_quality.alert` raised on the inputs the version served."""
+
+    check: str
+    feature: str | None
+    value: float
+    baseline: float | None
+    threshold: float
+    severity: str
+    rows: int
+    environment: str
+    reason: str
+    recorded_at: datetime
+    position: int
+
+
+class ExperimentLook(msgspec.Struct, frozen=True, kw_only=True):
+    """One look at an experiment (`experiment.updated`): outcomes per arm and the always-valid
+    statistics of challenger - champion."""
+
+    position: int
+    recorded_at: datetime
+    champion_outcomes: int
+    challenger_outcomes: int
+    champion_mean: float
+    challenger_mean: float
+    effect: float
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float
+    # the guardrails crossed at this look ("p99_latency_ms 12 > 5")
+    breached: list[str]
+
+
+class ExperimentEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """An A/B experiment the version took part in (as champion or challenger), its looks and
+    its conclusion."""
+
+    experiment_id: str
+    environment: str
+    role: str
+    champion: int
+    challenger: int
+    traffic_percent: float
+    metric: str
+    metric_kind: str
+    direction: str
+    minimum_detectable_effect: float
+    alpha: float
+    started_at: datetime
+    started_by: str
+    position: int
+    # running, winner, no_difference, guardrail_breach, stopped
+    status: str
+    winner: int | None
+    conclusion: str | None
+    ended_at: datetime | None
+    looks: list[ExperimentLook]
+
+
 class AsOf(msgspec.Struct, frozen=True, kw_only=True):
     """The instant the dossier describes."""
 
@@ -162,6 +244,9 @@ class Dossier(msgspec.Struct, frozen=True, kw_only=True):
     currently_serving: list[Serving]
     drift: list[DriftIncident]
     as_of: AsOf
+    performance_alerts: list[PerformanceIncident] = msgspec.field(default_factory=list)
+    data_quality_alerts: list[DataQualityIncident] = msgspec.field(default_factory=list)
+    experiments: list[ExperimentEntry] = msgspec.field(default_factory=list)
 
 
 def build_dossier(
@@ -195,6 +280,80 @@ def build_dossier(
         ],
         drift=[_copy(DriftIncident, a) for a in model.drift_alerts if a.version == number],
         as_of=AsOf(position=as_of_position, time=now),
+        performance_alerts=[
+            _copy(PerformanceIncident, r.event, r)
+            for r in events
+            if isinstance(r.event, PerformanceAlert) and r.event.version == number
+        ],
+        data_quality_alerts=[
+            _copy(DataQualityIncident, r.event, r)
+            for r in events
+            if isinstance(r.event, DataQualityAlert) and r.event.version == number
+        ],
+        experiments=_experiments(model, number, events),
+    )
+
+
+def _experiments(
+    model: ModelState, number: int, events: Sequence[RecordedEvent]
+) -> list[ExperimentEntry]:
+    taking_part = {
+        eid: x
+        for eid, x in model.experiments.items()
+        if number in (x.started.champion, x.started.challenger)
+    }
+    looks: dict[str, list[ExperimentLook]] = {eid: [] for eid in taking_part}
+    for rec in events:
+        e = rec.event
+        if isinstance(e, ExperimentUpdated) and e.experiment_id in looks:
+            looks[e.experiment_id].append(
+                ExperimentLook(
+                    position=rec.position,
+                    recorded_at=rec.recorded_at,
+                    champion_outcomes=e.champion.outcomes,
+                    challenger_outcomes=e.challenger.outcomes,
+                    champion_mean=e.champion.mean,
+                    challenger_mean=e.challenger.mean,
+                    effect=e.effect,
+                    ci_low=e.ci_low,
+                    ci_high=e.ci_high,
+                    p_value=e.p_value,
+                    breached=[
+                        f"{g.name} {g.value:g} > {g.limit:g}"
+                        for g in e.guardrails
+                        if not g.passed and g.value is not None
+                    ],
+                )
+            )
+    entries = [_experiment(x, number, looks[eid]) for eid, x in taking_part.items()]
+    return sorted(entries, key=lambda entry: entry.position)
+
+
+def _experiment(x: Experiment, number: int, looks: list[ExperimentLook]) -> ExperimentEntry:
+    started, ended = x.started, x.ended
+    conclusion = x.stopped_reason
+    if isinstance(ended, ExperimentEnded):
+        conclusion = ended.reason
+    return ExperimentEntry(
+        experiment_id=started.experiment_id,
+        environment=started.environment,
+        role="champion" if number == started.champion else "challenger",
+        champion=started.champion,
+        challenger=started.challenger,
+        traffic_percent=started.traffic_percent,
+        metric=started.metric.name,
+        metric_kind=started.metric.kind,
+        direction=started.metric.direction,
+        minimum_detectable_effect=started.minimum_detectable_effect,
+        alpha=started.alpha,
+        started_at=x.started_at,
+        started_by=x.started_by,
+        position=x.position,
+        status=x.status,
+        winner=None if ended is None else ended.winner,
+        conclusion=conclusion,
+        ended_at=x.ended_at,
+        looks=looks,
     )
 
 
@@ -326,4 +485,47 @@ def dossier_tables(d: Dossier) -> list[Table]:
         (a.recorded_at, a.severity, a.statistic, a.feature, a.value, a.threshold, a.environment)
         for a in d.drift
     ])  # fmt: skip
+    heads = "Time,Severity,Metric,Value,Baseline,Threshold,Rows,Environment,Reason"
+    add("Performance alerts", heads, [
+        (a.recorded_at, a.severity, a.metric, f"{a.value:.4g}", _number(a.baseline),
+         f"{a.threshold:.4g}", a.rows, a.environment, a.reason)
+        for a in d.performance_alerts
+    ])  # fmt: skip
+    heads = "Time,Severity,Check,Feature,Value,Baseline,Threshold,Rows,Environment,Reason"
+    add("Data-quality alerts", heads, [
+        (a.recorded_at, a.severity, a.check, a.feature, f"{a.value:.4g}", _number(a.baseline),
+         f"{a.threshold:.4g}", a.rows, a.environment, a.reason)
+        for a in d.data_quality_alerts
+    ])  # fmt: skip
+    heads = (
+        "Experiment,Environment,Role,Champion,Challenger,Metric,MDE,Alpha,Started,Status,Conclusion"
+    )
+    add("Experiments", heads, [
+        (x.experiment_id, x.environment, x.role, x.champion,
+         f"{x.challenger} at {x.traffic_percent:g}%",
+         f"{x.metric} ({x.metric_kind}, {x.direction})", f"{x.minimum_detectable_effect:g}",
+         f"{x.alpha:g}", f"{_cell(x.started_at)} by {x.started_by}",
+         x.status + (f": version {x.winner}" if x.winner is not None else ""), x.conclusion)
+        for x in d.experiments
+    ])  # fmt: skip
+    heads = (
+        "Experiment,#,Time,Outcomes (champion / challenger),Means,Effect,"
+        "Always-valid interval,p,Guardrails crossed"
+    )
+    add("Experiment looks", heads, [
+        (x.experiment_id, look.position, look.recorded_at,
+         f"{look.champion_outcomes} / {look.challenger_outcomes}",
+         f"{look.champion_mean:.4g} / {look.challenger_mean:.4g}", f"{look.effect:+.4g}",
+         f"[{_number(look.ci_low, '-inf')}, {_number(look.ci_high, '+inf')}]",
+         f"{look.p_value:.3g}", "; ".join(look.breached))
+        for x in d.experiments for look in x.looks[-_LOOKS_SHOWN:]
+    ])  # fmt: skip
     return tables
+
+
+# the card shows each experiment's latest looks (the JSON dossier has every one)
+_LOOKS_SHOWN = 20
+
+
+def _number(value: float | None, missing: str = "—") -> str:
+    return missing if value is None else f"{value:.4g}"

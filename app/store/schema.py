@@ -235,6 +235,9 @@ jobs = sa.Table(
     sa.Index("jobs_name_idx", "name", "requested_position"),
 )
 
+# the id of the transaction writing a row, as a number (xid8 has no SQLAlchemy type)
+_TXID = sa.text("(pg_current_xact_id())::text::bigint")
+
 predictions = sa.Table(
     "predictions",
     metadata,
@@ -250,11 +253,15 @@ predictions = sa.Table(
     sa.Column("unit_id", sa.Text),
     sa.Column("experiment_id", sa.Text),
     sa.Column("latency_us", sa.Float),
+    # the writing transaction's id: a look adds the rows of transactions finished since the
+    # previous look (every id below a snapshot's xmin is finished; see workers/jobs/experiment)
+    sa.Column("txid", sa.BigInteger, nullable=False, server_default=_TXID),
     sa.Index("predictions_window_idx", "name", "version", "created_at"),
     sa.Index("predictions_created_idx", "created_at"),
     sa.Index(
         "predictions_experiment_idx",
         "experiment_id",
+        "txid",
         postgresql_where=sa.text("experiment_id IS NOT NULL"),
     ),
 )
@@ -268,7 +275,17 @@ feedback = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("reward", sa.Float, nullable=False),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("txid", sa.BigInteger, nullable=False, server_default=_TXID),
+    # the prediction's experiment, copied when the reward is recorded: a look reads the
+    # rewards since its watermark without looking their predictions up
+    sa.Column("experiment_id", sa.Text),
     sa.Index("feedback_arm_idx", "name", "environment", "version"),
+    sa.Index(
+        "feedback_experiment_idx",
+        "experiment_id",
+        "txid",
+        postgresql_where=sa.text("experiment_id IS NOT NULL"),
+    ),
 )
 
 # labels observed for predictions, often days later (outcome monitoring); kept as long as
@@ -283,5 +300,7 @@ outcomes = sa.Table(
     sa.Column("label", sa.Float, nullable=False),
     sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("txid", sa.BigInteger, nullable=False, server_default=_TXID),
     sa.Index("outcomes_version_idx", "name", "environment", "version", "recorded_at"),
+    sa.Index("outcomes_txid_idx", "txid"),
 )

@@ -176,6 +176,92 @@ def drift_on_both_versions() -> list[Step]:
     return [by_worker(on_1), by_worker(on_2)]
 
 
+def an_experiment_of_2_against_1_ended_on_a_guardrail() -> list[Step]:
+    """An A/B test of 2 against champion 1 in production: two looks, the second crossing the
+    p99 latency guardrail, and its conclusion."""
+    started = ev.ExperimentStarted(
+        name=NAME,
+        experiment_id="exp-1",
+        environment="production",
+        champion=1,
+        challenger=2,
+        traffic_percent=10.0,
+        metric=ev.ExperimentMetric(name="default | 90d", direction="decrease"),
+        guardrails=ev.Guardrails(max_error_rate=0.01, max_p99_latency_ms=5.0),
+        minimum_detectable_effect=0.02,
+        alpha=0.05,
+        horizon_per_arm=20_000,
+    )
+
+    def look(outcomes: int, p99: float, p_value: float) -> ev.ExperimentUpdated:
+        latency = ev.GuardrailCheck(name="p99_latency_ms", value=p99, limit=5.0, passed=p99 <= 5.0)
+        return ev.ExperimentUpdated(
+            name=NAME,
+            experiment_id="exp-1",
+            champion=ev.ArmSummary(
+                version=1, predictions=9 * outcomes, outcomes=outcomes, mean=0.1, variance=0.09
+            ),
+            challenger=ev.ArmSummary(
+                version=2, predictions=outcomes, outcomes=outcomes, mean=0.08, variance=0.07
+            ),
+            effect=-0.02,
+            std_error=0.01,
+            ci_low=None if outcomes < 500 else -0.05,
+            ci_high=None if outcomes < 500 else 0.01,
+            p_value=p_value,
+            guardrails=[latency],
+        )
+
+    ended = ev.ExperimentEnded(
+        name=NAME,
+        experiment_id="exp-1",
+        environment="production",
+        outcome="guardrail_breach",
+        effect=-0.02,
+        p_value=0.4,
+        reason="challenger 2 crossed a guardrail: p99_latency_ms 7.5 > 5",
+    )
+    return [
+        by_ci(started),
+        by_worker(look(300, 4.0, 1.0)),
+        by_worker(look(800, 7.5, 0.4)),
+        by_worker(ended),
+    ]
+
+
+def performance_and_data_quality_alerts() -> list[Step]:
+    """A critical AUC drop on 2 and a null-rate alert on each version."""
+    auc = ev.PerformanceAlert(
+        name=NAME,
+        version=2,
+        environment="production",
+        metric="auc",
+        value=0.71,
+        baseline=0.9,
+        threshold=0.1,
+        severity="critical",
+        rows=5000,
+        reason="auc 0.71 fell 0.19 below validation 0.9 (limit 0.1)",
+    )
+    nulls = [
+        ev.DataQualityAlert(
+            name=NAME,
+            version=version,
+            environment="production",
+            check="null_rate",
+            feature="income",
+            value=0.3,
+            baseline=0.01,
+            threshold=0.1,
+            severity="warning",
+            rows=4000,
+            reason=f"income null in 30% of version {version}'s rows (training 1%)",
+        )
+        for version in (1, 2)
+    ]
+    return [by_worker(auc), *(by_worker(n) for n in nulls)]
+
+
 def given_a_registered_version() -> list[Step]:
     """Registered only: no build, no compliance, no decisions."""
     return [*model_registered(), *version_1_registered()]
@@ -206,6 +292,16 @@ def given_version_2_replaced_version_1_in_production() -> list[Step]:
         *given_version_1_in_production_and_2_in_canary(),
         by_worker(demote),
         by_ci(replace),
+    ]
+
+
+def given_an_experiment_and_monitoring_alerts() -> list[Step]:
+    """Version 2 under an experiment against 1 that a guardrail ended; performance and
+    data-quality alerts."""
+    return [
+        *given_version_1_in_production_and_2_in_canary(),
+        *an_experiment_of_2_against_1_ended_on_a_guardrail(),
+        *performance_and_data_quality_alerts(),
     ]
 
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import math
 
+import msgspec
+import numpy as np
 import pytest
+from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
 from scipy import stats
 
 from domain import commands as cmd
@@ -14,7 +17,7 @@ from domain import events as ev
 from domain.errors import Conflict, InvalidInput
 from domain.handle import decide as when_command
 from domain.handle import event_ids
-from domain.looks import ArmData, update
+from domain.looks import ArmData, fairness_gap, update
 from domain.policy import Policy
 from domain.sequential import Moments
 from domain.state import ModelState
@@ -22,6 +25,11 @@ from tests.domain.test_deciders import NAME, facts, given
 from tests.domain.test_experiments import ENV, UNGATED, challenger, two_versions
 
 EXP = "exp-1"
+
+
+def FAIR(**changes: object) -> ev.FairnessGuardrail:  # noqa: N802 - reads as a constant
+    fields: dict[str, object] = {"feature": "b", "max_difference": 0.1}
+    return ev.FairnessGuardrail(**(fields | changes))  # type: ignore[arg-type]
 
 
 def start(**changes: object) -> cmd.StartExperiment:
@@ -95,6 +103,18 @@ def test_an_already_running_canary_at_the_split_is_adopted_without_a_promotion()
         ({"minimum_detectable_effect": 1.5}, "minimum_detectable_effect"),
         ({"metric": ev.ExperimentMetric(name="loss", kind="continuous")}, "horizon_per_arm"),
         ({"guardrails": ev.Guardrails(max_error_rate=-1.0)}, "guardrails"),
+        (
+            {"guardrails": ev.Guardrails(fairness=FAIR(max_difference=1.5))},
+            "guardrails.fairness.max_difference",
+        ),
+        (
+            {"guardrails": ev.Guardrails(fairness=FAIR(min_group_size=0))},
+            "guardrails.fairness.min_group_size",
+        ),
+        (
+            {"guardrails": ev.Guardrails(fairness=FAIR(feature="sex"))},
+            "guardrails.fairness.feature",
+        ),
     ],
 )
 def test_bad_settings_are_refused(changes: dict[str, object], field: str) -> None:
@@ -224,3 +244,71 @@ def test_a_look_at_an_experiment_whose_challenger_was_ended_is_refused() -> None
             state,
             facts(UNGATED),
         )
+
+
+def _groups(groups: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, list[int]]:
+    """The per-group counts the update job gathers, from arrays."""
+    counts = {}
+    for group in np.unique(groups):
+        mask = groups == group
+        t, p = y_true[mask], y_pred[mask]
+        counts[str(group)] = [
+            int(mask.sum()), int(p.sum()), int((t == 1).sum()), int(((t == 1) & (p == 1)).sum()),
+            int((t == 0).sum()), int(((t == 0) & (p == 1)).sum()),
+        ]  # fmt: skip
+    return counts
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_fairness_gaps_are_fairlearns(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    groups = rng.choice(["a", "b", "c"], size=3_000, p=[0.5, 0.3, 0.2])
+    y_true = (rng.random(3_000) < 0.3).astype(int)
+    rate = np.where(groups == "a", 0.4, np.where(groups == "b", 0.25, 0.3))
+    y_pred = (rng.random(3_000) < rate + 0.3 * y_true).astype(int)
+    counts = _groups(groups, y_true, y_pred)
+    parity = demographic_parity_difference(y_true, y_pred, sensitive_features=groups)
+    odds = equalized_odds_difference(y_true, y_pred, sensitive_features=groups)
+    assert fairness_gap(counts, "demographic_parity", 30) == pytest.approx(parity, abs=1e-12)
+    assert fairness_gap(counts, "equalized_odds", 30) == pytest.approx(odds, abs=1e-12)
+    # groups below the minimum size are left out, as fairlearn on the rows of the others
+    big = {g: c for g, c in counts.items() if c[0] >= 700}
+    kept = np.isin(groups, list(big))
+    assert fairness_gap(counts, "demographic_parity", 700) == pytest.approx(
+        demographic_parity_difference(y_true[kept], y_pred[kept], sensitive_features=groups[kept]),
+        abs=1e-12,
+    )
+    # one group is nothing to compare
+    assert fairness_gap({"a": counts["a"]}, "demographic_parity", 1) is None
+
+
+def test_a_fairness_gap_past_its_limit_is_a_guardrail_breach() -> None:
+    # given: a running experiment with a demographic-parity guardrail on feature "b"
+    history = [*two_versions(), challenger(2)]
+    guarded = ev.Guardrails(fairness=FAIR(max_difference=0.1, min_group_size=50))
+    events = when_command(
+        start(traffic_percent=20.0, guardrails=guarded), given(*history), facts(UNGATED)
+    )
+    state = given(*history, *((e, "pipeline") for e in events))
+    assert state is not None
+    experiment = state.experiments[EXP]
+    # when: the challenger's positive rate is 40% in group "1" and 20% in group "2"
+    groups = {
+        "1.0": [100, 40, 0, 0, 0, 0],
+        "2.0": [100, 20, 0, 0, 0, 0],
+        "3.0": [10, 10, 0, 0, 0, 0],
+    }
+    fair = msgspec.structs.replace(arm(2, 200, 20), groups=groups)
+    reported = update(experiment, arm(1, 200, 20), fair, "job-1")
+    # then: the gap 0.2 (group "3" too small to count) crossed 0.1: the experiment ends
+    names = [c.name for c in reported.update.guardrails]
+    assert names == ["error_rate", "demographic_parity_difference(b)"]
+    check = reported.update.guardrails[-1]
+    assert check.name == "demographic_parity_difference(b)"
+    assert check.value == pytest.approx(0.2) and not check.passed
+    assert reported.ended is not None and reported.ended.outcome == "guardrail_breach"
+    assert "demographic_parity_difference(b) 0.2 > 0.1" in reported.ended.reason
+    # and within the limit it passes
+    within = {"1.0": [100, 25, 0, 0, 0, 0], "2.0": [100, 20, 0, 0, 0, 0]}
+    fine = msgspec.structs.replace(arm(2, 200, 20), groups=within)
+    assert update(experiment, arm(1, 200, 20), fine).ended is None

@@ -20,6 +20,7 @@ from tests.domain.dossier_givens import (
     Step,
     fold,
     given_a_registered_version,
+    given_an_experiment_and_monitoring_alerts,
     given_version_1_in_production_and_2_in_canary,
     given_version_2_replaced_version_1_in_production,
     high_risk_policies,
@@ -202,5 +203,80 @@ def test_markdown_empty_sections_say_none() -> None:
         "Approvals",
         "Deployment history",
         "Drift incidents",
+        "Performance alerts",
+        "Data-quality alerts",
+        "Experiments",
+        "Experiment looks",
     ):
         assert f"## {title}\n\nnone\n" in md + "\n"
+
+
+def test_dossier_json_has_experiments_their_looks_and_monitoring_alerts() -> None:
+    steps = given_an_experiment_and_monitoring_alerts()
+
+    v1, v2 = as_json(dossier(steps, 1)), as_json(dossier(steps, 2))
+
+    # the experiment is in both versions' dossiers, each with its role, looks and conclusion
+    assert [(x["experiment_id"], x["role"]) for x in v1["experiments"]] == [("exp-1", "champion")]
+    (x,) = v2["experiments"]
+    assert (x["role"], x["champion"], x["challenger"], x["environment"]) == (
+        "challenger",
+        1,
+        2,
+        "production",
+    )
+    assert (x["metric"], x["metric_kind"], x["direction"]) == (
+        "default | 90d",
+        "binary",
+        "decrease",
+    )
+    assert (x["status"], x["winner"]) == ("guardrail_breach", None)
+    assert x["conclusion"] == "challenger 2 crossed a guardrail: p99_latency_ms 7.5 > 5"
+    assert x["started_by"] == "ci-bot" and x["ended_at"] is not None
+    looks = x["looks"]
+    assert [(k["champion_outcomes"], k["p_value"], k["breached"]) for k in looks] == [
+        (300, 1.0, []),
+        (800, 0.4, ["p99_latency_ms 7.5 > 5"]),
+    ]
+    assert (looks[0]["ci_low"], looks[1]["ci_low"]) == (None, -0.05)
+    assert looks[0]["position"] < looks[1]["position"]
+    # alerts are bound to the version that served: the AUC drop is 2's only
+    assert v1["performance_alerts"] == []
+    (auc,) = v2["performance_alerts"]
+    assert (auc["metric"], auc["severity"], auc["value"], auc["baseline"]) == (
+        "auc",
+        "critical",
+        0.71,
+        0.9,
+    )
+    assert auc["rows"] == 5000 and "below validation" in auc["reason"]
+    for data, version in ((v1, 1), (v2, 2)):
+        (nulls,) = data["data_quality_alerts"]
+        assert (nulls["check"], nulls["feature"], nulls["severity"]) == (
+            "null_rate",
+            "income",
+            "warning",
+        )
+        assert f"version {version}'s rows" in nulls["reason"]
+
+
+def test_markdown_card_shows_experiments_looks_and_monitoring_alerts() -> None:
+    steps = given_an_experiment_and_monitoring_alerts()
+
+    md = dossier_markdown(dossier(steps, 2))
+
+    for title in ("Performance alerts", "Data-quality alerts", "Experiments", "Experiment looks"):
+        assert f"## {title}\n\n|" in md
+    assert "| critical | auc | 0.71 | 0.9 | 0.1 | 5000 | production |" in md
+    assert "| warning | null_rate | income | 0.3 | 0.01 | 0.1 | 4000 |" in md
+    assert (
+        "| exp-1 | production | challenger | 1 | 2 at 10% | default \\| 90d (binary, decrease) |"
+        in md
+    )
+    assert "guardrail_breach | challenger 2 crossed a guardrail: p99_latency_ms 7.5 > 5 |" in md
+    assert "| 300 / 300 | 0.1 / 0.08 | -0.02 | [-inf, +inf] | 1 | — |" in md
+    assert "| 800 / 800 | 0.1 / 0.08 | -0.02 | [-0.05, 0.01] | 0.4 | p99_latency_ms 7.5 > 5 |" in md
+    for block in md.split("\n\n"):
+        rows = [line for line in block.splitlines() if line.startswith("|")]
+        widths = {line.replace("\\|", "").count("|") for line in rows}
+        assert len(widths) <= 1, block

@@ -3,11 +3,13 @@ prediction, rewards fed back, the update job's look, and its conclusions."""
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
 import httpx
 import msgspec
+import numpy as np
 import pytest
 
 from app.resources import Resources
@@ -221,3 +223,124 @@ async def test_bad_experiments_are_problems_and_append_nothing(
     again = await client.post("/v1/models/fraud/experiments", json=experiment(), headers=retried)
     assert first.status_code == again.status_code == 201, again.text
     assert first.json()["experiment_id"] == again.json()["experiment_id"]
+
+
+async def test_a_continuous_metric_takes_any_finite_reward_and_late_rewards_count_once(
+    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources, settings: Settings
+) -> None:
+    # given: an experiment on revenue per scored customer (any finite value, refunds negative)
+    ci, scorer = await _two_versions(client, auth, resources)
+    metric = {"name": "revenue", "kind": "continuous"}
+    eid = await _start(client, ci, experiment(metric=metric, minimum_detectable_effect=50.0))
+    served = await _score_units(client, scorer, [f"c{i}" for i in range(80)])
+    await resources.scoring.predictions.flush()
+    rng = np.random.default_rng(5)
+    rewards: dict[str, tuple[int, float]] = {}
+    for version, prediction in served.values():
+        value = float(np.round(rng.normal(1_000.0 if version == 1 else 1_030.0, 60.0), 2))
+        rewards[prediction] = (version, value if rng.random() > 0.1 else -25.5)
+
+    async def feed(predictions: list[str]) -> None:
+        for prediction in predictions:
+            fed = await client.post(
+                "/v1/feedback",
+                json={"prediction_id": prediction, "reward": rewards[prediction][1]},
+                headers=scorer,
+            )
+            assert fed.status_code == 202, fed.text
+
+    # when: half the rewards come, a look is taken, then the rest (late, for predictions
+    # scored before that look) and a second look
+    ids = list(rewards)
+    await feed(ids[:40])
+    first = (await _look(client, ci, resources, settings, eid))["latest"]
+    await feed(ids[40:])
+    read = await _look(client, ci, resources, settings, eid)
+    latest = read["latest"]
+    # then: each reward counted once; the moments are numpy's, the effect and always-valid
+    # p-value the mSPRT's by hand (Johari et al.: Lambda = sqrt(V/(V+t2)) e^(t2 d^2/(2V(V+t2))))
+    by_arm = {v: np.array([r for a, r in rewards.values() if a == v]) for v in (1, 2)}
+    for arm, version in (("champion", 1), ("challenger", 2)):
+        assert latest[arm]["outcomes"] == by_arm[version].size
+        assert latest[arm]["mean"] == pytest.approx(by_arm[version].mean(), rel=1e-12)
+        assert latest[arm]["variance"] == pytest.approx(by_arm[version].var(ddof=1), rel=1e-9)
+    effect = by_arm[2].mean() - by_arm[1].mean()
+    variance = sum(by_arm[v].var(ddof=1) / by_arm[v].size for v in (1, 2))
+    tau2 = 50.0**2
+    ratio = math.sqrt(variance / (variance + tau2)) * math.exp(
+        tau2 * effect**2 / (2 * variance * (variance + tau2))
+    )
+    assert latest["effect"] == pytest.approx(effect, rel=1e-9)
+    assert latest["p_value"] == pytest.approx(min(first["p_value"], 1.0, 1 / ratio), rel=1e-9)
+    # and the second look carried the first look's totals (it read only what came since)
+    recorded = await resources.store.read_stream(model_stream("fraud"))
+    looks = [r.event for r in recorded if isinstance(r.event, ev.ExperimentUpdated)]
+    assert len(looks) == 2 and all(e.totals is not None for e in looks)
+    assert looks[0].totals is not None and looks[1].totals is not None
+    assert looks[1].totals.watermark >= looks[0].totals.watermark > 0
+    # but a reward off [0, 1] for a prediction outside an experiment is still refused
+    plain = await score(client, scorer, "fraud", ROW)
+    off = await client.post(
+        "/v1/feedback",
+        json={"prediction_id": plain.json()["prediction_ids"][0], "reward": 250.0},
+        headers=scorer,
+    )
+    assert off.status_code == 422 and "A/B experiment" in off.text, off.text
+    for bad in ("Infinity", "NaN"):
+        refused = await client.post(
+            "/v1/feedback",
+            content=f'{{"prediction_id": "{ids[0]}", "reward": {bad}}}',
+            headers=scorer | {"Content-Type": "application/json"},
+        )
+        assert refused.status_code in (400, 422), refused.text
+
+
+async def test_a_fairness_gap_in_the_challengers_rows_stops_it_caused_by_the_conclusion(
+    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources, settings: Settings
+) -> None:
+    # given: an experiment whose challenger must not favour one merchant group by > 10 points
+    ci, _ = await _two_versions(client, auth, resources)
+    fairness = {"feature": "merchant", "max_difference": 0.1, "min_group_size": 20}
+    unknown = experiment(guardrails={"fairness": fairness | {"feature": "sex"}})
+    refused = await client.post("/v1/models/fraud/experiments", json=unknown, headers=ci)
+    assert refused.status_code == 422 and "sex" in refused.text, refused.text
+    eid = await _start(client, ci, experiment(guardrails={"fairness": fairness}))
+    read = await client.get(f"/v1/models/fraud/experiments/{eid}", headers=ci)
+    assert read.json()["guardrails"]["fairness"]["metric"] == "demographic_parity"
+    # and logged rows where the challenger flags merchant 1 at 0.9 and merchant 2 at 0.1
+    rows = [
+        (2, 1.0, 0.9), (2, 2.0, 0.1), (1, 1.0, 0.5), (1, 2.0, 0.5),
+    ] * 30  # fmt: skip
+    await resources.pool.execute(
+        "INSERT INTO predictions (prediction_id, name, environment, version, library_sha256, "
+        "arm, score, features, created_at, experiment_id, latency_us) "
+        "SELECT gen_random_uuid(), 'fraud', 'staging', v, 'lib', "
+        "CASE WHEN v = 1 THEN 'champion' ELSE 'challenger' END, to_json(s), "
+        "json_build_array(10.0, 30, 12, m), now(), $4, 100.0 "
+        "FROM unnest($1::int[], $2::float8[], $3::float8[]) AS t(v, m, s)",
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        eid,
+    )
+    # when: a look is taken
+    read = await _look(client, ci, resources, settings, eid)
+    # then: the gap (1.0: 100% against 0%) breached the guardrail, and the challenger ended
+    check = read["latest"]["guardrails"][-1]
+    assert (check["name"], check["value"], check["passed"]) == (
+        "demographic_parity_difference(merchant)",
+        1.0,
+        False,
+    )
+    assert read["status"] == "guardrail_breach"
+    assert "demographic_parity_difference(merchant) 1 > 0.1" in read["conclusion"]["reason"]
+    recorded = await resources.store.read_stream(model_stream("fraud"))
+    ended = next(r for r in recorded if isinstance(r.event, ev.ExperimentEnded))
+    demotion = next(
+        r
+        for r in recorded
+        if isinstance(r.event, ev.DeploymentChanged) and r.event.action == "demotion"
+    )
+    assert isinstance(demotion.event, ev.DeploymentChanged) and demotion.event.version == 2
+    assert demotion.meta.causation_id == str(ended.event_id)
+    assert demotion.position > ended.position
