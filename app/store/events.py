@@ -30,6 +30,23 @@ NOTIFY_CHANNEL = "ml_events"
 _log = logging.getLogger("model_ledger.store")
 
 _APPEND_SQL = "SELECT * FROM ml_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+# The append and the inline projections' checkpoints in one round trip: the checkpoints are
+# locked after `ml_append` took the log's lock (the EXISTS reads its result), so the previous
+# appender has committed and released them; SKIP LOCKED leaves those the asynchronous
+# projector holds (app/store/inline.py). Those right below the batch move past it here (the
+# transaction projects the batch or rolls back); `c` returns them as they were before.
+_APPEND_LOCKING_SQL = (
+    "WITH a AS MATERIALIZED (SELECT * FROM ml_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)), "
+    "b AS MATERIALIZED (SELECT min(o_first) AS first, max(o_last) AS last FROM a "
+    "WHERE o_status = 'ok'), "
+    "c AS MATERIALIZED (SELECT name, position FROM projection_checkpoints "
+    "WHERE name = ANY($11::text[]) AND EXISTS (SELECT FROM b WHERE first IS NOT NULL) "
+    "FOR UPDATE SKIP LOCKED), "
+    "m AS (UPDATE projection_checkpoints p SET position = b.last FROM c, b "
+    "WHERE p.name = c.name AND c.position = b.first - 1) "
+    "SELECT a.*, (SELECT array_agg(name ORDER BY name) FROM c) AS c_names, "
+    "(SELECT array_agg(position ORDER BY name) FROM c) AS c_positions FROM a"
+)
 # a lateral join per stream, so each is read by the (stream, version) index whatever its length
 _TAILS_SQL = (
     f"SELECT e.* FROM unnest($1::text[], $2::bigint[]) AS t(stream, after) "  # noqa: S608
@@ -185,13 +202,17 @@ class EventStore:
                 recorded = {row["o_req"]: _recorded(batch, row) for row in rows}
             else:
                 async with conn.transaction():
-                    rows = await conn.fetch(_APPEND_SQL, *_batch_arguments(batch))
+                    rows = await conn.fetch(
+                        _APPEND_LOCKING_SQL, *_batch_arguments(batch), self._inline.names
+                    )
                     recorded = {row["o_req"]: _recorded(batch, row) for row in rows}
                     appended = sorted(
                         (e for events in recorded.values() for e in events),
                         key=lambda e: e.position,
                     )
-                    projected = await self._inline.apply(conn, appended)
+                    names, positions = rows[0]["c_names"] or [], rows[0]["c_positions"] or []
+                    starts = dict(zip(names, positions, strict=True))
+                    projected = await self._inline.apply(conn, appended, starts)
                 if projected:
                     self._inline.committed(projected, appended[-1].position)
         replays: list[tuple[_Request, int, int]] = []
