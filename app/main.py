@@ -35,7 +35,9 @@ from app.http.tokens import TokenController
 from app.http.uploads import UploadController
 from app.outages import report_failure
 from app.resources import Resources, open_resources
-from app.scoring.scorer import ROUTING_EVENTS
+from app.scoring.scorer import NOT_ROUTING, ROUTING_EVENTS
+from app.services.authenticator import TOKEN_EVENT_TYPES
+from app.services.dispatch import JOB_REQUESTS
 from app.settings import Settings
 from app.store.watch import LogWatcher
 from app.ui.routes import UI_PATHS, console_router, template_config
@@ -104,17 +106,21 @@ async def _background(resources: Resources) -> AsyncIterator[None]:
         ROUTING_EVENTS, resources.scoring.scorer.refresh
     )
     tasks = [
-        asyncio.create_task(resources.authenticator.follow(watcher.subscribe())),
+        asyncio.create_task(
+            resources.authenticator.follow(watcher.subscribe(only=TOKEN_EVENT_TYPES))
+        ),
         asyncio.create_task(
             _every(
                 settings.checkpoint_interval_seconds, "checkpoint", resources.checkpointer.sign_head
             )
         ),
         asyncio.create_task(_follow_log(resources, watcher)),
-        *resources.scoring.tasks(watcher.subscribe()),
+        *resources.scoring.tasks(watcher.subscribe(ignore=NOT_ROUTING)),
     ]
     if settings.dispatch_jobs:
-        tasks.append(asyncio.create_task(resources.dispatcher.run(watcher.subscribe().wait)))
+        tasks.append(
+            asyncio.create_task(resources.dispatcher.run(watcher.subscribe(only=JOB_REQUESTS).wait))
+        )
         tasks.append(asyncio.create_task(resources.sweeper.run()))
     try:
         yield

@@ -107,8 +107,10 @@ class EventStore:
         self._flusher: asyncio.Task[None] | None = None
         self._head = 0
         self._listeners: list[Callable[[int], None]] = []
+        self._typed_listeners: list[Callable[[int, frozenset[str]], None]] = []
         self._notify = notify
         self._notify_position: int | None = None
+        self._notify_types: set[str] = set()  # of the appends the next wake-up tells of
         self._notifier: asyncio.Task[None] | None = None
 
     @property
@@ -216,6 +218,7 @@ class EventStore:
                 if projected:
                     self._inline.committed(projected, appended[-1].position)
         replays: list[tuple[_Request, int, int]] = []
+        types: set[str] = set()
         for row in rows:
             request = batch[row["o_req"]]
             status = row["o_status"]
@@ -232,6 +235,7 @@ class EventStore:
                     ),
                 )
                 self._advance_head(row["o_last"])
+                types.update(request.types)
             elif status == "conflict":
                 _settle(
                     request.future,
@@ -255,7 +259,7 @@ class EventStore:
         for request, first, last in replays:
             if not request.future.done():
                 _settle(request.future, await self._result_at(request.stream, first, last))
-        await self._wake()
+        await self._wake(frozenset(types))
 
     async def replayed(self, idempotency: Idempotency) -> AppendResult | None:
         """The result of an earlier append under this key, if any (a retry need not decide).
@@ -292,11 +296,14 @@ class EventStore:
     def _advance_head(self, position: int) -> None:
         self._head = max(self._head, position)
 
-    async def _wake(self) -> None:
+    async def _wake(self, types: frozenset[str]) -> None:
         for listener in self._listeners:
             listener(self._head)
+        for typed in self._typed_listeners:
+            typed(self._head, types)
         if self._notify:
             self._notify_position = self._head
+            self._notify_types |= types
             if self._notifier is None:
                 self._notifier = asyncio.create_task(self._send_notifications())
 
@@ -306,9 +313,10 @@ class EventStore:
         try:
             while self._notify_position is not None:
                 position, self._notify_position = self._notify_position, None
+                types, self._notify_types = self._notify_types, set()
                 try:
                     await self._pool.execute(
-                        "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(position)
+                        "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, wake_up(position, types)
                     )
                 except Exception as error:  # a lost wake-up only delays subscribers: they poll
                     if isinstance(error, asyncpg.PostgresError | OSError) or is_outage(error):
@@ -326,6 +334,11 @@ class EventStore:
     def on_append(self, listener: Callable[[int], None]) -> None:
         """Call `listener(head position)` after every committed batch of this process."""
         self._listeners.append(listener)
+
+    def on_appended(self, listener: Callable[[int, frozenset[str]], None]) -> None:
+        """Call `listener(head position, event types)` after every committed batch of this
+        process (the types of the events it appended)."""
+        self._typed_listeners.append(listener)
 
     async def read_stream(self, stream: str, after_version: int = 0) -> list[RecordedEvent]:
         """The events of one stream in version order."""
@@ -385,6 +398,18 @@ class EventStore:
         if row is None:
             return 0, bytes(32)
         return int(row["position"]), bytes(row["hash"])
+
+
+def wake_up(position: int, types: set[str] | frozenset[str]) -> str:
+    """The NOTIFY payload telling of appends up to `position` holding events of `types`:
+    the position, a space, the types joined by commas (what `appended_types` reads)."""
+    return f"{position} {','.join(sorted(types))}"
+
+
+def appended_types(payload: str) -> frozenset[str] | None:
+    """The event types a wake-up tells of; None when it does not say (any may have been)."""
+    _, _, types = payload.partition(" ")
+    return frozenset(types.split(",")) if types else None
 
 
 def _recorded(batch: list[_Request], row: asyncpg.Record) -> list[RecordedEvent]:
