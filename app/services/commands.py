@@ -109,25 +109,41 @@ class Commands:
             return await self._finish(earlier)
         once = expected_version is not None or isinstance(command, _DECIDED_ONCE)
         deadline = time.monotonic() + (0.0 if once else patience)
+        # A registration on a stream this process knows nothing of is decided as on a new
+        # stream without reading it: the append expects it new, so if it is not, the
+        # conflict sends the command down the ordinary path (read, decide: "exists")
+        blind = (
+            isinstance(command, cmd.RegisterModel)
+            and expected_version is None
+            and self._models.version(handle.stream_of(command)) == 0
+        )
         while True:
-            events, version, policy = await self._decide(command, expected_version)
+            events, version, policy = await self._decide(command, expected_version, read=not blind)
             if not events:
                 return Outcome(events=[], stream_version=version)
             try:
                 return await self._append(command, events, version, meta, idem, policy=policy)
             except ConcurrencyConflict:
+                if blind:  # not a lost race: what this process did not know
+                    blind = False
+                    continue
                 if time.monotonic() >= deadline:
                     raise
                 await asyncio.sleep(random.uniform(0.0, _CONFLICT_PAUSE_SECONDS))  # noqa: S311
 
     async def _decide(
-        self, command: cmd.Command, expected_version: int | None
+        self, command: cmd.Command, expected_version: int | None, *, read: bool = True
     ) -> tuple[list[Event], int, tuple[Policy, int] | None]:
-        """The events, the version decided on, and the tier's policy if the decision read it."""
+        """The events, the version decided on, and the tier's policy if the decision read it
+        (`read` False: on the fold as it is, for a command that reads no policy)."""
         stream = handle.stream_of(command)
         amended = command.tier if isinstance(command, cmd.AmendPolicy) else None
-        policy = await self._read(stream, handle.reads_policy(command), amended)
-        read = policy if handle.reads_policy(command) and amended is None else None
+        if read:
+            policy = await self._read(stream, handle.reads_policy(command), amended)
+        else:
+            assert not handle.reads_policy(command), "a policy is read, never assumed"
+            policy = DEFAULT_POLICIES["low"], 0  # what `_read` gives a command reading none
+        policy_read = policy if handle.reads_policy(command) and amended is None else None
         # nothing awaits from here to the decision: the folded state is current for it
         state, version = self._models.get(stream)
         if isinstance(command, (cmd.SetPolicy, cmd.AmendPolicy)):
@@ -140,7 +156,7 @@ class Commands:
                 actual_version=version,
             )
         facts = cmd.Facts(now=self._clock(), policy=policy[0], policy_version=policy[1])
-        return handle.decide(command, state, facts), version, read
+        return handle.decide(command, state, facts), version, policy_read
 
     async def _read(
         self, stream: str, reads_policy: bool, tier: str | None = None
