@@ -39,6 +39,7 @@ from app.scoring.scorer import NOT_ROUTING, ROUTING_EVENTS
 from app.services.authenticator import TOKEN_EVENT_TYPES
 from app.services.dispatch import JOB_REQUESTS
 from app.settings import Settings
+from app.store.events import VIEWS_BEHIND
 from app.store.watch import LogWatcher
 from app.ui.routes import UI_PATHS, console_router, template_config
 from app.ui.sessions import Sessions
@@ -81,9 +82,11 @@ async def _every(seconds: float, job: str, action: object) -> None:
 
 
 async def _follow_log(resources: Resources, watcher: LogWatcher) -> None:
-    """Keep the views caught up with appends made by other processes (workers, replicas)."""
+    """Keep the views caught up with appends made by other processes (workers, replicas)
+    that left some behind (every view is written with its events otherwise), and poll."""
+    subscription = watcher.subscribe(only=[VIEWS_BEHIND])
     while True:
-        await watcher.wait(_FOLLOW_POLL_SECONDS)
+        await subscription.wait(_FOLLOW_POLL_SECONDS)
         try:
             await resources.projector.catch_up()
         except Exception as error:

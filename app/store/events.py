@@ -26,6 +26,10 @@ from domain.errors import ConcurrencyConflict, IdempotencyKeyReused
 from domain.events import Event, EventMeta, event_type
 
 NOTIFY_CHANNEL = "ml_events"
+# Not an event type: named in a wake-up when the appending transaction left some view
+# behind (no inline projections, or one the asynchronous projector held), for the followers
+# that catch views up; when it did not, they have nothing to do for that append.
+VIEWS_BEHIND = "views.behind"
 
 _log = logging.getLogger("model_ledger.store")
 
@@ -217,6 +221,7 @@ class EventStore:
                     projected = await self._inline.apply(conn, appended, starts)
                 if projected:
                     self._inline.committed(projected, appended[-1].position)
+        behind = self._inline is None or len(projected) < len(self._inline.names)
         replays: list[tuple[_Request, int, int]] = []
         types: set[str] = set()
         for row in rows:
@@ -259,6 +264,8 @@ class EventStore:
         for request, first, last in replays:
             if not request.future.done():
                 _settle(request.future, await self._result_at(request.stream, first, last))
+        if types and behind:  # appended, and not every view has it
+            types.add(VIEWS_BEHIND)
         await self._wake(frozenset(types))
 
     async def replayed(self, idempotency: Idempotency) -> AppendResult | None:

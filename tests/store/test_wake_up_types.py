@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 
-from app.resources import create_pool
-from app.store.events import EventStore, appended_types, wake_up
+import asyncpg
+
+from app.resources import Resources, create_pool
+from app.store.events import NOTIFY_CHANNEL, VIEWS_BEHIND, EventStore, appended_types, wake_up
 from app.store.watch import LogWatcher, Subscription
 from domain import events as ev
 
@@ -54,7 +56,8 @@ async def test_another_processes_append_wakes_the_followers_of_its_types(
     watcher = LogWatcher(EventStore(reader_pool), database_url)
     jobs = watcher.subscribe(only=["job.requested"])
     tokens = watcher.subscribe(only=["token.issued", "token.revoked"])
-    scoring = watcher.subscribe(ignore=["model.registered"])
+    # this writer writes no views: its wake-ups say it left them behind
+    scoring = watcher.subscribe(ignore=["model.registered", VIEWS_BEHIND])
     everyone = watcher.subscribe()
     await watcher.start()
     meta = ev.EventMeta(actor="ci", role="ci")
@@ -89,3 +92,36 @@ async def test_another_processes_append_wakes_the_followers_of_its_types(
         await writer.drain()
         await writer_pool.close()
         await reader_pool.close()
+
+
+async def test_only_an_append_that_left_views_behind_wakes_the_views_followers(
+    resources: Resources, database_url: str
+) -> None:
+    listener = await asyncpg.connect(database_url)
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener(NOTIFY_CHANNEL, lambda *args: heard.put_nowait(args[-1]))
+    meta = ev.EventMeta(actor="ci", role="ci")
+    bare_pool = await create_pool(database_url, min_size=1, max_size=2)
+    bare = EventStore(bare_pool, notify=True)  # writes no view: leaves them all behind
+    try:
+        await resources.projector.catch_up()
+        await resources.store.append(
+            "model-a",
+            [ev.ModelRegistered(name="a", risk_tier="low")],
+            meta=meta,
+            expected_version=0,
+        )  # the views written with it
+        async with asyncio.timeout(30):
+            assert appended_types(await heard.get()) == {"model.registered"}
+        await bare.append(
+            "model-b",
+            [ev.ModelRegistered(name="b", risk_tier="low")],
+            meta=meta,
+            expected_version=0,
+        )
+        async with asyncio.timeout(30):
+            assert appended_types(await heard.get()) == {"model.registered", VIEWS_BEHIND}
+    finally:
+        await bare.drain()
+        await bare_pool.close()
+        await listener.close()
