@@ -45,7 +45,6 @@ from app.services.views import ModelView, VersionView, render_model, render_vers
 from app.store.codec import RecordedEvent
 from domain import commands as cmd
 from domain import events as ev
-from domain.decide import require_version
 from domain.errors import InvalidInput, NotFound
 from domain.gates import missing_evidence
 
@@ -265,7 +264,7 @@ class ModelController(Controller):
                 report_sha256s=list(event.report_sha256s),
             )
             model, policies = await registry.answer(name, outcome)
-            found = require_version(model, version)
+            found = registry.version_of(model, version)
             warnings = missing_evidence(found, policies.of(model.risk_tier)[0])
         return DecisionOut(
             version=event.version,

@@ -222,6 +222,11 @@ class Registry:
             book.set(model.risk_tier, *outcome.policy)
         return model, book
 
+    @staticmethod
+    def version_of(model: ModelState, number: int) -> VersionState:
+        """One version of a model's state, or NotFound."""
+        return require_version(model, number)
+
     async def version(self, name: str, number: int) -> tuple[ModelState, VersionState, PolicyBook]:
         """One version with its model's current state, or NotFound."""
         model, policies = await self.model_state(name)
