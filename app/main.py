@@ -36,8 +36,12 @@ from app.http.tokens import TokenController
 from app.http.uploads import UploadController
 from app.outages import report_failure
 from app.resources import Resources, open_resources
-from app.scoring.scorer import ROUTING_EVENTS
+from app.scoring.scorer import NOT_ROUTING, ROUTING_EVENTS
+from app.services.authenticator import TOKEN_EVENT_TYPES
+from app.services.dispatch import JOB_REQUESTS
+from app.services.retraining import ALERTS as RETRAINING_ALERTS
 from app.settings import Settings
+from app.store.events import VIEWS_BEHIND
 from app.store.watch import LogWatcher
 from app.ui.routes import UI_PATHS, console_router, template_config
 from app.ui.sessions import Sessions
@@ -80,9 +84,11 @@ async def _every(seconds: float, job: str, action: object) -> None:
 
 
 async def _follow_log(resources: Resources, watcher: LogWatcher) -> None:
-    """Keep the views caught up with appends made by other processes (workers, replicas)."""
+    """Keep the views caught up with appends made by other processes (workers, replicas)
+    that left some behind (every view is written with its events otherwise), and poll."""
+    subscription = watcher.subscribe(only=[VIEWS_BEHIND])
     while True:
-        await watcher.wait(_FOLLOW_POLL_SECONDS)
+        await subscription.wait(_FOLLOW_POLL_SECONDS)
         try:
             await resources.projector.catch_up()
         except Exception as error:
@@ -105,19 +111,27 @@ async def _background(resources: Resources) -> AsyncIterator[None]:
         ROUTING_EVENTS, resources.scoring.scorer.refresh
     )
     tasks = [
-        asyncio.create_task(resources.authenticator.follow(watcher.subscribe())),
+        asyncio.create_task(
+            resources.authenticator.follow(watcher.subscribe(only=TOKEN_EVENT_TYPES))
+        ),
         asyncio.create_task(
             _every(
                 settings.checkpoint_interval_seconds, "checkpoint", resources.checkpointer.sign_head
             )
         ),
         asyncio.create_task(_follow_log(resources, watcher)),
-        *resources.scoring.tasks(watcher.subscribe()),
+        *resources.scoring.tasks(watcher.subscribe(ignore=NOT_ROUTING)),
     ]
     if settings.dispatch_jobs:
-        tasks.append(asyncio.create_task(resources.dispatcher.run(watcher.subscribe().wait)))
+        tasks.append(
+            asyncio.create_task(resources.dispatcher.run(watcher.subscribe(only=JOB_REQUESTS).wait))
+        )
         tasks.append(asyncio.create_task(resources.sweeper.run()))
-        tasks.append(asyncio.create_task(resources.retraining.run(watcher.subscribe().wait)))
+        tasks.append(
+            asyncio.create_task(
+                resources.retraining.run(watcher.subscribe(only=RETRAINING_ALERTS).wait)
+            )
+        )
     try:
         yield
     finally:

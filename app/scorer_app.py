@@ -22,9 +22,9 @@ from app.http.problems import problem_response
 from app.http.score import scoring_routes
 from app.main import assemble, openapi_config
 from app.resources import Resources
-from app.scoring.scorer import Scorer
+from app.scoring.scorer import NOT_ROUTING, Scorer
 from app.serve import configure_logging, uvicorn_server
-from app.services.authenticator import Authenticator, TokensStale
+from app.services.authenticator import TOKEN_EVENT_TYPES, Authenticator, TokensStale
 from app.services.probes import Probes
 from app.settings import Settings
 from app.store.watch import LogWatcher
@@ -98,8 +98,10 @@ async def _following(resources: Resources) -> AsyncIterator[None]:
     await resources.authenticator.sync()
     await resources.scoring.scorer.refresh()
     tasks = [
-        asyncio.create_task(resources.authenticator.follow(watcher.subscribe())),
-        *resources.scoring.tasks(watcher.subscribe()),
+        asyncio.create_task(
+            resources.authenticator.follow(watcher.subscribe(only=TOKEN_EVENT_TYPES))
+        ),
+        *resources.scoring.tasks(watcher.subscribe(ignore=NOT_ROUTING)),
     ]
     try:
         yield

@@ -20,6 +20,7 @@ from arq.worker import Worker, check_health
 from app.logs import configure_logging
 from app.resources import open_resources
 from app.services.dispatch import arq_job_timeout, queue_connection
+from app.services.retraining import ALERTS as RETRAINING_ALERTS
 from app.settings import Settings
 from app.store.watch import LogWatcher
 from workers.jobs import FOLLOW_UPS, KINDS
@@ -105,7 +106,9 @@ def worker_settings(settings: Settings) -> type:
             stack.push_async_callback(_cancel, task)
             sweeping = asyncio.create_task(resources.sweeper.run())
             stack.push_async_callback(_cancel, sweeping)
-            reacting = asyncio.create_task(resources.retraining.run(watcher.subscribe().wait))
+            reacting = asyncio.create_task(
+                resources.retraining.run(watcher.subscribe(only=RETRAINING_ALERTS).wait)
+            )
             stack.push_async_callback(_cancel, reacting)
 
     async def shutdown(ctx: dict[str, Any]) -> None:

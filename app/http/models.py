@@ -139,8 +139,8 @@ class ModelController(Controller):
     ) -> ModelView:
         """Register a model name with its risk tier; 409 if the name exists."""
         command = cmd.RegisterModel(**{f: getattr(data, f) for f in data.__struct_fields__})
-        await governance.handle(command, event_meta(request), idempotency(request, data))
-        model, policies = await registry.model_state(data.name)
+        outcome = await governance.handle(command, event_meta(request), idempotency(request, data))
+        model, policies = await registry.answer(data.name, outcome)
         return render_model(model, policies, now)
 
     @get(operation_id="listModels")
@@ -187,8 +187,8 @@ class ModelController(Controller):
         """Change description, owner, tags or sensitive features."""
         fields = {f: getattr(data, f) for f in data.__struct_fields__}
         command = cmd.UpdateModel(name=name, **fields)
-        await governance.handle(command, event_meta(request), idempotency(request, data))
-        model, policies = await registry.model_state(name)
+        outcome = await governance.handle(command, event_meta(request), idempotency(request, data))
+        model, policies = await registry.answer(name, outcome)
         return render_model(model, policies, now)
 
     @get("/{name:str}/versions/{version:int}", operation_id="getVersion")
@@ -263,7 +263,8 @@ class ModelController(Controller):
                 library_sha256=event.library_sha256,
                 report_sha256s=list(event.report_sha256s),
             )
-            model, found, policies = await registry.version(name, version)
+            model, policies = await registry.answer(name, outcome)
+            found = registry.version_of(model, version)
             warnings = missing_evidence(found, policies.of(model.risk_tier)[0])
         return DecisionOut(
             version=event.version,

@@ -65,6 +65,16 @@ ROUTING_EVENTS = (
     "experiment.started",
     "experiment.ended",
 )
+# Appends of only these events change no route: a scorer's follower is not woken by them
+# (a new model serves nowhere; tokens and job requests are not the registry's state)
+NOT_ROUTING = (
+    "model.registered",
+    "token.issued",
+    "token.revoked",
+    "job.requested",
+    "job.started",
+    "job.requeued",
+)
 # batches at least this big are scored in a thread (the library releases the GIL)
 _THREAD_ROWS = 2_000
 

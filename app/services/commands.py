@@ -53,6 +53,12 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     events: list[RecordedEvent]
     stream_version: int
     replayed: bool = False
+    # The model's state with these events folded in (the fold the governance view holds,
+    # `domain.model.evolve`), None when replayed or not a model's stream; folded in place,
+    # so it is read before the caller's next await (it may hold later events by then).
+    model: ModelState | None = None
+    # the policy of its tier and that policy's version, when the command read them
+    policy: tuple[Policy, int] | None = None
 
     @property
     def position(self) -> int:
@@ -105,23 +111,41 @@ class Commands:
             return await self._finish(earlier)
         once = expected_version is not None or isinstance(command, _DECIDED_ONCE)
         deadline = time.monotonic() + (0.0 if once else patience)
+        # A registration on a stream this process knows nothing of is decided as on a new
+        # stream without reading it: the append expects it new, so if it is not, the
+        # conflict sends the command down the ordinary path (read, decide: "exists")
+        blind = (
+            isinstance(command, cmd.RegisterModel)
+            and expected_version is None
+            and self._models.version(handle.stream_of(command)) == 0
+        )
         while True:
-            events, version = await self._decide(command, expected_version)
+            events, version, policy = await self._decide(command, expected_version, read=not blind)
             if not events:
                 return Outcome(events=[], stream_version=version)
             try:
-                return await self._append(command, events, version, meta, idem)
+                return await self._append(command, events, version, meta, idem, policy=policy)
             except ConcurrencyConflict:
+                if blind:  # not a lost race: what this process did not know
+                    blind = False
+                    continue
                 if time.monotonic() >= deadline:
                     raise
                 await asyncio.sleep(random.uniform(0.0, _CONFLICT_PAUSE_SECONDS))  # noqa: S311
 
     async def _decide(
-        self, command: cmd.Command, expected_version: int | None
-    ) -> tuple[list[Event], int]:
+        self, command: cmd.Command, expected_version: int | None, *, read: bool = True
+    ) -> tuple[list[Event], int, tuple[Policy, int] | None]:
+        """The events, the version decided on, and the tier's policy if the decision read it
+        (`read` False: on the fold as it is, for a command that reads no policy)."""
         stream = handle.stream_of(command)
         amended = command.tier if isinstance(command, cmd.AmendPolicy) else None
-        policy = await self._read(stream, handle.reads_policy(command), amended)
+        if read:
+            policy = await self._read(stream, handle.reads_policy(command), amended)
+        else:
+            assert not handle.reads_policy(command), "a policy is read, never assumed"
+            policy = DEFAULT_POLICIES["low"], 0  # what `_read` gives a command reading none
+        policy_read = policy if handle.reads_policy(command) and amended is None else None
         # nothing awaits from here to the decision: the folded state is current for it
         state, version = self._models.get(stream)
         if isinstance(command, (cmd.SetPolicy, cmd.AmendPolicy)):
@@ -137,7 +161,7 @@ class Commands:
         if isinstance(command, cmd.AddDatasetVersion):
             state, (dataset, version) = None, self._datasets.get(stream)
         facts = cmd.Facts(now=self._clock(), policy=policy[0], policy_version=policy[1])
-        return handle.decide(command, state, facts, dataset), version
+        return handle.decide(command, state, facts, dataset), version, policy_read
 
     async def _read(
         self, stream: str, reads_policy: bool, tier: str | None = None
@@ -184,6 +208,8 @@ class Commands:
         version: int,
         meta: EventMeta,
         idem: Idempotency | None,
+        *,
+        policy: tuple[Policy, int] | None,
     ) -> Outcome:
         stream = handle.stream_of(command)
         ids = handle.event_ids(command, len(events)) or [uuid.uuid4() for _ in events]
@@ -191,9 +217,13 @@ class Commands:
         result = await self._store.append(
             stream, events, meta=meta, expected_version=expected, idempotency=idem, event_ids=ids
         )
-        if not result.replayed:
-            self._folds(stream).advance(stream, result.events)
-        return await self._finish(result)
+        if result.replayed:
+            return await self._finish(result)
+        folds = self._folds(stream)
+        current = folds.advance(stream, result.events)
+        model = self._models.peek(stream) if current and folds is self._models else None
+        outcome = await self._finish(result)
+        return msgspec.structs.replace(outcome, model=model, policy=policy)
 
     async def _finish(self, result: AppendResult) -> Outcome:
         """Once the views a reader may look at next hold the events (read-your-writes)."""

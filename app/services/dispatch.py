@@ -33,6 +33,8 @@ from app.store.projector import lock_checkpoint
 
 RUN_JOB = "run_job"
 CHECKPOINT = "dispatcher"
+# the events that ask the dispatcher for something (its wake-ups follow these alone)
+JOB_REQUESTS = ("job.requested", "job.requeued")
 _PAGE = 500
 # a request no worker starts within this is dropped by arq; the log still holds it
 _EXPIRES = timedelta(days=7)

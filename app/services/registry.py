@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from app.services.commands import Outcome
 from app.services.dossier import Dossier, build_dossier
 from app.services.views import ModelView, render_model
 from app.store import codec
@@ -208,6 +209,23 @@ class Registry:
         for tier, version, policy in msgspec.json.decode(row["policies"]):
             book.set(tier, msgspec.convert(policy, Policy), version)
         return decode_state(row["state"]), book
+
+    async def answer(self, name: str, outcome: Outcome) -> tuple[ModelState, PolicyBook]:
+        """The model's state after a command, for its response: as the command folded it
+        when it holds what the response shows (the policy of its tier matters only to its
+        versions), else as `model_state` reads it."""
+        model = outcome.model
+        if model is None or model.name != name or (model.versions and outcome.policy is None):
+            return await self.model_state(name)
+        book = PolicyBook()
+        if outcome.policy is not None:
+            book.set(model.risk_tier, *outcome.policy)
+        return model, book
+
+    @staticmethod
+    def version_of(model: ModelState, number: int) -> VersionState:
+        """One version of a model's state, or NotFound."""
+        return require_version(model, number)
 
     async def version(self, name: str, number: int) -> tuple[ModelState, VersionState, PolicyBook]:
         """One version with its model's current state, or NotFound."""

@@ -31,7 +31,8 @@ from domain.policy import RetrainingPolicy
 CHECKPOINT = "retraining"
 ACTOR = ev.EventMeta(actor="system:retraining", role="admin")
 _PAGE = 200
-_ALERTS = ("drift.detected", "performance.alert")
+# the alerts it decides on (and the only appends it wakes for)
+ALERTS = ("drift.detected", "performance.alert")
 _log = logging.getLogger("model_ledger.retraining")
 
 # the checkpoint, and whether a critical alert follows it up to $3: a probe of the
@@ -77,7 +78,7 @@ class RetrainingReactor:
     async def react(self) -> int:
         """Decide every critical alert not yet decided; returns how many were looked at."""
         head, _ = await self._store.head()
-        probe = await self._store.pool.fetchrow(_PROBE, CHECKPOINT, list(_ALERTS), head)
+        probe = await self._store.pool.fetchrow(_PROBE, CHECKPOINT, list(ALERTS), head)
         if not probe["pending"]:
             if head - probe["position"] > _SKIP_AHEAD:
                 await self._store.pool.execute(_SKIP, CHECKPOINT, head)
@@ -88,7 +89,7 @@ class RetrainingReactor:
                 checkpoint = await lock_checkpoint(conn, CHECKPOINT)
                 if checkpoint >= head:
                     return seen
-                rows = await conn.fetch(_PAGE_SQL, list(_ALERTS), checkpoint, head, _PAGE)
+                rows = await conn.fetch(_PAGE_SQL, list(ALERTS), checkpoint, head, _PAGE)
                 for alert in codec.recorded_page(rows):
                     await self._decide(alert)
                 seen += len(rows)

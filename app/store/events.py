@@ -26,10 +26,31 @@ from domain.errors import ConcurrencyConflict, IdempotencyKeyReused
 from domain.events import Event, EventMeta, event_type
 
 NOTIFY_CHANNEL = "ml_events"
+# Not an event type: named in a wake-up when the appending transaction left some view
+# behind (no inline projections, or one the asynchronous projector held), for the followers
+# that catch views up; when it did not, they have nothing to do for that append.
+VIEWS_BEHIND = "views.behind"
 
 _log = logging.getLogger("model_ledger.store")
 
 _APPEND_SQL = "SELECT * FROM ml_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+# The append and the inline projections' checkpoints in one round trip: the checkpoints are
+# locked after `ml_append` took the log's lock (the EXISTS reads its result), so the previous
+# appender has committed and released them; SKIP LOCKED leaves those the asynchronous
+# projector holds (app/store/inline.py). Those right below the batch move past it here (the
+# transaction projects the batch or rolls back); `c` returns them as they were before.
+_APPEND_LOCKING_SQL = (
+    "WITH a AS MATERIALIZED (SELECT * FROM ml_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)), "
+    "b AS MATERIALIZED (SELECT min(o_first) AS first, max(o_last) AS last FROM a "
+    "WHERE o_status = 'ok'), "
+    "c AS MATERIALIZED (SELECT name, position FROM projection_checkpoints "
+    "WHERE name = ANY($11::text[]) AND EXISTS (SELECT FROM b WHERE first IS NOT NULL) "
+    "FOR UPDATE SKIP LOCKED), "
+    "m AS (UPDATE projection_checkpoints p SET position = b.last FROM c, b "
+    "WHERE p.name = c.name AND c.position = b.first - 1) "
+    "SELECT a.*, (SELECT array_agg(name ORDER BY name) FROM c) AS c_names, "
+    "(SELECT array_agg(position ORDER BY name) FROM c) AS c_positions FROM a"
+)
 # a lateral join per stream, so each is read by the (stream, version) index whatever its length
 _TAILS_SQL = (
     f"SELECT e.* FROM unnest($1::text[], $2::bigint[]) AS t(stream, after) "  # noqa: S608
@@ -90,8 +111,10 @@ class EventStore:
         self._flusher: asyncio.Task[None] | None = None
         self._head = 0
         self._listeners: list[Callable[[int], None]] = []
+        self._typed_listeners: list[Callable[[int, frozenset[str]], None]] = []
         self._notify = notify
         self._notify_position: int | None = None
+        self._notify_types: set[str] = set()  # of the appends the next wake-up tells of
         self._notifier: asyncio.Task[None] | None = None
 
     @property
@@ -185,16 +208,22 @@ class EventStore:
                 recorded = {row["o_req"]: _recorded(batch, row) for row in rows}
             else:
                 async with conn.transaction():
-                    rows = await conn.fetch(_APPEND_SQL, *_batch_arguments(batch))
+                    rows = await conn.fetch(
+                        _APPEND_LOCKING_SQL, *_batch_arguments(batch), self._inline.names
+                    )
                     recorded = {row["o_req"]: _recorded(batch, row) for row in rows}
                     appended = sorted(
                         (e for events in recorded.values() for e in events),
                         key=lambda e: e.position,
                     )
-                    projected = await self._inline.apply(conn, appended)
+                    names, positions = rows[0]["c_names"] or [], rows[0]["c_positions"] or []
+                    starts = dict(zip(names, positions, strict=True))
+                    projected = await self._inline.apply(conn, appended, starts)
                 if projected:
                     self._inline.committed(projected, appended[-1].position)
+        behind = self._inline is None or len(projected) < len(self._inline.names)
         replays: list[tuple[_Request, int, int]] = []
+        types: set[str] = set()
         for row in rows:
             request = batch[row["o_req"]]
             status = row["o_status"]
@@ -211,6 +240,7 @@ class EventStore:
                     ),
                 )
                 self._advance_head(row["o_last"])
+                types.update(request.types)
             elif status == "conflict":
                 _settle(
                     request.future,
@@ -234,7 +264,9 @@ class EventStore:
         for request, first, last in replays:
             if not request.future.done():
                 _settle(request.future, await self._result_at(request.stream, first, last))
-        await self._wake()
+        if types and behind:  # appended, and not every view has it
+            types.add(VIEWS_BEHIND)
+        await self._wake(frozenset(types))
 
     async def replayed(self, idempotency: Idempotency) -> AppendResult | None:
         """The result of an earlier append under this key, if any (a retry need not decide).
@@ -271,11 +303,14 @@ class EventStore:
     def _advance_head(self, position: int) -> None:
         self._head = max(self._head, position)
 
-    async def _wake(self) -> None:
+    async def _wake(self, types: frozenset[str]) -> None:
         for listener in self._listeners:
             listener(self._head)
+        for typed in self._typed_listeners:
+            typed(self._head, types)
         if self._notify:
             self._notify_position = self._head
+            self._notify_types |= types
             if self._notifier is None:
                 self._notifier = asyncio.create_task(self._send_notifications())
 
@@ -285,9 +320,10 @@ class EventStore:
         try:
             while self._notify_position is not None:
                 position, self._notify_position = self._notify_position, None
+                types, self._notify_types = self._notify_types, set()
                 try:
                     await self._pool.execute(
-                        "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(position)
+                        "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, wake_up(position, types)
                     )
                 except Exception as error:  # a lost wake-up only delays subscribers: they poll
                     if isinstance(error, asyncpg.PostgresError | OSError) or is_outage(error):
@@ -305,6 +341,11 @@ class EventStore:
     def on_append(self, listener: Callable[[int], None]) -> None:
         """Call `listener(head position)` after every committed batch of this process."""
         self._listeners.append(listener)
+
+    def on_appended(self, listener: Callable[[int, frozenset[str]], None]) -> None:
+        """Call `listener(head position, event types)` after every committed batch of this
+        process (the types of the events it appended)."""
+        self._typed_listeners.append(listener)
 
     async def read_stream(self, stream: str, after_version: int = 0) -> list[RecordedEvent]:
         """The events of one stream in version order."""
@@ -364,6 +405,18 @@ class EventStore:
         if row is None:
             return 0, bytes(32)
         return int(row["position"]), bytes(row["hash"])
+
+
+def wake_up(position: int, types: set[str] | frozenset[str]) -> str:
+    """The NOTIFY payload telling of appends up to `position` holding events of `types`:
+    the position, a space, the types joined by commas (what `appended_types` reads)."""
+    return f"{position} {','.join(sorted(types))}"
+
+
+def appended_types(payload: str) -> frozenset[str] | None:
+    """The event types a wake-up tells of; None when it does not say (any may have been)."""
+    _, _, types = payload.partition(" ")
+    return frozenset(types.split(",")) if types else None
 
 
 def _recorded(batch: list[_Request], row: asyncpg.Record) -> list[RecordedEvent]:

@@ -20,16 +20,12 @@ import asyncpg
 
 from app.store import codec
 from app.store.codec import RecordedEvent
-from app.store.projection import Buffering, Projection
+from app.store.projection import Buffering, Keeping, Projection
 from domain.events import event_type
 
 # more than this many events behind: the asynchronous projector catches the view up
 _GAP_EVENTS = 1_000
 
-# the checkpoints the asynchronous projector does not hold right now (it is left the others)
-_LOCK = (
-    "SELECT name, position FROM projection_checkpoints WHERE name = ANY($1) FOR UPDATE SKIP LOCKED"
-)
 _GAP = (
     f"SELECT {codec.COLUMNS} FROM events "  # noqa: S608 - fixed columns
     "WHERE position > $1 AND position < $2 AND type = ANY($3) ORDER BY position LIMIT $4"
@@ -53,14 +49,21 @@ class InlineProjections:
         """Call `listener(name, position)` once a projection's rows up to position commit."""
         self._listeners.append(listener)
 
-    async def apply(self, conn: asyncpg.Connection, appended: list[RecordedEvent]) -> list[str]:
+    async def apply(
+        self, conn: asyncpg.Connection, appended: list[RecordedEvent], starts: dict[str, int]
+    ) -> list[str]:
         """Project the batch `appended` (positions in order) in the caller's transaction;
-        the names of the projections that did (the others are left behind)."""
+        the names of the projections that did (the others are left behind).
+
+        `starts` holds the checkpoints the transaction locked, those the asynchronous
+        projector holds left out, as they were before the batch: the append's statement
+        (`app.store.events`) locked them, and moved those right below the batch past it.
+        """
         if not appended:
             return []
         first, last = appended[0].position, appended[-1].position
-        starts = dict(await conn.fetch(_LOCK, self.names))
-        done = []
+        done: list[str] = []
+        behind: list[str] = []
         for projection in self._projections:  # one after another: they share the connection
             start = starts.get(projection.name)
             if (
@@ -69,12 +72,18 @@ class InlineProjections:
                 and await self._project(conn, projection, start, appended)
             ):
                 done.append(projection.name)
-        if done:
-            await conn.execute(_MOVE, done, last)
+                # the append's statement moved those right below the batch, not these
+                if start < first - 1:
+                    behind.append(projection.name)
+        if behind:
+            await conn.execute(_MOVE, behind, last)
         return done
 
     def committed(self, names: list[str], position: int) -> None:
         """The transaction that projected up to `position` committed."""
+        for projection in self._projections:
+            if isinstance(projection, Keeping) and projection.name in names:
+                projection.kept_until(position)
         for name in names:
             for listener in self._listeners:
                 listener(name, position)
@@ -100,7 +109,10 @@ class InlineProjections:
         if not events:
             return True  # nothing of its types: its checkpoint just moves past the batch
         if isinstance(projection, Buffering):
-            projection.begin()
+            if isinstance(projection, Keeping):
+                projection.resume(start)  # what it kept from its last commit, if current
+            else:
+                projection.begin()
             try:
                 await projection.apply(conn, events)
                 await projection.flush(conn)

@@ -10,7 +10,7 @@ import asyncpg
 
 from app.store.codec import RecordedEvent
 
-__all__ = ["Buffering", "Projection"]
+__all__ = ["Buffering", "Keeping", "Projection"]
 
 
 class Projection(Protocol):
@@ -44,3 +44,17 @@ class Buffering(Protocol):
 
     async def settle(self) -> None:
         """Wait for writes `apply` left in flight on the connection (also when failing)."""
+
+
+@runtime_checkable
+class Keeping(Buffering, Protocol):
+    """A buffering projection that may keep what it read across the inline transactions of
+    one process: valid while its checkpoint stays where this process's last commit left it
+    (no other writer, projector or rebuild moved it since)."""
+
+    def resume(self, checkpoint: int) -> None:
+        """A transaction starts at `checkpoint`: keep what was kept if it is still current,
+        else forget it (`begin`)."""
+
+    def kept_until(self, position: int) -> None:
+        """The transaction projecting up to `position` committed: what it holds is current."""

@@ -7,11 +7,12 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
 
-from app.store.events import NOTIFY_CHANNEL, EventStore
+from app.store.events import NOTIFY_CHANNEL, EventStore, appended_types
 
 _log = logging.getLogger("model_ledger.store")
 
@@ -25,14 +26,29 @@ class Subscription:
     (a scorer's switch, a job's dispatch, a revocation) waits at most that much longer.
     """
 
-    def __init__(self, min_interval: float = 0.0) -> None:
+    def __init__(
+        self,
+        min_interval: float = 0.0,
+        *,
+        only: frozenset[str] | None = None,
+        ignore: frozenset[str] = frozenset(),
+    ) -> None:
         self._grew = asyncio.Event()
         self._min_interval = min_interval
+        self._only = only
+        self._ignore = ignore
         self._woke = -math.inf
 
-    def notify(self) -> None:
-        """The log grew."""
-        self._grew.set()
+    def notify(self, types: frozenset[str] | None = None) -> None:
+        """The log grew by events of `types` (None: of any type). A follower is woken by
+        the types it follows (`only` those, if given; none it `ignore`s); its wait's own
+        timeout comes all the same."""
+        if types is None:
+            self._grew.set()
+            return
+        wanted = types - self._ignore
+        if wanted and (self._only is None or not wanted.isdisjoint(self._only)):
+            self._grew.set()
 
     async def wait(self, at_most_seconds: float) -> None:
         """Return once the log grew since the last call, or after `at_most_seconds`."""
@@ -73,7 +89,7 @@ class LogWatcher:
         self._connection: asyncpg.Connection | None = None
         self._lost = asyncio.Event()
         self._keeper: asyncio.Task[None] | None = None
-        store.on_append(self._on_local_append)
+        store.on_appended(self._on_local_append)
 
     async def start(self) -> None:
         """Listen for other processes' appends on a dedicated connection, kept connected."""
@@ -124,9 +140,16 @@ class LogWatcher:
             _log.warning("listening for appends again")
             self._wake_all()
 
-    def subscribe(self) -> Subscription:
-        """A wake-up of its own for one more follower."""
-        subscription = Subscription(self._min_interval)
+    def subscribe(
+        self, *, only: Iterable[str] | None = None, ignore: Iterable[str] = ()
+    ) -> Subscription:
+        """A wake-up of its own for one more follower: by appends holding events of the
+        types it follows (`only` those, if given; none it `ignore`s)."""
+        subscription = Subscription(
+            self._min_interval,
+            only=None if only is None else frozenset(only),
+            ignore=frozenset(ignore),
+        )
         self._subscriptions.append(subscription)
         return subscription
 
@@ -134,12 +157,13 @@ class LogWatcher:
         """The default subscription's wait."""
         await self._default.wait(at_most_seconds)
 
-    def _wake_all(self) -> None:
+    def _wake_all(self, types: frozenset[str] | None = None) -> None:
         for subscription in self._subscriptions:
-            subscription.notify()
+            subscription.notify(types)
 
-    def _on_local_append(self, _: int) -> None:
-        self._wake_all()
+    def _on_local_append(self, _: int, types: frozenset[str]) -> None:
+        self._wake_all(types)
 
-    def _on_notification(self, *_: Any) -> None:
-        self._wake_all()
+    def _on_notification(self, *args: Any) -> None:
+        # (connection, pid, channel, payload): the payload names the types appended
+        self._wake_all(appended_types(args[-1]) if isinstance(args[-1], str) else None)

@@ -45,7 +45,8 @@ async def test_closing_right_after_an_append_still_wakes_the_other_processes(
                 ev.EventMeta(actor="cli", role="admin"),
             )
         async with asyncio.timeout(30):
-            assert await woken.get() == str(outcome.position)
+            # the position reached, and the types appended (a replica's followers wake by them)
+            assert await woken.get() == f"{outcome.position} model.registered"
     finally:
         await listener.close()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

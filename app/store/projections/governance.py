@@ -43,6 +43,8 @@ _SAVE_STATES = (
 
 
 _MODEL_TYPES = frozenset(MODEL_EVENT_TYPES)
+# the most model states kept between inline transactions (more: all are read again)
+_KEPT_MODELS = 256
 
 
 def _model_of(event: ev.Event) -> str | None:
@@ -51,6 +53,22 @@ def _model_of(event: ev.Event) -> str | None:
         name: str = event.name  # type: ignore[attr-defined]
         return name
     return None
+
+
+def _to_read(events: Sequence[RecordedEvent]) -> set[str]:
+    """The models whose states a page needs from model_states: those it names, except the
+    ones it registers (a stream's first event: there is no earlier state)."""
+    names: set[str] = set()
+    new: set[str] = set()
+    for recorded in events:
+        name = _model_of(recorded.event)
+        if name is None or name in names or name in new:
+            continue
+        if type(recorded.event) is ev.ModelRegistered and recorded.version == 1:
+            new.add(name)
+        else:
+            names.add(name)
+    return names
 
 
 class SnapshotSchedule:
@@ -149,10 +167,13 @@ class GovernanceProjection:
 
     def __init__(self, snapshot_every: int = 250) -> None:
         self.snapshots = SnapshotSchedule(snapshot_every)
-        # The states of this transaction's models, kept from page to page. Not beyond the
-        # transaction: the whole registry would stay in memory (and in every collection
-        # of the cyclic GC), and another process may move the rows meanwhile.
+        # The states of this transaction's models, kept from page to page. Beyond the
+        # transaction only inline (`resume`), and only the last few models: the whole
+        # registry would stay in memory (and in every collection of the cyclic GC), and
+        # another process may move the rows meanwhile (the checkpoint then moved too).
         self._states: dict[str, ModelState] = {}
+        self._keeping = False  # inline: what the transaction read is kept after its commit
+        self._kept_at: int | None = None  # the checkpoint the kept states are current at
         self._looked_up: set[str] = set()  # names whose model_states row was read
         self._streams_seen: set[str] = set()  # streams whose models were looked up
         self._dirty: set[str] = set()  # changed since model_states was written
@@ -164,8 +185,27 @@ class GovernanceProjection:
     def begin(self) -> None:
         """A transaction starts: whatever an unfinished one left is dropped."""
         assert self._writing is None, "the projector settles writes before a rollback"
+        self._keeping, self._kept_at = False, None
         self._forget()
         self._rows = FlatRows()
+
+    def resume(self, checkpoint: int) -> None:
+        """An inline transaction starts at `checkpoint`: the states this process's last one
+        committed are the rows' own if the checkpoint is still where that one left it
+        (nothing else projected since), and save reading and decoding them again."""
+        kept = checkpoint == self._kept_at and len(self._states) <= _KEPT_MODELS
+        if not kept:
+            self.begin()
+        assert self._writing is None, "the projector settles writes before a rollback"
+        self._keeping, self._kept_at = True, None  # current again only once this commits
+        self._dirty.clear()
+        self._snapshots = []
+        self._rows = FlatRows()
+
+    def kept_until(self, position: int) -> None:
+        """The inline transaction projecting up to `position` committed."""
+        if self._keeping:
+            self._kept_at = position
 
     def _forget(self) -> None:
         self._states.clear()
@@ -183,7 +223,7 @@ class GovernanceProjection:
         """
         streams = {e.stream for e in events}  # cheaper than the model names
         if not streams <= self._streams_seen:
-            names = {n for e in events if (n := _model_of(e.event)) is not None}
+            names = _to_read(events)
             await self.settle()  # the connection is free for the read
             await self._load(conn, names)
             self._streams_seen |= streams
@@ -243,7 +283,10 @@ class GovernanceProjection:
         await self._rows.write_upserted(conn)
         states = [self._states[n] for n in sorted(self._dirty)]
         await _save_states(conn, states, [self._encoder.encode(state) for state in states])
-        self._forget()
+        if self._keeping:
+            self._dirty.clear()
+        else:
+            self._forget()
 
     async def _load(self, conn: asyncpg.Connection, names: set[str]) -> None:
         """The states of `names` not read yet in this transaction, from model_states."""
