@@ -106,8 +106,10 @@ class InlineProjections:
                 return False
             events = codec.recorded_page(rows)
         events += [e for e in appended if event_type(e.event) in types]
-        if not events:
-            return True  # nothing of its types: its checkpoint just moves past the batch
+        if not events:  # nothing of its types: its checkpoint just moves past the batch
+            if isinstance(projection, Keeping):
+                projection.pass_over(start)
+            return True
         if isinstance(projection, Buffering):
             if isinstance(projection, Keeping):
                 projection.resume(start)  # what it kept from its last commit, if current

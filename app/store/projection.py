@@ -56,5 +56,9 @@ class Keeping(Buffering, Protocol):
         """A transaction starts at `checkpoint`: keep what was kept if it is still current,
         else forget it (`begin`)."""
 
+    def pass_over(self, checkpoint: int) -> None:
+        """A transaction moves the checkpoint from `checkpoint` past events none of which are
+        of its types: what was kept stays current only if it was current at `checkpoint`."""
+
     def kept_until(self, position: int) -> None:
         """The transaction projecting up to `position` committed: what it holds is current."""

@@ -18,6 +18,7 @@ from app.store.projections.governance import GovernanceProjection
 from domain import commands as cmd
 from domain import events as ev
 from domain.decide import model_stream
+from domain.tokens import token_stream
 from tests.workers.jobs_helpers import wait_for
 
 CI = ev.EventMeta(actor="pipeline", role="ci")
@@ -124,3 +125,31 @@ async def test_a_view_that_fails_fails_the_append_and_leaves_nothing(
     assert count == 0
     assert await _described(resources.pool, "torn") is None
     assert await _checkpoint(resources.pool) == before
+
+
+async def test_kept_states_are_read_again_after_another_process_projected_between(
+    resources: Resources,
+) -> None:
+    """Process A keeps a model's state after its commit; process B changes the model (its
+    own inline view moves the checkpoint); A then appends an event the view does not follow
+    (a token), then changes the model again: A must not write over B's change from what it
+    kept. (It did: the token's batch marked A's stale states current past B's position.)"""
+    await resources.projector.catch_up()
+    first = EventStore(resources.pool, inline=InlineProjections([GovernanceProjection()]))
+    second = EventStore(resources.pool, inline=InlineProjections([GovernanceProjection()]))
+    stream = model_stream("kept")
+    registered = ev.ModelRegistered(name="kept", risk_tier="low")
+    await first.append(stream, [registered], meta=CI, expected_version=0)
+    await first.append(
+        stream, [ev.ModelUpdated(name="kept", description="first")], meta=CI, expected_version=1
+    )
+    await second.append(
+        stream, [ev.ModelUpdated(name="kept", description="second")], meta=CI, expected_version=2
+    )
+    token = ev.TokenIssued(token_id="t-kept", subject="s", role="ci", token_sha256="0" * 64)
+    await first.append(token_stream("t-kept"), [token], meta=CI, expected_version=0)
+    await first.append(
+        stream, [ev.ModelUpdated(name="kept", owner="risk")], meta=CI, expected_version=3
+    )
+    model, _ = await resources.registry.model_state("kept")
+    assert (model.description, model.owner) == ("second", "risk")

@@ -202,6 +202,14 @@ class GovernanceProjection:
         self._snapshots = []
         self._rows = FlatRows()
 
+    def pass_over(self, checkpoint: int) -> None:
+        """A transaction moves the checkpoint from `checkpoint` past none of the view's events:
+        the kept states stay current past it only if they were current at `checkpoint` (else
+        another process projected in between, and they are read again next time)."""
+        assert self._writing is None, "the projector settles writes before a rollback"
+        self._keeping = self._kept_at == checkpoint
+        self._kept_at = None  # current again only once this commits
+
     def kept_until(self, position: int) -> None:
         """The inline transaction projecting up to `position` committed."""
         if self._keeping:
