@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import msgspec
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from app.services.folds import Folds, fold_model
@@ -384,7 +384,8 @@ def _pieces(
             folds.forget(STREAM)
             drop_at = None
             # a tail that starts past what is held says so instead of folding over a gap
-            assert not folds.advance(STREAM, history[cut:]) or cut >= len(history)
+            # (from the stream's first event, at cut 0, it is a whole fold, not a gap)
+            assert cut == 0 or cut >= len(history) or not folds.advance(STREAM, history[cut:])
     assert folds.advance(STREAM, history[folds.version(STREAM) :])
     return folds
 
@@ -403,6 +404,9 @@ def _outcome(command: cmd.Command, state: ModelState | None) -> object:
     drop=st.one_of(st.none(), st.integers(0, 120)),
     probes=st.lists(command, min_size=5, max_size=10),
 )
+# cut and dropped at the first event, and past the last (each once failed the edge's check)
+@example(commands=[cmd.RegisterModel(name="m", risk_tier="low")], cuts=[0], drop=0, probes=[])
+@example(commands=[cmd.RegisterModel(name="m", risk_tier="low")], cuts=[99], drop=0, probes=[])
 def test_a_kept_fold_decides_as_a_fold_from_the_start(
     commands: list[cmd.ModelCommand],
     cuts: list[int],
@@ -416,6 +420,19 @@ def test_a_kept_fold_decides_as_a_fold_from_the_start(
     assert _encode(kept) == _encode(expected)
     for probe in probes:
         assert _outcome(probe, kept) == _outcome(probe, expected)
+
+
+def test_a_dropped_fold_takes_a_tail_from_the_first_event_and_refuses_a_later_one() -> None:
+    """What `_pieces` relies on, at its edges (a generated case once cut and dropped at 0)."""
+    history = _history([])
+    assert len(history) > 2
+    folds: Folds[ModelState] = Folds(fold_model)
+    assert folds.advance(STREAM, history)
+    folds.forget(STREAM)
+    assert folds.version(STREAM) == 0
+    assert not folds.advance(STREAM, history[2:])  # past what is held: a gap
+    assert folds.advance(STREAM, history)  # from the first event: a whole fold
+    assert folds.version(STREAM) == len(history)
 
 
 def test_the_generated_histories_reach_every_event_type_of_a_model_stream() -> None:
