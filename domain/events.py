@@ -508,6 +508,11 @@ class LookTotals(msgspec.Struct, gc=False, frozen=True, kw_only=True):
     challenger: ArmTotals
     pending: list[int] = msgspec.field(default_factory=list)
 
+    @property
+    def horizon(self) -> int:
+        """The snapshot's xmin: every row of a transaction with a lower id is counted."""
+        return min(self.pending, default=self.watermark)
+
 
 class ExperimentUpdated(Event, frozen=True, kw_only=True, tag="experiment.updated"):
     """The experiment's always-valid statistics at one look (mSPRT, see domain.sequential):

@@ -266,6 +266,30 @@ predictions = sa.Table(
     ),
 )
 
+# a look's prediction counts, kept as the log is written: a trigger on `predictions` (migration
+# 0012) adds a row per statement, experiment, version and latency bucket, with the txid of
+# the predictions it counts; a look sums these instead of reading every prediction
+prediction_totals = sa.Table(
+    "prediction_totals",
+    metadata,
+    sa.Column("experiment_id", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("bucket", sa.Integer),
+    sa.Column("predictions", sa.BigInteger, nullable=False),
+    sa.Column("errors", sa.BigInteger, nullable=False),
+    sa.Column("txid", sa.BigInteger, nullable=False, server_default=_TXID),
+    # merged rows (workers/jobs/experiment `compact`): the horizon of the look that counted
+    # the rows merged; NULL for the trigger's rows
+    sa.Column("counted_by", sa.BigInteger),
+    sa.Index("prediction_totals_experiment_idx", "experiment_id", "txid"),
+    sa.Index(
+        "prediction_totals_merged_idx",
+        "experiment_id",
+        "counted_by",
+        postgresql_where=sa.text("counted_by IS NOT NULL"),
+    ),
+)
+
 feedback = sa.Table(
     "feedback",
     metadata,

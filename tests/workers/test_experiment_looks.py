@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 
 import asyncpg
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 
 from domain import events as ev
 from domain.sequential import look
-from workers.jobs.experiment import Gathered, gather
+from workers.jobs.experiment import Gathered, compact, gather
 
 EXPERIMENT = "exp-looks"
 _PREDICT = """
@@ -265,3 +266,115 @@ async def test_fairness_groups_and_late_labels_add_up_to_fairlearns_gaps(
     assert fairness_gap(looked.challenger.groups, "equalized_odds", 1) == pytest.approx(
         odds, abs=1e-12
     )
+
+
+# the predictions' own counts, by transaction: what `prediction_totals` must hold
+_RAW_COUNTS = """
+SELECT experiment_id, version,
+       CASE WHEN latency_us IS NOT NULL THEN floor(ln(greatest(latency_us, 1.0)) * 100)::int
+       END AS bucket,
+       txid, count(*) AS predictions, count(*) FILTER (WHERE score::text = 'null') AS errors
+FROM predictions WHERE experiment_id IS NOT NULL
+GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+"""
+_KEPT_COUNTS = """
+SELECT experiment_id, version, bucket, txid, sum(predictions) AS predictions,
+       sum(errors) AS errors
+FROM prediction_totals GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+"""
+
+
+async def test_prediction_totals_kept_at_ingest_are_the_log_counted_row_by_row(
+    pool: asyncpg.Pool,
+) -> None:
+    log = Log(seed=12)
+    # given: predictions written by INSERT, several statements in one transaction, a COPY
+    # (what the scorer's log writer does), rows of no experiment and rows with no latency
+    await log.predict(pool, 300)
+    async with pool.acquire() as conn, conn.transaction():
+        await log.predict(conn, 100)
+        await log.predict(conn, 50)
+    columns = ("prediction_id", "name", "environment", "version", "library_sha256", "arm",
+               "score", "created_at", "experiment_id", "latency_us")  # fmt: skip
+    now = datetime.now(UTC)
+    copied = [
+        (uuid.uuid4(), "fraud", "production", 1 + k % 2, "lib", "champion",
+         "null" if k % 7 == 0 else "0.5", now, EXPERIMENT if k % 3 else None,
+         None if k % 5 == 0 else 40.0 + k)
+        for k in range(200)
+    ]  # fmt: skip
+    await pool.copy_records_to_table("predictions", records=copied, columns=columns)
+    # then: the totals hold, transaction by transaction, what counting every row gives
+    kept = [dict(r) for r in await pool.fetch(_KEPT_COUNTS)]
+    assert kept == [dict(r) for r in await pool.fetch(_RAW_COUNTS)]
+    assert len({row["txid"] for row in kept}) == 3
+    assert any(row["bucket"] is None for row in kept)
+    # and a look counts what the rows say
+    looked = await _look(pool, None)
+    logged = sum(1 for row in copied if row[8] is not None) + 450
+    assert looked.champion.predictions + looked.challenger.predictions == logged
+
+
+async def test_whole_and_fractional_rewards_sum_as_numeric_sums_do(pool: asyncpg.Pool) -> None:
+    # whole rewards add as integers, fractional ones (and whole ones too big to square in a
+    # bigint) as numeric: the sums must be what numeric gives for all of them
+    rewards = [0.0, 1.0, 1.0, -0.0, 2.5, -3.0, 0.1, 2.0**31, -(2.0**31) + 1, 1e15, 1 / 3,
+               123456789.125, 7.0, 1e-300, -2.0**40]  # fmt: skip
+    log = Log(seed=13)
+    ids = await log.predict(pool, len(rewards))
+    await pool.execute(_REWARD, ids, rewards)
+    looked = await _look(pool, None)
+    expected = {
+        row["version"]: row
+        for row in await pool.fetch(
+            "SELECT version, count(*) AS n, sum(reward::numeric) AS total, "
+            "sum(reward::numeric * reward::numeric) AS total_sq FROM feedback GROUP BY version"
+        )
+    }
+    for arm in (looked.totals.champion, looked.totals.challenger):
+        row = expected[arm.version]
+        assert (arm.outcomes, arm.total, arm.total_sq) == (row["n"], row["total"], row["total_sq"])
+
+
+async def test_merging_the_totals_a_look_counted_changes_no_look(pool: asyncpg.Pool) -> None:
+    log = Log(seed=14)
+    for _ in range(3):  # a statement each, as the log's batches
+        await log.reward(pool, (await log.predict(pool, 200))[:50])
+    one = await _look(pool, None)
+    async with pool.acquire() as slow:
+        # given: a transaction still open at the second look, and that look recorded
+        transaction = slow.transaction()
+        await transaction.start()
+        await log.predict(slow, 70)
+        for _ in range(3):
+            await log.predict(pool, 100)
+        two = await _look(pool, one)
+        before = await pool.fetchval("SELECT count(*) FROM prediction_totals")
+        # when: the rows the second look counted are merged
+        await compact(pool, EXPERIMENT, two.totals)
+        await transaction.commit()
+    # then: one merged row per version and bucket holds them; the open transaction's are not
+    # among them
+    after = await pool.fetchval("SELECT count(*) FROM prediction_totals")
+    buckets = await pool.fetchval(
+        "SELECT count(DISTINCT (version, bucket)) FROM prediction_totals "
+        "WHERE counted_by IS NOT NULL"
+    )
+    assert after < before
+    assert buckets == await pool.fetchval(
+        "SELECT count(*) FROM prediction_totals WHERE counted_by IS NOT NULL"
+    )
+    # and every look reaches what it reached without the merge: from the recorded totals,
+    # from scratch, and from totals older than the merge (counted from scratch: a merged row
+    # holds rows those totals counted and rows they did not)
+    await log.predict(pool, 150)
+    three = await _look(pool, two)
+    assert three.champion.predictions + three.challenger.predictions == 1_120
+    _assert_same(three, await _look(pool, None))
+    _assert_same(three, await _look(pool, one))
+    _assert_matches_arrays(three, log)
+    # and merging again (a later look's rows, or the same look's) is as harmless
+    await compact(pool, EXPERIMENT, three.totals)
+    await compact(pool, EXPERIMENT, three.totals)
+    _assert_same(three, await _look(pool, two))
+    _assert_same(three, await _look(pool, None))

@@ -8,7 +8,10 @@ and the outcome labels) against the previous look's snapshot: it saw exactly the
 transactions with an id below its xmax that were not running then, so the rows it did not see
 are those with an id at or above that xmax or among its running ids (`watermark`, `pending`).
 A transaction still open at a look (however long: nothing waits for it) is counted by the
-first look after it commits. Predictions are taken by their own `txid`; rewards by the
+first look after it commits. Predictions are counted by the rows of `prediction_totals` that
+a trigger adds as the log is written (one per statement, version and latency bucket, with
+the statement's `txid`), so even a first look over millions of predictions reads few rows;
+rewards by the
 feedback row's `txid` (a reward row keeps its prediction's version and experiment, copied when
 recorded), whatever the age of their predictions: a reward arriving days late for a
 prediction counted long ago is added once, by the look after it. The totals, watermark and
@@ -45,28 +48,59 @@ from workers.jobs import inputs
 from workers.runner import Context as JobContext
 from workers.runner import JobInputError
 
-# shadow rows carry no experiment id; a score that is JSON null was not a finite number.
-# Latencies are counted in log buckets 1% wide (an ordered-set percentile sorts every row,
-# cannot run in parallel and is not additive; the histogram is a hash aggregate that is): the
-# p99 is the upper edge of its bucket, at most 1% above the exact value. $2, $3: the previous
-# look's watermark and pending transactions (the rows it counted are the others).
+# the prediction counts come from `prediction_totals` (kept by a trigger as the log is
+# written: a row per statement, version and latency bucket, with the statement's txid), not
+# from every prediction: a first look over millions of predictions reads a few rows per batch
+# the log wrote. Latencies are counted in log buckets 1% wide (an ordered-set percentile sorts
+# every row and is not additive; the histogram is): the p99 is the upper edge of its bucket, at
+# most 1% above the exact value. A score that is JSON null was not a finite number (an
+# error); shadow rows carry no experiment id. $2, $3: the previous look's watermark and
+# pending transactions (the rows it counted are the others).
 PREDICTIONS_SQL = """
-SELECT version,
-       floor(ln(greatest(latency_us, 1.0)) * 100)::int AS bucket,
-       count(*) AS predictions,
-       count(*) FILTER (WHERE score::text = 'null') AS errors
-FROM predictions
+SELECT version, bucket, sum(predictions) AS predictions, sum(errors) AS errors
+FROM prediction_totals
 WHERE experiment_id = $1 AND (txid >= $2 OR txid = ANY($3::bigint[]))
 GROUP BY version, bucket
 """
+# the rows a recorded look counted (transactions below its horizon, every one of them
+# finished and counted) merged into one per version and bucket, marked with that horizon: a
+# look from scratch sums the same, a look from those totals (or later ones) reads none of
+# them, and the table keeps a few rows per bucket instead of one per statement. $2 the horizon
+COMPACT_SQL = """
+WITH counted AS (
+    DELETE FROM prediction_totals
+    WHERE experiment_id = $1 AND txid < $2
+    RETURNING version, bucket, predictions, errors, txid
+)
+INSERT INTO prediction_totals (experiment_id, version, bucket, predictions, errors, txid,
+                               counted_by)
+SELECT $1, version, bucket, sum(predictions), sum(errors), max(txid), $2
+FROM counted GROUP BY version, bucket
+"""
+# the horizon of the latest merge: a look from totals older than it counts from scratch (a
+# merged row may hold rows those totals counted and rows they did not)
+_MERGED_SQL = """
+SELECT coalesce(max(counted_by), 0) FROM prediction_totals
+WHERE experiment_id = $1 AND counted_by IS NOT NULL
+"""
 # a reward row keeps its prediction's version and experiment (copied when it is recorded):
-# the rewards since the watermark are an index range, however old their predictions are
+# the rewards since the watermark are an index range, however old their predictions are.
+# Sums are exact: whole rewards (conversions, counts: most metrics) add as integers, which
+# is several times faster than PostgreSQL's numeric, and only fractional ones as numeric; a
+# float8 turned numeric keeps 15 significant digits, so both give what a numeric sum of all
+# of them gives (checked in tests/workers/test_experiment_looks.py).
 REWARDS_SQL = """
 SELECT version, count(*) AS outcomes,
-       sum(reward::numeric) AS total,
-       sum(reward::numeric * reward::numeric) AS total_sq
-FROM feedback
-WHERE experiment_id = $1 AND (txid >= $2 OR txid = ANY($3::bigint[]))
+       coalesce(sum(reward::int8) FILTER (WHERE whole), 0)
+         + coalesce(sum(reward::numeric) FILTER (WHERE NOT whole), 0) AS total,
+       coalesce(sum(reward::int8 * reward::int8) FILTER (WHERE whole), 0)
+         + coalesce(sum(reward::numeric * reward::numeric) FILTER (WHERE NOT whole), 0)
+         AS total_sq
+FROM (
+    SELECT version, reward, reward = trunc(reward) AND abs(reward) < 2147483648 AS whole
+    FROM feedback
+    WHERE experiment_id = $1 AND (txid >= $2 OR txid = ANY($3::bigint[]))
+) AS rewards
 GROUP BY version
 """
 # a fairness guardrail's groups: the challenger's logged input rows (the sampled ones that
@@ -241,9 +275,12 @@ async def gather(
         # first looks, would scan the whole experiment for a few new rows
         for conn in (first, second):
             await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-        if previous is None or xmax < previous.watermark:
-            # the first look, or totals of a later snapshot than this one (which a look that
-            # read the model before its snapshot cannot meet): counted from scratch
+        merged = await first.fetchval(_MERGED_SQL, experiment_id)
+        if previous is None or xmax < previous.watermark or merged > previous.horizon:
+            # the first look; totals of a later snapshot than this one (which a look that
+            # read the model before its snapshot cannot meet); or totals older than the rows
+            # merged since (a look that read the model before a later look was recorded):
+            # counted from scratch
             previous = empty
         args = (experiment_id, previous.watermark, previous.pending)
         predictions, rewards = await asyncio.gather(
@@ -277,6 +314,12 @@ def groups_of(experiment: Experiment, feature_names: list[str]) -> Groups | None
     return Groups(column=feature_names.index(fairness.feature), threshold=fairness.threshold)
 
 
+async def compact(pool: asyncpg.Pool, experiment_id: str, counted: ev.LookTotals) -> None:
+    """Merge the experiment's `prediction_totals` rows that the recorded look `counted`
+    counted (see COMPACT_SQL); what any look reaches is unchanged."""
+    await pool.execute(COMPACT_SQL, experiment_id, counted.horizon)
+
+
 async def run(ctx: JobContext) -> cmd.ExperimentReported:
     """Gather each arm's statistics and decide the look (and any conclusion)."""
     job = ctx.job
@@ -287,12 +330,15 @@ async def run(ctx: JobContext) -> cmd.ExperimentReported:
     experiment = require_running(found.model, experiment_id)
     started = experiment.started
     challenger = found.model.versions[started.challenger]
+    previous = carried(experiment)
+    if previous is not None:
+        await compact(ctx.resources.pool, experiment_id, previous)
     gathered = await gather(
         ctx.resources.pool,
         experiment_id,
         started.champion,
         started.challenger,
-        carried(experiment),
+        previous,
         groups=groups_of(experiment, challenger.feature_names),
     )
     return update(
