@@ -278,6 +278,13 @@ async def test_a_continuous_metric_takes_any_finite_reward_and_late_rewards_coun
     assert len(looks) == 2 and all(e.totals is not None for e in looks)
     assert looks[0].totals is not None and looks[1].totals is not None
     assert looks[1].totals.watermark >= looks[0].totals.watermark > 0
+    # and the second look's job first merged the prediction totals the first look counted
+    merged = await resources.pool.fetchval(
+        "SELECT count(*) FROM prediction_totals WHERE experiment_id = $1 AND counted_by = $2",
+        eid,
+        looks[0].totals.horizon,
+    )
+    assert merged > 0
     # but a reward off [0, 1] for a prediction outside an experiment is still refused
     plain = await score(client, scorer, "fraud", ROW)
     off = await client.post(
