@@ -2,7 +2,8 @@
 
 Nothing here unpickles. LightGBM and XGBoost models are text and JSON; scikit-learn models come
 as skops archives whose every stored type is checked against an allow-list before anything is
-built. Every model must also load in Treelite, because compiling it needs that.
+built. Every model must also load in Treelite, because compiling it needs that. LightGBM files
+are read by both libraries in the sandbox's child processes, never in this one.
 
 The ML libraries are imported inside the functions: scikit-learn and LightGBM take seconds to
 import, and the API imports this module at startup although only uploads need them.
@@ -11,7 +12,6 @@ import, and the API imports this module at startup although only uploads need th
 from __future__ import annotations
 
 import json
-import re
 import zipfile
 from collections import Counter
 from collections.abc import Callable
@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from app.services.lightgbm_sandbox import LightGBMSandbox
+from app.services.lightgbm_sandbox import LightGBMSandbox, Reading, native_reason
 from domain.errors import InvalidInput
 
 MODEL_FORMATS = ("lightgbm", "xgboost-json", "sklearn-skops")
@@ -74,17 +74,12 @@ def inspect_dataset(path: Path) -> DatasetInfo:
     return _parquet(path) if magic == b"PAR1" else _csv(path)
 
 
-# "[06:01:17] /project/src/model_loader/lightgbm.cc:282: " in front of Treelite's messages
-_NATIVE_PREFIX = re.compile(r"^\[\d\d:\d\d:\d\d\] \S+:\d+: ")
-
-
 def _call(what: str, action: Callable[[], _T]) -> _T:
     """Run a library call on uploaded bytes; its failure becomes InvalidInput(`what`: reason)."""
     try:
         return action()
     except Exception as error:
-        lines = str(error).strip().splitlines()
-        reason = _NATIVE_PREFIX.sub("", lines[0])[:300] if lines else type(error).__name__
+        reason = native_reason(str(error)) or type(error).__name__
         raise InvalidInput(f"{what}: {reason}") from error
 
 
@@ -100,14 +95,17 @@ _TEXT_BYTES = bytes([9, 10, 13, *range(32, 127), *range(128, 256)])
 def _lightgbm(path: Path, sandbox: LightGBMSandbox | None) -> ModelInfo:
     header = _lightgbm_header(path)
     _refuse_zero_as_missing(path)
-    # LightGBM's parser crashes and spins on hostile files: it reads them in the sandbox
-    trees, features = _lightgbm_probe(path, sandbox)
-    import treelite  # noqa: PLC0415 - see module docstring
-
-    load = treelite.frontend.load_lightgbm_model
-    model = _call(f"{_LGB}: Treelite cannot import it", lambda: load(path))
-    if int(model.num_tree) != trees:
-        raise InvalidInput(f"{_LGB}: LightGBM reads {trees} trees, Treelite {model.num_tree}")
+    # the parsers crash and spin on hostile files: they read them in the sandbox
+    reading = _lightgbm_read(path, sandbox)
+    trees, features = reading.lightgbm.trees, reading.lightgbm.features
+    treelite = reading.treelite
+    assert treelite is not None  # LightGBM read it, so Treelite was asked
+    if treelite.trees != trees:
+        raise InvalidInput(f"{_LGB}: LightGBM reads {trees} trees, Treelite {treelite.trees}")
+    if treelite.features != features:
+        raise InvalidInput(
+            f"{_LGB}: LightGBM reads {features} features, Treelite {treelite.features}"
+        )
     names = header.get("feature_names", "").split()
     if len(names) != features:
         raise InvalidInput(f"{_LGB}: {len(names)} feature names for {features} features")
@@ -172,14 +170,14 @@ def _refuse_zero_as_missing(path: Path) -> None:
     )
 
 
-def _lightgbm_probe(path: Path, sandbox: LightGBMSandbox | None) -> tuple[int, int]:
+def _lightgbm_read(path: Path, sandbox: LightGBMSandbox | None) -> Reading:
     if sandbox is None:
         with LightGBMSandbox(1) as once:
-            return _lightgbm_probe(path, once)
-    reply = sandbox.probe(path)
-    if reply.error is not None:
-        raise InvalidInput(f"{_LGB}: {reply.error}")
-    return reply.trees, reply.features
+            return _lightgbm_read(path, once)
+    reading = sandbox.probe(path)
+    if reading.error is not None:
+        raise InvalidInput(f"{_LGB}: {reading.error}")
+    return reading
 
 
 class _XGBObjective(msgspec.Struct):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import lightgbm
 import numpy as np
@@ -33,6 +35,25 @@ async def test_a_crashing_file_is_422_and_the_next_registers(
     assert accepted.status_code == 201, accepted.text
     assert accepted.json()["version"] == 3
     assert len(resources.sandbox.pids()) == 1 and resources.sandbox.pids() != warm
+
+
+async def test_a_file_that_crashes_treelite_is_422_and_the_server_goes_on(
+    client: httpx.AsyncClient, auth: TokenFactory
+) -> None:
+    ci = await auth("ci", "pipeline")
+    assert (await create_model(client, ci, "categorical")).status_code == 201
+    # LightGBM reads it; Treelite segfaults on it, which took the server's process down
+    # when Treelite read uploads there
+    text = lightgbm_model_bytes(3)
+    damaged = re.sub(rb"decision_type=\d+", b"decision_type=1", text, count=1)
+    refused = await register_version(client, ci, "categorical", artifact=damaged)
+    assert refused.status_code == 422, refused.text
+    problem = refused.json()
+    assert problem["code"] == "invalid_input"
+    assert "not a LightGBM text model: Treelite crashed reading it" in problem["detail"]
+    accepted = await register_version(client, ci, "categorical", seed=3)
+    assert accepted.status_code == 201, accepted.text
+    assert accepted.json()["version"] == 1
 
 
 async def test_a_zero_as_missing_model_is_422_naming_the_parameter(
