@@ -12,6 +12,8 @@ import, and the API imports this module at startup although only uploads need th
 from __future__ import annotations
 
 import json
+import mmap
+import re
 import zipfile
 from collections import Counter
 from collections.abc import Callable
@@ -143,6 +145,9 @@ def _lightgbm_header(path: Path) -> dict[str, str]:
 
 # LightGBM's decision_type: bit 0 categorical, bits 2-3 the missing type (0 None, 1 Zero, 2 NaN)
 _MISSING_ZERO = 1
+# lines after the first (that one is "tree"); a literal start makes the search fast, as `^` does not
+_ZERO_AS_MISSING = b"\n[zero_as_missing: 1]"
+_DECISION_TYPES = re.compile(rb"\ndecision_type=([^\n]*)")
 
 
 def _refuse_zero_as_missing(path: Path) -> None:
@@ -151,17 +156,17 @@ def _refuse_zero_as_missing(path: Path) -> None:
     Its splits send 0.0 where missing values go; Treelite imports them without that rule, so
     the compiled library would disagree with LightGBM on every zero (the certificate would fail
     with only a number). Refused here as `linear_tree=True` is (Treelite refuses that itself).
+    The file (not empty: its header was read) is searched mapped, not read line by line: that
+    took half a millisecond on a 50-tree model.
     """
-    with path.open("rb") as handle:
-        for line in handle:
-            if line.startswith(b"[zero_as_missing: 1]"):
-                break
-            if line.startswith(b"decision_type="):
-                kinds = (int(v) for v in line[14:].split() if v.isdigit())
-                if any(not k & 1 and (k >> 2) & 3 == _MISSING_ZERO for k in kinds):
-                    break
-        else:
-            return
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        if data.find(_ZERO_AS_MISSING) < 0:
+            kinds = set[bytes]()
+            for line in _DECISION_TYPES.finditer(data):
+                kinds.update(line[1].split())
+            numbers = (int(v) for v in kinds if v.isdigit())
+            if not any(not k & 1 and (k >> 2) & 3 == _MISSING_ZERO for k in numbers):
+                return
     raise InvalidInput(
         f"{_LGB}: LightGBM models trained with zero_as_missing=True are not supported (the "
         "compiled scorer cannot treat zeros as missing); retrain with zero_as_missing=False "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import httpx
@@ -38,7 +39,7 @@ async def test_a_crashing_file_is_422_and_the_next_registers(
 
 
 async def test_a_file_that_crashes_treelite_is_422_and_the_server_goes_on(
-    client: httpx.AsyncClient, auth: TokenFactory
+    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
 ) -> None:
     ci = await auth("ci", "pipeline")
     assert (await create_model(client, ci, "categorical")).status_code == 201
@@ -51,6 +52,7 @@ async def test_a_file_that_crashes_treelite_is_422_and_the_server_goes_on(
     problem = refused.json()
     assert problem["code"] == "invalid_input"
     assert "not a LightGBM text model: Treelite crashed reading it" in problem["detail"]
+    assert not resources.artifacts.exists(hashlib.sha256(damaged).hexdigest())  # not kept
     accepted = await register_version(client, ci, "categorical", seed=3)
     assert accepted.status_code == 201, accepted.text
     assert accepted.json()["version"] == 1
