@@ -131,7 +131,9 @@ def _lightgbm_header(path: Path) -> dict[str, str]:
             if chunk.translate(None, _TEXT_BYTES):
                 raise InvalidInput(f"{_LGB}: it contains binary (control) bytes")
             window = tail + chunk
-            seen.update(m for m in (_END_TREES, _PARAMETERS, _END_PARAMETERS) if m in window)
+            # the markers sit near a model's end: searched from there
+            markers = (_END_TREES, _PARAMETERS, _END_PARAMETERS)
+            seen.update(m for m in markers if window.rfind(m) >= 0)
             tail = chunk[-32:]
         # a parameters section without its end line makes LightGBM read past the buffer
         if _END_TREES not in seen or (_PARAMETERS in seen and _END_PARAMETERS not in seen):
