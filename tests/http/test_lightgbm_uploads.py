@@ -9,7 +9,10 @@ import httpx
 import lightgbm
 import numpy as np
 
-from app.resources import Resources
+from app.resources import Resources, open_resources
+from app.settings import Settings
+from domain import commands as cmd
+from domain.events import EventMeta
 from tests.conftest import TokenFactory
 from tests.http.governance_helpers import create_model, lightgbm_model_bytes, register_version
 
@@ -78,3 +81,23 @@ async def test_a_zero_as_missing_model_is_422_naming_the_parameter(
     assert "zero_as_missing=True" in problem["detail"]
     versions = await client.get("/v1/models/zeros/versions", headers=ci)
     assert versions.json()["versions"] == []
+
+
+async def test_an_unknown_model_is_404_before_its_upload_is_read_or_stored(
+    client: httpx.AsyncClient, auth: TokenFactory, resources: Resources, settings: Settings
+) -> None:
+    ci = await auth("ci", "pipeline")
+    artifact = lightgbm_model_bytes(6)
+    missing = await register_version(client, ci, "nowhere", artifact=artifact)
+    assert missing.status_code == 404, missing.text
+    assert not resources.artifacts.exists(hashlib.sha256(artifact).hexdigest())
+    assert resources.sandbox.pids() == []  # nothing was read
+
+    # a model this process never saw (registered by another) is looked up, not assumed absent
+    async with open_resources(settings) as other:
+        command = cmd.RegisterModel(name="elsewhere", risk_tier="low")
+        await other.governance.handle(command, EventMeta(actor="ci", role="ci"))
+    assert not resources.governance.knows_model("elsewhere")
+    accepted = await register_version(client, ci, "elsewhere", artifact=artifact)
+    assert accepted.status_code == 201, accepted.text
+    assert resources.governance.knows_model("elsewhere")
