@@ -17,7 +17,7 @@ import re
 import tempfile
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TypeVar
 
@@ -125,8 +125,12 @@ class ArtifactStore:
         temp.write(rest)
         temp.flush()
         syncing = _SYNCS.submit(temp.finish)
-        # if the check raises, the caller's discard waits for the fsync: it holds the lock
-        checked = check(temp.path)
+        try:
+            checked = check(temp.path)
+        except BaseException:
+            # the caller's discard takes the file's lock on the event loop: not during an fsync
+            wait([syncing])
+            raise
         digest = syncing.result()
         path = self._commit(temp.path, digest, size)
         return StoredArtifact(sha256=digest, size=size, path=path), checked
