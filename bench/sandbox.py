@@ -1,9 +1,9 @@
 """LightGBM upload check bench: the warm sandbox against a fresh interpreter per file.
 
-S1  `inspect_model` of a 50-tree LightGBM model (header checks, LightGBM's read in a child
-    process, Treelite's import): with the application's warm sandbox vs with none, which starts
+S1  `inspect_model` of a 50-tree LightGBM model (header checks, then LightGBM's and Treelite's
+    reads in a child process): with the application's warm sandbox vs with none, which starts
     a sandbox (a fresh interpreter) for the file, as every check did before the sandbox
-S2  LightGBM's read alone (`LightGBMSandbox.probe`), warm vs a sandbox started for the file
+S2  the child's reads alone (`LightGBMSandbox.probe`), warm vs a sandbox started for the file
 
 The two sides alternate which goes first; each figure is the median of `rounds`.
 

@@ -110,7 +110,8 @@ class UploadController(Controller):
             metadata = msgspec.json.decode(encoded, type=VersionMetadata)
         except msgspec.ValidationError as error:
             raise InvalidInput(f"metadata: {error}", field="metadata") from error
-        await registry.model_state(name)  # 404 before storing anything
+        if not governance.knows_model(name):  # a model this process saw exists: no read
+            await registry.model_state(name)  # 404 before storing anything
         stored, info = await uploads.model(_chunks(_file(data, "artifact")), metadata.format)
         lineage = ev.Lineage(
             git_commit=metadata.lineage.git_commit,

@@ -26,7 +26,7 @@ from app.store.projector import Projector
 from domain import commands as cmd
 from domain import handle
 from domain.datasets import DatasetState, dataset_stream
-from domain.decide import policy_stream
+from domain.decide import model_stream, policy_stream
 from domain.errors import ConcurrencyConflict
 from domain.events import Event, EventMeta, event_type
 from domain.policy import DEFAULT_POLICIES, Policy
@@ -92,6 +92,11 @@ class Commands:
         entry = (frozenset(types), follow)
         self._followers.append(entry)
         return lambda: self._followers.remove(entry)
+
+    def knows_model(self, name: str) -> bool:
+        """Whether this process has folded model `name`'s stream (so the model exists: none
+        is ever removed), reading nothing; False tells nothing."""
+        return self._models.version(model_stream(name)) > 0
 
     async def handle(
         self,

@@ -52,6 +52,11 @@ class Governance:
             command, meta, idem, expected_version=expected_version, patience=patience
         )
 
+    def knows_model(self, name: str) -> bool:
+        """Whether this process has seen model `name` (it exists), reading nothing; False
+        tells nothing."""
+        return self._commands.knows_model(name)
+
     def follow_before_answering(
         self, types: Iterable[str], follow: Callable[[], Awaitable[None]]
     ) -> Callable[[], None]:

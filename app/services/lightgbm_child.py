@@ -1,12 +1,14 @@
-"""The LightGBM sandbox's child process: loads LightGBM's library once, then reads model files.
+"""The LightGBM sandbox's child process: loads LightGBM's and Treelite's libraries once, then
+reads model files with both.
 
-Run as a script, `python -I lightgbm_child.py LIBRARY MEMORY_BYTES PARENT_PID`: it imports
-nothing of ours (isolated mode does not put this folder on the path), only the standard
-library and msgspec. It speaks in frames (a 4-byte big-endian length, then msgpack) on stdin
-and stdout: `Ready` once, then a `Reply` to each `Request`, one file at a time. It exits when
-stdin closes, and the kernel kills it when the thread of its parent that started it dies.
-It reads LightGBM's C API directly: `import lightgbm` alone takes seconds (it imports
-scikit-learn).
+Run as a script, `python -I lightgbm_child.py LIGHTGBM TREELITE MEMORY_BYTES PARENT_PID` (the
+two libraries' paths): it imports nothing of ours (isolated mode does not put this folder on
+the path), only the standard library and msgspec. It speaks in frames (a 4-byte big-endian
+length, then msgpack) on stdin and stdout: `Ready` once, then for each `Request` LightGBM's
+`Reply` and, when LightGBM read the file, Treelite's, one file at a time; two frames tell the
+parent which library a crash happened in. It exits when stdin closes, and the kernel kills it
+when the thread of its parent that started it dies. It reads both C APIs directly:
+`import lightgbm` or `import treelite` alone takes seconds (they import scikit-learn).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class Request(msgspec.Struct, frozen=True):
 
 
 class Reply(msgspec.Struct, frozen=True):
-    """What LightGBM read in a file, or its reason for refusing it."""
+    """What one library read in a file, or its reason (its own words) for refusing it."""
 
     error: str | None = None
     trees: int = 0
@@ -49,12 +51,12 @@ def frame(message: msgspec.Struct) -> bytes:
     return _HEADER.pack(len(payload)) + payload
 
 
-def _receive(stream: BinaryIO) -> Request | None:
+def _receive(stream: BinaryIO, requests: msgspec.msgpack.Decoder[Request]) -> Request | None:
     header = stream.read(_HEADER.size)
     if len(header) < _HEADER.size:  # the parent closed our stdin, or died
         return None
     (size,) = _HEADER.unpack(header)
-    return msgspec.msgpack.decode(stream.read(size), type=Request)
+    return requests.decode(stream.read(size))
 
 
 def _die_with(parent: int) -> None:
@@ -68,7 +70,7 @@ def _die_with(parent: int) -> None:
         sys.exit(1)
 
 
-def _read(lib: ctypes.CDLL, path: str) -> Reply:
+def _read_lightgbm(lib: ctypes.CDLL, path: str) -> Reply:
     c_int = ctypes.c_int
     handle, iterations, trees, features = ctypes.c_void_p(), c_int(), c_int(), c_int()
     if lib.LGBM_BoosterCreateFromModelfile(
@@ -88,26 +90,47 @@ def _read(lib: ctypes.CDLL, path: str) -> Reply:
         lib.LGBM_BoosterFree(handle)  # this process reads many files
 
 
+def _read_treelite(lib: ctypes.CDLL, path: str) -> Reply:
+    # what treelite.frontend.load_lightgbm_model does; the compiler imports it the same way
+    handle, trees, features = ctypes.c_void_p(), ctypes.c_size_t(), ctypes.c_size_t()
+    if lib.TreeliteLoadLightGBMModel(path.encode(), b"{}", ctypes.byref(handle)):
+        return Reply(error=lib.TreeliteGetLastError().decode("utf-8", "replace"))
+    try:
+        if lib.TreeliteQueryNumTree(handle, ctypes.byref(trees)) or lib.TreeliteQueryNumFeature(
+            handle, ctypes.byref(features)
+        ):
+            return Reply(error=lib.TreeliteGetLastError().decode("utf-8", "replace"))
+        return Reply(trees=trees.value, features=features.value)
+    finally:
+        lib.TreeliteFreeModel(handle)
+
+
 def main() -> None:
     """Serve requests until stdin closes."""
-    library, memory, parent = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    lightgbm, treelite = sys.argv[1], sys.argv[2]
+    memory, parent = int(sys.argv[3]), int(sys.argv[4])
     _die_with(parent)
     # a Ctrl-C in the server's terminal reaches its whole process group; the server decides
     # when its sandbox stops, and may still finish a request after the signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # LightGBM prints to fd 1: the frames keep a private copy of it, fd 1 becomes stderr
+    # the libraries print to fd 1: the frames keep a private copy of it, fd 1 becomes stderr
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    lib = ctypes.CDLL(library)
-    lib.LGBM_GetLastError.restype = ctypes.c_char_p
+    lgb, tl = ctypes.CDLL(lightgbm), ctypes.CDLL(treelite)
+    lgb.LGBM_GetLastError.restype = tl.TreeliteGetLastError.restype = ctypes.c_char_p
+    requests = msgspec.msgpack.Decoder(Request)  # built before the limit: it allocates
     # an abort on a hostile file must not leave a core dump of it behind
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     replies.write(frame(Ready()))
     replies.flush()
-    while (request := _receive(sys.stdin.buffer)) is not None:
-        replies.write(frame(_read(lib, request.path)))
+    while (request := _receive(sys.stdin.buffer, requests)) is not None:
+        read = _read_lightgbm(lgb, request.path)
+        replies.write(frame(read))
         replies.flush()
+        if read.error is None:
+            replies.write(frame(_read_treelite(tl, request.path)))
+            replies.flush()
 
 
 if __name__ == "__main__":

@@ -1,16 +1,19 @@
-"""A warm sandbox for LightGBM: long-lived child processes read uploaded model files.
+"""A warm sandbox for LightGBM files: long-lived child processes read uploaded model files.
 
 LightGBM's parser aborts, segfaults or spins on corrupted files (measured: truncations and
-stray bytes do all three), so it never reads an upload in the server's process. A fresh
-interpreter per file cost ~30 ms of start-up for a ~1 ms read; these children start once,
-load the library once, and read one file at a time under a memory limit and a deadline. A
-child that crashes, overruns or refuses a file is stopped, and the next file gets a new one.
+stray bytes do all three), and Treelite's is C++ reading the same hostile bytes, so neither
+reads an upload in the server's process: a child reads each file with LightGBM, then (when
+LightGBM read it) with Treelite, which compiling it needs. A fresh interpreter per file cost
+~30 ms of start-up for a ~1 ms read; these children start once, load the libraries once, and
+read one file at a time under a memory limit and a deadline. A child that crashes, overruns
+or refuses a file is stopped, and the next file gets a new one.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import select
 import subprocess
 import sys
@@ -30,26 +33,53 @@ _HEADER_SIZE = 4
 _START_SECONDS = 60.0
 
 
+# "[06:01:17] /project/src/model_loader/lightgbm.cc:282: " in front of Treelite's messages
+_NATIVE_PREFIX = re.compile(r"^\[\d\d:\d\d:\d\d\] \S+:\d+: ")
+
+
+def native_reason(message: str) -> str:
+    """A native library's error message as a reason to give: its first line, unprefixed
+    ("" for none)."""
+    lines = message.strip().splitlines()
+    return _NATIVE_PREFIX.sub("", lines[0])[:300] if lines else ""
+
+
 class SandboxClosed(RuntimeError):
     """The sandbox was closed (the server is stopping) before it could read the file."""
+
+
+class Reading(msgspec.Struct, frozen=True):
+    """What the two libraries read in a file; `treelite` None when LightGBM refused it."""
+
+    lightgbm: Reply
+    treelite: Reply | None = None
+
+    @property
+    def error(self) -> str | None:
+        """Why the file is refused, LightGBM's reason first; None when both read it."""
+        if self.lightgbm.error is not None or self.treelite is None:
+            return self.lightgbm.error
+        return self.treelite.error
 
 
 class _Child:
     """One sandbox process and its two pipes."""
 
-    def __init__(self, library: Path, memory_bytes: int) -> None:
+    def __init__(self, memory_bytes: int) -> None:
+        self.memory_bytes = memory_bytes
         self.process = subprocess.Popen(  # noqa: S603 - our interpreter, our script, our paths
             [
                 sys.executable,
                 "-I",
                 lightgbm_child.__file__,
-                str(library),
+                str(_library("lightgbm", "lib_lightgbm")),
+                str(_library("treelite", "libtreelite")),
                 str(memory_bytes),
                 str(os.getpid()),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,  # LightGBM's complaints about hostile files
+            stderr=subprocess.DEVNULL,  # the libraries' complaints about hostile files
             # one thread: address space per thread would make the memory limit depend on
             # the number of cores, and a check needs no parallelism
             env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -74,23 +104,39 @@ class _Child:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def ask(self, path: Path, seconds: float) -> Reply:
-        """LightGBM's reading of `path`; a crash or an overrun is told as a refusal."""
+    def ask(self, path: Path, seconds: float) -> Reading:
+        """The libraries' reading of `path`; a crash or an overrun is told as a refusal."""
         assert self.process.stdin is not None
+        deadline = time.monotonic() + seconds
         try:
             self.process.stdin.write(frame(Request(path=str(path.absolute()))))
             self.process.stdin.flush()
-            answer = self._receive(time.monotonic() + seconds)
         except BrokenPipeError:
-            answer = None
+            return Reading(self._crashed("LightGBM"))
+        lightgbm = self._reply("LightGBM", deadline, seconds)
+        if lightgbm.error is not None:
+            return Reading(lightgbm)
+        return Reading(lightgbm, self._reply("Treelite", deadline, seconds))
+
+    def _reply(self, library: str, deadline: float, seconds: float) -> Reply:
+        """`library`'s reply, its refusal in words to give (a crash, an overrun included)."""
+        try:
+            answer = self._receive(deadline)
         except TimeoutError:
             self.stop()
-            return Reply(error=f"LightGBM did not finish reading it in {seconds:.0f} s")
+            return Reply(error=f"{library} did not finish reading it in {seconds:.0f} s")
         if answer is None:
-            return Reply(
-                error=f"LightGBM crashed reading it ({self._exit()}); truncated or corrupted"
-            )
-        return msgspec.msgpack.decode(answer, type=Reply)
+            return self._crashed(library)
+        reply = msgspec.msgpack.decode(answer, type=Reply)
+        if reply.error == "std::bad_alloc":  # the address-space limit, as both say it
+            limit = self.memory_bytes >> 20
+            return Reply(error=f"reading it needs more memory than the {limit} MiB allowed")
+        if reply.error is not None and library == "Treelite":  # LightGBM's words are plain
+            return Reply(error=f"Treelite cannot import it: {native_reason(reply.error)}")
+        return reply
+
+    def _crashed(self, library: str) -> Reply:
+        return Reply(error=f"{library} crashed reading it ({self._exit()}); truncated or corrupted")
 
     def kill(self) -> None:
         """SIGKILL (it holds nothing worth a graceful end); safe from any thread."""
@@ -137,14 +183,15 @@ class _Child:
         return f"signal {-code}" if code < 0 else f"exit {code}"
 
 
-def _library() -> Path:
-    spec = importlib.util.find_spec("lightgbm")
+def _library(package: str, name: str) -> Path:
+    """The native library `name` that Python package `package` ships (without importing it)."""
+    spec = importlib.util.find_spec(package)
     folders = [
         Path(folder) / "lib" for folder in ((spec and spec.submodule_search_locations) or [])
     ]
-    libraries = [f for d in folders for f in d.glob("lib_lightgbm.*") if f.suffix != ".a"]
+    libraries = [f for d in folders for f in d.glob(f"{name}.*") if f.suffix != ".a"]
     if not libraries:
-        raise RuntimeError("LightGBM's native library is not installed")
+        raise RuntimeError(f"{package}'s native library is not installed")
     return libraries[0]
 
 
@@ -173,25 +220,23 @@ class LightGBMSandbox:
         # threads are asyncio's, which come and go)
         self._starter = ThreadPoolExecutor(1, thread_name_prefix="lightgbm-sandbox")
 
-    def probe(self, path: Path) -> Reply:
-        """What LightGBM reads in `path`, or why it cannot (crashes and overruns included)."""
+    def probe(self, path: Path) -> Reading:
+        """What LightGBM and Treelite read in `path`, or why one cannot (crashes and overruns
+        included)."""
         # a second per MiB is far more than it needs
         seconds = self._seconds + path.stat().st_size / (1 << 20)
         child = self._take()
         try:
-            reply = child.ask(path, seconds)
+            reading = child.ask(path, seconds)
         except BaseException:
             self._give_back(child, keep=False)
             raise
-        # a child that refused a file is not trusted with the next: LightGBM's error paths
-        # are where a leak or damaged state would hide
-        self._give_back(child, keep=reply.error is None)
+        # a child that refused a file is not trusted with the next: the libraries' error
+        # paths are where a leak or damaged state would hide
+        self._give_back(child, keep=reading.error is None)
         if self._closed:  # its child may have been killed under it: no verdict on the file
             raise SandboxClosed("the LightGBM sandbox is closed")
-        if reply.error == "std::bad_alloc":  # the address-space limit, as LightGBM says it
-            limit = self._memory_bytes >> 20
-            return Reply(error=f"reading it needs more memory than the {limit} MiB allowed")
-        return reply
+        return reading
 
     def pids(self) -> list[int]:
         """Process ids of the running children."""
@@ -241,7 +286,7 @@ class LightGBMSandbox:
             raise
 
     def _start(self) -> _Child:
-        child = self._starter.submit(_Child, _library(), self._memory_bytes).result()
+        child = self._starter.submit(_Child, self._memory_bytes).result()
         with self._changed:
             if not self._closed:
                 self._children.add(child)

@@ -2,7 +2,8 @@
 
 Layout: `<root>/sha256/<first 2 hex>/<64 hex>`. Uploads are streamed to a temporary file in
 `<root>/tmp` (the same file system, so the final `os.replace` is atomic) while they are hashed;
-a reader therefore never sees a partial artifact under its digest. Files are written once and
+a reader therefore never sees a partial artifact under its digest. An upload may be checked
+first (`put_checked`): a file its check refuses is never stored. Files are written once and
 left read-only: the same bytes uploaded again are not rewritten.
 """
 
@@ -15,8 +16,10 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
@@ -26,6 +29,10 @@ from domain.errors import InvalidInput, NotFound, PayloadTooLarge
 # the per-thread-hop overhead low while the event loop never blocks on disk.
 _WRITE_BYTES = 1 << 20
 _DIGEST = re.compile(r"[0-9a-f]{64}")
+_T = TypeVar("_T")
+# a checked upload is made durable here while its check reads it: a LightGBM file's check
+# waits milliseconds on the sandbox, about what the fsync takes on a busy disk
+_SYNCS = ThreadPoolExecutor(4, thread_name_prefix="artifact-fsync")
 
 
 class StoredArtifact(msgspec.Struct, frozen=True, kw_only=True):
@@ -56,6 +63,11 @@ class _TempFile:
             self._hash.update(data)
             self._handle.write(data)
 
+    def flush(self) -> None:
+        """Make what was written readable through the file's path."""
+        with self._lock:
+            self._handle.flush()
+
     def finish(self) -> str:
         """Flush to disk and close; the hex digest of what was written."""
         with self._lock:
@@ -79,19 +91,49 @@ class ArtifactStore:
 
     async def put_stream(self, chunks: AsyncIterable[bytes], *, max_bytes: int) -> StoredArtifact:
         """Store a stream; PayloadTooLarge past `max_bytes`, leaving nothing behind."""
-        await asyncio.to_thread(self._tmp.mkdir, parents=True, exist_ok=True)
+        stored, _ = await self.put_checked(chunks, max_bytes=max_bytes, check=_accept)
+        return stored
+
+    async def put_checked(
+        self, chunks: AsyncIterable[bytes], *, max_bytes: int, check: Callable[[Path], _T]
+    ) -> tuple[StoredArtifact, _T]:
+        """Store a stream that `check` accepts, and what `check` returned.
+
+        `check` reads the whole file by its (temporary) path, in a worker thread, while the
+        file is made durable and before it is stored under its digest; whatever it raises is
+        raised here, with nothing left behind. PayloadTooLarge past `max_bytes`.
+        """
         # created here, not in a thread, so a cancellation cannot orphan the file
-        temp = _TempFile(self._tmp)
         try:
-            size = await _receive(chunks, temp, max_bytes)
-            digest = await asyncio.to_thread(temp.finish)
-            path = await asyncio.to_thread(self._commit, temp.path, digest, size)
+            temp = _TempFile(self._tmp)
+        except FileNotFoundError:  # the first upload of this root
+            await asyncio.to_thread(self._tmp.mkdir, parents=True, exist_ok=True)
+            temp = _TempFile(self._tmp)
+        try:
+            size, rest = await _receive(chunks, temp, max_bytes)
+            # the rest of the work in one thread: each hop costs about as much as a write
+            return await asyncio.to_thread(self._complete, temp, rest, size, check)
         except BaseException:
             # synchronous on purpose: a cancelled upload must still clean up, and the lock
             # waits for at most one chunk's write
             temp.discard()
             raise
-        return StoredArtifact(sha256=digest, size=size, path=path)
+
+    def _complete(
+        self, temp: _TempFile, rest: bytes, size: int, check: Callable[[Path], _T]
+    ) -> tuple[StoredArtifact, _T]:
+        temp.write(rest)
+        temp.flush()
+        syncing = _SYNCS.submit(temp.finish)
+        try:
+            checked = check(temp.path)
+        except BaseException:
+            # the caller's discard takes the file's lock on the event loop: not during an fsync
+            wait([syncing])
+            raise
+        digest = syncing.result()
+        path = self._commit(temp.path, digest, size)
+        return StoredArtifact(sha256=digest, size=size, path=path), checked
 
     async def put_bytes(self, data: bytes) -> StoredArtifact:
         """Store bytes already in memory (generated reports)."""
@@ -132,8 +174,15 @@ class ArtifactStore:
         return final
 
 
-async def _receive(chunks: AsyncIterable[bytes], temp: _TempFile, max_bytes: int) -> int:
-    """Write the stream to `temp` in large writes off the event loop; the byte count."""
+def _accept(path: Path) -> None:
+    """The check of a stream stored as it comes."""
+
+
+async def _receive(
+    chunks: AsyncIterable[bytes], temp: _TempFile, max_bytes: int
+) -> tuple[int, bytes]:
+    """Write the stream to `temp` in large writes off the event loop; the byte count, and the
+    last bytes (less than a large write), not yet written."""
     size = 0
     pending = bytearray()
     async for chunk in chunks:
@@ -146,9 +195,7 @@ async def _receive(chunks: AsyncIterable[bytes], temp: _TempFile, max_bytes: int
         if len(pending) >= _WRITE_BYTES:
             await asyncio.to_thread(temp.write, bytes(pending))
             pending.clear()
-    if pending:
-        await asyncio.to_thread(temp.write, bytes(pending))
-    return size
+    return size, bytes(pending)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -104,6 +104,28 @@ async def test_failed_or_cancelled_upload_leaves_nothing(tmp_path: Path) -> None
     assert leftovers(tmp_path) == [] and stored_files(tmp_path) == []
 
 
+async def test_a_checked_upload_is_stored_only_when_its_check_accepts_it(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    chunks = [os.urandom(70_000) for _ in range(20)]  # a gathered write, then the rest
+    data = b"".join(chunks)
+
+    def measure(path: Path) -> int:
+        assert path.parent == tmp_path / "tmp"  # before it is stored: not yet under its digest
+        assert path.read_bytes() == data  # the whole upload
+        return len(data) // 2
+
+    stored, checked = await store.put_checked(stream(chunks), max_bytes=len(data), check=measure)
+    assert checked == len(data) // 2 and stored.path.read_bytes() == data
+
+    def refuse(path: Path) -> None:
+        raise InvalidInput(f"not a model: {path.stat().st_size} bytes")
+
+    with pytest.raises(InvalidInput, match="not a model: 5 bytes"):
+        await store.put_checked(stream([b"other"]), max_bytes=10, check=refuse)
+    assert not store.exists(hashlib.sha256(b"other").hexdigest())
+    assert leftovers(tmp_path) == [] and stored_files(tmp_path) == [stored.path]
+
+
 def test_lookups_validate_the_digest(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
     with pytest.raises(NotFound):

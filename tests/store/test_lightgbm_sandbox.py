@@ -1,14 +1,18 @@
-"""The LightGBM sandbox: warm children that read model files, replaced after a crash or overrun.
+"""The LightGBM sandbox: warm children that read model files with LightGBM, then Treelite,
+replaced after a crash or overrun.
 
 A FIFO stands in for a file that hangs LightGBM: opening it blocks until a writer comes, so the
 child is stuck in the library as surely as on a file its parser spins on, and the test can tell
-when it got there (its own open for writing returns).
+when it got there (its own open for writing returns). Treelite's crash and spin are real files:
+one-field edits that LightGBM reads without complaint.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -50,6 +54,25 @@ def damaged(models: dict[int, Path], tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def segfaults_treelite(models: dict[int, Path], tmp_path: Path) -> Path:
+    """A split marked categorical in a file with no categories: LightGBM reads it, Treelite
+    segfaults (it did so in the server's process before it moved into the sandbox)."""
+    path = tmp_path / "categorical.txt"
+    text = models[3].read_bytes()
+    path.write_bytes(re.sub(rb"decision_type=\d+", b"decision_type=1", text, count=1))
+    return path
+
+
+@pytest.fixture
+def spins_treelite(models: dict[int, Path], tmp_path: Path) -> Path:
+    """A first split whose right child is itself: LightGBM reads it, Treelite walks it forever."""
+    path = tmp_path / "cycle.txt"
+    text = models[3].read_bytes()
+    path.write_bytes(re.sub(rb"right_child=-?\d+", b"right_child=0", text, count=1))
+    return path
+
+
+@pytest.fixture
 def stuck(tmp_path: Path) -> Path:
     path = tmp_path / "stuck.txt"
     os.mkfifo(path)
@@ -80,9 +103,10 @@ def writing(fifo: Path, seconds: float = 60.0) -> Iterator[None]:
 
 
 def read(sandbox: LightGBMSandbox, path: Path) -> tuple[int, int]:
-    reply = sandbox.probe(path)
-    assert reply.error is None, reply.error
-    return reply.trees, reply.features
+    reading = sandbox.probe(path)
+    assert reading.error is None, reading.error
+    assert reading.treelite == reading.lightgbm  # Treelite reads the same trees and features
+    return reading.lightgbm.trees, reading.lightgbm.features
 
 
 def test_the_child_stays_warm_across_files(
@@ -110,6 +134,64 @@ def test_a_crash_is_refused_and_the_next_file_gets_a_new_child(
     with pytest.raises(InvalidInput, match="not a LightGBM text model: LightGBM crashed"):
         inspect_model(damaged, "lightgbm", sandbox)
     assert inspect_model(models[3], "lightgbm", sandbox).num_trees == 3
+
+
+def test_treelite_reads_in_the_child_and_its_crash_is_told_as_its_own(
+    sandbox: LightGBMSandbox, models: dict[int, Path], segfaults_treelite: Path
+) -> None:
+    read(sandbox, models[1])
+    [before] = sandbox.pids()
+    reading = sandbox.probe(segfaults_treelite)
+    assert (reading.lightgbm.error, reading.lightgbm.trees) == (None, 3)
+    assert reading.treelite is not None and reading.treelite.error is not None
+    assert reading.error == reading.treelite.error
+    assert reading.error.startswith("Treelite crashed reading it (signal ")
+    assert reading.error.endswith("; truncated or corrupted")
+    assert sandbox.pids() == [] and not alive(before)
+    assert read(sandbox, models[5]) == (5, 3)
+    with pytest.raises(InvalidInput, match="not a LightGBM text model: Treelite crashed"):
+        inspect_model(segfaults_treelite, "lightgbm", sandbox)
+
+
+def test_a_treelite_overrun_is_refused_and_its_child_replaced(
+    models: dict[int, Path], spins_treelite: Path
+) -> None:
+    with LightGBMSandbox(1, seconds=1) as sandbox:
+        read(sandbox, models[1])
+        [spinning] = sandbox.pids()
+        reading = sandbox.probe(spins_treelite)
+        assert reading.lightgbm.error is None
+        assert reading.error == "Treelite did not finish reading it in 1 s"
+        assert not alive(spinning)
+        assert read(sandbox, models[2]) == (2, 3)
+
+
+# the check of an upload as the server makes it, in a process of its own: what it loaded after
+CHECK = """
+import json, sys
+from pathlib import Path
+from app.services.artifacts import inspect_model
+
+info = inspect_model(Path(sys.argv[1]), "lightgbm")
+maps = Path("/proc/self/maps").read_text()
+print(json.dumps({
+    "trees": info.num_trees,
+    "modules": sorted({"lightgbm", "treelite", "sklearn"} & set(sys.modules)),
+    "libraries": [name for name in ("lib_lightgbm", "libtreelite") if name in maps],
+}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_the_checking_process_loads_neither_library(models: dict[int, Path]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK, str(models[3])],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert json.loads(done.stdout) == {"trees": 3, "modules": [], "libraries": []}
 
 
 def test_an_overrun_is_refused_and_its_child_replaced(models: dict[int, Path], stuck: Path) -> None:
@@ -141,11 +223,11 @@ def test_concurrent_callers_all_get_their_own_answer(
         if path == damaged:
             assert reply.error is not None and "crashed" in reply.error
         else:
-            assert (reply.error, reply.trees) == (None, int(path.stem))
+            assert (reply.error, reply.lightgbm.trees) == (None, int(path.stem))
     # no more children than the pool's size; the last answers may have been crashes, whose
     # children are gone until a probe starts new ones: one more probe, then one at least
     assert len(sandbox.pids()) <= 2
-    assert sandbox.probe(models[1]).trees == 1
+    assert sandbox.probe(models[1]).lightgbm.trees == 1
     assert 1 <= len(sandbox.pids()) <= 2
 
 
