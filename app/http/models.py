@@ -14,6 +14,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.http.auth import event_meta, idempotency, requires
+from app.http.deps import Writing
 from app.http.problems import never_answers
 from app.http.schemas import (
     ChangeIn,
@@ -133,15 +134,14 @@ class ModelController(Controller):
         self,
         data: JSONBody[ModelCreate],
         request: Req,
-        governance: NamedDependency[Governance],
-        registry: NamedDependency[Registry],
-        now: NamedDependency[datetime],
+        writing: NamedDependency[Writing],
     ) -> ModelView:
         """Register a model name with its risk tier; 409 if the name exists."""
         command = cmd.RegisterModel(**{f: getattr(data, f) for f in data.__struct_fields__})
-        outcome = await governance.handle(command, event_meta(request), idempotency(request, data))
-        model, policies = await registry.answer(data.name, outcome)
-        return render_model(model, policies, now)
+        meta, idem = event_meta(request), idempotency(request, data)
+        outcome = await writing.governance.handle(command, meta, idem)
+        model, policies = await writing.registry.answer(data.name, outcome)
+        return render_model(model, policies, writing.now)
 
     @get(operation_id="listModels")
     async def list_models(self, registry: NamedDependency[Registry]) -> ModelList:
@@ -179,17 +179,15 @@ class ModelController(Controller):
         name: FromPath[str],
         data: JSONBody[ModelPatch],
         request: Req,
-        *,
-        governance: NamedDependency[Governance],
-        registry: NamedDependency[Registry],
-        now: NamedDependency[datetime],
+        writing: NamedDependency[Writing],
     ) -> ModelView:
         """Change description, owner, tags or sensitive features."""
         fields = {f: getattr(data, f) for f in data.__struct_fields__}
         command = cmd.UpdateModel(name=name, **fields)
-        outcome = await governance.handle(command, event_meta(request), idempotency(request, data))
-        model, policies = await registry.answer(name, outcome)
-        return render_model(model, policies, now)
+        meta, idem = event_meta(request), idempotency(request, data)
+        outcome = await writing.governance.handle(command, meta, idem)
+        model, policies = await writing.registry.answer(name, outcome)
+        return render_model(model, policies, writing.now)
 
     @get("/{name:str}/versions/{version:int}", operation_id="getVersion")
     async def get_version(
@@ -239,8 +237,7 @@ class ModelController(Controller):
         data: JSONBody[DecisionCreate],
         request: Req,
         *,
-        governance: NamedDependency[Governance],
-        registry: NamedDependency[Registry],
+        writing: NamedDependency[Writing],
     ) -> DecisionOut:
         """Approve or reject a version (four-eyes; bound to its current digests, and warned
         of required evidence still missing, which would lapse it once recorded)."""
@@ -252,7 +249,7 @@ class ModelController(Controller):
             decision=data.decision,
             comment=data.comment,
         )
-        outcome = await governance.handle(command, meta, idempotency(request, data))
+        outcome = await writing.governance.handle(command, meta, idempotency(request, data))
         recorded = outcome.events[0]
         event = recorded.event
         assert isinstance(event, (ev.VersionApproved, ev.VersionRejected))
@@ -263,8 +260,8 @@ class ModelController(Controller):
                 library_sha256=event.library_sha256,
                 report_sha256s=list(event.report_sha256s),
             )
-            model, policies = await registry.answer(name, outcome)
-            found = registry.version_of(model, version)
+            model, policies = await writing.registry.answer(name, outcome)
+            found = writing.registry.version_of(model, version)
             warnings = missing_evidence(found, policies.of(model.risk_tier)[0])
         return DecisionOut(
             version=event.version,
@@ -393,20 +390,19 @@ class ModelController(Controller):
         name: FromPath[str],
         data: JSONBody[DriftAlertCreate],
         request: Req,
-        governance: NamedDependency[Governance],
-        registry: NamedDependency[Registry],
+        writing: NamedDependency[Writing],
     ) -> DriftAlertOut:
         """Record drift on the version that served; policy may act on it."""
         fields = {f: getattr(data, f) for f in data.__struct_fields__}
         command = cmd.RaiseDriftAlert(name=name, **fields)
-        outcome = await governance.raise_drift_alert(
+        outcome = await writing.governance.raise_drift_alert(
             command, event_meta(request), idempotency(request, data)
         )
         alert = outcome.events[0]
         return DriftAlertOut(
             **fields,
             position=alert.position,
-            actions=_deployments(await registry.caused_by(name, alert)),
+            actions=_deployments(await writing.registry.caused_by(name, alert)),
         )
 
     @get(

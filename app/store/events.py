@@ -5,11 +5,18 @@ database function, one transaction and one round trip per batch. The function ta
 transaction-scoped advisory lock, so positions are assigned in commit order across all
 processes (gap-free global reads) and the hash chain is extended by exactly one writer at
 a time. Subscribers are woken after commit, never by NOTIFY inside the append.
+
+With views written inline, a batch's transaction takes that lock before the batch is
+closed: while another process's batch holds it (through its commit's WAL flush), the
+appends arriving here join the batch waiting for it. Closed before, the batch waited with
+what it held and the late ones waited for the next: two processes writing at once made
+twice the commits, half as large, each waiting out the other's flush.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -33,6 +40,10 @@ VIEWS_BEHIND = "views.behind"
 
 _log = logging.getLogger("model_ledger.store")
 
+# the advisory lock `ml_append` takes (app/store/migrations/sql/0001/append.sql)
+LOG_LOCK = 7244501
+# one round trip: a batch is closed once its transaction holds the log's lock
+_BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({LOG_LOCK})"
 _APPEND_SQL = "SELECT * FROM ml_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 # The append and the inline projections' checkpoints in one round trip: the checkpoints are
 # locked after `ml_append` took the log's lock (the EXISTS reads its result), so the previous
@@ -164,9 +175,10 @@ class EventStore:
         batch: list[_Request] = []
         try:
             while self._pending:
-                batch = self._take_batch()
+                batch = []
+                self._take_more(batch)
                 try:
-                    await self._write(batch)
+                    await self._write(batch, grow=True)
                 except Exception:
                     # Event ids are fixed before the first try, so a request that did land
                     # comes back as a replay rather than twice.
@@ -184,43 +196,33 @@ class EventStore:
 
     async def _write_alone(self, request: _Request) -> None:
         try:
-            await self._write([request])
+            await self._write([request], grow=False)
         except Exception as error:
             if not request.future.done():
                 request.future.set_exception(error)
 
-    def _take_batch(self) -> list[_Request]:
-        batch: list[_Request] = []
-        count = 0
+    def _take_more(self, batch: list[_Request]) -> None:
+        """Move pending requests into `batch` (at least one) up to the events' bound."""
+        count = sum(len(request.types) for request in batch)
         while self._pending and (
             not batch or count + len(self._pending[0].types) <= self._batch_max_events
         ):
             request = self._pending.pop(0)
             batch.append(request)
             count += len(request.types)
-        return batch
 
-    async def _write(self, batch: list[_Request]) -> None:
+    async def _write(self, batch: list[_Request], *, grow: bool) -> None:
+        """Append `batch`; with `grow`, and views inline, it takes in place the requests
+        that arrive until its transaction holds the log's lock."""
         projected: list[str] = []
         async with self._pool.acquire() as conn:
             if self._inline is None:
                 rows = await conn.fetch(_APPEND_SQL, *_batch_arguments(batch))
                 recorded = {row["o_req"]: _recorded(batch, row) for row in rows}
             else:
-                async with conn.transaction():
-                    rows = await conn.fetch(
-                        _APPEND_LOCKING_SQL, *_batch_arguments(batch), self._inline.names
-                    )
-                    recorded = {row["o_req"]: _recorded(batch, row) for row in rows}
-                    appended = sorted(
-                        (e for events in recorded.values() for e in events),
-                        key=lambda e: e.position,
-                    )
-                    names, positions = rows[0]["c_names"] or [], rows[0]["c_positions"] or []
-                    starts = dict(zip(names, positions, strict=True))
-                    projected = await self._inline.apply(conn, appended, starts)
-                if projected:
-                    self._inline.committed(projected, appended[-1].position)
+                rows, recorded, projected = await self._write_inline(
+                    conn, self._inline, batch, grow=grow
+                )
         behind = self._inline is None or len(projected) < len(self._inline.names)
         replays: list[tuple[_Request, int, int]] = []
         types: set[str] = set()
@@ -267,6 +269,38 @@ class EventStore:
         if types and behind:  # appended, and not every view has it
             types.add(VIEWS_BEHIND)
         await self._wake(frozenset(types))
+
+    async def _write_inline(
+        self,
+        conn: asyncpg.Connection,
+        inline: InlineProjections,
+        batch: list[_Request],
+        *,
+        grow: bool,
+    ) -> tuple[list[asyncpg.Record], dict[int, list[RecordedEvent]], list[str]]:
+        """The batch appended and its views projected in one transaction, committed; the
+        append's rows, each request's events, and the projections that took them."""
+        await conn.execute(_BEGIN_LOCKED)
+        try:
+            if grow:
+                self._take_more(batch)
+            rows = await conn.fetch(_APPEND_LOCKING_SQL, *_batch_arguments(batch), inline.names)
+            recorded = {row["o_req"]: _recorded(batch, row) for row in rows}
+            appended = sorted(
+                (e for events in recorded.values() for e in events), key=lambda e: e.position
+            )
+            names, positions = rows[0]["c_names"] or [], rows[0]["c_positions"] or []
+            starts = dict(zip(names, positions, strict=True))
+            projected = await inline.apply(conn, appended, starts)
+        except BaseException:
+            # a connection that cannot roll back is rolled back or dropped on release
+            with contextlib.suppress(Exception):
+                await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
+        if projected:
+            inline.committed(projected, appended[-1].position)
+        return rows, recorded, projected
 
     async def replayed(self, idempotency: Idempotency) -> AppendResult | None:
         """The result of an earlier append under this key, if any (a retry need not decide).

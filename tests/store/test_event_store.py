@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from app.resources import create_pool
 from app.services.audit import verify_log
 from app.store.checkpoints import SIGN_LOCK, Checkpointer
-from app.store.events import EventStore, Idempotency
+from app.store.events import LOG_LOCK, EventStore, Idempotency
+from app.store.inline import InlineProjections
 from domain.errors import ConcurrencyConflict, IdempotencyKeyReused
 from domain.events import EventMeta, TokenIssued, TokenRevoked
 
@@ -106,6 +107,37 @@ async def test_concurrent_appends_share_transactions(store: EventStore) -> None:
     assert len(events) == 200
     # one recorded_at per transaction: far fewer transactions than appends
     assert len({e.recorded_at for e in events}) < 50
+
+
+async def test_appends_arriving_while_a_batch_waits_for_the_log_lock_join_that_batch(
+    database_url: str,
+) -> None:
+    # another process's batch holds the log's lock (through its commit): what this process
+    # appends meanwhile commits with the batch already waiting, not in one more after it
+    async with open_store(database_url, inline=InlineProjections([])) as store:
+        holder = await asyncpg.connect(database_url)
+        try:
+            async with holder.transaction():
+                await holder.execute("SELECT pg_advisory_xact_lock($1)", LOG_LOCK)
+                first = asyncio.create_task(
+                    store.append("s-0", [issued(0)], meta=META, expected_version=0)
+                )
+                await wait_until(
+                    lambda: lock_sessions(holder, granted=False, key=LOG_LOCK), equals=1
+                )
+                later = [
+                    asyncio.create_task(
+                        store.append(f"s-{n}", [issued(n)], meta=META, expected_version=0)
+                    )
+                    for n in range(1, 4)
+                ]
+                await asyncio.sleep(0)  # queued while the batch waits for the lock
+            results = await asyncio.gather(first, *later)
+        finally:
+            await holder.close()
+        assert [r.first_position for r in results] == [1, 2, 3, 4]
+        transactions = await store.pool.fetchval("SELECT count(DISTINCT xmin::text) FROM events")
+        assert transactions == 1
 
 
 async def test_a_caller_that_stops_waiting_does_not_cost_its_batch_mates_their_results(
@@ -273,12 +305,12 @@ async def test_a_signer_stopped_as_it_got_the_lock_does_not_keep_it(
         assert (await checkpointer.sign_head()) is not None
 
 
-async def lock_sessions(conn: asyncpg.Connection, *, granted: bool) -> int:
+async def lock_sessions(conn: asyncpg.Connection, *, granted: bool, key: int = SIGN_LOCK) -> int:
     count: int = await conn.fetchval(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 "
         "AND granted = $2 AND database = (SELECT oid FROM pg_database WHERE datname = "
         "current_database())",
-        SIGN_LOCK,
+        key,
         granted,
     )
     return count
