@@ -5,14 +5,10 @@ as the look before it did."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 
 from app.store.migrate import migrate
-from tests.conftest import RUN_ID, with_database
 from workers.jobs.experiment import gather
 
 BEFORE_TOTALS = "0011"
@@ -26,22 +22,9 @@ FROM generate_series(1, $2) AS i
 """
 
 
-@pytest.fixture
-async def old_database(server_url: str) -> AsyncIterator[str]:
-    """A database migrated only up to the revision before the totals."""
-    name = f"ml_test_{RUN_ID}_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        url = with_database(server_url, name)
-        await asyncio.to_thread(migrate, url, BEFORE_TOTALS)
-        yield url
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
-async def test_the_upgrade_counts_the_predictions_already_logged(old_database: str) -> None:
+async def test_the_upgrade_counts_the_predictions_already_logged(blank_database: str) -> None:
+    old_database = blank_database
+    await asyncio.to_thread(migrate, old_database, BEFORE_TOTALS)
     conn = await asyncpg.connect(old_database)
     try:
         # given: predictions of two experiments and of none, in three transactions
