@@ -26,7 +26,7 @@ from app.services.uploads import Uploads
 from app.services.views import render_model
 from domain import commands as cmd
 from domain import events as ev
-from domain.datasets import require_name
+from domain.datasets import DatasetVersion, require_name
 from domain.errors import InvalidInput
 
 _CHUNK = 1 << 20
@@ -72,6 +72,20 @@ def _file(data: dict[str, Any], part: str) -> UploadFile:
     if not isinstance(upload, UploadFile):
         raise InvalidInput(f"multipart part {part!r} (a file) is required", field=part)
     return upload
+
+
+class DatasetSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """A named dataset in the list: its latest version and how many versions it has."""
+
+    name: str
+    latest: DatasetVersion
+    versions: int
+
+
+class DatasetList(msgspec.Struct, frozen=True, kw_only=True):
+    """Every named dataset, by name."""
+
+    datasets: list[DatasetSummary]
 
 
 class UploadController(Controller):
@@ -156,6 +170,20 @@ class UploadController(Controller):
         """Every version of a model."""
         model, policies = await registry.model_state(name)
         return VersionList(versions=render_model(model, policies, now).versions)
+
+    @get("/v1/datasets", operation_id="listDatasets")
+    async def list_datasets(self, datasets: NamedDependency[Datasets]) -> DatasetList:
+        """Every named dataset, by name, with its latest version (what a retraining policy
+        trains on) and its number of versions (here, beside the upload: one path, one
+        controller)."""
+        summaries = []
+        for found in await datasets.all():
+            latest = found.latest()
+            assert latest is not None
+            summaries.append(
+                DatasetSummary(name=found.name, latest=latest, versions=len(found.versions))
+            )
+        return DatasetList(datasets=summaries)
 
     @post(
         "/v1/datasets",

@@ -37,6 +37,18 @@ class Datasets:
             raise NotFound(f"no dataset named {name!r}")
         return state
 
+    async def all(self) -> list[DatasetState]:
+        """Every named dataset, by name, folded from the log's dataset events."""
+        states: dict[str, DatasetState] = {}
+        after = 0
+        while page := await self._store.read_all(after, types=["dataset.version_added"]):
+            for event in page:
+                state = fold_dataset(states.get(event.stream), event)
+                if state is not None:
+                    states[event.stream] = state
+            after = page[-1].position
+        return sorted(states.values(), key=lambda state: state.name)
+
     async def latest(self, names: list[str]) -> dict[str, cmd.DatasetRef]:
         """The latest version of each named dataset that has one."""
         found: dict[str, cmd.DatasetRef] = {}

@@ -62,6 +62,28 @@ async def test_each_new_upload_under_a_name_is_its_next_version(
     assert [r.meta.actor for r in recorded] == ["pipeline", "pipeline"]
 
 
+async def test_the_list_names_every_dataset_with_its_latest_version(
+    client: httpx.AsyncClient, auth: TokenFactory
+) -> None:
+    ci, auditor = await auth("ci"), await auth("auditor")
+    empty = await client.get("/v1/datasets", headers=auditor)
+    assert empty.status_code == 200 and empty.json() == {"datasets": []}, empty.text
+    # given: two versions of one name, one of another, and an upload with no name
+    await _upload(client, ci, FIRST, (None, "transactions"))
+    latest = (await _upload(client, ci, SECOND, (None, "transactions"))).json()
+    other = (await _upload(client, ci, b"a,b\n1,2\n", (None, "applications"))).json()
+    await _upload(client, ci, b"x,y\n1,2\n", None)
+    # then: the named ones, by name, each with its latest version and its count
+    listed = await client.get("/v1/datasets", headers=auditor)
+    assert listed.status_code == 200, listed.text
+    found = listed.json()["datasets"]
+    assert [(d["name"], d["versions"], d["latest"]["sha256"]) for d in found] == [
+        ("applications", 1, other["sha256"]),
+        ("transactions", 2, latest["sha256"]),
+    ]
+    assert found[1]["latest"]["version"] == 2
+
+
 async def test_bad_names_are_422_before_anything_is_stored(
     client: httpx.AsyncClient, auth: TokenFactory, resources: Resources
 ) -> None:

@@ -218,6 +218,7 @@ READS: dict[tuple[str, str], Entry] = {
         EVERYONE, Call("/v1/models/m/retraining-policy")
     ),
     # the named dataset the setup uploads
+    ("GET", "/v1/datasets"): Entry(EVERYONE, Call("/v1/datasets")),
     ("GET", "/v1/datasets/{name:str}"): Entry(EVERYONE, Call("/v1/datasets/matrix-data")),
     # an experiment the read test starts (`{experiment}`)
     ("GET", "/v1/models/{name:str}/experiments/{experiment_id:str}"): Entry(
