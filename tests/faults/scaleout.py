@@ -8,7 +8,10 @@ took to follow a promotion and a rollback made on another process is measured.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import httpx
 
+from app.store.events import LOG_LOCK
 from tests.faults import story
 from tests.faults.commands import model_ledger
 from tests.faults.harness import Process
@@ -231,6 +235,33 @@ async def _running_worker(log: LogReader, workers: tuple[Process, Process]) -> t
     return next(w for w in workers if worker.rsplit(":", 1)[-1] == str(w.pid)), worker
 
 
+async def _stopped_mid_job(
+    log: LogReader, database_url: str, workers: tuple[Process, Process]
+) -> tuple[Process, str]:
+    """A worker frozen (SIGSTOP) while an attempt of its own is surely unended, so a SIGKILL
+    now cuts it short. The log alone cannot promise that: a job may end between a look at the
+    log and the kill (it did, on a clean-clone run). Frozen, the worker appends nothing new;
+    taking the log's append lock then waits out an append it had in flight (or finds it
+    holding the lock, mid-transaction: that append cannot commit any more); only then is
+    its attempt checked again. An attempt that ended meanwhile: thawed, and another sought."""
+    deadline = time.monotonic() + 120
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("SET lock_timeout = '2s'")
+        while True:
+            victim, name = await _running_worker(log, workers)
+            os.kill(victim.pid, signal.SIGSTOP)
+            with contextlib.suppress(asyncpg.LockNotAvailableError):
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", LOG_LOCK)
+            if await log.cut_short(name):
+                return victim, name
+            os.kill(victim.pid, signal.SIGCONT)
+            assert time.monotonic() < deadline, "no running job to freeze a worker under"
+    finally:
+        await conn.close()
+
+
 def _load(
     fleet: Fleet,
     writes: list[PatientWrites],
@@ -322,7 +353,7 @@ async def scale_out_under_kill9(stack: Stack, writes_per_phase: int = 40) -> Sca
             await asyncio.gather(
                 *(_compiles(a, f"jobs-{n}", acked, 10 + 10 * n) for n, a in enumerate(apis))
             )
-            victim, victim_name = await _running_worker(log, fleet.workers)
+            victim, victim_name = await _stopped_mid_job(log, stack.database_url, fleet.workers)
             for process in (victim, fleet.apis[0], fleet.scorers[0]):
                 await asyncio.to_thread(process.kill9)
             rolled = time.monotonic()
