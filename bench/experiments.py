@@ -57,7 +57,7 @@ from domain import events as ev
 from domain.looks import update
 from domain.sequential import ever_rejects
 from domain.state import Experiment
-from workers.jobs.experiment import Gathered, compact, gather
+from workers.jobs.experiment import Gathered, compact, gather, merge_and_gather
 
 EXPERIMENT = "bench-experiment"
 MDE, ALPHA = 0.01, 0.05
@@ -147,9 +147,7 @@ async def _job(
     pool: asyncpg.Pool, experiment: Experiment, previous: Gathered | None
 ) -> tuple[Gathered, dict[str, float]]:
     totals = None if previous is None else previous.totals
-    if totals is not None:  # as the job does: merge what the recorded look counted
-        await compact(pool, EXPERIMENT, totals)
-    gathered = await gather(pool, EXPERIMENT, 1, 2, totals)
+    gathered = await merge_and_gather(pool, EXPERIMENT, 1, 2, totals)
     look = update(experiment, gathered.champion, gathered.challenger, totals=gathered.totals)
     return gathered, {
         "effect": look.update.effect,

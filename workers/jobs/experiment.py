@@ -320,6 +320,22 @@ async def compact(pool: asyncpg.Pool, experiment_id: str, counted: ev.LookTotals
     await pool.execute(COMPACT_SQL, experiment_id, counted.horizon)
 
 
+async def merge_and_gather(
+    pool: asyncpg.Pool,
+    experiment_id: str,
+    champion: int,
+    challenger: int,
+    previous: ev.LookTotals | None,
+    *,
+    groups: Groups | None = None,
+) -> Gathered:
+    """A look's data as the job takes it: the rows the recorded look (`previous`) counted
+    merged first, then both arms gathered from its totals."""
+    if previous is not None:
+        await compact(pool, experiment_id, previous)
+    return await gather(pool, experiment_id, champion, challenger, previous, groups=groups)
+
+
 async def run(ctx: JobContext) -> cmd.ExperimentReported:
     """Gather each arm's statistics and decide the look (and any conclusion)."""
     job = ctx.job
@@ -330,15 +346,12 @@ async def run(ctx: JobContext) -> cmd.ExperimentReported:
     experiment = require_running(found.model, experiment_id)
     started = experiment.started
     challenger = found.model.versions[started.challenger]
-    previous = carried(experiment)
-    if previous is not None:
-        await compact(ctx.resources.pool, experiment_id, previous)
-    gathered = await gather(
+    gathered = await merge_and_gather(
         ctx.resources.pool,
         experiment_id,
         started.champion,
         started.challenger,
-        previous,
+        carried(experiment),
         groups=groups_of(experiment, challenger.feature_names),
     )
     return update(
