@@ -35,8 +35,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # uploaded artifacts and datasets
     max_upload_bytes: int = 512 * 1_048_576
     # uploaded LightGBM models are read by sandbox processes, started when needed and kept:
-    # two, so that a hostile file keeping one busy until its deadline holds up no other
-    # upload; each may use this much address space (a model takes about 3 times its file
+    # this many files at once, each by a LightGBM child and a Treelite child; two, so that a
+    # hostile file keeping its children busy until its deadline holds up no other upload;
+    # each child may use this much address space (a model takes about 3 times its file
     # size to load, measured, plus 50 MB)
     lightgbm_sandbox_processes: int = 2
     lightgbm_sandbox_memory_mb: int = 4096

@@ -1,14 +1,15 @@
-"""The LightGBM sandbox's child process: loads LightGBM's and Treelite's libraries once, then
-reads model files with both.
+"""A sandbox child process: loads LightGBM's or Treelite's library once, then reads model files
+with it.
 
-Run as a script, `python -I lightgbm_child.py LIGHTGBM TREELITE MEMORY_BYTES PARENT_PID` (the
-two libraries' paths): it imports nothing of ours (isolated mode does not put this folder on
-the path), only the standard library and msgspec. It speaks in frames (a 4-byte big-endian
-length, then msgpack) on stdin and stdout: `Ready` once, then for each `Request` LightGBM's
-`Reply` and, when LightGBM read the file, Treelite's, one file at a time; two frames tell the
-parent which library a crash happened in. It exits when stdin closes, and the kernel kills it
-when the thread of its parent that started it dies. It reads both C APIs directly:
-`import lightgbm` or `import treelite` alone takes seconds (they import scikit-learn).
+Run as a script, `python -I lightgbm_child.py LIBRARY PATH MEMORY_BYTES PARENT_PID` (LIBRARY
+`lightgbm` or `treelite`, PATH its shared library): it imports nothing of ours (isolated mode
+does not put this folder on the path), only the standard library and msgspec. It speaks in
+frames (a 4-byte big-endian length, then msgpack) on stdin and stdout: `Ready` once, then a
+`Reply` for each `Request`, one file at a time. The sandbox gives each file to a LightGBM
+child and a Treelite child at once, so a crash is its library's by construction. It exits
+when stdin closes, and the kernel kills it when the thread of its parent that started it
+dies. It reads the C APIs directly: `import lightgbm` or `import treelite` alone takes
+seconds (they import scikit-learn).
 """
 
 from __future__ import annotations
@@ -105,10 +106,17 @@ def _read_treelite(lib: ctypes.CDLL, path: str) -> Reply:
         lib.TreeliteFreeModel(handle)
 
 
+_READERS = {
+    "lightgbm": (_read_lightgbm, "LGBM_GetLastError"),
+    "treelite": (_read_treelite, "TreeliteGetLastError"),
+}
+
+
 def main() -> None:
     """Serve requests until stdin closes."""
-    lightgbm, treelite = sys.argv[1], sys.argv[2]
+    kind, library = sys.argv[1], sys.argv[2]
     memory, parent = int(sys.argv[3]), int(sys.argv[4])
+    read, last_error = _READERS[kind]
     _die_with(parent)
     # a Ctrl-C in the server's terminal reaches its whole process group; the server decides
     # when its sandbox stops, and may still finish a request after the signal
@@ -116,8 +124,8 @@ def main() -> None:
     # the libraries print to fd 1: the frames keep a private copy of it, fd 1 becomes stderr
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    lgb, tl = ctypes.CDLL(lightgbm), ctypes.CDLL(treelite)
-    lgb.LGBM_GetLastError.restype = tl.TreeliteGetLastError.restype = ctypes.c_char_p
+    lib = ctypes.CDLL(library)
+    getattr(lib, last_error).restype = ctypes.c_char_p
     requests = msgspec.msgpack.Decoder(Request)  # built before the limit: it allocates
     # an abort on a hostile file must not leave a core dump of it behind
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -125,12 +133,8 @@ def main() -> None:
     replies.write(frame(Ready()))
     replies.flush()
     while (request := _receive(sys.stdin.buffer, requests)) is not None:
-        read = _read_lightgbm(lgb, request.path)
-        replies.write(frame(read))
+        replies.write(frame(read(lib, request.path)))
         replies.flush()
-        if read.error is None:
-            replies.write(frame(_read_treelite(tl, request.path)))
-            replies.flush()
 
 
 if __name__ == "__main__":

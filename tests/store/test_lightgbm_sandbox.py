@@ -1,5 +1,5 @@
-"""The LightGBM sandbox: warm children that read model files with LightGBM, then Treelite,
-replaced after a crash or overrun.
+"""The LightGBM sandbox: warm children that read each model file with LightGBM and Treelite at
+once, replaced after a crash or overrun.
 
 A FIFO stands in for a file that hangs LightGBM: opening it blocks until a writer comes, so the
 child is stuck in the library as surely as on a file its parser spins on, and the test can tell
@@ -117,19 +117,22 @@ def test_the_child_stays_warm_across_files(
     first = sandbox.pids()
     assert read(sandbox, models[5]) == (5, 3)
     assert read(sandbox, models[2]) == (2, 3)
-    assert len(first) == 1 and sandbox.pids() == first
+    # one child of each library, the same ones for every file
+    assert len(sandbox.pids("lightgbm")) == len(sandbox.pids("treelite")) == 1
+    assert sandbox.pids() == first
 
 
 def test_a_crash_is_refused_and_the_next_file_gets_a_new_child(
     sandbox: LightGBMSandbox, models: dict[int, Path], damaged: Path
 ) -> None:
     read(sandbox, models[1])
-    [before] = sandbox.pids()
+    before = sandbox.pids()
     reply = sandbox.probe(damaged)
     assert reply.error is not None and "LightGBM crashed reading it" in reply.error
-    assert sandbox.pids() == [] and not alive(before)
+    # LightGBM's child died; Treelite's, reading the file LightGBM refused, was stopped
+    assert sandbox.pids() == [] and not any(map(alive, before))
     assert read(sandbox, models[8]) == (8, 3)
-    assert sandbox.pids() != [before]
+    assert not set(sandbox.pids()) & set(before)
     # through the public check, the same refusal as before the sandbox
     with pytest.raises(InvalidInput, match="not a LightGBM text model: LightGBM crashed"):
         inspect_model(damaged, "lightgbm", sandbox)
@@ -140,14 +143,15 @@ def test_treelite_reads_in_the_child_and_its_crash_is_told_as_its_own(
     sandbox: LightGBMSandbox, models: dict[int, Path], segfaults_treelite: Path
 ) -> None:
     read(sandbox, models[1])
-    [before] = sandbox.pids()
+    [lightgbm], [before] = sandbox.pids("lightgbm"), sandbox.pids("treelite")
     reading = sandbox.probe(segfaults_treelite)
     assert (reading.lightgbm.error, reading.lightgbm.trees) == (None, 3)
     assert reading.treelite is not None and reading.treelite.error is not None
     assert reading.error == reading.treelite.error
     assert reading.error.startswith("Treelite crashed reading it (signal ")
     assert reading.error.endswith("; truncated or corrupted")
-    assert sandbox.pids() == [] and not alive(before)
+    # only Treelite's child is gone: LightGBM's read the file and is kept
+    assert sandbox.pids() == [lightgbm] and not alive(before)
     assert read(sandbox, models[5]) == (5, 3)
     with pytest.raises(InvalidInput, match="not a LightGBM text model: Treelite crashed"):
         inspect_model(segfaults_treelite, "lightgbm", sandbox)
@@ -158,7 +162,7 @@ def test_a_treelite_overrun_is_refused_and_its_child_replaced(
 ) -> None:
     with LightGBMSandbox(1, seconds=1) as sandbox:
         read(sandbox, models[1])
-        [spinning] = sandbox.pids()
+        [spinning] = sandbox.pids("treelite")
         reading = sandbox.probe(spins_treelite)
         assert reading.lightgbm.error is None
         assert reading.error == "Treelite did not finish reading it in 1 s"
@@ -197,12 +201,12 @@ def test_the_checking_process_loads_neither_library(models: dict[int, Path]) -> 
 def test_an_overrun_is_refused_and_its_child_replaced(models: dict[int, Path], stuck: Path) -> None:
     with LightGBMSandbox(1, seconds=1) as sandbox:
         read(sandbox, models[1])
-        [hung] = sandbox.pids()
+        hung = sandbox.pids()  # both children open the FIFO: both are stuck in it
         reply = sandbox.probe(stuck)
         assert reply.error == "LightGBM did not finish reading it in 1 s"
-        assert not alive(hung)
+        assert not any(map(alive, hung))
         assert read(sandbox, models[2]) == (2, 3)
-        assert sandbox.pids() != [hung]
+        assert not set(sandbox.pids()) & set(hung)
 
 
 def test_the_memory_limit_holds(models: dict[int, Path]) -> None:
@@ -224,11 +228,14 @@ def test_concurrent_callers_all_get_their_own_answer(
             assert reply.error is not None and "crashed" in reply.error
         else:
             assert (reply.error, reply.lightgbm.trees) == (None, int(path.stem))
-    # no more children than the pool's size; the last answers may have been crashes, whose
-    # children are gone until a probe starts new ones: one more probe, then one at least
-    assert len(sandbox.pids()) <= 2
+    # no more children of a library than the pool's size; the last answers may have been
+    # crashes, whose children are gone until a probe starts new ones: one more probe, then
+    # one at least of each
+    for library in ("lightgbm", "treelite"):
+        assert len(sandbox.pids(library)) <= 2
     assert sandbox.probe(models[1]).lightgbm.trees == 1
-    assert 1 <= len(sandbox.pids()) <= 2
+    for library in ("lightgbm", "treelite"):
+        assert 1 <= len(sandbox.pids(library)) <= 2
 
 
 def test_closing_stops_idle_and_busy_children(
@@ -237,12 +244,13 @@ def test_closing_stops_idle_and_busy_children(
     with ThreadPoolExecutor(1) as thread:
         busy = thread.submit(sandbox.probe, stuck)
         with writing(stuck):  # a child has opened the file: it is busy
-            assert read(sandbox, models[2]) == (2, 3)  # so a second child started, now idle
+            # so a second child of each library started, now idle
+            assert read(sandbox, models[2]) == (2, 3)
             children = sandbox.pids()
             sandbox.close()
             with pytest.raises(SandboxClosed):
                 busy.result(timeout=60)
-    assert len(children) == 2
+    assert len(children) == 4
     assert not any(alive(pid) for pid in children)
     assert sandbox.pids() == []
     with pytest.raises(SandboxClosed):
@@ -272,9 +280,10 @@ def test_a_killed_server_leaves_no_sandbox_child(models: dict[int, Path], stuck:
     )
     try:
         assert server.stdout is not None
-        [child] = map(int, server.stdout.readline().split())
-        with writing(stuck):  # the child is inside LightGBM: stdin's end would not stop it
-            assert child in {p.pid for p in in_group(server.pid)}
+        children = set(map(int, server.stdout.readline().split()))
+        # the children are inside their libraries: stdin's end would not stop them
+        with writing(stuck):
+            assert len(children) == 2 and children <= {p.pid for p in in_group(server.pid)}
             server.kill()
             server.wait()
             assert survivors(server.pid) == []
