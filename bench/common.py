@@ -121,6 +121,18 @@ async def tasks_rate(tasks: int, seconds: float, work: Callable[..., Awaitable[i
     return sum(counts) / (time.perf_counter() - start)
 
 
+def response_length(buffer: bytes | bytearray) -> int | None:
+    """A raw HTTP/1.1 response's whole length once its headers are in, else None."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    for line in bytes(buffer[:end]).split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == b"content-length":
+            return end + 4 + int(value)
+    raise RuntimeError("response without Content-Length")
+
+
 def rss_mib() -> dict[str, float]:
     """This process's resident set now and its peak so far (VmRSS, VmHWM), in MiB."""
     figures: dict[str, float] = {}

@@ -178,18 +178,6 @@ def score_requests(rows: np.ndarray, token: str) -> list[bytes]:
 HEALTH = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
-def _response_length(buffer: bytes | bytearray) -> int | None:
-    """The whole response's length once its headers are in, else None."""
-    end = buffer.find(b"\r\n\r\n")
-    if end < 0:
-        return None
-    for line in bytes(buffer[:end]).split(b"\r\n")[1:]:
-        key, _, value = line.partition(b":")
-        if key.strip().lower() == b"content-length":
-            return end + 4 + int(value)
-    raise RuntimeError("response without Content-Length")
-
-
 class RawClient:
     """HTTP/1.1 over one blocking keep-alive socket: just enough for these two routes."""
 
@@ -201,7 +189,7 @@ class RawClient:
     def send(self, request: bytes) -> bytes:
         self.sock.sendall(request)
         buffer = bytearray()
-        while (length := _response_length(buffer)) is None or len(buffer) < length:
+        while (length := common.response_length(buffer)) is None or len(buffer) < length:
             chunk = self.sock.recv(65536)
             if not chunk:
                 raise RuntimeError("server closed the connection")
@@ -242,7 +230,7 @@ async def rate_of(ports: Sequence[int], requests: list[bytes], seconds: float) -
             while time.perf_counter() < deadline:
                 writer.write(requests[(offset + done * CONCURRENCY) % len(requests)])
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = _response_length(head)
+                length = common.response_length(head)
                 if length is None:
                     raise RuntimeError("no header end")
                 await reader.readexactly(length - len(head))
