@@ -224,7 +224,10 @@ class RawCreates:
     """`POST /v1/models` over one keep-alive connection, each request written and its answer
     read by hand. The concurrent rates use it, not httpx: httpx took about 0.7 ms of CPU a
     request, so 32 of its clients needed most of a core at 1,400 creates/s, a core the
-    servers on this 2-core machine then lacked (the raw client takes a few µs)."""
+    servers on this 2-core machine then lacked (the raw client takes a few µs). A connection
+    left idle longer than the server keeps one (uvicorn: 5 s) is opened again before use."""
+
+    IDLE_SECONDS = 2.0
 
     def __init__(self, url: str, token: str) -> None:
         parts = urlsplit(url)
@@ -235,13 +238,18 @@ class RawCreates:
         ).encode()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._used = 0.0
 
     async def open(self) -> RawCreates:
+        await self.close()
         self._reader, self._writer = await asyncio.open_connection(*self._address)
+        self._used = time.monotonic()
         self._writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return self
 
     async def create(self, name: str) -> None:
+        if time.monotonic() - self._used > self.IDLE_SECONDS:
+            await self.open()
         assert self._reader is not None, "open() first"
         assert self._writer is not None
         body = json.dumps(
@@ -254,12 +262,14 @@ class RawCreates:
         rest = await self._reader.readexactly(length - len(head))
         if not head.startswith(b"HTTP/1.1 201"):
             raise RuntimeError(f"POST /v1/models: {(head + rest)[:500]!r}")
+        self._used = time.monotonic()
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        writer, self._reader, self._writer = self._writer, None, None
+        if writer is not None:
+            writer.close()
             with contextlib.suppress(OSError):
-                await self._writer.wait_closed()
+                await writer.wait_closed()
 
 
 def client(url: str) -> httpx.AsyncClient:
