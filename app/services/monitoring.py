@@ -14,7 +14,7 @@ Every figure here comes from the log or the prediction log, read with bounded qu
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,7 +25,8 @@ import msgspec
 from domain.decide import model_stream
 from domain.state import ModelState
 
-# the model's newest monitoring events read for its page (drift checks, looks, alerts)
+# the model's newest monitoring events read for its page's charts (drift checks, looks); its
+# open alerts are read apart, whatever their age (`Monitoring.open_alerts`)
 SIGNAL_EVENTS = 2_000
 # drift checks shown on the PSI chart (the newest)
 PSI_CHECKS = 60
@@ -34,20 +35,12 @@ SCORE_ROWS = 10_000
 SCORE_DAYS = 7.0
 SCORE_BINS = 20
 
-_SIGNAL_TYPES = [
-    "drift.checked",
-    "experiment.updated",
-    "performance.checked",
-    "performance.alert",
-    "data_quality.checked",
-    "data_quality.alert",
-]
+_SIGNAL_TYPES = ["drift.checked", "experiment.updated"]
 _SIGNALS = """
 SELECT position, type, recorded_at, data FROM events
 WHERE stream = $1 AND type = ANY($2)
 ORDER BY version DESC LIMIT $3
 """
-# per model, the alerts recorded after the latest check of their kind, version and environment
 # Per serving (stream, version, environment) and kind: the latest check, found by walking the
 # model's stream back from its end, and the alerts recorded after it. The cost follows what
 # serves, not how many checks the log holds (scanning every check grouped them all).
@@ -216,17 +209,15 @@ def compliance_rates(report: bytes) -> ComplianceRates:
     )
 
 
-def signals(rows: list[Any], model: ModelState) -> Signals:
-    """The model's monitoring, from its newest monitoring events (newest first, as read)."""
+def signals(rows: list[Any], alerts: list[Alert]) -> Signals:
+    """The model's monitoring: from its newest drift checks and looks (newest first, as read),
+    and its open alerts."""
     oldest_first = sorted(rows, key=lambda r: r["position"])
     psi_points: list[PsiPoint] = []
     looks: dict[str, list[Look]] = {}
-    checks: dict[tuple[str, int, str], int] = {}
-    alerts: list[tuple[str, Any, dict[str, Any]]] = []
     for row in oldest_first:
         data: dict[str, Any] = msgspec.json.decode(row["data"])
-        kind = row["type"]
-        if kind == "drift.checked":
+        if row["type"] == "drift.checked":
             psi = {
                 feature: float(figures["psi"])
                 for feature, figures in data.get("features", {}).items()
@@ -242,34 +233,15 @@ def signals(rows: list[Any], model: ModelState) -> Signals:
                     psi=psi,
                 )
             )
-        elif kind == "experiment.updated":
+        else:  # experiment.updated
             looks.setdefault(data["experiment_id"], []).append(_look(row, data))
-        elif kind.endswith(".checked"):
-            key = (kind.split(".")[0], int(data["version"]), str(data["environment"]))
-            checks[key] = row["position"]
-        else:
-            alerts.append((kind, row, data))
     psi_points = psi_points[-PSI_CHECKS:]
     features = sorted({f for p in psi_points for f in p.psi})
-    open_alerts = [
-        _alert(kind, row, data)
-        for kind, row, data in alerts
-        if row["position"]
-        > checks.get((kind.split(".")[0], int(data["version"]), str(data["environment"])), -1)
-        and serves(model.deployments, int(data["version"]), str(data["environment"]))
-    ]
     return Signals(
         psi=PsiSeries(features=features, points=psi_points),
-        alerts=sorted(open_alerts, key=lambda a: -a.position),
+        alerts=sorted(alerts, key=lambda a: -a.position),
         looks=looks,
     )
-
-
-def serves(deployments: Mapping[str, Any], version: int, environment: str) -> bool:
-    """Whether a version is the champion or the challenger of an environment now (given the
-    deployments of a ModelState or a ModelView)."""
-    slot = deployments.get(environment)
-    return slot is not None and version in (slot.champion, slot.challenger)
 
 
 def histogram(environment: str, labels: dict[int, str], rows: list[Any], bins: int) -> Histogram:
@@ -298,7 +270,13 @@ class Monitoring:
         rows = await self._pool.fetch(
             _SIGNALS, model_stream(model.name), _SIGNAL_TYPES, SIGNAL_EVENTS
         )
-        return signals(list(rows), model)
+        serving = [
+            (model.name, version, environment)
+            for environment, slot in model.deployments.items()
+            for version in (slot.champion, slot.challenger)
+            if version is not None
+        ]
+        return signals(list(rows), [alert for _, alert in await self.open_alerts(serving)])
 
     async def open_alerts(self, serving: Sequence[tuple[str, int, str]]) -> list[tuple[str, Alert]]:
         """The open alerts (model name, alert) of the (model, version, environment) triples

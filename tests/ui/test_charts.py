@@ -10,11 +10,13 @@ import pytest
 from litestar import Litestar
 
 from app.resources import Resources
-from app.services.monitoring import Monitoring, compliance_rates, histogram
+from app.services.monitoring import SIGNAL_EVENTS, Monitoring, compliance_rates, histogram
+from domain import events as ev
+from domain.decide import model_stream
 from tests.conftest import TokenFactory
 from tests.http.governance_helpers import record_compliance
 from tests.ui.console import ConsoleFactory, assert_escaped, console_factory
-from tests.ui.monitored import monitored, report
+from tests.ui.monitored import WORKER, monitored, report
 
 
 @pytest.fixture
@@ -135,6 +137,40 @@ async def test_models_list_counts_open_performance_and_data_quality_alerts(
     assert '<a class="alert" href="/ui/models/fraud#alerts">1</a>' in fraud
     churn = page[page.index('href="/ui/models/churn"') :]
     assert "#alerts" not in churn[: churn.index("</tr>")]
+
+
+async def test_an_open_alert_older_than_the_charts_window_is_still_listed(
+    client: httpx.AsyncClient,
+    auth: TokenFactory,
+    resources: Resources,
+    open_console: ConsoleFactory,
+) -> None:
+    """The model page reads its newest SIGNAL_EVENTS monitoring events for its charts; an
+    open alert older than those (drift checks since, no performance check) stays listed, as
+    the models list counts it (the page once took its alerts from the window only)."""
+    told = await monitored(client, resources, await auth("ci", "pipeline"))
+    checks = [
+        ev.DriftChecked(
+            name="fraud",
+            version=told["v1"],
+            severity="info",
+            features={"amount": {"psi": 0.01}},
+            environment="staging",
+            rows=300,
+            report_sha256="d" * 64,
+            source="log",
+        )
+        for _ in range(SIGNAL_EVENTS)
+    ]
+    await resources.store.append(model_stream("fraud"), checks, meta=WORKER, expected_version=None)
+    await resources.projector.catch_up()
+    async with open_console("auditor") as console:
+        page = (await console.get("/ui/models/fraud")).text
+        listed = (await console.get("/ui")).text
+    alerts = page[page.index('id="alerts"') : page.index("<h2>Experiments")]
+    assert "auc" in alerts and "0.61" in alerts
+    assert '<a class="alert" href="#alerts">1</a>' in page
+    assert '<a class="alert" href="/ui/models/fraud#alerts">1</a>' in listed
 
 
 async def test_version_page_charts_rates_per_group_for_the_roles_that_read_reports(
