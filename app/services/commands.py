@@ -27,7 +27,7 @@ from domain import commands as cmd
 from domain import handle
 from domain.datasets import DatasetState, dataset_stream
 from domain.decide import model_stream, policy_stream
-from domain.errors import ConcurrencyConflict
+from domain.errors import ConcurrencyConflict, DomainError
 from domain.events import Event, EventMeta, event_type
 from domain.policy import DEFAULT_POLICIES, Policy
 from domain.state import ModelState
@@ -119,20 +119,45 @@ class Commands:
         # A registration on a stream this process knows nothing of is decided as on a new
         # stream without reading it: the append expects it new, so if it is not, the
         # conflict sends the command down the ordinary path (read, decide: "exists")
+        stream = handle.stream_of(command)
         blind = (
             isinstance(command, cmd.RegisterModel)
             and expected_version is None
-            and self._models.version(handle.stream_of(command)) == 0
+            and self._models.version(stream) == 0
+        )
+        # A command that reads no policy, on a model this process has folded, is decided on
+        # that fold without reading the stream's tail (one round trip less): the append
+        # expects the fold's version, so a fold another process's append left behind
+        # conflicts, and the command is decided again on what it reads. A refusal or a
+        # no-op decided on the fold is made again on what it reads before it is answered.
+        optimistic = (
+            not blind
+            and expected_version is None
+            and not handle.reads_policy(command)
+            and not isinstance(command, _APPENDED_ANYWAY)
+            and self._folds(stream) is self._models
+            and self._models.peek(stream) is not None
         )
         while True:
-            events, version, policy = await self._decide(command, expected_version, read=not blind)
+            try:
+                events, version, policy = await self._decide(
+                    command, expected_version, read=not (blind or optimistic)
+                )
+            except DomainError:
+                if not optimistic:
+                    raise
+                optimistic = False
+                continue
             if not events:
+                if optimistic:
+                    optimistic = False
+                    continue
                 return Outcome(events=[], stream_version=version)
             try:
                 return await self._append(command, events, version, meta, idem, policy=policy)
             except ConcurrencyConflict:
-                if blind:  # not a lost race: what this process did not know
-                    blind = False
+                if blind or optimistic:  # not a lost race: what this process did not know
+                    blind = optimistic = False
                     continue
                 if time.monotonic() >= deadline:
                     raise
