@@ -272,6 +272,20 @@ class RawCreates:
                 await writer.wait_closed()
 
 
+async def create_rate(creators: list[RawCreates], seconds: float, prefix: str) -> float:
+    """POST /v1/models per second, each of `creators` writing back to back (model names
+    `prefix-...`, new in each call)."""
+
+    async def work(i: int, tag: str, deadline: float) -> int:
+        done = 0
+        while time.perf_counter() < deadline:
+            await creators[i].create(f"{prefix}-{tag}-{i}-{done}")
+            done += 1
+        return done
+
+    return await common.tasks_rate(len(creators), seconds, work)
+
+
 def client(url: str) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     return httpx.AsyncClient(base_url=url, timeout=300, limits=limits)

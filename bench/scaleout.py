@@ -49,7 +49,17 @@ import numpy as np
 import psutil
 
 from bench import common, score_http
-from bench.governed import Api, RawCreates, Stack, client, lightgbm_text, ok, stack, tokens
+from bench.governed import (
+    Api,
+    RawCreates,
+    Stack,
+    client,
+    create_rate,
+    lightgbm_text,
+    ok,
+    stack,
+    tokens,
+)
 from tests.faults.harness import Process
 
 CLIENTS = 8
@@ -104,19 +114,6 @@ async def connected(urls: Sequence[str], ci: str, count: int = CLIENTS) -> Async
         await asyncio.gather(*(a.client.aclose() for a in apis))
 
 
-async def create_rate(creators: list[RawCreates], seconds: float) -> float:
-    """POST /v1/models per second, every client writing back to back."""
-
-    async def work(i: int, tag: str, deadline: float) -> int:
-        done = 0
-        while time.perf_counter() < deadline:
-            await creators[i].create(f"s1-{tag}-{i}-{done}")
-            done += 1
-        return done
-
-    return await common.tasks_rate(len(creators), seconds, work)
-
-
 async def writes_one_vs_two(urls: list[str], ci: str, sizes: Sizes) -> dict[str, Any]:
     """S1: creates/s of each of WRITE_CLIENTS clients on the first API, then split over both."""
     figures: dict[str, Any] = {}
@@ -129,12 +126,12 @@ async def writes_one_vs_two(urls: list[str], ci: str, sizes: Sizes) -> dict[str,
             await asyncio.gather(*(c.open() for c in creators))
         try:
             for creators in setups.values():
-                await create_rate(creators, sizes.write_seconds / 2)  # warm-up
+                await create_rate(creators, sizes.write_seconds / 2, "s1")  # warm-up
             rates: dict[str, list[float]] = {name: [] for name in setups}
             for r in range(sizes.write_rounds):
                 order = list(setups) if r % 2 == 0 else list(setups)[::-1]
                 for name in order:
-                    rates[name].append(await create_rate(setups[name], sizes.write_seconds))
+                    rates[name].append(await create_rate(setups[name], sizes.write_seconds, "s1"))
         finally:
             await asyncio.gather(*(c.close() for cs in setups.values() for c in cs))
         medians = {name: statistics.median(values) for name, values in rates.items()}

@@ -59,6 +59,7 @@ from bench.governed import (
     RawCreates,
     Targets,
     client,
+    create_rate,
     lightgbm_text,
     ok,
     prepare,
@@ -145,19 +146,11 @@ async def creates_per_second(url: str, ci: str, sizes: Sizes) -> dict[int, dict[
     median round."""
     creators = [await RawCreates(url, ci).open() for _ in range(max(CLIENT_COUNTS))]
     try:
-
-        async def work(i: int, tag: str, deadline: float) -> int:
-            done = 0
-            while time.perf_counter() < deadline:
-                await creators[i].create(f"tp-{tag}-{i}-{done}")
-                done += 1
-            return done
-
-        await common.tasks_rate(8, sizes.rate_seconds / 2, work)  # warm-up
+        await create_rate(creators[:8], sizes.rate_seconds / 2, "tp")  # warm-up
         rates: dict[int, list[float]] = {n: [] for n in CLIENT_COUNTS}
         for r in range(sizes.rate_rounds):
             for n in CLIENT_COUNTS[r % 3 :] + CLIENT_COUNTS[: r % 3]:
-                rates[n].append(await common.tasks_rate(n, sizes.rate_seconds, work))
+                rates[n].append(await create_rate(creators[:n], sizes.rate_seconds, "tp"))
     finally:
         await asyncio.gather(*(c.close() for c in creators))
     first = statistics.median(rates[1])

@@ -116,48 +116,41 @@ class Commands:
             return await self._finish(earlier)
         once = expected_version is not None or isinstance(command, _DECIDED_ONCE)
         deadline = time.monotonic() + (0.0 if once else patience)
-        # A registration on a stream this process knows nothing of is decided as on a new
-        # stream without reading it: the append expects it new, so if it is not, the
-        # conflict sends the command down the ordinary path (read, decide: "exists")
+        # Decided without reading the stream's tail (one round trip less): a registration on
+        # a stream this process knows nothing of, as on a new stream, and a command that reads
+        # no policy on a model this process has folded, on that fold. The append expects that
+        # version, so when another process appended meanwhile it conflicts and the command is
+        # decided again on what it reads; a refusal or a no-op decided unread is made again
+        # on what it reads before it is answered.
         stream = handle.stream_of(command)
-        blind = (
-            isinstance(command, cmd.RegisterModel)
-            and expected_version is None
-            and self._models.version(stream) == 0
-        )
-        # A command that reads no policy, on a model this process has folded, is decided on
-        # that fold without reading the stream's tail (one round trip less): the append
-        # expects the fold's version, so a fold another process's append left behind
-        # conflicts, and the command is decided again on what it reads. A refusal or a
-        # no-op decided on the fold is made again on what it reads before it is answered.
-        optimistic = (
-            not blind
-            and expected_version is None
-            and not handle.reads_policy(command)
-            and not isinstance(command, _APPENDED_ANYWAY)
-            and self._folds(stream) is self._models
-            and self._models.peek(stream) is not None
+        unread = expected_version is None and (
+            (isinstance(command, cmd.RegisterModel) and self._models.version(stream) == 0)
+            or (
+                not handle.reads_policy(command)
+                and not isinstance(command, _APPENDED_ANYWAY)
+                and self._models.peek(stream) is not None
+            )
         )
         while True:
             try:
                 events, version, policy = await self._decide(
-                    command, expected_version, read=not (blind or optimistic)
+                    command, expected_version, read=not unread
                 )
             except DomainError:
-                if not optimistic:
+                if not unread:
                     raise
-                optimistic = False
+                unread = False
                 continue
             if not events:
-                if optimistic:
-                    optimistic = False
+                if unread:
+                    unread = False
                     continue
                 return Outcome(events=[], stream_version=version)
             try:
                 return await self._append(command, events, version, meta, idem, policy=policy)
             except ConcurrencyConflict:
-                if blind or optimistic:  # not a lost race: what this process did not know
-                    blind = optimistic = False
+                if unread:  # not a lost race: what this process did not know
+                    unread = False
                     continue
                 if time.monotonic() >= deadline:
                     raise

@@ -257,8 +257,8 @@ class LightGBMSandbox:
 
     def pids(self, library: str | None = None) -> list[int]:
         """Process ids of the running children (`lightgbm` or `treelite`: of that library's)."""
-        pools = {"lightgbm": [self._lightgbm], "treelite": [self._treelite]}
-        chosen = pools.get(library, []) if library else [self._lightgbm, self._treelite]
+        pools = {"lightgbm": self._lightgbm, "treelite": self._treelite}
+        chosen = [pools[library]] if library else list(pools.values())
         return sorted(pid for pool in chosen for pid in pool.pids())
 
     def close(self) -> None:

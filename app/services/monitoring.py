@@ -14,7 +14,7 @@ Every figure here comes from the log or the prediction log, read with bounded qu
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -244,6 +244,17 @@ def signals(rows: list[Any], alerts: list[Alert]) -> Signals:
     )
 
 
+def serving(name: str, deployments: Mapping[str, Any]) -> list[tuple[str, int, str]]:
+    """(model, version, environment) of each champion and challenger in `deployments` (of a
+    ModelState or a ModelView): what `Monitoring.open_alerts` asks about."""
+    return [
+        (name, version, environment)
+        for environment, slot in deployments.items()
+        for version in (slot.champion, slot.challenger)
+        if version is not None
+    ]
+
+
 def histogram(environment: str, labels: dict[int, str], rows: list[Any], bins: int) -> Histogram:
     """A histogram from the score query's rows (version, lo, hi, bin, rows)."""
     if not rows:
@@ -270,13 +281,8 @@ class Monitoring:
         rows = await self._pool.fetch(
             _SIGNALS, model_stream(model.name), _SIGNAL_TYPES, SIGNAL_EVENTS
         )
-        serving = [
-            (model.name, version, environment)
-            for environment, slot in model.deployments.items()
-            for version in (slot.champion, slot.challenger)
-            if version is not None
-        ]
-        return signals(list(rows), [alert for _, alert in await self.open_alerts(serving)])
+        alerts = await self.open_alerts(serving(model.name, model.deployments))
+        return signals(list(rows), [alert for _, alert in alerts])
 
     async def open_alerts(self, serving: Sequence[tuple[str, int, str]]) -> list[tuple[str, Alert]]:
         """The open alerts (model name, alert) of the (model, version, environment) triples

@@ -17,7 +17,13 @@ from app.http.problems import status_of
 from app.services.audit import AuditLog
 from app.services.dossier import dossier_markdown, dossier_tables
 from app.services.governance import Governance
-from app.services.monitoring import SCORE_DAYS, SCORE_ROWS, Monitoring, compliance_rates
+from app.services.monitoring import (
+    SCORE_DAYS,
+    SCORE_ROWS,
+    Monitoring,
+    compliance_rates,
+    serving,
+)
 from app.services.registry import Registry, diff, keyed
 from app.services.reports import Reports
 from app.services.views import render_model, render_version
@@ -69,14 +75,8 @@ class ConsoleController(Controller):
         environments = sorted({env for m in models for env in m.deployments})
         by_name = {m.name: m for m in models}
         alerts = dict.fromkeys(by_name, 0)
-        serving = [
-            (m.name, version, environment)
-            for m in models
-            for environment, slot in m.deployments.items()
-            for version in (slot.champion, slot.challenger)
-            if version is not None
-        ]
-        for model_name, _ in await monitoring.open_alerts(serving):
+        asked = [triple for m in models for triple in serving(m.name, m.deployments)]
+        for model_name, _ in await monitoring.open_alerts(asked):
             alerts[model_name] += 1
         return page(
             request,
